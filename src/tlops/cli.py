@@ -1,0 +1,278 @@
+"""The ``tlops`` command line: run the pipeline locally, compile it, or run one step."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from tlops import __version__
+from tlops.errors import TlopsError
+
+DEMO_IMAGE_SIZE = 128
+EPILOG = """\
+examples:
+  tlops run                                  train on the built-in demo data (scikit-learn digits)
+  tlops run --data ./photos --epochs 5       an ImageFolder: one subfolder per class
+  tlops run --data s3://bucket/dataset       S3 or SeaweedFS (AWS_ENDPOINT_URL, AWS credentials)
+  MLFLOW_TRACKING_URI=http://mlflow:5000 tlops run --data ...   track and register on a server
+  tlops compile                              rewrite components/*.yaml and pipelines/*.yaml
+"""
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="ImageFolder directory or s3://bucket/prefix (default: built-in demo data)")
+    parser.add_argument("--output", type=Path, default=Path("tlops-run"), help="run directory (default: %(default)s)")
+    parser.add_argument(
+        "--backbones",
+        default="efficientnet_lite0",
+        help="comma-separated candidate backbones: efficientnet_lite0/1/2 (bundled), timm:NAME, torchvision:NAME, "
+        "hub:OWNER/REPO:ENTRY, NAME@s3://weights (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--strategy",
+        default="auto",
+        choices=["auto", "linear-probe", "full"],
+        help="linear-probe: frozen backbone + head on cached features; full: fine-tune all layers from the probe "
+        "head (LP-FT); auto: freeze when the features already fit or data is small, else fine-tune, never keeping "
+        "a model that validates worse than the probe (default: %(default)s)",
+    )
+    parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=32, help="fine-tuning batch size (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=1e-4, help="fine-tuning learning rate (default: %(default)s)")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        help=f"input size (default: the backbone's own; {DEMO_IMAGE_SIZE} for the 8x8 demo digits)",
+    )
+    parser.add_argument("--experiment", default="tlops", help="MLflow experiment (default: %(default)s)")
+    parser.add_argument("--model-name", default="tlops-classifier", help="registered model name (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the split, sampling and training")
+    parser.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI"),
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under --output)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="tlops",
+        description="Transfer learning as a Kubeflow pipeline: a pretrained vision backbone becomes a registered, "
+        "evaluated image classifier in MLflow.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"tlops {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run the whole pipeline locally through kfp.local",
+        description="Run prepare-data -> select-backbone -> extract-features -> fine-tune -> evaluate -> register "
+        "on this machine through kfp.local, then write OUTPUT/run_summary.json.",
+    )
+    _add_run_arguments(run)
+
+    compile_ = commands.add_parser("compile", help="write components/*.yaml and pipelines/*.yaml")
+    compile_.add_argument("--root", type=Path, default=Path("."), help="repository root (default: current dir)")
+
+    prepare = commands.add_parser("prepare-data", help="validate, split and write the manifest of a dataset")
+    prepare.add_argument("--data", required=True, help="ImageFolder directory or s3://bucket/prefix")
+    prepare.add_argument("--output", type=Path, required=True, help="directory for the manifest and report")
+    prepare.add_argument("--seed", type=int, default=0)
+    prepare.add_argument("--val-fraction", type=float, default=0.15)
+    prepare.add_argument("--test-fraction", type=float, default=0.15)
+
+    select = commands.add_parser("select-backbone", help="rank candidate backbones on a prepared dataset")
+    select.add_argument("--dataset", type=Path, required=True, help="prepare-data output directory")
+    select.add_argument("--backbones", required=True, help="comma-separated candidates")
+    select.add_argument("--output", type=Path, required=True)
+    select.add_argument("--image-size", type=int)
+    select.add_argument("--seed", type=int, default=0)
+
+    extract = commands.add_parser("extract-features", help="cache backbone features and fit the linear probe")
+    extract.add_argument("--dataset", type=Path, required=True, help="prepare-data output directory")
+    extract.add_argument("--backbone", default="efficientnet_lite0")
+    extract.add_argument("--output", type=Path, required=True, help="gets features/ and probe/ subdirectories")
+    extract.add_argument("--image-size", type=int)
+    extract.add_argument("--seed", type=int, default=0)
+
+    tune = commands.add_parser("fine-tune", help="train the classifier from the probe with a strategy")
+    tune.add_argument("--dataset", type=Path, required=True)
+    tune.add_argument("--probe", type=Path, required=True, help="extract-features output's probe/ directory")
+    tune.add_argument("--output", type=Path, required=True)
+    tune.add_argument("--strategy", default="auto", choices=["auto", "linear-probe", "full"])
+    tune.add_argument("--epochs", type=int, default=3)
+    tune.add_argument("--batch-size", type=int, default=32)
+    tune.add_argument("--lr", type=float, default=1e-4)
+    tune.add_argument("--seed", type=int, default=0)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a trained model on the test split")
+    evaluate.add_argument("--dataset", type=Path, required=True)
+    evaluate.add_argument("--model", type=Path, required=True)
+    evaluate.add_argument("--output", type=Path, required=True)
+
+    register = commands.add_parser("register", help="log and register a trained model in MLflow")
+    register.add_argument("--dataset", type=Path, required=True)
+    register.add_argument("--model", type=Path, required=True)
+    register.add_argument("--evaluation", type=Path, required=True)
+    register.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"), required=False)
+    register.add_argument("--experiment", default="tlops")
+    register.add_argument("--model-name", default="tlops-classifier")
+
+    demo = commands.add_parser("demo-data", help="write the built-in demo dataset as an ImageFolder")
+    demo.add_argument("--output", type=Path, required=True)
+    return parser
+
+
+def _backbone_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise TlopsError("--backbones is empty; name at least one, e.g. efficientnet_lite0")
+    return names
+
+
+def _check_positive(**values: int | float | None) -> None:
+    for name, value in values.items():
+        if value is not None and value <= 0:
+            raise TlopsError(f"--{name.replace('_', '-')} must be positive, got {value}")
+
+
+def command_run(args: argparse.Namespace) -> int:
+    """``tlops run``: preflight the inputs, run the pipeline locally, print and write the summary."""
+    from tlops.backbones import BUNDLED
+    from tlops.data import SplitConfig, check_class_sizes, list_image_folder
+    from tlops.demo import write_digits_imagefolder
+    from tlops.runtime_env import runtime_from_environment
+    from tlops.summary import format_summary
+    from tlops.tracking import check_tracking_server, resolve_tracking_uri
+
+    _check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size)
+    backbones = _backbone_list(args.backbones)
+    output = args.output.resolve()
+    image_size = args.image_size
+    if args.data is None:
+        data_uri = str(write_digits_imagefolder(output / "demo-data"))
+        image_size = image_size or DEMO_IMAGE_SIZE
+        print(f"no --data given: using the built-in demo data (scikit-learn digits) in {data_uri}")
+    else:
+        data_uri = args.data if args.data.startswith("s3://") else str(Path(args.data).resolve())
+    # Preflight: fail in one line before any step runs or anything is registered.
+    runtime = runtime_from_environment(os.environ)
+    from collections import Counter
+
+    files = list_image_folder(data_uri, runtime.s3)
+    check_class_sizes(Counter(f.label for f in files), SplitConfig(seed=args.seed), data_uri)
+    unknown = [b for b in backbones if b not in BUNDLED and ":" not in b]
+    if unknown:
+        raise TlopsError(f"unknown backbone {unknown[0]!r}; use {', '.join(BUNDLED)}, timm:NAME or torchvision:NAME")
+    tracking_uri = resolve_tracking_uri(args.tracking_uri, output)
+    check_tracking_server(tracking_uri)
+
+    from tlops.pipeline.local import PipelineFailed, run_locally
+
+    output.mkdir(parents=True, exist_ok=True)
+    parameters = {
+        "data_uri": data_uri,
+        "tracking_uri": tracking_uri,
+        "backbones": backbones,
+        "strategy": args.strategy,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.lr,
+        "image_size": image_size,
+        "seed": args.seed,
+        "experiment": args.experiment,
+        "model_name": args.model_name,
+    }
+    print(f"running the tlops pipeline locally ({len(files)} images, tracking at {tracking_uri})", flush=True)
+    try:
+        summary = run_locally(parameters, output)
+    except PipelineFailed as error:
+        print(f"tlops: error: the pipeline failed: {error} (the step's log is above)", file=sys.stderr)
+        return 1
+    (output / "run_summary.json").write_text(json.dumps(summary, indent=2))
+    print(format_summary(summary))
+    print(f"  summary    {output / 'run_summary.json'}")
+    return 0
+
+
+def command_step(args: argparse.Namespace) -> int:
+    """Run one step of the pipeline in this process."""
+    from tlops.runtime_env import runtime_from_environment
+
+    runtime = runtime_from_environment(os.environ)
+    if args.command == "prepare-data":
+        from tlops.data import SplitConfig, prepare_data
+
+        config = SplitConfig(args.val_fraction, args.test_fraction, args.seed)
+        result = prepare_data(args.data, args.output, config, runtime.s3)
+        print(json.dumps({"digest": result.digest, "classes": result.classes, "images": result.num_images,
+                          "quarantined": len(result.quarantined)}, indent=2))
+    elif args.command == "select-backbone":
+        from tlops.steps import select_backbone
+
+        selection = select_backbone(args.dataset, _backbone_list(args.backbones), args.output, runtime,
+                                    image_size=args.image_size, seed=args.seed)
+        print(json.dumps(selection.ranking, indent=2))
+    elif args.command == "extract-features":
+        from tlops.steps import extract_and_probe
+
+        summary = extract_and_probe(args.dataset, args.backbone, args.output / "features", args.output / "probe",
+                                    runtime, image_size=args.image_size, seed=args.seed)
+        print(json.dumps(summary, indent=2))
+    elif args.command == "fine-tune":
+        from tlops.steps import fine_tune
+        from tlops.training import TrainConfig
+
+        config = TrainConfig(strategy=args.strategy, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                             seed=args.seed)
+        summary = fine_tune(args.dataset, args.probe, args.output, config, runtime)
+        print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))
+    elif args.command == "evaluate":
+        from tlops.steps import evaluate
+
+        print(json.dumps(evaluate(args.dataset, args.model, args.output, runtime)["metrics"], indent=2))
+    elif args.command == "register":
+        from tlops.registry import RegistryConfig, register_model, registration_dict
+        from tlops.tracking import resolve_tracking_uri
+
+        uri = resolve_tracking_uri(args.tracking_uri, Path.cwd())
+        config = RegistryConfig(tracking_uri=uri, experiment=args.experiment, model_name=args.model_name)
+        print(json.dumps(registration_dict(register_model(args.dataset, args.model, args.evaluation, config)),
+                         indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``tlops`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return command_run(args)
+        if args.command == "compile":
+            from tlops.pipeline.compile import compile_all
+
+            for path in compile_all(args.root):
+                print(f"wrote {path}")
+            return 0
+        if args.command == "demo-data":
+            from tlops.demo import write_digits_imagefolder
+
+            print(write_digits_imagefolder(args.output))
+            return 0
+        return command_step(args)
+    except TlopsError as error:
+        print(f"tlops: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tlops: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Torch datasets over a prepared manifest, with the preprocessing of a backbone's weights."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path, PurePosixPath
+
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2 as transforms
+
+from tlops.backbones import DataConfig
+from tlops.images import decode_image
+from tlops.storage import S3Client, download, is_s3_uri
+
+
+def eval_transform(config: DataConfig) -> transforms.Compose:
+    """Resize, center-crop and scale to 0..1 floats (normalization lives in the model)."""
+    resize = round(config.input_size / config.crop_pct)
+    return transforms.Compose(
+        [
+            transforms.ToImage(),
+            transforms.Resize(resize, interpolation=InterpolationMode(config.interpolation), antialias=True),
+            transforms.CenterCrop(config.input_size),
+            transforms.ToDtype(torch.float32, scale=True),
+        ]
+    )
+
+
+def train_transform(config: DataConfig, hflip: bool = False) -> transforms.Compose:
+    """Light augmentation for fine-tuning: random resized crop, optional horizontal flip."""
+    steps: list[transforms.Transform] = [
+        transforms.ToImage(),
+        transforms.RandomResizedCrop(
+            config.input_size, scale=(0.6, 1.0), interpolation=InterpolationMode(config.interpolation)
+        ),
+    ]
+    if hflip:
+        steps.append(transforms.RandomHorizontalFlip())
+    steps.append(transforms.ToDtype(torch.float32, scale=True))
+    return transforms.Compose(steps)
+
+
+class ManifestDataset(Dataset):
+    """Images and class ids of one split of a manifest, read from local files."""
+
+    def __init__(self, paths: list[str], targets: list[int], transform: transforms.Compose) -> None:
+        self.paths = paths
+        self.targets = targets
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = decode_image(Path(self.paths[index]).read_bytes()).image
+        return self.transform(image), self.targets[index]
+
+
+def localize(manifest: pd.DataFrame, cache_dir: Path, s3: S3Client | None = None, workers: int = 8) -> pd.DataFrame:
+    """Return the manifest with a ``local_path`` column, fetching s3:// images into ``cache_dir`` once.
+
+    Cached files are named by content hash, so a re-run reuses them.
+    """
+    manifest = manifest.copy()
+
+    def fetch(row: tuple[str, str]) -> str:
+        uri, sha256 = row
+        if not is_s3_uri(uri):
+            return uri
+        target = cache_dir / sha256[:2] / (sha256 + PurePosixPath(uri).suffix.lower())
+        return str(target if target.exists() else download(uri, target, s3))
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        manifest["local_path"] = list(pool.map(fetch, zip(manifest["uri"], manifest["sha256"], strict=True)))
+    return manifest
+
+
+def split_dataset(
+    manifest: pd.DataFrame, split: str, classes: list[str], transform: transforms.Compose
+) -> ManifestDataset:
+    """The dataset of one split of a localized manifest."""
+    rows = manifest[manifest["split"] == split]
+    index = {label: i for i, label in enumerate(classes)}
+    return ManifestDataset(list(rows["local_path"]), [index[label] for label in rows["label"]], transform)
+
+
+def make_loader(
+    dataset: Dataset, batch_size: int, shuffle: bool = False, workers: int = 0, seed: int = 0
+) -> DataLoader:
+    """A DataLoader with a seeded shuffle."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        generator=generator,
+        persistent_workers=workers > 0,
+    )

@@ -1,0 +1,136 @@
+"""Feature-based transfer: run the frozen backbone once, cache embeddings, fit a linear head on them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from tlops.device import autocast
+
+FEATURES_FILE = "features.safetensors"
+HEAD_FILE = "head.safetensors"
+PROBE_SUMMARY_FILE = "probe_summary.json"
+
+
+@torch.inference_mode()
+def extract_features(
+    model: nn.Module, loader: DataLoader, device: torch.device, desc: str = "features"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run a frozen feature extractor over a loader.
+
+    Returns:
+        float32 features ``(N, D)`` and int64 targets ``(N,)``, on the CPU.
+    """
+    model.eval().to(device)
+    features, targets = [], []
+    for images, labels in tqdm(loader, desc=desc, unit="batch", mininterval=2.0):
+        with autocast(device):
+            output = model(images.to(device, non_blocking=True))
+        features.append(output.float().cpu())
+        targets.append(labels)
+    return torch.cat(features), torch.cat(targets).long()
+
+
+@dataclass
+class ProbeResult:
+    """A linear head fitted on frozen features.
+
+    Attributes:
+        head: The fitted layer (standardization folded in).
+        C: Inverse regularization strength chosen on validation.
+        val_accuracy: Accuracy on the validation features.
+        train_accuracy: Accuracy on the training features.
+    """
+
+    head: nn.Linear
+    C: float
+    val_accuracy: float
+    train_accuracy: float
+
+
+def fit_linear_head(
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    num_classes: int,
+    grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0),
+    seed: int = 0,
+) -> ProbeResult:
+    """Fit multinomial logistic regression on standardized features, choosing C on validation.
+
+    The standardization is folded into the returned ``nn.Linear``, so it applies to raw features.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    x_train, y_train = train[0].numpy().astype(np.float64), train[1].numpy()
+    x_val, y_val = val[0].numpy().astype(np.float64), val[1].numpy()
+    scaler = StandardScaler().fit(x_train)
+    z_train, z_val = scaler.transform(x_train), scaler.transform(x_val)
+    best = None
+    for c in grid:
+        classifier = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(z_train, y_train)
+        score = float(classifier.score(z_val, y_val))
+        if best is None or score > best[0]:
+            best = (score, c, classifier)
+    assert best is not None
+    score, c, classifier = best
+    weight, bias = _full_coefficients(classifier, num_classes, x_train.shape[1])
+    scale = scaler.scale_
+    head = nn.Linear(x_train.shape[1], num_classes)
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(weight / scale).float())
+        head.bias.copy_(torch.from_numpy(bias - (weight / scale) @ scaler.mean_).float())
+    return ProbeResult(head=head, C=c, val_accuracy=score, train_accuracy=float(classifier.score(z_train, y_train)))
+
+
+def _full_coefficients(classifier, num_classes: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Coefficients for all classes (classes absent from training get a very negative bias)."""
+    weight = np.zeros((num_classes, width))
+    bias = np.full(num_classes, -1e4)
+    coef, intercept = classifier.coef_, classifier.intercept_
+    if coef.shape[0] == 1:  # binary problems come back as one row
+        coef, intercept = np.vstack([-coef / 2, coef / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
+    weight[classifier.classes_] = coef
+    bias[classifier.classes_] = intercept
+    return weight, bias
+
+
+def save_features(path: Path, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Save per-split features and targets as one safetensors file."""
+    tensors = {}
+    for split, (features, targets) in splits.items():
+        tensors[f"{split}.features"] = features.contiguous()
+        tensors[f"{split}.targets"] = targets.contiguous()
+    save_file(tensors, str(path))
+
+
+def load_features(path: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Load what :func:`save_features` wrote."""
+    tensors = load_file(str(path))
+    splits = {name.rpartition(".")[0] for name in tensors}
+    return {s: (tensors[f"{s}.features"], tensors[f"{s}.targets"]) for s in sorted(splits)}
+
+
+def save_probe(output_dir: Path, probe: ProbeResult, backbone: str, extra: dict | None = None) -> None:
+    """Write the head weights and a JSON summary of the probe."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in probe.head.state_dict().items()}, str(output_dir / HEAD_FILE))
+    summary = {k: v for k, v in asdict(probe).items() if k != "head"} | {"backbone": backbone} | (extra or {})
+    (output_dir / PROBE_SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+
+
+def load_head(output_dir: Path) -> nn.Linear:
+    """Load the head that :func:`save_probe` wrote."""
+    state = load_file(str(Path(output_dir) / HEAD_FILE))
+    out_features, in_features = state["weight"].shape
+    head = nn.Linear(in_features, out_features)
+    head.load_state_dict(state)
+    return head

@@ -1,0 +1,58 @@
+"""The end-of-run summary: what data, which backbone and strategy, what it scored, where it is registered."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tlops.data import load_prepared
+from tlops.registry import Registration
+
+
+def run_summary(data_dir: Path, model_dir: Path, evaluation_dir: Path, registration: Registration) -> dict:
+    """Assemble ``run_summary.json`` from the step outputs and the registration."""
+    _manifest, prepared = load_prepared(data_dir)
+    training = json.loads((Path(model_dir) / "training.json").read_text())
+    evaluation = json.loads((Path(evaluation_dir) / "evaluation.json").read_text())
+    model_config = json.loads((Path(model_dir) / "model_config.json").read_text())
+    counts = prepared.num_images
+    return {
+        "dataset": {
+            "source": prepared.source,
+            "digest": prepared.digest,
+            "classes": prepared.classes,
+            "num_train": counts["train"],
+            "num_val": counts["val"],
+            "num_test": counts["test"],
+            "quarantined": len(prepared.quarantined),
+        },
+        "backbone": model_config["backbone"],
+        "strategy": training["strategy"],
+        "strategy_reasons": training["reasons"],
+        "metrics": evaluation["metrics"] | {"val_accuracy": training["val_accuracy"]},
+        "tracking_uri": registration.tracking_uri,
+        "experiment": registration.experiment,
+        "run_id": registration.run_id,
+        "registered_model": registration.registered_model,
+        "version": registration.version,
+        "model_uri": registration.model_uri,
+        "logged_model_uri": registration.logged_model_uri,
+        "aliases": registration.aliases,
+    }
+
+
+def format_summary(summary: dict) -> str:
+    """A short human-readable summary for the end of ``tlops run``."""
+    dataset, metrics = summary["dataset"], summary["metrics"]
+    return "\n".join([
+        "tlops run finished",
+        f"  data       {dataset['source']}  ({len(dataset['classes'])} classes; train {dataset['num_train']}, "
+        f"val {dataset['num_val']}, test {dataset['num_test']}; digest {dataset['digest'][:12]})",
+        f"  backbone   {summary['backbone']}",
+        f"  strategy   {summary['strategy']}: {'; '.join(summary['strategy_reasons'])}",
+        f"  test       accuracy {metrics['test_accuracy']:.4f}   macro-F1 {metrics['test_macro_f1']:.4f}   "
+        f"ECE {metrics['test_ece']:.4f}",
+        f"  registered {summary['registered_model']} version {summary['version']} "
+        f"[{', '.join(summary['aliases'])}]  ({summary['model_uri']})",
+        f"  tracking   {summary['tracking_uri']}",
+    ])

@@ -1,0 +1,77 @@
+"""Shared pytest fixtures: real SeaweedFS S3 and MLflow services for integration tests.
+
+If ``TLOPS_TEST_MLFLOW_URI`` and ``TLOPS_TEST_S3_ENDPOINT`` are set (``.ci/run`` started the
+services and exported their environment), those are used. Otherwise the ``services`` fixture
+starts both once per test session and stops them at the end.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Make tests/services.py importable whatever pytest's --import-mode is.
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:
+    sys.path.insert(0, _TESTS_DIR)
+
+from services import Services, make_s3_client, start_services, stop_services  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    """Running SeaweedFS S3 gateway and MLflow server (from the environment, or started here)."""
+    from_env = Services.from_env()
+    if from_env is not None:
+        yield from_env
+        return
+    workdir = tmp_path_factory.mktemp("services")
+    started = start_services(workdir)
+    try:
+        yield started
+    finally:
+        stop_services(workdir)
+
+
+@pytest.fixture
+def s3_env(services: Services, monkeypatch: pytest.MonkeyPatch) -> Services:
+    """Point AWS SDKs (``AWS_ENDPOINT_URL``, credentials, region) at the test S3 for one test."""
+    for key, value in services.env().items():
+        monkeypatch.setenv(key, value)
+    return services
+
+
+@pytest.fixture
+def s3_client(services: Services) -> Any:
+    """A boto3 S3 client for the test S3 gateway."""
+    return make_s3_client(services)
+
+
+@pytest.fixture
+def bucket(s3_client: Any) -> Iterator[str]:
+    """A fresh, uniquely named bucket (``t-<uuid8>``), emptied and deleted after the test."""
+    from botocore.exceptions import ClientError
+
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    s3_client.create_bucket(Bucket=name)
+    yield name
+    try:
+        for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=name):
+            keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+            if keys:
+                s3_client.delete_objects(Bucket=name, Delete={"Objects": keys, "Quiet": True})
+        s3_client.delete_bucket(Bucket=name)
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") != "NoSuchBucket":
+            raise
+
+
+@pytest.fixture
+def mlflow_uri(services: Services) -> str:
+    """URI of the MLflow tracking server (artifacts proxied to the ``mlflow-artifacts`` bucket)."""
+    return services.mlflow_uri
