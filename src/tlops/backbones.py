@@ -207,7 +207,7 @@ def _fetch_weights(uri: str, s3: S3Client | None, cache_dir: Path) -> Path:
 def _load_timm(name: str, arch: str, pretrained: bool, weights: Path | None) -> Backbone:
     import timm
 
-    if arch not in timm.list_models():
+    if not timm.is_model(arch):  # accepts pretrained tags (resnet18.a1_in1k), which list_models() omits
         raise TlopsError(f"timm has no model {arch!r}; see timm.list_models()")
     overlay = {"file": str(weights)} if weights else None
     try:

@@ -17,6 +17,7 @@ examples:
   tlops run                                  train on the built-in demo data (scikit-learn digits)
   tlops run --data ./photos --epochs 5       an ImageFolder: one subfolder per class
   tlops run --data s3://bucket/dataset       S3 or SeaweedFS (AWS_ENDPOINT_URL, AWS credentials)
+  tlops run --strategy linear-probe          --strategy: linear-probe (frozen backbone), full (LP-FT) or auto
   MLFLOW_TRACKING_URI=http://mlflow:5000 tlops run --data ...   track and register on a server
   tlops compile                              rewrite components/*.yaml and pipelines/*.yaml
 """
@@ -211,26 +212,49 @@ def command_step(args: argparse.Namespace) -> int:
 
         config = SplitConfig(args.val_fraction, args.test_fraction, args.seed)
         result = prepare_data(args.data, args.output, config, runtime.s3)
-        print(json.dumps({"digest": result.digest, "classes": result.classes, "images": result.num_images,
-                          "quarantined": len(result.quarantined)}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "digest": result.digest,
+                    "classes": result.classes,
+                    "images": result.num_images,
+                    "quarantined": len(result.quarantined),
+                },
+                indent=2,
+            )
+        )
     elif args.command == "select-backbone":
         from tlops.steps import select_backbone
 
-        selection = select_backbone(args.dataset, _backbone_list(args.backbones), args.output, runtime,
-                                    image_size=args.image_size, seed=args.seed)
+        selection = select_backbone(
+            args.dataset,
+            _backbone_list(args.backbones),
+            args.output,
+            runtime,
+            image_size=args.image_size,
+            seed=args.seed,
+        )
         print(json.dumps(selection.ranking, indent=2))
     elif args.command == "extract-features":
         from tlops.steps import extract_and_probe
 
-        summary = extract_and_probe(args.dataset, args.backbone, args.output / "features", args.output / "probe",
-                                    runtime, image_size=args.image_size, seed=args.seed)
+        summary = extract_and_probe(
+            args.dataset,
+            args.backbone,
+            args.output / "features",
+            args.output / "probe",
+            runtime,
+            image_size=args.image_size,
+            seed=args.seed,
+        )
         print(json.dumps(summary, indent=2))
     elif args.command == "fine-tune":
         from tlops.steps import fine_tune
         from tlops.training import TrainConfig
 
-        config = TrainConfig(strategy=args.strategy, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                             seed=args.seed)
+        config = TrainConfig(
+            strategy=args.strategy, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed
+        )
         summary = fine_tune(args.dataset, args.probe, args.output, config, runtime)
         print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))
     elif args.command == "evaluate":
@@ -243,8 +267,9 @@ def command_step(args: argparse.Namespace) -> int:
 
         uri = resolve_tracking_uri(args.tracking_uri, Path.cwd())
         config = RegistryConfig(tracking_uri=uri, experiment=args.experiment, model_name=args.model_name)
-        print(json.dumps(registration_dict(register_model(args.dataset, args.model, args.evaluation, config)),
-                         indent=2))
+        print(
+            json.dumps(registration_dict(register_model(args.dataset, args.model, args.evaluation, config)), indent=2)
+        )
     return 0
 
 

@@ -156,9 +156,14 @@ def check_class_sizes(counts: dict[str, int], config: SplitConfig, source: str) 
 
 
 def split_counts(n: int, config: SplitConfig) -> dict[str, int]:
-    """How many of ``n`` images of one class go to each split (at least one each)."""
+    """How many of ``n`` images of one class go to each split (at least one each when ``n >= 3``)."""
     n_test = max(1, round(n * config.test_fraction))
     n_val = max(1, round(n * config.val_fraction))
+    while n_val + n_test > n - 1 and max(n_val, n_test) > 1:  # keep at least one image for training
+        if n_test >= n_val:
+            n_test -= 1
+        else:
+            n_val -= 1
     return {"train": n - n_val - n_test, "val": n_val, "test": n_test}
 
 
@@ -243,7 +248,9 @@ def prepare_data(
         raise TlopsError(f"none of the {len(files)} image files in {source!r} could be decoded; see the files")
     before = len(rows)
     rows = rows.sort_values("relpath").drop_duplicates(["label", "sha256"]).reset_index(drop=True)
-    check_class_sizes(rows["label"].value_counts().to_dict(), config, source)
+    # Every listed class counts, so a class whose files were all quarantined is named rather than dropped.
+    valid = {label: 0 for label in sorted({f.label for f in files})} | rows["label"].value_counts().to_dict()
+    check_class_sizes(valid, config, source)
 
     rows["split"] = assign_splits(rows, config)
     manifest = rows[["uri", "relpath", "sha256", "label", "split", "width", "height"]].sort_values("relpath")

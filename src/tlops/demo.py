@@ -33,5 +33,7 @@ def write_digits_imagefolder(root: Path, per_class: int | None = None, scale: in
         pixels = (image * (255.0 / 16.0)).round().astype(np.uint8)
         folder = root / DIGIT_NAMES[label]
         folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels, mode="L").resize((8 * scale, 8 * scale), Image.NEAREST).save(folder / f"{index:04d}.png")
+        Image.fromarray(pixels, mode="L").resize((8 * scale, 8 * scale), Image.NEAREST).save(
+            folder / f"{index:04d}.png"
+        )
     return root

@@ -66,6 +66,7 @@ def register_model(
     evaluation_dir: Path,
     config: RegistryConfig,
     extra_artifact_dirs: list[Path] | None = None,
+    client=None,
 ) -> Registration:
     """Log params, metrics, plots, dataset lineage and the model to MLflow; register it and set aliases.
 
@@ -75,6 +76,7 @@ def register_model(
         evaluation_dir: Output of the evaluate step.
         config: Tracking URI, experiment and registered model name.
         extra_artifact_dirs: More step outputs whose JSON and PNG files are logged as artifacts.
+        client: ``MlflowClient`` for the registry calls (one for ``config.tracking_uri`` when ``None``).
 
     Raises:
         TlopsError: when the tracking server does not answer or registration fails (nothing is left registered).
@@ -85,7 +87,8 @@ def register_model(
 
     check_tracking_server(config.tracking_uri)
     mlflow.set_tracking_uri(config.tracking_uri)
-    client = MlflowClient(config.tracking_uri)
+    client = client or MlflowClient(config.tracking_uri)
+    model_existed = _registered_model_exists(client, config.model_name)
     manifest, prepared = load_prepared(data_dir)
     model, model_config = load_classifier(model_dir)
     training = json.loads((Path(model_dir) / "training.json").read_text())
@@ -158,6 +161,9 @@ def register_model(
         except Exception as error:
             if version is not None:
                 client.delete_model_version(config.model_name, version.version)
+                if not model_existed:
+                    client.delete_registered_model(config.model_name)
+            mlflow.set_tag("tlops.registration_failed", str(error)[:500])
             if isinstance(error, TlopsError):
                 raise
             raise TlopsError(f"registering the model in MLflow at {config.tracking_uri} failed: {error}") from error
@@ -171,6 +177,16 @@ def register_model(
         experiment=config.experiment,
         aliases=aliases,
     )
+
+
+def _registered_model_exists(client, name: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        return False
+    return True
 
 
 def _experiment(client, config: RegistryConfig):

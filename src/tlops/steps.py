@@ -44,7 +44,9 @@ def _localized(data_dir: Path, runtime: Runtime) -> tuple[pd.DataFrame, list[str
 def _features(backbone: Backbone, manifest: pd.DataFrame, split: str, classes: list[str], runtime: Runtime):
     dataset = split_dataset(manifest, split, classes, eval_transform(backbone.data_config))
     loader = make_loader(dataset, runtime.batch_size, workers=runtime.workers)
-    return extract_features(feature_extractor(backbone), loader, runtime.device, desc=f"{backbone.name} {split} features")
+    return extract_features(
+        feature_extractor(backbone), loader, runtime.device, desc=f"{backbone.name} {split} features"
+    )
 
 
 @dataclass

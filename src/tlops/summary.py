@@ -44,15 +44,17 @@ def run_summary(data_dir: Path, model_dir: Path, evaluation_dir: Path, registrat
 def format_summary(summary: dict) -> str:
     """A short human-readable summary for the end of ``tlops run``."""
     dataset, metrics = summary["dataset"], summary["metrics"]
-    return "\n".join([
-        "tlops run finished",
-        f"  data       {dataset['source']}  ({len(dataset['classes'])} classes; train {dataset['num_train']}, "
-        f"val {dataset['num_val']}, test {dataset['num_test']}; digest {dataset['digest'][:12]})",
-        f"  backbone   {summary['backbone']}",
-        f"  strategy   {summary['strategy']}: {'; '.join(summary['strategy_reasons'])}",
-        f"  test       accuracy {metrics['test_accuracy']:.4f}   macro-F1 {metrics['test_macro_f1']:.4f}   "
-        f"ECE {metrics['test_ece']:.4f}",
-        f"  registered {summary['registered_model']} version {summary['version']} "
-        f"[{', '.join(summary['aliases'])}]  ({summary['model_uri']})",
-        f"  tracking   {summary['tracking_uri']}",
-    ])
+    return "\n".join(
+        [
+            "tlops run finished",
+            f"  data       {dataset['source']}  ({len(dataset['classes'])} classes; train {dataset['num_train']}, "
+            f"val {dataset['num_val']}, test {dataset['num_test']}; digest {dataset['digest'][:12]})",
+            f"  backbone   {summary['backbone']}",
+            f"  strategy   {summary['strategy']}: {'; '.join(summary['strategy_reasons'])}",
+            f"  test       accuracy {metrics['test_accuracy']:.4f}   macro-F1 {metrics['test_macro_f1']:.4f}   "
+            f"ECE {metrics['test_ece']:.4f}",
+            f"  registered {summary['registered_model']} version {summary['version']} "
+            f"[{', '.join(summary['aliases'])}]  ({summary['model_uri']})",
+            f"  tracking   {summary['tracking_uri']}",
+        ]
+    )

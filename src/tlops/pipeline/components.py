@@ -47,8 +47,14 @@ def select_backbone(
     from tlops.runtime_env import runtime_from_environment
     from tlops.steps import select_backbone as run
 
-    result = run(Path(dataset.path), candidates, Path(selection.path), runtime_from_environment(os.environ),
-                 image_size=image_size, seed=seed)
+    result = run(
+        Path(dataset.path),
+        candidates,
+        Path(selection.path),
+        runtime_from_environment(os.environ),
+        image_size=image_size,
+        seed=seed,
+    )
     selection.metadata.update({"chosen": result.chosen, "reasons": result.reasons})
     return result.chosen
 
@@ -69,8 +75,15 @@ def extract_features(
     from tlops.runtime_env import runtime_from_environment
     from tlops.steps import extract_and_probe
 
-    summary = extract_and_probe(Path(dataset.path), backbone, Path(features.path), Path(probe.path),
-                                runtime_from_environment(os.environ), image_size=image_size, seed=seed)
+    summary = extract_and_probe(
+        Path(dataset.path),
+        backbone,
+        Path(features.path),
+        Path(probe.path),
+        runtime_from_environment(os.environ),
+        image_size=image_size,
+        seed=seed,
+    )
     probe.metadata.update(summary)
 
 
@@ -99,7 +112,9 @@ def fine_tune(
     summary = run(Path(dataset.path), Path(probe.path), Path(model.path), config, runtime_from_environment(os.environ))
     model.metadata.update({k: summary[k] for k in ("strategy", "reasons", "best_epoch", "val_accuracy")})
     curves = sorted(Path(model.path).glob("*.png"))
-    Path(learning_curves.path).write_text(html_page("Training", curves, "<p>" + "<br>".join(summary["reasons"]) + "</p>"))
+    Path(learning_curves.path).write_text(
+        html_page("Training", curves, "<p>" + "<br>".join(summary["reasons"]) + "</p>")
+    )
     return summary["strategy"]
 
 
@@ -147,8 +162,9 @@ def register(
     from tlops.summary import run_summary
 
     config = RegistryConfig(tracking_uri=tracking_uri, experiment=experiment, model_name=model_name)
-    result = register_model(Path(dataset.path), Path(model.path), Path(evaluation.path), config,
-                            extra_artifact_dirs=[Path(selection.path)])
+    result = register_model(
+        Path(dataset.path), Path(model.path), Path(evaluation.path), config, extra_artifact_dirs=[Path(selection.path)]
+    )
     summary = run_summary(Path(dataset.path), Path(model.path), Path(evaluation.path), result)
     Path(registration.path).write_text(json.dumps(summary, indent=2))
     registration.metadata.update({"version": result.version, "model_uri": result.model_uri, "aliases": result.aliases})

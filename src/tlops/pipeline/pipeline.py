@@ -59,9 +59,9 @@ def transfer_learning_pipeline(
         seed=seed,
     ).set_display_name("fine-tune")
     _gpu_node_pool(training)
-    evaluation = components.evaluate(
-        dataset=data.outputs["dataset"], model=training.outputs["model"]
-    ).set_display_name("evaluate")
+    evaluation = components.evaluate(dataset=data.outputs["dataset"], model=training.outputs["model"]).set_display_name(
+        "evaluate"
+    )
     registration = (
         components.register(
             dataset=data.outputs["dataset"],

@@ -1,0 +1,186 @@
+"""The command line's contract: bad input to ``tlops run`` gives one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tlops.demo import write_digits_imagefolder
+
+CLI_TIMEOUT_S = 120
+
+
+def _base_env() -> dict[str, str]:
+    """This environment without any tracking server or S3 settings the developer may have exported."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_"))}
+    env["TLOPS_DEVICE"] = "cpu"
+    return env
+
+
+def _tlops(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tlops.cli", *args],
+        cwd=cwd,
+        env=env or _base_env(),
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        check=False,
+    )
+
+
+def _assert_bad_input(result: subprocess.CompletedProcess[str], output: Path, *needles: str) -> str:
+    """Exit status 2, one ``tlops: error:`` line on stderr naming the problem, no traceback, nothing registered."""
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    line = lines[0]
+    assert line.startswith("tlops: error: "), line
+    assert "Traceback" not in result.stderr + result.stdout
+    for needle in needles:
+        assert needle in line, (needle, line)
+    assert not (output / "mlflow.db").exists()
+    assert not (output / "mlartifacts").exists()
+    assert not (output / "pipeline_root").exists()
+    assert not (output / "run_summary.json").exists()
+    return line
+
+
+def _classes(root: Path, sizes: dict[str, int]) -> Path:
+    """An ImageFolder ``root`` holding ``sizes[label]`` real digit images per class, under the given labels."""
+    digits = write_digits_imagefolder(root.with_name(root.name + "-digits"), per_class=max(sizes.values()))
+    for (label, n), source in zip(sizes.items(), sorted(digits.iterdir()), strict=False):
+        (root / label).mkdir(parents=True)
+        for image in sorted(source.iterdir())[:n]:
+            shutil.copyfile(image, root / label / image.name)
+    return root
+
+
+def _unused_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- bad input to ``tlops run`` ---------------------------------------------------------------------------------
+
+
+def test_run_missing_data_path(tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    missing = tmp_path / "no-such-dir"
+    result = _tlops("run", "--data", str(missing), "--output", str(output), cwd=tmp_path)
+    _assert_bad_input(result, output, "does not exist", str(missing))
+    assert not output.exists()
+
+
+def test_run_empty_folder(tmp_path: Path) -> None:
+    data = tmp_path / "empty"
+    data.mkdir()
+    output = tmp_path / "out"
+    result = _tlops("run", "--data", str(data), "--output", str(output), cwd=tmp_path)
+    _assert_bad_input(result, output, "no images found", str(data))
+    assert not output.exists()
+
+
+def test_run_single_class(tmp_path: Path) -> None:
+    data = _classes(tmp_path / "data", {"cats": 6})
+    output = tmp_path / "out"
+    result = _tlops("run", "--data", str(data), "--output", str(output), cwd=tmp_path)
+    _assert_bad_input(result, output, "only one class", "'cats'")
+
+
+def test_run_class_too_small(tmp_path: Path) -> None:
+    data = _classes(tmp_path / "data", {"cats": 6, "dogs": 2, "owls": 5})
+    output = tmp_path / "out"
+    result = _tlops("run", "--data", "data", "--output", str(output), cwd=tmp_path)  # a relative --data too
+    line = _assert_bad_input(result, output, "too small", "'dogs' has 2", "at least 3")
+    assert "'cats'" not in line and "'owls'" not in line
+
+
+def test_run_mlflow_server_not_answering(tmp_path: Path) -> None:
+    data = _classes(tmp_path / "data", {"cats": 4, "dogs": 4})
+    output = tmp_path / "out"
+    uri = f"http://127.0.0.1:{_unused_port()}"
+    env = _base_env() | {"MLFLOW_TRACKING_URI": uri}
+    start = time.monotonic()
+    result = _tlops("run", "--data", str(data), "--output", str(output), cwd=tmp_path, env=env)
+    assert time.monotonic() - start < 60
+    _assert_bad_input(result, output, "MLflow server", uri, "does not answer")
+    assert not output.exists()
+
+
+def test_run_epochs_zero(tmp_path: Path) -> None:
+    data = _classes(tmp_path / "data", {"cats": 4, "dogs": 4})
+    output = tmp_path / "out"
+    result = _tlops("run", "--data", str(data), "--output", str(output), "--epochs", "0", cwd=tmp_path)
+    _assert_bad_input(result, output, "--epochs must be positive, got 0")
+    assert not output.exists()
+
+
+@pytest.mark.integration
+def test_run_s3_missing_bucket(s3_env: Any, tmp_path: Path) -> None:
+    bucket = f"no-such-bucket-{time.time_ns()}"
+    output = tmp_path / "out"
+    env = _base_env() | {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    assert "AWS_ENDPOINT_URL" in env
+    result = _tlops("run", "--data", f"s3://{bucket}/datasets/x", "--output", str(output), cwd=tmp_path, env=env)
+    _assert_bad_input(result, output, f"'{bucket}'", "does not exist")
+    assert not output.exists()
+
+
+# --- help and prepare-data --------------------------------------------------------------------------------------
+
+
+def test_help_mentions_the_strategies(tmp_path: Path) -> None:
+    top = _tlops("--help", cwd=tmp_path)
+    run = _tlops("run", "--help", cwd=tmp_path)
+    assert top.returncode == 0 and run.returncode == 0
+    for strategy in ("linear-probe", "full", "auto"):
+        assert strategy in top.stdout, top.stdout
+        assert strategy in run.stdout, run.stdout
+    assert "run" in top.stdout and "prepare-data" in top.stdout
+    for flag in ("--data", "--output", "--strategy", "--backbones", "--epochs", "--tracking-uri"):
+        assert flag in run.stdout
+    assert "LP-FT" in run.stdout
+
+
+def test_prepare_data_command(tmp_path: Path) -> None:
+    data = write_digits_imagefolder(tmp_path / "data", per_class=4)
+    (data / "one" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (data / "two" / "again.png").write_bytes(next((data / "two").glob("*.png")).read_bytes())
+    output = tmp_path / "prepared"
+
+    result = _tlops("prepare-data", "--data", str(data), "--output", str(output), cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((output / "prepare_summary.json").read_text())
+    for key in ("digest", "classes", "counts", "quarantined", "duplicates_removed"):
+        assert key in summary
+    assert len(summary["classes"]) == 10
+    assert set(summary["counts"]) == {"train", "val", "test"}
+    assert all(set(per_class) == set(summary["classes"]) for per_class in summary["counts"].values())
+    assert sum(sum(per_class.values()) for per_class in summary["counts"].values()) == 40
+    assert [q["path"] for q in summary["quarantined"]] == ["one/broken.png"]
+    assert summary["quarantined"][0]["reason"]
+    assert summary["duplicates_removed"] == 1
+    printed = json.loads(result.stdout[result.stdout.index("{") :])
+    assert printed["digest"] == summary["digest"]
+    assert (output / "manifest.csv").is_file()
+    assert (output / "report.md").is_file()
+
+
+def test_prepare_data_bad_input(tmp_path: Path) -> None:
+    data = _classes(tmp_path / "data", {"a": 5, "b": 1})
+    output = tmp_path / "prepared"
+    result = _tlops("prepare-data", "--data", str(data), "--output", str(output), cwd=tmp_path)
+    _assert_bad_input(result, output, "'b' has 1")
+    assert not output.exists()

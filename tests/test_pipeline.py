@@ -1,0 +1,114 @@
+"""The compiled pipeline IR, and the whole pipeline run through kfp.local against real S3 and MLflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tlops.pipeline.compile import PIPELINE_FILE, compile_all
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = {"prepare-data", "select-backbone", "extract-features", "fine-tune", "evaluate", "register"}
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("compiled")
+    compile_all(root)
+    return root
+
+
+def _documents(path: Path) -> list[dict]:
+    return list(yaml.safe_load_all(path.read_text()))
+
+
+def test_checked_in_yaml_matches_a_fresh_compile(compiled: Path):
+    fresh = sorted(p.relative_to(compiled) for p in compiled.rglob("*.yaml"))
+    checked_in = sorted(
+        p.relative_to(REPO) for folder in ("pipelines", "components") for p in (REPO / folder).glob("*.yaml")
+    )
+    assert fresh == checked_in, "run `tlops compile` and commit the result"
+    for relative in fresh:
+        assert (compiled / relative).read_text() == (REPO / relative).read_text(), (
+            f"{relative} is stale: run `tlops compile` and commit the result"
+        )
+
+
+def test_pipeline_has_the_six_steps_wired_by_artifacts(compiled: Path):
+    spec = _documents(compiled / "pipelines" / PIPELINE_FILE)[0]
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == STEPS
+    assert tasks["fine-tune"]["inputs"]["artifacts"]["probe"]["taskOutputArtifact"]["producerTask"] == (
+        "extract-features"
+    )
+    assert tasks["register"]["inputs"]["artifacts"]["evaluation"]["taskOutputArtifact"]["producerTask"] == "evaluate"
+    assert tasks["extract-features"]["inputs"]["parameters"]["backbone"]["taskOutputParameter"]["producerTask"] == (
+        "select-backbone"
+    )
+    assert tasks["register"]["cachingOptions"] == {}  # caching disabled: registering must always happen
+    outputs = {
+        name: spec["components"][f"comp-{name}"]["outputDefinitions"]["artifacts"] for name in ("evaluate", "fine-tune")
+    }
+    assert outputs["evaluate"]["metrics"]["artifactType"]["schemaTitle"] == "system.Metrics"
+    assert outputs["evaluate"]["confusion"]["artifactType"]["schemaTitle"] == "system.ClassificationMetrics"
+    assert outputs["fine-tune"]["model"]["artifactType"]["schemaTitle"] == "system.Model"
+
+
+def test_fine_tune_runs_on_a_gpu_node_pool_with_pinned_images(compiled: Path):
+    spec, platform = _documents(compiled / "pipelines" / PIPELINE_FILE)
+    executors = spec["deploymentSpec"]["executors"]
+    fine_tune = executors["exec-fine-tune"]["container"]
+    assert fine_tune["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert fine_tune["resources"]["accelerator"]["resourceCount"] == "1"
+    assert "tlops-gpu:" in fine_tune["image"]
+    kubernetes = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-fine-tune"]
+    assert kubernetes["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert kubernetes["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
+    for executor in executors.values():
+        image = executor["container"]["image"]
+        assert image.startswith("ghcr.io/tlops/") and not image.endswith(":latest")
+        assert "pip install" not in " ".join(executor["container"]["command"]), "no installs at run time"
+
+
+@pytest.mark.integration
+@pytest.mark.pipeline
+def test_tlops_run_executes_the_pipeline_from_s3_to_the_mlflow_server(
+    small_imagefolder: Path, s3_env, s3_client, bucket: str, mlflow_uri: str, tmp_path: Path
+):
+    from mlflow import MlflowClient
+
+    for path in small_imagefolder.rglob("*.png"):
+        s3_client.upload_file(str(path), bucket, f"digits/{path.relative_to(small_imagefolder).as_posix()}")
+    model_name = f"pipeline-{uuid.uuid4().hex[:8]}"
+    output = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "tlops.cli", "run", "--data", f"s3://{bucket}/digits", "--output", str(output),
+        "--image-size", "64", "--epochs", "1", "--strategy", "full", "--backbones", "efficientnet_lite0",
+        "--model-name", model_name, "--tracking-uri", mlflow_uri,
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy(), timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    summary = json.loads((output / "run_summary.json").read_text())
+    assert summary["dataset"]["num_train"] + summary["dataset"]["num_val"] + summary["dataset"]["num_test"] == 90
+    assert len(summary["dataset"]["digest"]) == 64
+    assert summary["backbone"] == "efficientnet_lite0"
+    assert summary["strategy"] == "full"
+    assert 0.0 <= summary["metrics"]["test_accuracy"] <= 1.0
+    assert summary["version"] == 1
+    assert sorted(summary["aliases"]) == ["challenger", "champion"]
+    assert summary["tracking_uri"] == mlflow_uri
+    assert f"accuracy {summary['metrics']['test_accuracy']:.4f}" in result.stdout
+
+    version = MlflowClient(mlflow_uri).get_model_version_by_alias(model_name, "champion")
+    assert version.version == "1"
+    assert version.tags["dataset_digest"] == summary["dataset"]["digest"]
+    task_dirs = {p.name for p in next((output / "pipeline_root").iterdir()).iterdir()}
+    assert task_dirs == STEPS

@@ -1,0 +1,135 @@
+"""Registration against the real MLflow server (sqlite backend, artifacts proxied to SeaweedFS)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tlops.errors import TlopsError
+from tlops.model_io import load_classifier
+from tlops.registry import CHALLENGER, CHAMPION, RegistryConfig, register_model
+
+pytestmark = pytest.mark.integration
+
+
+def _config(mlflow_uri: str) -> RegistryConfig:
+    return RegistryConfig(tracking_uri=mlflow_uri, experiment="tlops-tests", model_name=f"m-{uuid.uuid4().hex[:8]}")
+
+
+def _register(dirs: dict[str, Path], config: RegistryConfig):
+    return register_model(dirs["data"], dirs["model"], dirs["evaluation"], config, extra_artifact_dirs=[dirs["probe"]])
+
+
+def test_first_version_is_champion_and_challenger_and_artifacts_land_in_s3(trained_model, mlflow_uri, s3_client):
+    from mlflow import MlflowClient
+
+    config = _config(mlflow_uri)
+    registration = _register(trained_model, config)
+
+    client = MlflowClient(mlflow_uri)
+    assert registration.version == 1
+    assert sorted(registration.aliases) == [CHALLENGER, CHAMPION]
+    assert client.get_model_version_by_alias(config.model_name, CHAMPION).version == "1"
+    assert client.get_model_version_by_alias(config.model_name, CHALLENGER).version == "1"
+    run = client.get_run(registration.run_id)
+    assert run.data.params["backbone"] == "efficientnet_lite0"
+    assert 0.0 <= run.data.metrics["test_accuracy"] <= 1.0
+    assert run.inputs.dataset_inputs, "the dataset should be logged as a run input"
+    keys = [
+        obj["Key"]
+        for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket="mlflow-artifacts")
+        for obj in page.get("Contents", [])
+    ]
+    assert any(key.endswith("model.pt2") for key in keys), "the exported model should be stored in S3"
+    assert any(registration.run_id in key and key.endswith("confusion_matrix.png") for key in keys)
+
+
+def test_second_version_becomes_challenger_and_champion_stays(trained_model, mlflow_uri):
+    from mlflow import MlflowClient
+
+    config = _config(mlflow_uri)
+    _register(trained_model, config)
+    second = _register(trained_model, config)
+
+    client = MlflowClient(mlflow_uri)
+    assert second.version == 2
+    assert second.aliases == [CHALLENGER]
+    assert client.get_model_version_by_alias(config.model_name, CHAMPION).version == "1"
+    assert client.get_model_version_by_alias(config.model_name, CHALLENGER).version == "2"
+
+
+def test_registered_model_loads_from_the_registry_and_predicts_like_the_trained_one(trained_model, mlflow_uri):
+    import mlflow.pytorch
+
+    config = _config(mlflow_uri)
+    _register(trained_model, config)
+    mlflow.set_tracking_uri(mlflow_uri)
+    served = mlflow.pytorch.load_model(f"models:/{config.model_name}@{CHAMPION}")
+    local, model_config = load_classifier(trained_model["model"])
+    size = model_config["data_config"]["input_size"]
+    images = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = local(images)
+        actual = served(images)
+    np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_unreachable_server_is_a_clear_error(trained_model):
+    config = RegistryConfig(tracking_uri="http://127.0.0.1:9", model_name="never")
+    with pytest.raises(TlopsError, match=r"MLflow server at http://127\.0\.0\.1:9 does not answer"):
+        _register(trained_model, config)
+
+
+class _AliasFailingClient:
+    """A real MlflowClient whose alias call fails, as when the server drops mid-registration."""
+
+    def __new__(cls, uri: str):
+        from mlflow import MlflowClient
+
+        class Client(MlflowClient):
+            def set_registered_model_alias(self, name, alias, version):
+                raise RuntimeError("connection reset while setting the alias")
+
+        return Client(uri)
+
+
+def test_failed_registration_leaves_no_version_or_alias(trained_model, mlflow_uri):
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    config = _config(mlflow_uri)
+    with pytest.raises(TlopsError, match="registering the model .* failed: connection reset"):
+        register_model(
+            trained_model["data"],
+            trained_model["model"],
+            trained_model["evaluation"],
+            config,
+            client=_AliasFailingClient(mlflow_uri),
+        )
+    client = MlflowClient(mlflow_uri)
+    with pytest.raises(MlflowException):
+        client.get_registered_model(config.model_name)
+
+
+def test_failed_registration_keeps_the_existing_champion(trained_model, mlflow_uri):
+    from mlflow import MlflowClient
+
+    config = _config(mlflow_uri)
+    _register(trained_model, config)
+    with pytest.raises(TlopsError):
+        register_model(
+            trained_model["data"],
+            trained_model["model"],
+            trained_model["evaluation"],
+            config,
+            client=_AliasFailingClient(mlflow_uri),
+        )
+    client = MlflowClient(mlflow_uri)
+    versions = client.search_model_versions(f"name='{config.model_name}'")
+    assert [v.version for v in versions] == ["1"]
+    assert client.get_model_version_by_alias(config.model_name, CHAMPION).version == "1"
+    assert client.get_model_version_by_alias(config.model_name, CHALLENGER).version == "1"

@@ -1,0 +1,451 @@
+"""Linear probe, strategy choice, fine-tuning and evaluation, on real features and a real (tiny) dataset.
+
+The end-to-end tests run the steps (prepare data -> extract features and probe -> fine-tune -> evaluate) on
+scikit-learn's handwritten digits written as an ImageFolder (10 classes x 10 images), with the bundled
+ImageNet-pretrained EfficientNet-Lite0 at 64x64 pixels.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from sklearn import metrics as sk
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from tlops.backbones import build_classifier, load_backbone
+from tlops.data import MANIFEST_FILE, SplitConfig, prepare_data
+from tlops.demo import DIGIT_NAMES, write_digits_imagefolder
+from tlops.errors import TlopsError
+from tlops.evaluation import compute_metrics, expected_calibration_error
+from tlops.features import (
+    FEATURES_FILE,
+    HEAD_FILE,
+    PROBE_SUMMARY_FILE,
+    ProbeResult,
+    fit_linear_head,
+    load_features,
+    load_head,
+    save_features,
+    save_probe,
+)
+from tlops.model_io import CONFIG_FILE, WEIGHTS_FILE, read_model_config
+from tlops.runtime import Runtime
+from tlops.steps import EVALUATION_FILE, TRAINING_FILE, evaluate, extract_and_probe, fine_tune
+from tlops.training import STRATEGIES, TrainConfig, decide_strategy
+
+IMAGE_SIZE = 64
+PER_CLASS = 10
+METRIC_KEYS = ("test_accuracy", "test_macro_f1", "test_balanced_accuracy", "test_ece", "test_log_loss")
+
+
+# --- linear probe on synthetic features ----------------------------------------------------------------------
+
+
+def _blobs(
+    centers: np.ndarray, per_class: int, seed: int, labels: list[int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gaussian blobs around ``centers`` (unit spread), features on very different scales per dimension."""
+    rng = np.random.default_rng(seed)
+    labels = list(range(len(centers))) if labels is None else labels
+    x = np.concatenate([centers[k] + rng.normal(size=(per_class, centers.shape[1])) for k in labels])
+    y = np.repeat(labels, per_class)
+    scales = np.geomspace(0.01, 100.0, centers.shape[1])  # so the folded standardization matters
+    return torch.from_numpy(x * scales + 3.0).float(), torch.from_numpy(y).long()
+
+
+def _centers(num_classes: int, width: int, distance: float = 8.0, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    directions = rng.normal(size=(num_classes, width))
+    return distance * directions / np.linalg.norm(directions, axis=1, keepdims=True)
+
+
+def _sklearn_reference(probe: ProbeResult, train: tuple[torch.Tensor, torch.Tensor]):
+    """The scaler and the logistic regression that fit_linear_head fitted for the chosen C (it is deterministic)."""
+    x = train[0].numpy().astype(np.float64)
+    scaler = StandardScaler().fit(x)
+    model = LogisticRegression(C=probe.C, max_iter=2000, random_state=0).fit(scaler.transform(x), train[1].numpy())
+    return scaler, model
+
+
+def _head_probabilities(probe: ProbeResult, features: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return probe.head(features).softmax(1).numpy()
+
+
+@pytest.mark.parametrize("num_classes", [2, 4])
+def test_linear_head_separates_blobs_and_folds_the_standardization(num_classes: int) -> None:
+    width = 6
+    centers = _centers(num_classes, width)
+    train, val, test = _blobs(centers, 40, 1), _blobs(centers, 20, 2), _blobs(centers, 20, 3)
+
+    probe = fit_linear_head(train, val, num_classes)
+
+    assert isinstance(probe.head, torch.nn.Linear)
+    assert (probe.head.in_features, probe.head.out_features) == (width, num_classes)
+    assert probe.C in (0.01, 0.1, 1.0, 10.0)
+    assert probe.val_accuracy >= 0.99
+    assert probe.train_accuracy >= 0.99
+
+    scaler, reference = _sklearn_reference(probe, train)
+    z_test = scaler.transform(test[0].numpy().astype(np.float64))
+    probabilities = _head_probabilities(probe, test[0])  # raw, unstandardized features
+    assert np.array_equal(probabilities.argmax(1), reference.predict(z_test))
+    assert np.allclose(probabilities, reference.predict_proba(z_test), atol=1e-4)
+    assert (probabilities.argmax(1) == test[1].numpy()).mean() >= 0.99
+
+
+def test_linear_head_without_standardization_folding_would_differ() -> None:
+    """Guards the test above: the raw features are far from standardized, so the folding is not a no-op."""
+    centers = _centers(3, 6)
+    train = _blobs(centers, 40, 1)
+    probe = fit_linear_head(train, _blobs(centers, 20, 2), 3)
+    scaler, reference = _sklearn_reference(probe, train)
+    raw = train[0].numpy().astype(np.float64)
+    unfolded = raw @ reference.coef_.T + reference.intercept_
+    with torch.no_grad():
+        folded = probe.head(train[0]).numpy()
+    assert not np.allclose(unfolded, folded, atol=1e-2)
+    assert np.allclose(scaler.transform(raw) @ reference.coef_.T + reference.intercept_, folded, atol=1e-3)
+
+
+def test_class_missing_from_training_gets_a_very_negative_bias() -> None:
+    centers = _centers(4, 6)
+    present = [0, 1, 3]
+    train = _blobs(centers, 30, 1, labels=present)
+    val = _blobs(centers, 10, 2, labels=present)
+
+    probe = fit_linear_head(train, val, 4)
+
+    assert probe.head.out_features == 4
+    assert float(probe.head.bias[2]) <= -1e3
+    assert torch.count_nonzero(probe.head.weight[2]) == 0
+    assert all(float(probe.head.bias[k]) > -100 for k in present)
+    everything = _blobs(centers, 20, 3)
+    predictions = _head_probabilities(probe, everything[0]).argmax(1)
+    assert 2 not in set(predictions.tolist())
+    scaler, reference = _sklearn_reference(probe, train)
+    assert np.array_equal(predictions, reference.predict(scaler.transform(everything[0].numpy().astype(np.float64))))
+
+
+def test_binary_training_data_within_more_classes() -> None:
+    centers = _centers(3, 5)
+    train = _blobs(centers, 30, 1, labels=[0, 2])
+    val = _blobs(centers, 10, 2, labels=[0, 2])
+
+    probe = fit_linear_head(train, val, 3)
+
+    assert float(probe.head.bias[1]) <= -1e3
+    assert probe.val_accuracy >= 0.99
+    scaler, reference = _sklearn_reference(probe, train)
+    test = _blobs(centers, 15, 3, labels=[0, 2])
+    z_test = scaler.transform(test[0].numpy().astype(np.float64))
+    probabilities = _head_probabilities(probe, test[0])
+    assert np.allclose(probabilities[:, [0, 2]], reference.predict_proba(z_test), atol=1e-4)
+    assert np.array_equal(probabilities.argmax(1), reference.predict(z_test))
+
+
+def test_probe_and_features_files_round_trip(tmp_path: Path) -> None:
+    centers = _centers(3, 4)
+    splits = {"train": _blobs(centers, 10, 1), "val": _blobs(centers, 5, 2), "test": _blobs(centers, 5, 3)}
+    save_features(tmp_path / FEATURES_FILE, splits)
+    loaded = load_features(tmp_path / FEATURES_FILE)
+    assert set(loaded) == {"train", "val", "test"}
+    for split, (features, targets) in splits.items():
+        assert torch.equal(loaded[split][0], features) and torch.equal(loaded[split][1], targets)
+
+    probe = fit_linear_head(splits["train"], splits["val"], 3)
+    save_probe(tmp_path, probe, "efficientnet_lite0", {"image_size": 64})
+    head = load_head(tmp_path)
+    assert torch.equal(head.weight, probe.head.weight) and torch.equal(head.bias, probe.head.bias)
+    summary = json.loads((tmp_path / PROBE_SUMMARY_FILE).read_text())
+    assert summary == {
+        "C": probe.C,
+        "val_accuracy": probe.val_accuracy,
+        "train_accuracy": probe.train_accuracy,
+        "backbone": "efficientnet_lite0",
+        "image_size": 64,
+    }
+
+
+# --- strategy and config ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["linear-probe", "full"])
+def test_explicit_strategy_passes_through(strategy: str) -> None:
+    # Even a perfect probe and tiny classes do not override an explicit choice.
+    chosen, reasons = decide_strategy(TrainConfig(strategy=strategy), 1.0, {"a": 1, "b": 2})
+    assert chosen == strategy
+    assert reasons == [f"strategy {strategy!r} was requested"]
+
+
+def test_auto_keeps_probe_when_features_already_separate_classes() -> None:
+    chosen, reasons = decide_strategy(TrainConfig(strategy="auto"), 0.985, {"a": 50, "b": 60})
+    assert chosen == "linear-probe"
+    assert len(reasons) == 1 and "0.985" in reasons[0] and "0.97" in reasons[0]
+    # The threshold is inclusive.
+    assert decide_strategy(TrainConfig(auto_probe_accuracy=0.9), 0.9, {"a": 50, "b": 60})[0] == "linear-probe"
+
+
+def test_auto_keeps_probe_when_smallest_class_is_small() -> None:
+    chosen, reasons = decide_strategy(TrainConfig(strategy="auto"), 0.5, {"a": 50, "b": 7, "c": 30})
+    assert chosen == "linear-probe"
+    assert len(reasons) == 1 and "7 training images" in reasons[0] and "< 10" in reasons[0]
+    chosen, _ = decide_strategy(TrainConfig(auto_min_images_per_class=5), 0.5, {"a": 50, "b": 7})
+    assert chosen == "full"
+
+
+def test_auto_fine_tunes_otherwise() -> None:
+    chosen, reasons = decide_strategy(TrainConfig(strategy="auto"), 0.8, {"a": 50, "b": 10, "c": 30})
+    assert chosen == "full"
+    assert len(reasons) == 1
+    assert "0.800" in reasons[0] and "< 0.97" in reasons[0] and "10+ training images" in reasons[0]
+
+
+def test_train_config_rejects_bad_settings() -> None:
+    assert set(STRATEGIES) == {"auto", "linear-probe", "full"}
+    with pytest.raises(TlopsError, match="unknown strategy 'freeze'.*auto, linear-probe, full"):
+        TrainConfig(strategy="freeze")
+    with pytest.raises(TlopsError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(TlopsError):
+        TrainConfig(batch_size=0)
+    with pytest.raises(TlopsError):
+        TrainConfig(lr=0.0)
+    assert TrainConfig(strategy="full", epochs=1).epochs == 1
+
+
+# --- evaluation metrics ----------------------------------------------------------------------------------------
+
+
+def test_ece_is_zero_for_confident_correct_predictions() -> None:
+    targets = np.array([0, 1, 2, 1, 0])
+    probabilities = np.eye(3)[targets]
+    assert expected_calibration_error(probabilities, targets) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize(("confidence", "accuracy"), [(0.7, 0.5), (0.9, 1.0), (0.4, 0.25)])
+def test_ece_equals_gap_for_constant_confidence(confidence: float, accuracy: float) -> None:
+    n, num_classes = 40, 3
+    targets = np.zeros(n, dtype=int)
+    rest = (1 - confidence) / (num_classes - 1)
+    probabilities = np.full((n, num_classes), rest)
+    predicted = np.where(np.arange(n) < round(accuracy * n), 0, 1)
+    probabilities[np.arange(n), predicted] = confidence
+    assert expected_calibration_error(probabilities, targets) == pytest.approx(abs(accuracy - confidence))
+
+
+def test_ece_weights_bins_by_their_share() -> None:
+    # 3 predictions at confidence 0.95, all correct; 1 at 0.55, wrong: 3/4 * 0.05 + 1/4 * 0.55.
+    probabilities = np.array([[0.95, 0.05], [0.05, 0.95], [0.95, 0.05], [0.55, 0.45]])
+    targets = np.array([0, 1, 0, 1])
+    assert expected_calibration_error(probabilities, targets) == pytest.approx(0.75 * 0.05 + 0.25 * 0.55)
+
+
+def test_compute_metrics_match_sklearn() -> None:
+    rng = np.random.default_rng(0)
+    classes = [f"c{k}" for k in range(7)]
+    targets = rng.integers(0, 6, size=80)  # class c6 never occurs in the targets
+    logits = rng.normal(size=(80, 7)) + 2.5 * np.eye(7)[targets]
+    probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    predictions = probabilities.argmax(1)
+    labels = list(range(7))
+
+    result = compute_metrics(probabilities, targets, classes)
+
+    m = result.metrics
+    assert m["test_accuracy"] == pytest.approx(sk.accuracy_score(targets, predictions))
+    assert m["test_balanced_accuracy"] == pytest.approx(sk.balanced_accuracy_score(targets, predictions))
+    assert m["test_macro_f1"] == pytest.approx(
+        sk.f1_score(targets, predictions, labels=labels, average="macro", zero_division=0)
+    )
+    assert m["test_log_loss"] == pytest.approx(sk.log_loss(targets, probabilities, labels=labels))
+    assert m["test_top5_accuracy"] == pytest.approx(
+        sk.top_k_accuracy_score(targets, probabilities, k=5, labels=labels)
+    )
+    assert m["test_ece"] == pytest.approx(expected_calibration_error(probabilities, targets))
+    assert m["test_images"] == 80
+    assert 0.3 < m["test_accuracy"] < 1.0  # a non-trivial case
+    assert np.array_equal(np.array(result.confusion), sk.confusion_matrix(targets, predictions, labels=labels))
+    assert np.array(result.confusion).shape == (7, 7)
+    assert result.report["c0"]["support"] == int((targets == 0).sum())
+    assert result.report["c6"]["support"] == 0
+    assert result.classes == classes
+
+
+def test_compute_metrics_binary_has_no_top5() -> None:
+    probabilities = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.1, 0.9]])
+    targets = np.array([0, 1, 1, 1])
+    result = compute_metrics(probabilities, targets, ["no", "yes"])
+    assert "test_top5_accuracy" not in result.metrics
+    assert result.metrics["test_accuracy"] == pytest.approx(0.75)
+    assert result.metrics["test_log_loss"] == pytest.approx(sk.log_loss(targets, probabilities))
+    assert result.confusion == [[1, 0], [1, 2]]
+
+
+# --- the steps end to end, on real images ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory: pytest.TempPathFactory) -> Runtime:
+    return Runtime(cache_dir=tmp_path_factory.mktemp("cache"), batch_size=32)
+
+
+@pytest.fixture(scope="module")
+def probed(tmp_path_factory: pytest.TempPathFactory, runtime: Runtime) -> dict[str, Path]:
+    """Digits ImageFolder -> prepared data -> cached features and the probe head (EfficientNet-Lite0 at 64 px)."""
+    root = tmp_path_factory.mktemp("e2e")
+    images = write_digits_imagefolder(root / "images", per_class=PER_CLASS)
+    data_dir, features_dir, probe_dir = root / "data", root / "features", root / "probe"
+    prepared = prepare_data(str(images), data_dir, SplitConfig(seed=0, workers=2))
+    assert prepared.classes == sorted(DIGIT_NAMES)
+    summary = extract_and_probe(data_dir, "efficientnet_lite0", features_dir, probe_dir, runtime, image_size=IMAGE_SIZE)
+    assert summary["image_size"] == IMAGE_SIZE and summary["backbone"] == "efficientnet_lite0"
+    return {"root": root, "data": data_dir, "features": features_dir, "probe": probe_dir}
+
+
+def _manifest(data_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(data_dir / MANIFEST_FILE, dtype={"label": str})
+
+
+def _probe_classifier(probe_dir: Path, runtime: Runtime) -> torch.nn.Module:
+    summary = json.loads((probe_dir / PROBE_SUMMARY_FILE).read_text())
+    backbone = load_backbone(summary["backbone"], image_size=summary["image_size"], cache_dir=runtime.cache_dir)
+    return build_classifier(backbone, load_head(probe_dir).out_features, head=load_head(probe_dir))
+
+
+def test_extract_and_probe_writes_features_and_head(probed: dict[str, Path]) -> None:
+    manifest = _manifest(probed["data"])
+    features = load_features(probed["features"] / FEATURES_FILE)
+    assert set(features) == {"train", "val", "test"}
+    for split, (x, y) in features.items():
+        assert x.shape == ((manifest["split"] == split).sum(), 1280)
+        assert x.dtype == torch.float32 and torch.isfinite(x).all()
+        assert set(y.tolist()) == set(range(10))
+    assert (probed["probe"] / HEAD_FILE).is_file()
+    summary = json.loads((probed["probe"] / PROBE_SUMMARY_FILE).read_text())
+    assert summary["num_features"] == 1280
+    assert 0.1 < summary["val_accuracy"] <= 1.0 and summary["train_accuracy"] >= summary["val_accuracy"] - 0.5
+    # The head's train accuracy is what the summary says.
+    head = load_head(probed["probe"])
+    with torch.no_grad():
+        train_accuracy = (head(features["train"][0]).argmax(1) == features["train"][1]).float().mean()
+    assert float(train_accuracy) == pytest.approx(summary["train_accuracy"])
+
+
+def test_full_fine_tune_then_evaluate(probed: dict[str, Path], runtime: Runtime, tmp_path: Path) -> None:
+    model_dir, evaluation_dir = tmp_path / "model", tmp_path / "evaluation"
+    config = TrainConfig(strategy="full", epochs=1, batch_size=16)
+
+    summary = fine_tune(probed["data"], probed["probe"], model_dir, config, runtime)
+
+    for name in (WEIGHTS_FILE, CONFIG_FILE, TRAINING_FILE, "learning_curves.png"):
+        assert (model_dir / name).is_file(), name
+    assert Image.open(model_dir / "learning_curves.png").format == "PNG"
+    assert summary == json.loads((model_dir / TRAINING_FILE).read_text())
+    assert summary["strategy"] == "full" and summary["requested_strategy"] == "full"
+    assert summary["reasons"] == ["strategy 'full' was requested"]
+    assert [r["epoch"] for r in summary["history"]] == [0, 1]
+    assert summary["history"][0]["train_loss"] is None
+    assert summary["history"][1]["train_loss"] > 0
+    assert summary["best_epoch"] == 1  # an explicit 'full' keeps the fine-tuned weights
+    assert summary["val_accuracy"] == summary["history"][1]["val_accuracy"]
+    assert summary["probe_val_accuracy"] == summary["history"][0]["val_accuracy"]
+    model_config = read_model_config(model_dir)
+    assert model_config["strategy"] == "full" and model_config["data_config"]["input_size"] == IMAGE_SIZE
+    assert model_config["classes"] == sorted(DIGIT_NAMES)
+
+    # Every layer was trained: backbone and head weights differ from the probe classifier's.
+    saved = load_file(str(model_dir / WEIGHTS_FILE))
+    probe_state = _probe_classifier(probed["probe"], runtime).state_dict()
+    assert saved.keys() == probe_state.keys()
+    changed = {k for k in saved if not torch.equal(saved[k], probe_state[k])}
+    assert "2.weight" in changed  # the head
+    assert any(k.startswith("1.conv_stem") for k in changed)  # the first backbone layer
+    assert not any("running_mean" in k or "running_var" in k for k in changed)  # BatchNorm statistics stay frozen
+
+    evaluation = evaluate(probed["data"], model_dir, evaluation_dir, runtime)
+
+    for name in (EVALUATION_FILE, "confusion_matrix.png", "reliability_diagram.png"):
+        assert (evaluation_dir / name).is_file(), name
+        if name.endswith(".png"):
+            assert Image.open(evaluation_dir / name).format == "PNG"
+    assert evaluation == json.loads((evaluation_dir / EVALUATION_FILE).read_text())
+    metrics = evaluation["metrics"]
+    for key in (*METRIC_KEYS, "test_top5_accuracy"):
+        assert key in metrics, key
+    for key in ("test_accuracy", "test_macro_f1", "test_balanced_accuracy", "test_ece", "test_top5_accuracy"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["test_log_loss"] > 0
+    test_count = int((_manifest(probed["data"])["split"] == "test").sum())
+    assert metrics["test_images"] == test_count == 20
+    confusion = np.array(evaluation["confusion"])
+    assert confusion.shape == (10, 10) and confusion.sum() == test_count
+    assert metrics["test_accuracy"] == pytest.approx(np.trace(confusion) / test_count)
+    assert metrics["test_accuracy"] > 0.1  # above chance for 10 classes
+    assert evaluation["classes"] == sorted(DIGIT_NAMES)
+    assert evaluation["strategy"] == "full" and evaluation["backbone"] == "efficientnet_lite0"
+    assert evaluation["report"]["zero"]["support"] == 2
+
+
+def test_linear_probe_strategy_model_is_the_probe(probed: dict[str, Path], runtime: Runtime, tmp_path: Path) -> None:
+    model_dir, evaluation_dir = tmp_path / "model", tmp_path / "evaluation"
+
+    summary = fine_tune(probed["data"], probed["probe"], model_dir, TrainConfig(strategy="linear-probe"), runtime)
+
+    assert summary["strategy"] == "linear-probe" and summary["best_epoch"] == 0
+    assert [r["epoch"] for r in summary["history"]] == [0]
+    assert not (model_dir / "learning_curves.png").exists()
+    probe_summary = json.loads((probed["probe"] / PROBE_SUMMARY_FILE).read_text())
+    assert summary["val_accuracy"] == probe_summary["val_accuracy"]
+    saved = load_file(str(model_dir / WEIGHTS_FILE))
+    head = load_head(probed["probe"])
+    assert torch.equal(saved["2.weight"], head.weight) and torch.equal(saved["2.bias"], head.bias)
+
+    evaluation = evaluate(probed["data"], model_dir, evaluation_dir, runtime)
+
+    # The registered model, run on the test images, predicts what the probe head predicts on the cached features.
+    test_features, test_targets = load_features(probed["features"] / FEATURES_FILE)["test"]
+    with torch.no_grad():
+        head_predictions = head(test_features).argmax(1).numpy()
+    expected = sk.confusion_matrix(test_targets.numpy(), head_predictions, labels=list(range(10)))
+    assert np.array_equal(np.array(evaluation["confusion"]), expected)
+    assert evaluation["metrics"]["test_accuracy"] == pytest.approx((head_predictions == test_targets.numpy()).mean())
+    assert evaluation["strategy"] == "linear-probe"
+
+
+def test_auto_keeps_the_probe_when_fine_tuning_does_not_improve(
+    probed: dict[str, Path], runtime: Runtime, tmp_path: Path
+) -> None:
+    # auto picks 'full' (threshold out of reach, no minimum class size); a learning rate far too high for
+    # fine-tuning wrecks the network, so epoch 1 validates worse and the probe (epoch 0) must be kept.
+    config = TrainConfig(
+        strategy="auto", epochs=1, batch_size=16, lr=1.0, auto_probe_accuracy=1.01, auto_min_images_per_class=1
+    )
+
+    summary = fine_tune(probed["data"], probed["probe"], tmp_path, config, runtime)
+
+    history = summary["history"]
+    assert [r["epoch"] for r in history] == [0, 1]
+    assert history[1]["val_accuracy"] < history[0]["val_accuracy"], history
+    assert summary["requested_strategy"] == "auto"
+    assert summary["strategy"] == "linear-probe"
+    assert summary["best_epoch"] == 0
+    assert summary["val_accuracy"] == summary["probe_val_accuracy"] == history[0]["val_accuracy"]
+    assert "< 1.01" in summary["reasons"][0]
+    assert "kept the probe" in summary["reasons"][-1]
+    assert read_model_config(tmp_path)["strategy"] == "linear-probe"
+    assert (tmp_path / "learning_curves.png").is_file()
+
+    saved = load_file(str(tmp_path / WEIGHTS_FILE))
+    probe_state = _probe_classifier(probed["probe"], runtime).state_dict()
+    assert saved.keys() == probe_state.keys()
+    for key, value in probe_state.items():
+        assert torch.equal(saved[key], value), key
