@@ -71,6 +71,10 @@ def test_fine_tune_runs_on_a_gpu_node_pool_with_pinned_images(compiled: Path):
     kubernetes = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-fine-tune"]
     assert kubernetes["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert kubernetes["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
+    for name, settings in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].items():
+        secret = settings["secretAsEnv"][0]
+        assert secret["optional"] is True, name
+        assert {pair["envVar"] for pair in secret["keyToEnv"]} >= {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     for executor in executors.values():
         image = executor["container"]["image"]
         assert image.startswith("ghcr.io/tlops/") and not image.endswith(":latest")

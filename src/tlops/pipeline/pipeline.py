@@ -8,6 +8,20 @@ from kfp.dsl import Artifact
 from tlops.pipeline import components
 
 PIPELINE_NAME = "tlops-transfer-learning"
+CREDENTIAL_KEYS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_ENDPOINT_URL",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+)
+
+
+def _credentials(task: dsl.PipelineTask, secret_name) -> dsl.PipelineTask:
+    """Expose S3 and MLflow credentials from a Kubernetes Secret as environment variables (keys optional)."""
+    return kubernetes.use_secret_as_env(
+        task, secret_name=secret_name, secret_key_to_env={key: key for key in CREDENTIAL_KEYS}, optional=True
+    )
 
 
 def _gpu_node_pool(task: dsl.PipelineTask, gpus: int = 1) -> dsl.PipelineTask:
@@ -38,6 +52,7 @@ def transfer_learning_pipeline(
     test_fraction: float = 0.15,
     experiment: str = "tlops",
     model_name: str = "tlops-classifier",
+    credentials_secret: str = "tlops-credentials",
 ) -> Artifact:
     """Run the six steps; the output is the registration summary (``run_summary.json`` content)."""
     data = components.prepare_data(
@@ -75,4 +90,6 @@ def transfer_learning_pipeline(
         .set_display_name("register")
         .set_caching_options(False)
     )
+    for task in (data, selection, features, training, evaluation, registration):
+        _credentials(task, credentials_secret)
     return registration.outputs["registration"]
