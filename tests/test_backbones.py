@@ -63,13 +63,15 @@ def test_bundled_weights_classify_real_photos_with_their_imagenet_head(name: str
     transform = eval_transform(backbone.data_config)
     images = torch.stack([transform(photo) for photo in _photos()])
     assert images.shape[-1] == backbone.data_config.input_size
-    assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0
+    assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
     with torch.no_grad():
         normalized = Normalize(backbone.data_config.mean, backbone.data_config.std)(images)
         probabilities = classifier(normalized).softmax(1)
         # The backbone that load_backbone returns is the same network without its classifier.
         features = backbone.model(normalized)
-        assert torch.allclose(classifier.forward_head(classifier.forward_features(normalized), pre_logits=True), features, atol=1e-5)
+        assert torch.allclose(
+            classifier.forward_head(classifier.forward_features(normalized), pre_logits=True), features, atol=1e-5
+        )
 
     cat_top3 = probabilities[0].topk(3).indices.tolist()
     coffee_top1 = int(probabilities[1].argmax())

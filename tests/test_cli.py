@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,56 +75,94 @@ def _unused_port() -> int:
 # --- bad input to ``tlops run`` ---------------------------------------------------------------------------------
 
 
-def test_run_missing_data_path(tmp_path: Path) -> None:
-    output = tmp_path / "out"
-    missing = tmp_path / "no-such-dir"
-    result = _tlops("run", "--data", str(missing), "--output", str(output), cwd=tmp_path)
-    _assert_bad_input(result, output, "does not exist", str(missing))
-    assert not output.exists()
+@dataclass(frozen=True)
+class BadRun:
+    """One ``tlops run`` on bad input: its result, its --output directory and the inputs it was given."""
+
+    result: subprocess.CompletedProcess[str]
+    output: Path
+    data: Path
+    tracking_uri: str = ""
 
 
-def test_run_empty_folder(tmp_path: Path) -> None:
-    data = tmp_path / "empty"
-    data.mkdir()
-    output = tmp_path / "out"
-    result = _tlops("run", "--data", str(data), "--output", str(output), cwd=tmp_path)
-    _assert_bad_input(result, output, "no images found", str(data))
-    assert not output.exists()
-
-
-def test_run_single_class(tmp_path: Path) -> None:
-    data = _classes(tmp_path / "data", {"cats": 6})
-    output = tmp_path / "out"
-    result = _tlops("run", "--data", str(data), "--output", str(output), cwd=tmp_path)
-    _assert_bad_input(result, output, "only one class", "'cats'")
-
-
-def test_run_class_too_small(tmp_path: Path) -> None:
-    data = _classes(tmp_path / "data", {"cats": 6, "dogs": 2, "owls": 5})
-    output = tmp_path / "out"
-    result = _tlops("run", "--data", "data", "--output", str(output), cwd=tmp_path)  # a relative --data too
-    line = _assert_bad_input(result, output, "too small", "'dogs' has 2", "at least 3")
-    assert "'cats'" not in line and "'owls'" not in line
-
-
-def test_run_mlflow_server_not_answering(tmp_path: Path) -> None:
-    data = _classes(tmp_path / "data", {"cats": 4, "dogs": 4})
-    output = tmp_path / "out"
+@pytest.fixture(scope="module")
+def bad_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BadRun]:
+    """Every local bad-input case of ``tlops run``, started concurrently (each process imports torch)."""
+    root = tmp_path_factory.mktemp("bad-runs")
+    (root / "empty").mkdir()
+    valid = _classes(root / "valid", {"cats": 4, "dogs": 4})
     uri = f"http://127.0.0.1:{_unused_port()}"
-    env = _base_env() | {"MLFLOW_TRACKING_URI": uri}
-    start = time.monotonic()
-    result = _tlops("run", "--data", str(data), "--output", str(output), cwd=tmp_path, env=env)
-    assert time.monotonic() - start < 60
-    _assert_bad_input(result, output, "MLflow server", uri, "does not answer")
-    assert not output.exists()
+    cases: dict[str, tuple[Path, list[str], dict[str, str]]] = {
+        "missing": (root / "no-such-dir", [], {}),
+        "empty": (root / "empty", [], {}),
+        "one-class": (_classes(root / "one-class", {"cats": 6}), [], {}),
+        "too-small": (_classes(root / "too-small", {"cats": 6, "dogs": 2, "owls": 5}), [], {}),
+        "mlflow-down": (valid, [], {"MLFLOW_TRACKING_URI": uri}),
+        "tracking-uri-flag-down": (valid, ["--tracking-uri", uri], {}),
+        "epochs-zero": (valid, ["--epochs", "0"], {}),
+    }
+    started = {}
+    for name, (data, extra, env) in cases.items():
+        output = root / f"out-{name}"
+        command = [sys.executable, "-m", "tlops.cli", "run", "--data", str(data), "--output", str(output), *extra]
+        process = subprocess.Popen(
+            command, cwd=root, env=_base_env() | env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        started[name] = (process, output, data, env.get("MLFLOW_TRACKING_URI", uri))
+    runs = {}
+    for name, (process, output, data, tracking_uri) in started.items():
+        try:
+            stdout, stderr = process.communicate(timeout=CLI_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stdout, stderr = process.communicate()
+        runs[name] = BadRun(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), output,
+                            data, tracking_uri)  # fmt: skip
+    return runs
 
 
-def test_run_epochs_zero(tmp_path: Path) -> None:
-    data = _classes(tmp_path / "data", {"cats": 4, "dogs": 4})
-    output = tmp_path / "out"
-    result = _tlops("run", "--data", str(data), "--output", str(output), "--epochs", "0", cwd=tmp_path)
-    _assert_bad_input(result, output, "--epochs must be positive, got 0")
-    assert not output.exists()
+def test_run_missing_data_path(bad_runs: dict[str, BadRun]) -> None:
+    run = bad_runs["missing"]
+    _assert_bad_input(run.result, run.output, "does not exist", str(run.data))
+    assert not run.output.exists()
+
+
+def test_run_empty_folder(bad_runs: dict[str, BadRun]) -> None:
+    run = bad_runs["empty"]
+    _assert_bad_input(run.result, run.output, "no images found", str(run.data))
+    assert not run.output.exists()
+
+
+def test_run_single_class(bad_runs: dict[str, BadRun]) -> None:
+    run = bad_runs["one-class"]
+    _assert_bad_input(run.result, run.output, "only one class", "'cats'")
+    assert not run.output.exists()
+
+
+def test_run_class_too_small(bad_runs: dict[str, BadRun]) -> None:
+    run = bad_runs["too-small"]
+    line = _assert_bad_input(run.result, run.output, "too small", "'dogs' has 2", "at least 3")
+    assert "'cats'" not in line and "'owls'" not in line
+    assert not run.output.exists()
+
+
+@pytest.mark.parametrize("case", ["mlflow-down", "tracking-uri-flag-down"])
+def test_run_mlflow_server_not_answering(bad_runs: dict[str, BadRun], case: str) -> None:
+    run = bad_runs[case]
+    _assert_bad_input(run.result, run.output, "MLflow server", run.tracking_uri, "does not answer")
+    assert not run.output.exists()
+
+
+def test_run_epochs_zero(bad_runs: dict[str, BadRun]) -> None:
+    run = bad_runs["epochs-zero"]
+    _assert_bad_input(run.result, run.output, "--epochs must be positive, got 0")
+    assert not run.output.exists()
+
+
+def test_run_relative_data_path(tmp_path: Path) -> None:
+    _classes(tmp_path / "data", {"cats": 6, "dogs": 2, "owls": 5})
+    result = _tlops("run", "--data", "data", "--output", "out", cwd=tmp_path)
+    _assert_bad_input(result, tmp_path / "out", "'dogs' has 2", str(tmp_path / "data"))
 
 
 @pytest.mark.integration

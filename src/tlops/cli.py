@@ -145,10 +145,11 @@ def _check_positive(**values: int | float | None) -> None:
 
 def command_run(args: argparse.Namespace) -> int:
     """``tlops run``: preflight the inputs, run the pipeline locally, print and write the summary."""
-    from tlops.backbones import BUNDLED
+    from collections import Counter
+
     from tlops.data import SplitConfig, check_class_sizes, list_image_folder
     from tlops.demo import write_digits_imagefolder
-    from tlops.runtime_env import runtime_from_environment
+    from tlops.storage import make_s3_client
     from tlops.summary import format_summary
     from tlops.tracking import check_tracking_server, resolve_tracking_uri
 
@@ -163,14 +164,15 @@ def command_run(args: argparse.Namespace) -> int:
     else:
         data_uri = args.data if args.data.startswith("s3://") else str(Path(args.data).resolve())
     # Preflight: fail in one line before any step runs or anything is registered.
-    runtime = runtime_from_environment(os.environ)
-    from collections import Counter
-
-    files = list_image_folder(data_uri, runtime.s3)
+    s3 = make_s3_client() if data_uri.startswith("s3://") else None
+    files = list_image_folder(data_uri, s3)
     check_class_sizes(Counter(f.label for f in files), SplitConfig(seed=args.seed), data_uri)
-    unknown = [b for b in backbones if b not in BUNDLED and ":" not in b]
+    unknown = [b for b in backbones if not b.startswith("efficientnet_lite") and ":" not in b]
     if unknown:
-        raise TlopsError(f"unknown backbone {unknown[0]!r}; use {', '.join(BUNDLED)}, timm:NAME or torchvision:NAME")
+        raise TlopsError(
+            f"unknown backbone {unknown[0]!r}; use efficientnet_lite0/1/2, timm:NAME, torchvision:NAME "
+            "or hub:OWNER/REPO:ENTRY"
+        )
     tracking_uri = resolve_tracking_uri(args.tracking_uri, output)
     check_tracking_server(tracking_uri)
 

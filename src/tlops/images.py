@@ -38,6 +38,8 @@ def decode_image(data: bytes) -> DecodedImage:
             rgb = image.convert("RGB")
     except Image.DecompressionBombError as error:
         raise ValueError(f"decompression bomb: {error}") from None
-    except (OSError, SyntaxError, Image.UnidentifiedImageError) as error:
-        raise ValueError(f"not a decodable image: {error}") from None
+    except Image.UnidentifiedImageError:
+        raise ValueError("not an image: the content is no format Pillow can read") from None
+    except (OSError, SyntaxError) as error:
+        raise ValueError(f"image does not decode fully: {error}") from None
     return DecodedImage(image=rgb, width=rgb.width, height=rgb.height)

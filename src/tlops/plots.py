@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -85,4 +86,6 @@ def html_page(title: str, images: list[Path], body: str = "") -> str:
         f'{base64.b64encode(p.read_bytes()).decode()}" style="max-width:100%">'
         for p in images
     )
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head><body><h2>{title}</h2>{body}{tags}</body></html>"
+    title = html.escape(title)
+    head = f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
+    return f"{head}<body><h2>{title}</h2>{body}{tags}</body></html>"

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tlops.data import load_prepared
-from tlops.registry import Registration
+
+if TYPE_CHECKING:
+    from tlops.registry import Registration
 
 
 def run_summary(data_dir: Path, model_dir: Path, evaluation_dir: Path, registration: Registration) -> dict:

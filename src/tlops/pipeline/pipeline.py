@@ -46,7 +46,7 @@ def transfer_learning_pipeline(
     epochs: int = 3,
     batch_size: int = 32,
     learning_rate: float = 1e-4,
-    image_size: Optional[int] = None,  # noqa: UP045 - KFP reads the annotation
+    image_size: Optional[int] = None,
     seed: int = 0,
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
