@@ -449,3 +449,32 @@ def test_auto_keeps_the_probe_when_fine_tuning_does_not_improve(
     assert saved.keys() == probe_state.keys()
     for key, value in probe_state.items():
         assert torch.equal(saved[key], value), key
+
+
+def test_balanced_class_weights_match_scikit_learn() -> None:
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from tlops.training import balanced_class_weights
+
+    targets = [0] * 30 + [1] * 10 + [2] * 5
+    expected = compute_class_weight("balanced", classes=np.array([0, 1, 2]), y=np.array(targets))
+    np.testing.assert_allclose(balanced_class_weights(targets, 3).numpy(), expected, rtol=1e-6)
+    assert balanced_class_weights(targets, 4)[3].item() == 0.0  # a class absent from training
+
+
+def test_class_weighted_probe_recovers_the_minority_class() -> None:
+    rng = np.random.default_rng(0)
+    # Two overlapping classes, 20:1 imbalance: an unweighted probe favours the majority class.
+    majority = rng.normal(0.0, 1.0, size=(400, 4))
+    minority = rng.normal(1.2, 1.0, size=(20, 4))
+    train = (torch.tensor(np.vstack([majority, minority]), dtype=torch.float32), torch.tensor([0] * 400 + [1] * 20))
+    val_x = np.vstack([rng.normal(0.0, 1.0, size=(100, 4)), rng.normal(1.2, 1.0, size=(100, 4))])
+    val = (torch.tensor(val_x, dtype=torch.float32), torch.tensor([0] * 100 + [1] * 100))
+
+    def minority_recall(probe: ProbeResult) -> float:
+        predictions = probe.head(val[0]).argmax(1)
+        return (predictions[100:] == 1).float().mean().item()
+
+    plain = fit_linear_head(train, val, 2)
+    weighted = fit_linear_head(train, val, 2, class_weighted=True)
+    assert minority_recall(weighted) > minority_recall(plain) + 0.3

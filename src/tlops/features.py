@@ -62,12 +62,17 @@ def fit_linear_head(
     num_classes: int,
     grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0),
     seed: int = 0,
+    class_weighted: bool = False,
 ) -> ProbeResult:
     """Fit multinomial logistic regression on standardized features, choosing C on validation.
+
+    With ``class_weighted`` each class's loss is weighted inversely to its frequency (scikit-learn's
+    ``balanced``), and C is chosen by balanced accuracy.
 
     The standardization is folded into the returned ``nn.Linear``, so it applies to raw features.
     """
     from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
     from sklearn.preprocessing import StandardScaler
 
     x_train, y_train = train[0].numpy().astype(np.float64), train[1].numpy()
@@ -76,8 +81,14 @@ def fit_linear_head(
     z_train, z_val = scaler.transform(x_train), scaler.transform(x_val)
     best = None
     for c in grid:
-        classifier = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(z_train, y_train)
-        score = float(classifier.score(z_val, y_val))
+        classifier = LogisticRegression(
+            C=c, max_iter=2000, random_state=seed, class_weight="balanced" if class_weighted else None
+        ).fit(z_train, y_train)
+        score = (
+            float(balanced_accuracy_score(y_val, classifier.predict(z_val)))
+            if class_weighted
+            else float(classifier.score(z_val, y_val))
+        )
         if best is None or score > best[0]:
             best = (score, c, classifier)
     assert best is not None

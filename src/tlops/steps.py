@@ -29,7 +29,7 @@ from tlops.features import (
 )
 from tlops.model_io import load_classifier, read_model_config, save_classifier
 from tlops.runtime import Runtime
-from tlops.training import TrainConfig, decide_strategy, fine_tune_all_layers
+from tlops.training import TrainConfig, balanced_class_weights, decide_strategy, fine_tune_all_layers
 
 SELECTION_FILE = "selection.json"
 TRAINING_FILE = "training.json"
@@ -151,6 +151,7 @@ def extract_and_probe(
     *,
     image_size: int | None = None,
     seed: int = 0,
+    class_weighted: bool = False,
 ) -> dict:
     """Run the frozen backbone once over every split, cache the features, fit the linear head on them.
 
@@ -165,8 +166,12 @@ def extract_and_probe(
     splits = {split: _features(backbone, manifest, split, classes, runtime) for split in ("train", "val", "test")}
     features_dir.mkdir(parents=True, exist_ok=True)
     save_features(features_dir / FEATURES_FILE, splits)
-    probe = fit_linear_head(splits["train"], splits["val"], len(classes), seed=seed)
-    extra = {"image_size": backbone.data_config.input_size, "num_features": backbone.num_features}
+    probe = fit_linear_head(splits["train"], splits["val"], len(classes), seed=seed, class_weighted=class_weighted)
+    extra = {
+        "image_size": backbone.data_config.input_size,
+        "num_features": backbone.num_features,
+        "class_weighted": class_weighted,
+    }
     save_probe(probe_dir, probe, backbone_name, extra)
     print(f"linear probe on {backbone_name}: val accuracy {probe.val_accuracy:.4f} (C={probe.C})")
     return read_json(probe_dir, PROBE_SUMMARY_FILE)
@@ -196,8 +201,10 @@ def fine_tune(data_dir: Path, probe_dir: Path, output_dir: Path, config: TrainCo
 
     history, best_epoch = [], 0
     if strategy == "full":
+        train_set = split_dataset(manifest, "train", classes, train_transform(backbone.data_config, config.hflip))
+        class_weights = balanced_class_weights(train_set.targets, len(classes)) if config.class_weighted else None
         train_loader = make_loader(
-            split_dataset(manifest, "train", classes, train_transform(backbone.data_config, config.hflip)),
+            train_set,
             config.batch_size,
             shuffle=True,
             workers=config.workers,
@@ -209,7 +216,13 @@ def fine_tune(data_dir: Path, probe_dir: Path, output_dir: Path, config: TrainCo
             workers=config.workers,
         )
         model, records, best_epoch = fine_tune_all_layers(
-            model, train_loader, val_loader, config, runtime.device, keep_probe_if_better=config.strategy == "auto"
+            model,
+            train_loader,
+            val_loader,
+            config,
+            runtime.device,
+            keep_probe_if_better=config.strategy == "auto",
+            class_weights=class_weights,
         )
         history = [asdict(r) for r in records]
         if best_epoch == 0:

@@ -43,6 +43,7 @@ class TrainConfig:
         seed: Seed for shuffling and augmentation.
         workers: DataLoader worker processes.
         hflip: Random horizontal flips (for photos whose mirror image has the same class).
+        class_weighted: Weight the loss of each class inversely to its training frequency (imbalanced data).
     """
 
     strategy: str = "auto"
@@ -58,6 +59,7 @@ class TrainConfig:
     seed: int = 0
     workers: int = 0
     hflip: bool = False
+    class_weighted: bool = False
 
     def __post_init__(self) -> None:
         """Reject settings that cannot train."""
@@ -131,6 +133,13 @@ def decide_strategy(
     ]
 
 
+def balanced_class_weights(targets: list[int], num_classes: int) -> torch.Tensor:
+    """Weights ``n / (num_classes * n_c)`` per class, as scikit-learn's ``balanced`` (absent classes get 0)."""
+    counts = torch.bincount(torch.tensor(targets, dtype=torch.long), minlength=num_classes).float()
+    weights = len(targets) / (num_classes * counts.clamp(min=1))
+    return torch.where(counts > 0, weights, torch.zeros_like(weights))
+
+
 def _set_train_mode(model: nn.Module, freeze_batchnorm: bool) -> None:
     model.train()
     if freeze_batchnorm:
@@ -161,6 +170,7 @@ def fine_tune_all_layers(
     config: TrainConfig,
     device: torch.device,
     keep_probe_if_better: bool,
+    class_weights: torch.Tensor | None = None,
 ) -> tuple[nn.Module, list[EpochRecord], int]:
     """LP-FT: train every layer of a classifier whose head is already fitted, keeping the best epoch.
 
@@ -171,6 +181,7 @@ def fine_tune_all_layers(
         config: Learning rate, epochs and the rest.
         device: Where to train.
         keep_probe_if_better: Let epoch 0 (the probe) win when no epoch validates better.
+        class_weights: Per-class loss weights, or ``None`` for an unweighted loss.
 
     Returns:
         The model with the best weights loaded, the history and the best epoch.
@@ -195,7 +206,8 @@ def fine_tune_all_layers(
             else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
         ),
     )
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    weight = class_weights.to(device) if class_weights is not None else None
+    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
     for epoch in range(1, config.epochs + 1):
         _set_train_mode(model, config.freeze_batchnorm)
         running_loss, correct, count = 0.0, 0, 0

@@ -65,6 +65,7 @@ def extract_features(
     backbone: str,
     image_size: Optional[int],
     seed: int,
+    class_weighted: bool,
     features: Output[Dataset],
     probe: Output[Model],
 ):
@@ -83,6 +84,7 @@ def extract_features(
         runtime_from_environment(os.environ),
         image_size=image_size,
         seed=seed,
+        class_weighted=class_weighted,
     )
     probe.metadata.update(summary)
 
@@ -96,6 +98,7 @@ def fine_tune(
     batch_size: int,
     learning_rate: float,
     seed: int,
+    class_weighted: bool,
     model: Output[Model],
     learning_curves: Output[HTML],
 ) -> str:
@@ -108,7 +111,14 @@ def fine_tune(
     from tlops.steps import fine_tune as run
     from tlops.training import TrainConfig
 
-    config = TrainConfig(strategy=strategy, epochs=epochs, batch_size=batch_size, lr=learning_rate, seed=seed)
+    config = TrainConfig(
+        strategy=strategy,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=learning_rate,
+        seed=seed,
+        class_weighted=class_weighted,
+    )
     summary = run(Path(dataset.path), Path(probe.path), Path(model.path), config, runtime_from_environment(os.environ))
     model.metadata.update({k: summary[k] for k in ("strategy", "reasons", "best_epoch", "val_accuracy")})
     curves = sorted(Path(model.path).glob("*.png"))

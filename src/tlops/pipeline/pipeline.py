@@ -48,6 +48,7 @@ def transfer_learning_pipeline(
     learning_rate: float = 1e-4,
     image_size: Optional[int] = None,
     seed: int = 0,
+    class_weighted: bool = False,
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
     experiment: str = "tlops",
@@ -62,7 +63,11 @@ def transfer_learning_pipeline(
         dataset=data.outputs["dataset"], candidates=backbones, image_size=image_size, seed=seed
     ).set_display_name("select backbone")
     features = components.extract_features(
-        dataset=data.outputs["dataset"], backbone=selection.outputs["Output"], image_size=image_size, seed=seed
+        dataset=data.outputs["dataset"],
+        backbone=selection.outputs["Output"],
+        image_size=image_size,
+        seed=seed,
+        class_weighted=class_weighted,
     ).set_display_name("extract features")
     training = components.fine_tune(
         dataset=data.outputs["dataset"],
@@ -72,6 +77,7 @@ def transfer_learning_pipeline(
         batch_size=batch_size,
         learning_rate=learning_rate,
         seed=seed,
+        class_weighted=class_weighted,
     ).set_display_name("fine-tune")
     _gpu_node_pool(training)
     evaluation = components.evaluate(dataset=data.outputs["dataset"], model=training.outputs["model"]).set_display_name(
