@@ -53,6 +53,11 @@ class DataConfig:
     interpolation: str = "bicubic"
     crop_pct: float = 0.875
 
+    @classmethod
+    def from_dict(cls, values: dict) -> DataConfig:
+        """Rebuild from ``dataclasses.asdict`` output read back from JSON (lists become tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
 
 @dataclass
 class Backbone:

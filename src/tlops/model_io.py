@@ -40,7 +40,7 @@ def read_model_config(model_dir: Path) -> dict:
 def load_classifier(model_dir: Path) -> tuple[nn.Module, dict]:
     """Rebuild a saved classifier (architecture without downloading weights) and load its weights."""
     config = read_model_config(model_dir)
-    data_config = DataConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config["data_config"].items()})
+    data_config = DataConfig.from_dict(config["data_config"])
     backbone = load_backbone(config["backbone"], image_size=data_config.input_size, pretrained=False)
     backbone.data_config = data_config
     model = build_classifier(backbone, len(config["classes"]))

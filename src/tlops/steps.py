@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tlops.backbones import Backbone, build_classifier, feature_extractor, load_backbone
+from tlops.backbones import Backbone, DataConfig, build_classifier, feature_extractor, load_backbone
 from tlops.data import load_prepared
 from tlops.datasets import eval_transform, localize, make_loader, split_dataset, train_transform
 from tlops.errors import TlopsError
@@ -281,9 +281,7 @@ def evaluate(data_dir: Path, model_dir: Path, output_dir: Path, runtime: Runtime
     model, config = load_classifier(model_dir)
     if config["classes"] != classes:
         raise TlopsError("the model's classes differ from the dataset's; evaluate on the data it was trained on")
-    from tlops.backbones import DataConfig
-
-    data_config = DataConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config["data_config"].items()})
+    data_config = DataConfig.from_dict(config["data_config"])
     loader = make_loader(
         split_dataset(manifest, "test", classes, eval_transform(data_config)),
         runtime.batch_size,
