@@ -24,7 +24,11 @@ examples:
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", help="ImageFolder directory or s3://bucket/prefix (default: built-in demo data)")
+    parser.add_argument(
+        "--data",
+        help="dataset: a folder, s3://bucket/prefix, .zip/.tar(.gz) archive or .csv manifest (path,label[,split]); "
+        "one subfolder per class, or train/ val/ test/ subfolders kept as given (default: built-in demo data)",
+    )
     parser.add_argument("--output", type=Path, default=Path("tlops-run"), help="run directory (default: %(default)s)")
     parser.add_argument(
         "--backbones",
@@ -51,6 +55,11 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", default="tlops", help="MLflow experiment (default: %(default)s)")
     parser.add_argument("--model-name", default="tlops-classifier", help="registered model name (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the split, sampling and training")
+    parser.add_argument(
+        "--class-weighted",
+        action="store_true",
+        help="weight each class's loss inversely to its frequency (probe and fine-tuning), for imbalanced data",
+    )
     parser.add_argument(
         "--tracking-uri",
         default=os.environ.get("MLFLOW_TRACKING_URI"),
@@ -82,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--root", type=Path, default=Path("."), help="repository root (default: current dir)")
 
     prepare = commands.add_parser("prepare-data", help="validate, split and write the manifest of a dataset")
-    prepare.add_argument("--data", required=True, help="ImageFolder directory or s3://bucket/prefix")
+    prepare.add_argument(
+        "--data", required=True, help="folder, s3://bucket/prefix, .zip/.tar(.gz) archive or .csv manifest"
+    )
     prepare.add_argument("--output", type=Path, required=True, help="directory for the manifest and report")
     prepare.add_argument("--seed", type=int, default=0)
     prepare.add_argument("--val-fraction", type=float, default=0.15)
@@ -101,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--output", type=Path, required=True, help="gets features/ and probe/ subdirectories")
     extract.add_argument("--image-size", type=int)
     extract.add_argument("--seed", type=int, default=0)
+    extract.add_argument("--class-weighted", action="store_true", help="balanced class weights for the probe")
 
     tune = commands.add_parser("fine-tune", help="train the classifier from the probe with a strategy")
     tune.add_argument("--dataset", type=Path, required=True)
@@ -111,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--batch-size", type=int, default=32)
     tune.add_argument("--lr", type=float, default=1e-4)
     tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--class-weighted", action="store_true", help="balanced class weights in the loss")
 
     evaluate = commands.add_parser("evaluate", help="evaluate a trained model on the test split")
     evaluate.add_argument("--dataset", type=Path, required=True)
@@ -145,9 +158,7 @@ def _check_positive(**values: int | float | None) -> None:
 
 def command_run(args: argparse.Namespace) -> int:
     """``tlops run``: preflight the inputs, run the pipeline locally, print and write the summary."""
-    from collections import Counter
-
-    from tlops.data import SplitConfig, check_class_sizes, list_image_folder
+    from tlops.data import SplitConfig, check_dataset
     from tlops.demo import write_digits_imagefolder
     from tlops.storage import make_s3_client
     from tlops.summary import format_summary
@@ -165,8 +176,7 @@ def command_run(args: argparse.Namespace) -> int:
         data_uri = args.data if args.data.startswith("s3://") else str(Path(args.data).resolve())
     # Preflight: fail in one line before any step runs or anything is registered.
     s3 = make_s3_client() if data_uri.startswith("s3://") else None
-    files = list_image_folder(data_uri, s3)
-    check_class_sizes(Counter(f.label for f in files), SplitConfig(seed=args.seed), data_uri)
+    listed = check_dataset(data_uri, SplitConfig(seed=args.seed), s3)
     unknown = [b for b in backbones if not b.startswith("efficientnet_lite") and ":" not in b]
     if unknown:
         raise TlopsError(
@@ -189,10 +199,11 @@ def command_run(args: argparse.Namespace) -> int:
         "learning_rate": args.lr,
         "image_size": image_size,
         "seed": args.seed,
+        "class_weighted": args.class_weighted,
         "experiment": args.experiment,
         "model_name": args.model_name,
     }
-    print(f"running the tlops pipeline locally ({len(files)} images, tracking at {tracking_uri})", flush=True)
+    print(f"running the tlops pipeline locally ({len(listed.files)} images, tracking at {tracking_uri})", flush=True)
     try:
         summary = run_locally(parameters, output)
     except PipelineFailed as error:
@@ -248,6 +259,7 @@ def command_step(args: argparse.Namespace) -> int:
             runtime,
             image_size=args.image_size,
             seed=args.seed,
+            class_weighted=args.class_weighted,
         )
         print(json.dumps(summary, indent=2))
     elif args.command == "fine-tune":
@@ -255,7 +267,12 @@ def command_step(args: argparse.Namespace) -> int:
         from tlops.training import TrainConfig
 
         config = TrainConfig(
-            strategy=args.strategy, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed
+            strategy=args.strategy,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            class_weighted=args.class_weighted,
         )
         summary = fine_tune(args.dataset, args.probe, args.output, config, runtime)
         print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))

@@ -1,59 +1,54 @@
-"""Data preparation: list an ImageFolder (local or S3), decode-check every file, split, write a manifest."""
+"""Data preparation: list any dataset, decode-check every file, de-duplicate, split, write manifest and report."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
+from typing import Any
 
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from tlops.data_report import render_report
 from tlops.errors import TlopsError
 from tlops.images import IMAGE_EXTENSIONS, decode_image
-from tlops.storage import S3Client, is_s3_uri, iter_objects, parse_s3_uri, read_bytes
+from tlops.layouts import Layout, SourceFile, folder_layout, list_layout
+from tlops.leakage import resolve_duplicates
+from tlops.sources import list_tree, open_source
+from tlops.splits import SPLITS, SplitConfig, assign_splits, carve_validation, split_counts
+from tlops.storage import S3Client, is_s3_uri, read_bytes
 
-SPLITS = ("train", "val", "test")
+__all__ = [
+    "MANIFEST_FILE",
+    "REPORT_FILE",
+    "SPLITS",
+    "SUMMARY_FILE",
+    "PreparedData",
+    "SourceFile",
+    "SplitConfig",
+    "assign_splits",
+    "check_class_sizes",
+    "check_dataset",
+    "check_split_sizes",
+    "class_imbalance",
+    "dataset_digest",
+    "list_image_folder",
+    "load_prepared",
+    "prepare_data",
+    "render_report",
+    "split_counts",
+]
+
 MANIFEST_FILE = "manifest.csv"
 SUMMARY_FILE = "prepare_summary.json"
 REPORT_FILE = "report.md"
-
-
-@dataclass(frozen=True)
-class SplitConfig:
-    """How the dataset is split; the split is deterministic for a seed.
-
-    Attributes:
-        val_fraction: Fraction of each class held out for validation.
-        test_fraction: Fraction of each class held out for the final test.
-        seed: Seed of the per-class shuffle.
-        workers: Files read and decoded in parallel.
-    """
-
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    seed: int = 0
-    workers: int = 8
-
-    def __post_init__(self) -> None:
-        """Reject fractions that leave nothing to train on."""
-        if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1):
-            raise TlopsError("val and test fractions must each lie strictly between 0 and 1")
-        if self.val_fraction + self.test_fraction >= 0.9:
-            raise TlopsError("val + test fractions must leave at least 10% for training; lower them")
-
-
-@dataclass(frozen=True)
-class SourceFile:
-    """One candidate image file: where it is, its path relative to the dataset root, and its class."""
-
-    uri: str
-    relpath: str
-    label: str
+EXTRACTED_DIR = "files"  # an archive source is extracted here, inside the output directory
 
 
 @dataclass
@@ -62,11 +57,16 @@ class PreparedData:
 
     Attributes:
         digest: sha256 over the sorted manifest rows; the same data gives the same digest.
-        classes: Sorted class names; a label's index in this list is its class id.
+        classes: Sorted class names (the union over splits); a label's index in this list is its class id.
         counts: Images per split and class.
         quarantined: Files that failed validation, with the reason.
+        duplicates_removed: How many duplicate files were dropped.
         source: The dataset URI or path that was read.
         output_dir: Directory holding the manifest, summary and report.
+        layout: ``image-folder``, ``pre-split`` or ``csv-manifest``.
+        duplicates: One entry per duplicated content: ``sha256``, ``label``, ``kept``, ``kept_split``,
+            ``removed`` and ``across_splits``.
+        imbalance: ``ratio`` (largest over smallest class in train) and balanced ``class_weights``.
     """
 
     digest: str
@@ -76,6 +76,9 @@ class PreparedData:
     duplicates_removed: int = 0
     source: str = ""
     output_dir: str = ""
+    layout: str = ""
+    duplicates: list[dict[str, Any]] = field(default_factory=list)
+    imbalance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_images(self) -> dict[str, int]:
@@ -84,53 +87,38 @@ class PreparedData:
 
 
 def list_image_folder(source: str, s3: S3Client | None = None) -> list[SourceFile]:
-    """List the images of an ImageFolder (one subfolder per class) in a local directory or under an s3:// prefix.
+    """List the images of a local folder or s3:// prefix laid out as an ImageFolder or as pre-split folders.
 
-    Files directly under the root, hidden files and files without an image extension are skipped; symlinks
-    that leave the root are not followed.
+    Files directly under the root (or a split folder), hidden files and files without an image extension are
+    skipped; symlinks that leave the root are not followed.
 
     Raises:
-        TlopsError: when the source does not exist or cannot be listed.
+        TlopsError: when the source does not exist, cannot be listed or is not a folder.
     """
-    if is_s3_uri(source):
-        if s3 is None:
-            raise TlopsError(f"{source} is on S3 but no S3 client was configured")
-        prefix = parse_s3_uri(source)
-        root = prefix.key.rstrip("/")
-        files = []
-        for key, _size in iter_objects(s3, source):
-            relative = PurePosixPath(key[len(root) :].lstrip("/")) if root else PurePosixPath(key)
-            if _is_candidate(relative):
-                files.append(SourceFile(f"s3://{prefix.bucket}/{key}", relative.as_posix(), relative.parts[0]))
-        return sorted(files, key=lambda f: f.relpath)
-
-    root_path = Path(source)
-    if not root_path.exists():
-        raise TlopsError(f"dataset path {source!r} does not exist; pass --data an ImageFolder dir or s3:// URI")
-    if not root_path.is_dir():
-        raise TlopsError(f"dataset path {source!r} is not a directory; pass an ImageFolder (one folder per class)")
-    resolved_root = root_path.resolve()
-    files = []
-    for path in sorted(root_path.rglob("*")):
-        relative = PurePosixPath(path.relative_to(root_path).as_posix())
-        if not _is_candidate(relative) or not path.is_file():
-            continue
-        if not path.resolve().is_relative_to(resolved_root):
-            continue  # a symlink that leaves the dataset root
-        files.append(SourceFile(str(path.resolve()), relative.as_posix(), relative.parts[0]))
-    return files
+    with open_source(source, s3) as opened:
+        if opened.csv is not None or opened.extracted is not None:
+            raise TlopsError(f"{source!r} is not a folder; list archives and CSV files with check_dataset")
+        return folder_layout(list_tree(opened.root, s3), source).files
 
 
-def _is_candidate(relative: PurePosixPath) -> bool:
-    return (
-        len(relative.parts) >= 2
-        and not any(part.startswith(".") for part in relative.parts)
-        and relative.suffix.lower() in IMAGE_EXTENSIONS
-    )
+def check_dataset(source: str, config: SplitConfig | None = None, s3: S3Client | None = None) -> Layout:
+    """List any source and layout without decoding an image, and check that its classes can be split.
+
+    This is the cheap preflight of ``tlops run``: archives are extracted into a temporary folder (removed again,
+    so the returned files' local paths no longer exist), CSV manifests are read, images are not.
+
+    Raises:
+        TlopsError: when the source is missing, unsafe or malformed, or its classes are too few or too small.
+    """
+    config = config or SplitConfig()
+    with open_source(source, s3) as opened:
+        layout = list_layout(opened, s3)
+    _check_sizes([(f.split, f.label) for f in layout.files], layout, config, source)
+    return layout
 
 
 def check_class_sizes(counts: dict[str, int], config: SplitConfig, source: str) -> None:
-    """Check that the classes can support a train/val/test split.
+    """Check that the classes of a dataset without given splits can support a train/val/test split.
 
     Raises:
         TlopsError: when there are no images, a single class, or classes too small to split.
@@ -155,33 +143,61 @@ def check_class_sizes(counts: dict[str, int], config: SplitConfig, source: str) 
         )
 
 
-def split_counts(n: int, config: SplitConfig) -> dict[str, int]:
-    """How many of ``n`` images of one class go to each split (at least one each when ``n >= 3``)."""
-    n_test = max(1, round(n * config.test_fraction))
-    n_val = max(1, round(n * config.val_fraction))
-    while n_val + n_test > n - 1 and max(n_val, n_test) > 1:  # keep at least one image for training
-        if n_test >= n_val:
-            n_test -= 1
-        else:
-            n_val -= 1
-    return {"train": n - n_val - n_test, "val": n_val, "test": n_test}
+def check_split_sizes(counts: dict[str, dict[str, int]], source: str, carve_val: bool = False) -> None:
+    """Check that every class of a dataset with given splits has an image in each split.
 
+    Args:
+        counts: Images per split and class; the classes are the union over splits.
+        source: The dataset, for the message.
+        carve_val: Whether val is carved out of train, which then needs two images per class.
 
-def assign_splits(rows: pd.DataFrame, config: SplitConfig) -> pd.Series:
-    """Assign each row a split, stratified by label and deterministic for ``config.seed``.
-
-    Rows are ordered by content hash before the seeded shuffle, so the split does not depend on listing order.
+    Raises:
+        TlopsError: when there are no images, a single class, or classes short in some split (with the counts).
     """
-    splits = pd.Series("", index=rows.index, dtype=object)
-    rng = np.random.default_rng(config.seed)
-    for _label, group in rows.sort_values(["label", "sha256", "relpath"]).groupby("label", sort=True):
-        order = group.index.to_numpy()[rng.permutation(len(group))]
-        sizes = split_counts(len(group), config)
-        start = 0
-        for split in SPLITS:
-            splits.loc[order[start : start + sizes[split]]] = split
-            start += sizes[split]
-    return splits
+    labels = sorted({label for per_class in counts.values() for label in per_class})
+    check_class_sizes({label: len(SPLITS) for label in labels}, SplitConfig(), source)  # none, or one class
+    need = {"train": 2, "test": 1} if carve_val else dict.fromkeys(SPLITS, 1)
+    short = [label for label in labels if any(counts.get(s, {}).get(label, 0) < n for s, n in need.items())]
+    if short:
+        listed = "; ".join(
+            f"{label!r} has " + ", ".join(f"{s} {counts.get(s, {}).get(label, 0)}" for s in need) for label in short
+        )
+        rule = (
+            "2 train images (one is carved out for val, as there is no val split) and 1 test image"
+            if carve_val
+            else "1 image in each of train, val and test"
+        )
+        raise TlopsError(
+            f"classes short of images in {source!r}: {listed}; every class needs at least {rule}, counting valid, "
+            "distinct images: add images or remove the class"
+        )
+
+
+def _check_sizes(
+    pairs: list[tuple[str | None, str]], layout: Layout, config: SplitConfig, source: str, labels: Iterable[str] = ()
+) -> None:
+    """Check the (split, label) pairs of a layout; ``labels`` are classes to count even with no image left."""
+    if not layout.split_given:
+        check_class_sizes({label: 0 for label in labels} | Counter(label for _s, label in pairs), config, source)
+        return
+    every_label = sorted(set(labels) | {label for _s, label in pairs})
+    counts = {split: dict.fromkeys(every_label, 0) for split in SPLITS}
+    for split, label in pairs:
+        if split in counts:
+            counts[split][label] += 1
+    check_split_sizes(counts, source, layout.carve_val)
+
+
+def class_imbalance(train_counts: dict[str, int]) -> dict[str, Any]:
+    """The imbalance of the training split: largest over smallest class, and balanced class weights.
+
+    A class's weight is ``n_train / (n_classes * n_class)``, like scikit-learn's ``class_weight="balanced"``.
+    """
+    total, n_classes = sum(train_counts.values()), len(train_counts)
+    return {
+        "ratio": round(max(train_counts.values()) / min(train_counts.values()), 4),
+        "class_weights": {label: round(total / (n_classes * n), 6) for label, n in sorted(train_counts.items())},
+    }
 
 
 def dataset_digest(manifest: pd.DataFrame) -> str:
@@ -192,7 +208,7 @@ def dataset_digest(manifest: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def _inspect(file: SourceFile, s3: S3Client | None) -> dict[str, object]:
+def _inspect(file: SourceFile, s3: S3Client | None) -> dict[str, Any]:
     try:
         data = read_bytes(file.uri, s3)
         decoded = decode_image(data)
@@ -202,6 +218,7 @@ def _inspect(file: SourceFile, s3: S3Client | None) -> dict[str, object]:
         "uri": file.uri,
         "relpath": file.relpath,
         "label": file.label,
+        "split": file.split,
         "sha256": hashlib.sha256(data).hexdigest(),
         "width": decoded.width,
         "height": decoded.height,
@@ -211,27 +228,54 @@ def _inspect(file: SourceFile, s3: S3Client | None) -> dict[str, object]:
 def prepare_data(
     source: str, output_dir: Path, config: SplitConfig | None = None, s3: S3Client | None = None
 ) -> PreparedData:
-    """Validate an ImageFolder dataset, split it and write the manifest, summary and report.
+    """Validate a dataset, split it and write the manifest, summary and report.
 
-    Every file is read and fully decoded; files that fail go to the quarantine list with the reason. Exact
-    duplicates (same content) within a class are collapsed to one file so none straddles two splits.
+    The source is a local folder, an s3:// prefix, a ``.csv`` manifest, or a .zip/.tar archive (local or on
+    S3, extracted safely into ``output_dir/files``). The layout is detected: an ImageFolder is split stratified
+    and deterministically; pre-split folders or a CSV split column are kept as given (val, when absent, is
+    carved out of train). Every file is read and fully decoded; files that fail go to the quarantine list with
+    the reason, as does every copy of an image found under two labels. Exact duplicates are collapsed so none
+    straddles two splits: a copy in test wins over val, which wins over train.
 
     Args:
-        source: Local directory or s3://bucket/prefix holding one subfolder per class.
+        source: The dataset: folder, archive or CSV, local or s3://.
         output_dir: Where ``manifest.csv``, ``prepare_summary.json`` and ``report.md`` are written.
         config: Split fractions, seed and read parallelism.
-        s3: S3 client, needed when ``source`` is an s3:// URI.
+        s3: S3 client, needed for s3:// sources.
 
     Returns:
-        The digest, classes, per-split counts and quarantine list.
+        The digest, classes, per-split counts, quarantine list, duplicates and imbalance.
 
     Raises:
-        TlopsError: when the source is missing, empty, has one class or classes too small to split.
+        TlopsError: when the source is missing, unsafe or malformed, or its classes are too few or too small
+            (nothing is left in ``output_dir`` then, if this call created it).
     """
     config = config or SplitConfig()
-    files = list_image_folder(source, s3)
-    check_class_sizes(Counter(f.label for f in files), config, source)
+    output_dir = Path(output_dir).resolve()
+    created = not output_dir.exists()
+    try:
+        with open_source(source, s3, extract_to=output_dir / EXTRACTED_DIR) as opened:
+            layout = list_layout(opened, s3)
+            _check_sizes([(f.split, f.label) for f in layout.files], layout, config, source)
+            manifest, prepared = _prepare(layout, source, config, s3)
+            if opened.extracted is not None:  # relative to the output directory, which travels with the files
+                manifest["uri"] = [
+                    Path(uri).relative_to(output_dir).as_posix() if Path(uri).is_relative_to(opened.extracted) else uri
+                    for uri in manifest["uri"]
+                ]
+            prepared.output_dir = str(output_dir)
+            _write_outputs(manifest, prepared, output_dir)
+    except BaseException:
+        if created:
+            shutil.rmtree(output_dir, ignore_errors=True)
+        raise
+    return prepared
 
+
+def _prepare(
+    layout: Layout, source: str, config: SplitConfig, s3: S3Client | None
+) -> tuple[pd.DataFrame, PreparedData]:
+    files = layout.files
     with ThreadPoolExecutor(max_workers=config.workers) as pool:
         inspected = list(
             tqdm(
@@ -242,17 +286,21 @@ def prepare_data(
                 mininterval=1.0,
             )
         )
-    quarantined = [{"path": r["relpath"], "reason": r["error"]} for r in inspected if "error" in r]
-    rows = pd.DataFrame([r for r in inspected if "error" not in r])
-    if rows.empty:
+    quarantined = layout.quarantined + [{"path": r["relpath"], "reason": r["error"]} for r in inspected if "error" in r]
+    decoded = [r for r in inspected if "error" not in r]
+    if not decoded:
         raise TlopsError(f"none of the {len(files)} image files in {source!r} could be decoded; see the files")
-    before = len(rows)
-    rows = rows.sort_values("relpath").drop_duplicates(["label", "sha256"]).reset_index(drop=True)
+    deduplicated = resolve_duplicates(decoded)
+    quarantined += deduplicated.conflicts
     # Every listed class counts, so a class whose files were all quarantined is named rather than dropped.
-    valid = {label: 0 for label in sorted({f.label for f in files})} | rows["label"].value_counts().to_dict()
-    check_class_sizes(valid, config, source)
-
-    rows["split"] = assign_splits(rows, config)
+    _check_sizes(
+        [(r["split"], r["label"]) for r in deduplicated.rows], layout, config, source, {f.label for f in files}
+    )
+    rows = pd.DataFrame(deduplicated.rows)
+    if not layout.split_given:
+        rows["split"] = assign_splits(rows, config)
+    elif layout.carve_val:
+        rows["split"] = carve_validation(rows, config)
     manifest = rows[["uri", "relpath", "sha256", "label", "split", "width", "height"]].sort_values("relpath")
     classes = sorted(manifest["label"].unique())
     counts = {
@@ -264,12 +312,13 @@ def prepare_data(
         classes=classes,
         counts=counts,
         quarantined=quarantined,
-        duplicates_removed=before - len(rows),
+        duplicates_removed=deduplicated.removed,
         source=source,
-        output_dir=str(output_dir),
+        layout=layout.kind,
+        duplicates=deduplicated.duplicates,
+        imbalance=class_imbalance(counts["train"]),
     )
-    _write_outputs(manifest, prepared, Path(output_dir))
-    return prepared
+    return manifest.reset_index(drop=True), prepared
 
 
 def _write_outputs(manifest: pd.DataFrame, prepared: PreparedData, output_dir: Path) -> None:
@@ -279,34 +328,15 @@ def _write_outputs(manifest: pd.DataFrame, prepared: PreparedData, output_dir: P
     (output_dir / REPORT_FILE).write_text(render_report(prepared))
 
 
-def render_report(prepared: PreparedData) -> str:
-    """A Markdown report of the prepared dataset: counts per class and split, and quarantined files."""
-    lines = [
-        "# Dataset report",
-        "",
-        f"- source: `{prepared.source}`",
-        f"- digest: `{prepared.digest}`",
-        f"- classes: {len(prepared.classes)}",
-        "- images: " + ", ".join(f"{split} {n}" for split, n in prepared.num_images.items()),
-        f"- duplicates removed: {prepared.duplicates_removed}",
-        f"- quarantined: {len(prepared.quarantined)}",
-        "",
-        "| class | " + " | ".join(SPLITS) + " |",
-        "|---|" + "---:|" * len(SPLITS),
-    ]
-    lines += [
-        f"| {label} | " + " | ".join(str(prepared.counts[s][label]) for s in SPLITS) + " |"
-        for label in prepared.classes
-    ]
-    if prepared.quarantined:
-        lines += ["", "## Quarantined files", "", "| file | reason |", "|---|---|"]
-        lines += [f"| `{q['path']}` | {q['reason']} |" for q in prepared.quarantined]
-    return "\n".join(lines) + "\n"
-
-
 def load_prepared(data_dir: Path) -> tuple[pd.DataFrame, PreparedData]:
-    """Read back the manifest and summary that :func:`prepare_data` wrote."""
+    """Read back the manifest and summary that :func:`prepare_data` wrote.
+
+    Relative ``uri`` values (files extracted from an archive into the output directory) are made absolute
+    against ``data_dir``, wherever that directory has been moved to.
+    """
     data_dir = Path(data_dir)
     manifest = pd.read_csv(data_dir / MANIFEST_FILE, dtype={"label": str})
+    base = data_dir.resolve()
+    manifest["uri"] = [uri if is_s3_uri(uri) or Path(uri).is_absolute() else str(base / uri) for uri in manifest["uri"]]
     prepared = PreparedData(**json.loads((data_dir / SUMMARY_FILE).read_text()))
     return manifest, prepared

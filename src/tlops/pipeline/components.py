@@ -21,7 +21,7 @@ def prepare_data(
     dataset: Output[Dataset],
     report: Output[Markdown],
 ):
-    """Validate every image of an ImageFolder (local or s3://), split it and write the manifest."""
+    """Validate every image of a dataset (folder, s3://, archive or CSV manifest), split it, write the manifest."""
     import os
     import shutil
     from pathlib import Path

@@ -1,0 +1,188 @@
+"""How a dataset's files are organised, detected from its listing: ImageFolder, pre-split folders or a CSV file.
+
+- ImageFolder: ``<class>/<image>``; the split is made later.
+- Pre-split: ``train/<class>/<image>``, ``test/<class>/<image>`` and optionally ``val/<class>/<image>``.
+- CSV manifest: a ``.csv`` source, or ``manifest.csv``/``labels.csv`` at the root, with columns
+  ``path,label[,split]``; paths are relative to the CSV's folder, or s3:// URIs.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import pandas as pd
+
+from tlops.errors import TlopsError
+from tlops.images import IMAGE_EXTENSIONS
+from tlops.sources import CSV_MANIFEST_NAMES, OpenedSource, TreeFile, list_tree
+from tlops.splits import SPLITS
+from tlops.storage import S3Client, is_s3_uri, read_bytes
+
+IMAGE_FOLDER, PRE_SPLIT, CSV_MANIFEST = "image-folder", "pre-split", "csv-manifest"
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One candidate image file: where it is, its path relative to the dataset root, its class and given split."""
+
+    uri: str
+    relpath: str
+    label: str
+    split: str | None = None
+
+
+@dataclass
+class Layout:
+    """The candidate images of a source as its layout organises them.
+
+    Attributes:
+        kind: ``image-folder``, ``pre-split`` or ``csv-manifest``.
+        files: The candidate images, with a split when the layout gives one.
+        quarantined: Files the layout lists but will not read, with the reason.
+    """
+
+    kind: str
+    files: list[SourceFile]
+    quarantined: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def split_given(self) -> bool:
+        """Whether the source fixes the splits (pre-split folders, or a CSV with a split column)."""
+        return any(f.split is not None for f in self.files)
+
+    @property
+    def carve_val(self) -> bool:
+        """Whether splits are given but val is not, so val is carved out of train."""
+        return self.split_given and not any(f.split == "val" for f in self.files)
+
+
+def list_layout(opened: OpenedSource, s3: S3Client | None = None) -> Layout:
+    """List an opened source and detect its layout, without reading any image.
+
+    Raises:
+        TlopsError: when the layout is ambiguous or malformed (the message says how to fix it).
+    """
+    if opened.csv is not None:
+        return csv_layout(opened.csv, opened.root, read_bytes(opened.csv, s3))
+    tree = list_tree(opened.root, s3)
+    manifests = [f for f in tree if f.relpath in CSV_MANIFEST_NAMES]
+    if len(manifests) > 1:
+        raise TlopsError(f"{opened.source!r} has both manifest.csv and labels.csv at its root; keep one of them")
+    if manifests:
+        return csv_layout(manifests[0].uri, opened.root, read_bytes(manifests[0].uri, s3))
+    return folder_layout(tree, opened.source)
+
+
+def is_candidate(relative: PurePosixPath) -> bool:
+    """Whether a path under a folder layout may be an image: inside a folder, not hidden, an image extension."""
+    return (
+        len(relative.parts) >= 2
+        and not any(part.startswith(".") for part in relative.parts)
+        and relative.suffix.lower() in IMAGE_EXTENSIONS
+    )
+
+
+def folder_layout(tree: list[TreeFile], source: str) -> Layout:
+    """An ImageFolder, or pre-split folders when the top-level folders are split names holding class folders.
+
+    Raises:
+        TlopsError: when split folders are mixed with other top-level folders, or train/ or test/ is missing.
+    """
+    candidates = [(f, PurePosixPath(f.relpath).parts) for f in tree if is_candidate(PurePosixPath(f.relpath))]
+    split_dirs = {parts[0] for _f, parts in candidates if parts[0] in SPLITS and len(parts) >= 3}
+    if not split_dirs:
+        return Layout(IMAGE_FOLDER, [SourceFile(f.uri, f.relpath, parts[0]) for f, parts in candidates])
+    others = sorted({parts[0] for _f, parts in candidates} - set(SPLITS))
+    given = ", ".join(f"{s}/" for s in SPLITS if s in split_dirs)
+    if others:
+        raise TlopsError(
+            f"{source!r} mixes split folders ({given}) with other top-level folders ({', '.join(others)}); use "
+            "either train/, val/, test/ each holding one folder per class, or one folder per class"
+        )
+    missing = [s for s in ("train", "test") if s not in split_dirs]
+    if missing:
+        raise TlopsError(
+            f"pre-split dataset {source!r} has {given} but no {' or '.join(f'{s}/' for s in missing)}; add "
+            f"{missing[0]}/<class>/ images (val/ is optional: it is carved out of train when absent)"
+        )
+    files = [SourceFile(f.uri, f.relpath, parts[1], parts[0]) for f, parts in candidates if len(parts) >= 3]
+    return Layout(PRE_SPLIT, files)
+
+
+def _read_table(data: bytes, name: str) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except pd.errors.EmptyDataError:
+        raise TlopsError(f"{name} is empty; write a header row path,label[,split] and one row per image") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        reason = str(error).strip().splitlines()[0]
+        raise TlopsError(f"{name} is not a readable CSV file ({reason}); fix the file") from None
+    table.columns = [str(column).strip().lower() for column in table.columns]
+    missing = [column for column in ("path", "label") if column not in table.columns]
+    if missing:
+        raise TlopsError(
+            f"{name} has no {' or '.join(missing)} column (it has {', '.join(table.columns)}); its header row must "
+            "be path,label[,split]"
+        )
+    return table
+
+
+def csv_layout(csv_uri: str, base: str, data: bytes) -> Layout:
+    """The images a CSV manifest lists, with columns ``path,label[,split]``.
+
+    Args:
+        csv_uri: Where the CSV is (for messages).
+        base: The CSV's folder (local or s3://), which relative paths start from.
+        data: The CSV's content.
+
+    Returns:
+        The listed files; local files whose real path (through symlinks) leaves ``base`` are quarantined.
+
+    Raises:
+        TlopsError: naming the row, for an empty path or label, an unknown split, or a path that leaves ``base``.
+    """
+    name = PurePosixPath(csv_uri).name
+    table = _read_table(data, name)
+    splits = table["split"].str.strip().str.lower() if "split" in table.columns else None
+    if splits is not None and not splits.any():
+        splits = None  # an empty split column: nothing is given
+    local_base = None if is_s3_uri(base) else Path(base).resolve()
+    files, quarantined = [], []
+    for number, (path, label) in enumerate(zip(table["path"].str.strip(), table["label"].str.strip(), strict=True)):
+        where = f"{name} row {number + 1}"
+        if not path or not label:
+            raise TlopsError(f"{where} has an empty {'path' if not path else 'label'}; every row needs both")
+        split = None if splits is None else splits.iloc[number]
+        if split is not None and split not in SPLITS:
+            raise TlopsError(
+                f"{where} has split {split!r}; use train, val or test in every row (leave val out to carve it "
+                "out of train)"
+            )
+        if is_s3_uri(path):
+            files.append(SourceFile(path, path, label, split))
+            continue
+        relative = PurePosixPath(path.replace("\\", "/"))
+        if relative.is_absolute() or ".." in relative.parts:
+            raise TlopsError(
+                f"{where} has path {path!r}, which leaves the CSV's folder; write paths relative to the folder "
+                f"holding {name}, without '..', or as s3:// URIs"
+            )
+        relpath = relative.as_posix()
+        if local_base is None:
+            files.append(SourceFile(f"{base}/{relpath}", relpath, label, split))
+        elif (local_base / relpath).resolve().is_relative_to(local_base):
+            files.append(SourceFile(str((local_base / relpath).resolve()), relpath, label, split))
+        else:
+            quarantined.append({"path": relpath, "reason": "a symlink that leaves the dataset folder; not read"})
+    if not files and not quarantined:
+        raise TlopsError(f"{name} lists no images; add one row path,label[,split] per image")
+    layout = Layout(CSV_MANIFEST, files, quarantined)
+    missing = [s for s in ("train", "test") if layout.split_given and not any(f.split == s for f in files)]
+    if missing:
+        raise TlopsError(
+            f"{name} has a split column but no {' or '.join(missing)} rows; every class needs train and test "
+            "images (val is optional: it is carved out of train when absent)"
+        )
+    return layout

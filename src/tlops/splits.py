@@ -1,0 +1,91 @@
+"""Train/val/test splits: stratified by class, deterministic for a seed, independent of listing order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from tlops.errors import TlopsError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How the dataset is split; the split is deterministic for a seed.
+
+    Attributes:
+        val_fraction: Fraction of each class held out for validation; for a pre-split dataset without val, the
+            fraction of each class's training images moved to val.
+        test_fraction: Fraction of each class held out for the final test (unused when the test split is given).
+        seed: Seed of the per-class shuffle.
+        workers: Files read and decoded in parallel.
+    """
+
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 0
+    workers: int = 8
+
+    def __post_init__(self) -> None:
+        """Reject fractions that leave nothing to train on."""
+        if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1):
+            raise TlopsError("val and test fractions must each lie strictly between 0 and 1")
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise TlopsError("val + test fractions must leave at least 10% for training; lower them")
+
+
+def split_counts(n: int, config: SplitConfig) -> dict[str, int]:
+    """How many of ``n`` images of one class go to each split (at least one each when ``n >= 3``)."""
+    n_test = max(1, round(n * config.test_fraction))
+    n_val = max(1, round(n * config.val_fraction))
+    while n_val + n_test > n - 1 and max(n_val, n_test) > 1:  # keep at least one image for training
+        if n_test >= n_val:
+            n_test -= 1
+        else:
+            n_val -= 1
+    return {"train": n - n_val - n_test, "val": n_val, "test": n_test}
+
+
+def _seeded_groups(rows: pd.DataFrame, config: SplitConfig) -> list[np.ndarray]:
+    """Per class (sorted), the row indices in a seeded order that ignores listing order (rows sorted by hash)."""
+    rng = np.random.default_rng(config.seed)
+    ordered = rows.sort_values(["label", "sha256", "relpath"])
+    return [group.index.to_numpy()[rng.permutation(len(group))] for _, group in ordered.groupby("label", sort=True)]
+
+
+def assign_splits(rows: pd.DataFrame, config: SplitConfig) -> pd.Series:
+    """Assign each row a split, stratified by label and deterministic for ``config.seed``.
+
+    Rows are ordered by content hash before the seeded shuffle, so the split does not depend on listing order.
+    """
+    splits = pd.Series("", index=rows.index, dtype=object)
+    for order in _seeded_groups(rows, config):
+        sizes = split_counts(len(order), config)
+        start = 0
+        for split in SPLITS:
+            splits.loc[order[start : start + sizes[split]]] = split
+            start += sizes[split]
+    return splits
+
+
+def carve_validation(rows: pd.DataFrame, config: SplitConfig) -> pd.Series:
+    """Move ``config.val_fraction`` of each class's training rows to val (at least one, leaving one in train).
+
+    Stratified and deterministic for ``config.seed`` like :func:`assign_splits`; rows of other splits keep theirs.
+
+    Args:
+        rows: Rows with ``label``, ``sha256``, ``relpath`` and ``split`` columns; every class has two or more
+            training rows.
+        config: The validation fraction and seed.
+
+    Returns:
+        The new split of every row.
+    """
+    splits = rows["split"].astype(object).copy()
+    for order in _seeded_groups(rows[rows["split"] == "train"], config):
+        n_val = min(max(1, round(len(order) * config.val_fraction)), len(order) - 1)
+        splits.loc[order[:n_val]] = "val"
+    return splits
