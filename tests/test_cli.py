@@ -100,6 +100,7 @@ def bad_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BadRun]:
         "mlflow-down": (valid, [], {"MLFLOW_TRACKING_URI": uri}),
         "tracking-uri-flag-down": (valid, ["--tracking-uri", uri], {}),
         "epochs-zero": (valid, ["--epochs", "0"], {}),
+        "fractions": (valid, ["--val-fraction", "0.5", "--test-fraction", "0.45"], {}),
     }
     started = {}
     for name, (data, extra, env) in cases.items():
@@ -156,6 +157,12 @@ def test_run_mlflow_server_not_answering(bad_runs: dict[str, BadRun], case: str)
 def test_run_epochs_zero(bad_runs: dict[str, BadRun]) -> None:
     run = bad_runs["epochs-zero"]
     _assert_bad_input(run.result, run.output, "--epochs must be positive, got 0")
+    assert not run.output.exists()
+
+
+def test_run_split_fractions_leaving_no_training_data(bad_runs: dict[str, BadRun]) -> None:
+    run = bad_runs["fractions"]
+    _assert_bad_input(run.result, run.output, "val + test fractions")
     assert not run.output.exists()
 
 

@@ -88,8 +88,13 @@ def test_tlops_run_executes_the_pipeline_from_s3_to_the_mlflow_server(
 ):
     from mlflow import MlflowClient
 
-    for path in small_imagefolder.rglob("*.png"):
-        s3_client.upload_file(str(path), bucket, f"digits/{path.relative_to(small_imagefolder).as_posix()}")
+    # A pre-split layout (train/ val/ test/ ImageFolders) on S3: the pipeline must keep the splits as given.
+    given = {"train": 0, "val": 0, "test": 0}
+    for class_dir in sorted(p for p in small_imagefolder.iterdir() if p.is_dir()):
+        for index, path in enumerate(sorted(class_dir.glob("*.png"))):
+            split = "train" if index < 5 else "val" if index < 7 else "test"
+            given[split] += 1
+            s3_client.upload_file(str(path), bucket, f"digits/{split}/{class_dir.name}/{path.name}")
     model_name = f"pipeline-{uuid.uuid4().hex[:8]}"
     output = tmp_path / "run"
     command = [
@@ -101,7 +106,13 @@ def test_tlops_run_executes_the_pipeline_from_s3_to_the_mlflow_server(
     assert result.returncode == 0, result.stderr[-3000:]
 
     summary = json.loads((output / "run_summary.json").read_text())
-    assert summary["dataset"]["num_train"] + summary["dataset"]["num_val"] + summary["dataset"]["num_test"] == 90
+    dataset = summary["dataset"]
+    assert (dataset["num_train"], dataset["num_val"], dataset["num_test"]) == (
+        given["train"],
+        given["val"],
+        given["test"],
+    )
+    assert dataset["layout"] == "pre-split"
     assert len(summary["dataset"]["digest"]) == 64
     assert summary["backbone"] == "efficientnet_lite0"
     assert summary["strategy"] == "full"

@@ -56,6 +56,12 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-name", default="tlops-classifier", help="registered model name (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the split, sampling and training")
     parser.add_argument(
+        "--val-fraction", type=float, default=0.15, help="share of each class held out for validation (%(default)s)"
+    )
+    parser.add_argument(
+        "--test-fraction", type=float, default=0.15, help="share of each class held out for the test (%(default)s)"
+    )
+    parser.add_argument(
         "--class-weighted",
         action="store_true",
         help="weight each class's loss inversely to its frequency (probe and fine-tuning), for imbalanced data",
@@ -176,7 +182,7 @@ def command_run(args: argparse.Namespace) -> int:
         data_uri = args.data if args.data.startswith("s3://") else str(Path(args.data).resolve())
     # Preflight: fail in one line before any step runs or anything is registered.
     s3 = make_s3_client() if data_uri.startswith("s3://") else None
-    listed = check_dataset(data_uri, SplitConfig(seed=args.seed), s3)
+    listed = check_dataset(data_uri, SplitConfig(args.val_fraction, args.test_fraction, args.seed), s3)
     unknown = [b for b in backbones if not b.startswith("efficientnet_lite") and ":" not in b]
     if unknown:
         raise TlopsError(
@@ -200,6 +206,8 @@ def command_run(args: argparse.Namespace) -> int:
         "image_size": image_size,
         "seed": args.seed,
         "class_weighted": args.class_weighted,
+        "val_fraction": args.val_fraction,
+        "test_fraction": args.test_fraction,
         "experiment": args.experiment,
         "model_name": args.model_name,
     }

@@ -22,12 +22,14 @@ def run_summary(data_dir: Path, model_dir: Path, evaluation_dir: Path, registrat
     return {
         "dataset": {
             "source": prepared.source,
+            "layout": prepared.layout,
             "digest": prepared.digest,
             "classes": prepared.classes,
             "num_train": counts["train"],
             "num_val": counts["val"],
             "num_test": counts["test"],
             "quarantined": len(prepared.quarantined),
+            "duplicates_removed": prepared.duplicates_removed,
         },
         "backbone": model_config["backbone"],
         "strategy": training["strategy"],
