@@ -20,8 +20,10 @@ def _config(mlflow_uri: str) -> RegistryConfig:
     return RegistryConfig(tracking_uri=mlflow_uri, experiment="tlops-tests", model_name=f"m-{uuid.uuid4().hex[:8]}")
 
 
-def _register(dirs: dict[str, Path], config: RegistryConfig):
-    return register_model(dirs["data"], dirs["model"], dirs["evaluation"], config, extra_artifact_dirs=[dirs["probe"]])
+def _register(dirs: dict[str, Path], config: RegistryConfig, client=None):
+    return register_model(
+        dirs["data"], dirs["model"], dirs["evaluation"], config, extra_artifact_dirs=[dirs["probe"]], client=client
+    )
 
 
 def test_first_version_is_champion_and_challenger_and_artifacts_land_in_s3(trained_model, mlflow_uri, s3_client):
@@ -103,13 +105,7 @@ def test_failed_registration_leaves_no_version_or_alias(trained_model, mlflow_ur
 
     config = _config(mlflow_uri)
     with pytest.raises(TlopsError, match=r"registering the model .* failed: connection reset"):
-        register_model(
-            trained_model["data"],
-            trained_model["model"],
-            trained_model["evaluation"],
-            config,
-            client=_AliasFailingClient(mlflow_uri),
-        )
+        _register(trained_model, config, client=_AliasFailingClient(mlflow_uri))
     client = MlflowClient(mlflow_uri)
     with pytest.raises(MlflowException):
         client.get_registered_model(config.model_name)
@@ -121,13 +117,7 @@ def test_failed_registration_keeps_the_existing_champion(trained_model, mlflow_u
     config = _config(mlflow_uri)
     _register(trained_model, config)
     with pytest.raises(TlopsError):
-        register_model(
-            trained_model["data"],
-            trained_model["model"],
-            trained_model["evaluation"],
-            config,
-            client=_AliasFailingClient(mlflow_uri),
-        )
+        _register(trained_model, config, client=_AliasFailingClient(mlflow_uri))
     client = MlflowClient(mlflow_uri)
     versions = client.search_model_versions(f"name='{config.model_name}'")
     assert [v.version for v in versions] == ["1"]
