@@ -64,21 +64,25 @@ def fit_linear_head(
     seed: int = 0,
     class_weighted: bool = False,
 ) -> ProbeResult:
-    """Fit multinomial logistic regression on standardized features, choosing C on validation.
+    """Fit multinomial logistic regression on centered, globally scaled features, choosing C on validation.
+
+    Features are centered per dimension and divided by one scalar (their mean standard deviation), not
+    standardized per dimension: pooled CNN features have near-constant (dead) channels, and per-dimension
+    scaling gives those huge weights, which makes the head fragile and fine-tuning from it (LP-FT) unstable.
 
     With ``class_weighted`` each class's loss is weighted inversely to its frequency (scikit-learn's
     ``balanced``), and C is chosen by balanced accuracy.
 
-    The standardization is folded into the returned ``nn.Linear``, so it applies to raw features.
+    The scaling is folded into the returned ``nn.Linear``, so it applies to raw features.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score
-    from sklearn.preprocessing import StandardScaler
 
     x_train, y_train = train[0].numpy().astype(np.float64), train[1].numpy()
     x_val, y_val = val[0].numpy().astype(np.float64), val[1].numpy()
-    scaler = StandardScaler().fit(x_train)
-    z_train, z_val = scaler.transform(x_train), scaler.transform(x_val)
+    mean = x_train.mean(axis=0)
+    scale = float(x_train.std(axis=0).mean()) or 1.0
+    z_train, z_val = (x_train - mean) / scale, (x_val - mean) / scale
     best = None
     for c in grid:
         classifier = LogisticRegression(
@@ -94,11 +98,10 @@ def fit_linear_head(
     assert best is not None
     score, c, classifier = best
     weight, bias = _full_coefficients(classifier, num_classes, x_train.shape[1])
-    scale = scaler.scale_
     head = nn.Linear(x_train.shape[1], num_classes)
     with torch.no_grad():
         head.weight.copy_(torch.from_numpy(weight / scale).float())
-        head.bias.copy_(torch.from_numpy(bias - (weight / scale) @ scaler.mean_).float())
+        head.bias.copy_(torch.from_numpy(bias - (weight / scale) @ mean).float())
     return ProbeResult(head=head, C=c, val_accuracy=score, train_accuracy=float(classifier.score(z_train, y_train)))
 
 
