@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from sklearn.base import BaseEstimator, TransformerMixin
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -56,6 +57,23 @@ class ProbeResult:
     train_accuracy: float
 
 
+class GlobalScaler(TransformerMixin, BaseEstimator):
+    """scikit-learn transformer: center each feature, divide all by one scalar (their mean standard deviation).
+
+    Unlike per-feature standardization it does not blow up near-constant (dead) channels of pooled CNN features.
+    """
+
+    def fit(self, x: np.ndarray, y: np.ndarray | None = None) -> GlobalScaler:
+        """Learn the per-feature means and the global scale."""
+        self.mean_ = np.asarray(x, dtype=np.float64).mean(axis=0)
+        self.scale_ = float(np.asarray(x, dtype=np.float64).std(axis=0).mean()) or 1.0
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """Center and scale."""
+        return (np.asarray(x, dtype=np.float64) - self.mean_) / self.scale_
+
+
 def fit_linear_head(
     train: tuple[torch.Tensor, torch.Tensor],
     val: tuple[torch.Tensor, torch.Tensor],
@@ -80,9 +98,8 @@ def fit_linear_head(
 
     x_train, y_train = train[0].numpy().astype(np.float64), train[1].numpy()
     x_val, y_val = val[0].numpy().astype(np.float64), val[1].numpy()
-    mean = x_train.mean(axis=0)
-    scale = float(x_train.std(axis=0).mean()) or 1.0
-    z_train, z_val = (x_train - mean) / scale, (x_val - mean) / scale
+    scaler = GlobalScaler().fit(x_train)
+    z_train, z_val = scaler.transform(x_train), scaler.transform(x_val)
     best = None
     for c in grid:
         classifier = LogisticRegression(
@@ -100,8 +117,8 @@ def fit_linear_head(
     weight, bias = _full_coefficients(classifier, num_classes, x_train.shape[1])
     head = nn.Linear(x_train.shape[1], num_classes)
     with torch.no_grad():
-        head.weight.copy_(torch.from_numpy(weight / scale).float())
-        head.bias.copy_(torch.from_numpy(bias - (weight / scale) @ mean).float())
+        head.weight.copy_(torch.from_numpy(weight / scaler.scale_).float())
+        head.bias.copy_(torch.from_numpy(bias - (weight / scaler.scale_) @ scaler.mean_).float())
     return ProbeResult(head=head, C=c, val_accuracy=score, train_accuracy=float(classifier.score(z_train, y_train)))
 
 

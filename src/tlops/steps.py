@@ -21,6 +21,7 @@ from tlops.errors import TlopsError
 from tlops.features import (
     FEATURES_FILE,
     PROBE_SUMMARY_FILE,
+    GlobalScaler,
     extract_features,
     fit_linear_head,
     load_head,
@@ -93,7 +94,6 @@ def select_backbone(
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     candidates = list(dict.fromkeys(candidates))
     if not candidates:
@@ -110,7 +110,7 @@ def select_backbone(
             start = time.perf_counter()
             backbone = load_backbone(name, image_size=image_size, s3=runtime.s3, cache_dir=runtime.cache_dir)
             features, targets = _features(backbone, sample, "train", classes, runtime)
-            probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000, random_state=seed))
+            probe = make_pipeline(GlobalScaler(), LogisticRegression(C=0.1, max_iter=2000, random_state=seed))
             scores = cross_val_score(
                 probe, features.numpy(), targets.numpy(), cv=StratifiedKFold(k, shuffle=True, random_state=seed)
             )
