@@ -123,3 +123,44 @@ def test_failed_registration_keeps_the_existing_champion(trained_model, mlflow_u
     assert [v.version for v in versions] == ["1"]
     assert client.get_model_version_by_alias(config.model_name, CHAMPION).version == "1"
     assert client.get_model_version_by_alias(config.model_name, CHALLENGER).version == "1"
+
+
+def test_promote_and_roll_back(trained_model, mlflow_uri, tmp_path):
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    from tlops.registry import PREVIOUS_CHAMPION, promote
+
+    config = _config(mlflow_uri)
+    _register(trained_model, config)
+    _register(trained_model, config)
+    client = MlflowClient(mlflow_uri)
+
+    def alias(name: str) -> str:
+        return client.get_model_version_by_alias(config.model_name, name).version
+
+    promoted = promote(client, config.model_name)  # the challenger, version 2
+    assert (promoted.champion, promoted.previous) == (2, 1)
+    assert (alias(CHAMPION), alias(PREVIOUS_CHAMPION), alias(CHALLENGER)) == ("2", "1", "2")
+
+    rolled_back = promote(client, config.model_name, rollback=True)
+    assert (rolled_back.champion, rolled_back.previous) == (1, 2)
+    assert (alias(CHAMPION), alias(PREVIOUS_CHAMPION)) == ("1", "2")
+
+    with pytest.raises(TlopsError, match="has no version 7"):
+        promote(client, config.model_name, version=7)
+    with pytest.raises(TlopsError, match="does not exist"):
+        promote(client, "no-such-model")
+    assert alias(CHAMPION) == "1"  # nothing moved by the bad requests
+
+    command = [sys.executable, "-m", "tlops.cli", "promote", "--model-name", config.model_name]
+    moved = subprocess.run([*command, "--version", "2", "--tracking-uri", mlflow_uri], capture_output=True, text=True)
+    assert moved.returncode == 0, moved.stderr
+    assert "champion is version 2 (was version 1)" in moved.stdout
+    bad = subprocess.run([*command, "--version", "9", "--tracking-uri", mlflow_uri], capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [f"tlops: error: {config.model_name!r} has no version 9; "
+                                               "list versions in the MLflow UI"]  # fmt: skip
+    assert alias(CHAMPION) == "2"

@@ -20,6 +20,7 @@ examples:
   tlops run --strategy linear-probe          --strategy: linear-probe (frozen backbone), full (LP-FT) or auto
   MLFLOW_TRACKING_URI=http://mlflow:5000 tlops run --data ...   track and register on a server
   tlops compile                              rewrite components/*.yaml and pipelines/*.yaml
+  tlops promote --version 3                  make version 3 the champion (tlops promote --rollback undoes it)
 """
 
 
@@ -144,6 +145,22 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--experiment", default="tlops")
     register.add_argument("--model-name", default="tlops-classifier")
 
+    promote = commands.add_parser(
+        "promote",
+        help="make a model version the champion (or roll back to the previous champion)",
+        description="Move the 'champion' alias of a registered model. The replaced version keeps the alias "
+        "'previous-champion', so --rollback undoes the last promotion.",
+    )
+    promote.add_argument("--model-name", default="tlops-classifier", help="registered model (default: %(default)s)")
+    target = promote.add_mutually_exclusive_group()
+    target.add_argument("--version", type=int, help="version to promote (default: the current challenger)")
+    target.add_argument("--rollback", action="store_true", help="make the previous champion the champion again")
+    promote.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI"),
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)",
+    )
+
     demo = commands.add_parser("demo-data", help="write the built-in demo dataset as an ImageFolder")
     demo.add_argument("--output", type=Path, required=True)
     return parser
@@ -220,6 +237,22 @@ def command_run(args: argparse.Namespace) -> int:
     (output / "run_summary.json").write_text(json.dumps(summary, indent=2))
     print(format_summary(summary))
     print(f"  summary    {output / 'run_summary.json'}")
+    return 0
+
+
+def command_promote(args: argparse.Namespace) -> int:
+    """``tlops promote``: move the champion alias to a version, or roll back."""
+    from mlflow import MlflowClient
+
+    from tlops.registry import promote
+    from tlops.tracking import check_tracking_server
+
+    if not args.tracking_uri:
+        raise TlopsError("no registry to promote in: set MLFLOW_TRACKING_URI or pass --tracking-uri")
+    check_tracking_server(args.tracking_uri)
+    result = promote(MlflowClient(args.tracking_uri), args.model_name, args.version, args.rollback)
+    previous = f" (was version {result.previous})" if result.previous not in (None, result.champion) else ""
+    print(f"{result.registered_model}: champion is version {result.champion}{previous}")
     return 0
 
 
@@ -312,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
             for path in compile_all(args.root):
                 print(f"wrote {path}")
             return 0
+        if args.command == "promote":
+            return command_promote(args)
         if args.command == "demo-data":
             from tlops.demo import write_digits_imagefolder
 

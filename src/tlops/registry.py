@@ -221,3 +221,61 @@ def assign_aliases(client, model_name: str, version: str | int) -> list[str]:
 def registration_dict(registration: Registration) -> dict:
     """The registration as a JSON-ready dict."""
     return asdict(registration)
+
+
+PREVIOUS_CHAMPION = "previous-champion"
+
+
+@dataclass
+class Promotion:
+    """An alias move in the registry: which version is champion now, and which one it replaced."""
+
+    registered_model: str
+    champion: int
+    previous: int | None
+
+
+def _version_of_alias(client, model_name: str, alias: str) -> int | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return int(client.get_model_version_by_alias(model_name, alias).version)
+    except MlflowException:
+        return None
+
+
+def promote(client, model_name: str, version: int | None = None, rollback: bool = False) -> Promotion:
+    """Make a version the ``champion``, keeping the one it replaces as ``previous-champion`` for a rollback.
+
+    Args:
+        client: ``MlflowClient`` of the registry.
+        model_name: Registered model name.
+        version: Version to promote; ``None`` promotes the current ``challenger``.
+        rollback: Promote the ``previous-champion`` instead (``version`` must be ``None``).
+
+    Raises:
+        TlopsError: when the model, the version or the alias to promote does not exist (nothing is moved).
+    """
+    from mlflow.exceptions import MlflowException
+
+    if not _registered_model_exists(client, model_name):
+        raise TlopsError(f"registered model {model_name!r} does not exist; check --model-name and the tracking URI")
+    if rollback:
+        version = _version_of_alias(client, model_name, PREVIOUS_CHAMPION)
+        if version is None:
+            raise TlopsError(f"{model_name!r} has no {PREVIOUS_CHAMPION!r} alias: there is nothing to roll back to")
+    elif version is None:
+        version = _version_of_alias(client, model_name, CHALLENGER)
+        if version is None:
+            raise TlopsError(f"{model_name!r} has no {CHALLENGER!r}; pass --version N")
+    try:
+        client.get_model_version(model_name, str(version))
+    except MlflowException:
+        raise TlopsError(f"{model_name!r} has no version {version}; list versions in the MLflow UI") from None
+    current = _version_of_alias(client, model_name, CHAMPION)
+    if current == version:
+        return Promotion(model_name, version, _version_of_alias(client, model_name, PREVIOUS_CHAMPION))
+    client.set_registered_model_alias(model_name, CHAMPION, str(version))
+    if current is not None:
+        client.set_registered_model_alias(model_name, PREVIOUS_CHAMPION, str(current))
+    return Promotion(model_name, version, current)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from contextlib import ExitStack, contextmanager
@@ -132,13 +133,17 @@ def list_tree(root: str, s3: S3Client | None = None) -> list[TreeFile]:
             if not key.endswith("/")
         ]
         return sorted(files, key=lambda f: f.relpath)
-    root_path = Path(root)
-    resolved_root = root_path.resolve()
+    resolved_root = Path(root).resolve()
     files = []
-    for path in sorted(root_path.rglob("*")):
-        if not path.is_file():
-            continue
-        resolved = path.resolve()
-        if resolved.is_relative_to(resolved_root):  # else a symlink that leaves the dataset root
-            files.append(TreeFile(str(resolved), path.relative_to(root_path).as_posix()))
-    return files
+    for directory, subdirectories, names in os.walk(resolved_root):  # does not descend into linked folders
+        subdirectories.sort()
+        for name in names:
+            path = os.path.join(directory, name)
+            uri = path
+            if os.path.islink(path):  # only links need resolving: most files are plain
+                target = Path(path).resolve()
+                if not target.is_relative_to(resolved_root) or not target.is_file():
+                    continue  # a symlink that leaves the dataset root, or a broken one
+                uri = str(target)
+            files.append(TreeFile(uri, Path(os.path.relpath(path, resolved_root)).as_posix()))
+    return sorted(files, key=lambda f: f.relpath)
