@@ -20,6 +20,7 @@ examples:
   tlops run --strategy linear-probe          --strategy: linear-probe (frozen backbone), full (LP-FT) or auto
   MLFLOW_TRACKING_URI=http://mlflow:5000 tlops run --data ...   track and register on a server
   tlops compile                              rewrite components/*.yaml and pipelines/*.yaml
+  tlops schedule --host http://kfp:8080 --data s3://bucket/ds --tracking-uri http://mlflow:5000 --cron '0 0 3 * * *'
   tlops promote --version 3                  make version 3 the champion (tlops promote --rollback undoes it)
 """
 
@@ -145,6 +146,27 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--experiment", default="tlops")
     register.add_argument("--model-name", default="tlops-classifier")
 
+    submit = commands.add_parser(
+        "submit",
+        help="run the pipeline once on a Kubeflow Pipelines server",
+        description="Compile the pipeline and start one run of it on Kubeflow Pipelines.",
+    )
+    _add_run_arguments(submit)
+    submit.add_argument("--host", default=os.environ.get("KFP_HOST"), help="KFP API URL (default: $KFP_HOST)")
+    submit.add_argument("--run-name", default="tlops", help="name of the run (default: %(default)s)")
+
+    schedule = commands.add_parser(
+        "schedule",
+        help="retrain on a schedule: a recurring run on Kubeflow Pipelines",
+        description="Compile the pipeline and create a recurring run (no catch-up of missed runs). "
+        "Each run registers a new challenger; the champion moves only by the registry's rules or tlops promote.",
+    )
+    _add_run_arguments(schedule)
+    schedule.add_argument("--host", default=os.environ.get("KFP_HOST"), help="KFP API URL (default: $KFP_HOST)")
+    schedule.add_argument("--cron", required=True, help="6-field cron, seconds first, e.g. '0 0 3 * * *' (03:00 daily)")
+    schedule.add_argument("--job-name", default="tlops-retrain", help="recurring run name (default: %(default)s)")
+    schedule.add_argument("--max-concurrency", type=int, default=1, help="runs at a time (default: %(default)s)")
+
     promote = commands.add_parser(
         "promote",
         help="make a model version the champion (or roll back to the previous champion)",
@@ -177,6 +199,60 @@ def _check_positive(**values: int | float | None) -> None:
     for name, value in values.items():
         if value is not None and value <= 0:
             raise TlopsError(f"--{name.replace('_', '-')} must be positive, got {value}")
+
+
+def _pipeline_parameters(
+    args: argparse.Namespace, data_uri: str, tracking_uri: str, backbones: list[str], image_size: int | None
+) -> dict:
+    """The pipeline's parameters from the run options shared by ``run``, ``submit`` and ``schedule``."""
+    parameters = {
+        "data_uri": data_uri,
+        "tracking_uri": tracking_uri,
+        "backbones": backbones,
+        "strategy": args.strategy,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.lr,
+        "image_size": image_size,
+        "seed": args.seed,
+        "class_weighted": args.class_weighted,
+        "val_fraction": args.val_fraction,
+        "test_fraction": args.test_fraction,
+        "experiment": args.experiment,
+        "model_name": args.model_name,
+    }
+    return {name: value for name, value in parameters.items() if value is not None}
+
+
+def command_remote(args: argparse.Namespace) -> int:
+    """``tlops submit`` / ``tlops schedule``: compile the pipeline and create a run or recurring run on KFP."""
+    import tempfile
+
+    from tlops.pipeline.compile import compile_pipeline
+    from tlops.pipeline.remote import check_cron, schedule_run, submit_run
+
+    _check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size)
+    if not args.host:
+        raise TlopsError("no Kubeflow Pipelines host: pass --host URL or set KFP_HOST")
+    if not args.data:
+        raise TlopsError("--data is required: an s3:// URI (or a path mounted in the pipeline's pods)")
+    if not args.tracking_uri or not args.tracking_uri.startswith(("http://", "https://")):
+        raise TlopsError("--tracking-uri must be an MLflow server URL the cluster can reach (http://...)")
+    if args.command == "schedule":
+        check_cron(args.cron)
+    parameters = _pipeline_parameters(
+        args, args.data, args.tracking_uri, _backbone_list(args.backbones), args.image_size
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        package = compile_pipeline(Path(folder) / "pipeline.yaml")
+        if args.command == "submit":
+            created = submit_run(args.host, package, parameters, args.experiment, args.run_name)
+        else:
+            created = schedule_run(
+                args.host, package, parameters, args.experiment, args.job_name, args.cron, args.max_concurrency
+            )
+    print(f"created {created.kind} {created.id} in experiment {created.experiment!r}: {created.url}")
+    return 0
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -212,22 +288,7 @@ def command_run(args: argparse.Namespace) -> int:
     from tlops.pipeline.local import PipelineFailed, run_locally
 
     output.mkdir(parents=True, exist_ok=True)
-    parameters = {
-        "data_uri": data_uri,
-        "tracking_uri": tracking_uri,
-        "backbones": backbones,
-        "strategy": args.strategy,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "learning_rate": args.lr,
-        "image_size": image_size,
-        "seed": args.seed,
-        "class_weighted": args.class_weighted,
-        "val_fraction": args.val_fraction,
-        "test_fraction": args.test_fraction,
-        "experiment": args.experiment,
-        "model_name": args.model_name,
-    }
+    parameters = _pipeline_parameters(args, data_uri, tracking_uri, backbones, image_size)
     print(f"running the tlops pipeline locally ({len(listed.files)} images, tracking at {tracking_uri})", flush=True)
     try:
         summary = run_locally(parameters, output)
@@ -345,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
             for path in compile_all(args.root):
                 print(f"wrote {path}")
             return 0
+        if args.command in ("submit", "schedule"):
+            return command_remote(args)
         if args.command == "promote":
             return command_promote(args)
         if args.command == "demo-data":

@@ -7,6 +7,16 @@ from pathlib import Path
 PIPELINE_FILE = "transfer_learning.yaml"
 
 
+def compile_pipeline(path: Path) -> Path:
+    """Compile the transfer-learning pipeline to one YAML package at ``path``."""
+    from kfp import compiler
+
+    from tlops.pipeline.pipeline import transfer_learning_pipeline
+
+    compiler.Compiler().compile(transfer_learning_pipeline, str(path))
+    return path
+
+
 def compile_all(root: Path) -> list[Path]:
     """Write ``pipelines/transfer_learning.yaml`` and ``components/<step>.yaml`` under ``root``.
 
@@ -16,14 +26,10 @@ def compile_all(root: Path) -> list[Path]:
     from kfp import compiler
 
     from tlops.pipeline.components import ALL_COMPONENTS
-    from tlops.pipeline.pipeline import transfer_learning_pipeline
 
-    written = []
     (root / "pipelines").mkdir(parents=True, exist_ok=True)
     (root / "components").mkdir(parents=True, exist_ok=True)
-    pipeline_path = root / "pipelines" / PIPELINE_FILE
-    compiler.Compiler().compile(transfer_learning_pipeline, str(pipeline_path))
-    written.append(pipeline_path)
+    written = [compile_pipeline(root / "pipelines" / PIPELINE_FILE)]
     for component in ALL_COMPONENTS:
         path = root / "components" / f"{component.name.replace('-', '_')}.yaml"
         compiler.Compiler().compile(component, str(path))
