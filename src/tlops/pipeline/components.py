@@ -103,6 +103,7 @@ def fine_tune(
     learning_curves: Output[HTML],
 ) -> str:
     """Produce the classifier with the chosen strategy (linear-probe, full LP-FT, or auto); return the strategy."""
+    import html
     import os
     from pathlib import Path
 
@@ -123,7 +124,7 @@ def fine_tune(
     model.metadata.update({k: summary[k] for k in ("strategy", "reasons", "best_epoch", "val_accuracy")})
     curves = sorted(Path(model.path).glob("*.png"))
     Path(learning_curves.path).write_text(
-        html_page("Training", curves, "<p>" + "<br>".join(summary["reasons"]) + "</p>")
+        html_page("Training", curves, "<p>" + "<br>".join(map(html.escape, summary["reasons"])) + "</p>")
     )
     return summary["strategy"]
 
