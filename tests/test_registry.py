@@ -164,3 +164,50 @@ def test_promote_and_roll_back(trained_model, mlflow_uri, tmp_path):
     assert bad.stderr.strip().splitlines() == [f"tlops: error: {config.model_name!r} has no version 9; "
                                                "list versions in the MLflow UI"]  # fmt: skip
     assert alias(CHAMPION) == "2"
+
+
+def test_champion_gate_keeps_the_champion_against_an_identical_challenger(trained_model, mlflow_uri, tmp_path):
+    import shutil
+
+    from mlflow import MlflowClient
+
+    from tlops.champion import compare_with_champion
+    from tlops.runtime import Runtime
+
+    config = _config(mlflow_uri)
+    evaluation = shutil.copytree(trained_model["evaluation"], tmp_path / "evaluation")
+    runtime = Runtime(cache_dir=tmp_path / "cache")
+
+    first = compare_with_champion(trained_model["data"], evaluation, mlflow_uri, config.model_name, runtime)
+    assert first["promote"] is True and first["champion_version"] is None
+    assert register_model(trained_model["data"], trained_model["model"], evaluation, config).aliases == [
+        CHALLENGER,
+        CHAMPION,
+    ]
+
+    # The same model again: the champion (loaded back from the registry) predicts exactly like the challenger.
+    second = compare_with_champion(trained_model["data"], evaluation, mlflow_uri, config.model_name, runtime)
+    assert second["promote"] is False and second["champion_version"] == 1
+    assert second["difference"] == 0 and second["mcnemar_p"] == 1.0
+    assert (evaluation / "comparison.json").exists()
+    registration = register_model(trained_model["data"], trained_model["model"], evaluation, config)
+    assert registration.version == 2 and registration.aliases == [CHALLENGER]
+    client = MlflowClient(mlflow_uri)
+    assert client.get_model_version_by_alias(config.model_name, CHAMPION).version == "1"
+    assert client.get_run(registration.run_id).data.metrics["gate.mcnemar_p"] == 1.0
+
+
+def test_a_promoting_gate_moves_the_champion_and_keeps_the_previous(trained_model, mlflow_uri):
+    from mlflow import MlflowClient
+
+    from tlops.registry import PREVIOUS_CHAMPION, assign_aliases
+
+    config = _config(mlflow_uri)
+    _register(trained_model, config)
+    _register(trained_model, config)
+    client = MlflowClient(mlflow_uri)
+    assert assign_aliases(client, config.model_name, 2, promote=True) == [CHALLENGER, CHAMPION]
+    assert client.get_model_version_by_alias(config.model_name, CHAMPION).version == "2"
+    assert client.get_model_version_by_alias(config.model_name, PREVIOUS_CHAMPION).version == "1"
+    assert assign_aliases(client, config.model_name, 1, promote=False) == [CHALLENGER]
+    assert client.get_model_version_by_alias(config.model_name, CHAMPION).version == "2"

@@ -36,8 +36,17 @@ class Evaluation:
 
 @torch.inference_mode()
 def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities and true targets for every image of a loader."""
-    model.eval().to(device)
+    """Class probabilities and true targets for every image of a loader.
+
+    A model loaded back from the registry is an exported (pt2) program: it has no train/eval switch and runs
+    on the CPU it was exported on.
+    """
+    from torch.fx import GraphModule
+
+    if isinstance(model, GraphModule):
+        device = torch.device("cpu")
+    else:
+        model.eval().to(device)
     probabilities, targets = [], []
     for images, labels in tqdm(loader, desc="evaluating", unit="batch", mininterval=2.0):
         with autocast(device):

@@ -20,6 +20,7 @@ from tlops.tracking import check_tracking_server
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+PREVIOUS_CHAMPION = "previous-champion"
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,12 @@ def register_model(
                 evaluation["metrics"]
                 | {"val_accuracy": training["val_accuracy"], "probe_val_accuracy": training["probe_val_accuracy"]}
             )
+            comparison_path = Path(evaluation_dir) / "comparison.json"
+            if comparison_path.exists():
+                comparison = json.loads(comparison_path.read_text())
+                mlflow.set_tag("tlops.gate", " | ".join(comparison["reasons"]))
+                numbers = ("difference", "ci_low", "ci_high", "mcnemar_p", "worst_class_regression")
+                mlflow.log_metrics({f"gate.{k}": comparison[k] for k in numbers if comparison.get(k) is not None})
             for record in training["history"]:
                 for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
                     if record.get(key) is not None:
@@ -157,7 +164,7 @@ def register_model(
                     "test_accuracy": f"{evaluation['metrics']['test_accuracy']:.4f}",
                 },
             )
-            aliases = assign_aliases(client, config.model_name, version.version)
+            aliases = assign_aliases(client, config.model_name, version.version, promote=_gate_verdict(evaluation_dir))
         except Exception as error:
             if version is not None:
                 client.delete_model_version(config.model_name, version.version)
@@ -177,6 +184,12 @@ def register_model(
         experiment=config.experiment,
         aliases=aliases,
     )
+
+
+def _gate_verdict(evaluation_dir: Path) -> bool | None:
+    """The promotion gate's verdict written by the evaluate step, or ``None`` when it made no comparison."""
+    path = Path(evaluation_dir) / "comparison.json"
+    return bool(json.loads(path.read_text())["promote"]) if path.exists() else None
 
 
 def _registered_model_exists(client, name: str) -> bool:
@@ -200,20 +213,26 @@ def _experiment(client, config: RegistryConfig):
     return client.get_experiment(client.create_experiment(config.experiment, artifact_location=location))
 
 
-def assign_aliases(client, model_name: str, version: str | int) -> list[str]:
-    """Make ``version`` the ``challenger``; also the ``champion`` when the model has none yet.
+def assign_aliases(client, model_name: str, version: str | int, promote: bool | None = None) -> list[str]:
+    """Make ``version`` the ``challenger``, and the ``champion`` when the gate says so or there is none yet.
+
+    Args:
+        client: ``MlflowClient`` of the registry.
+        model_name: Registered model name.
+        version: The new version.
+        promote: The promotion gate's verdict; ``None`` when no comparison was made (then only a model without a
+            champion gets one).
 
     Returns:
         The aliases the version holds now.
     """
-    from mlflow.exceptions import MlflowException
-
     client.set_registered_model_alias(model_name, CHALLENGER, str(version))
     aliases = [CHALLENGER]
-    try:
-        client.get_model_version_by_alias(model_name, CHAMPION)
-    except MlflowException:
+    current = _version_of_alias(client, model_name, CHAMPION)
+    if current is None or promote:
         client.set_registered_model_alias(model_name, CHAMPION, str(version))
+        if current is not None:
+            client.set_registered_model_alias(model_name, PREVIOUS_CHAMPION, str(current))
         aliases.append(CHAMPION)
     return aliases
 
@@ -221,9 +240,6 @@ def assign_aliases(client, model_name: str, version: str | int) -> list[str]:
 def registration_dict(registration: Registration) -> dict:
     """The registration as a JSON-ready dict."""
     return asdict(registration)
-
-
-PREVIOUS_CHAMPION = "previous-champion"
 
 
 @dataclass

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+from safetensors.torch import save_file
 
 from tlops.backbones import Backbone, DataConfig, build_classifier, feature_extractor, load_backbone
 from tlops.data import load_prepared
@@ -35,9 +37,10 @@ from tlops.training import TrainConfig, balanced_class_weights, decide_strategy,
 SELECTION_FILE = "selection.json"
 TRAINING_FILE = "training.json"
 EVALUATION_FILE = "evaluation.json"
+PREDICTIONS_FILE = "predictions.safetensors"
 
 
-def _localized(data_dir: Path, runtime: Runtime) -> tuple[pd.DataFrame, list[str]]:
+def localized_manifest(data_dir: Path, runtime: Runtime) -> tuple[pd.DataFrame, list[str]]:
     manifest, prepared = load_prepared(data_dir)
     return localize(manifest, runtime.cache_dir / "images", runtime.s3), prepared.classes
 
@@ -101,7 +104,7 @@ def select_backbone(
     if len(candidates) == 1:
         selection = Selection(candidates[0], [{"name": candidates[0]}], ["only one candidate: nothing to compare"])
     else:
-        manifest, classes = _localized(data_dir, runtime)
+        manifest, classes = localized_manifest(data_dir, runtime)
         train = manifest[manifest["split"] == "train"]
         sample = train.sample(frac=1.0, random_state=seed).groupby("label").head(max_images_per_class)
         k = max(2, min(folds, int(sample["label"].value_counts().min())))
@@ -161,7 +164,7 @@ def extract_and_probe(
     Returns:
         The probe summary (chosen C, train and val accuracy, backbone, input size).
     """
-    manifest, classes = _localized(data_dir, runtime)
+    manifest, classes = localized_manifest(data_dir, runtime)
     backbone = load_backbone(backbone_name, image_size=image_size, s3=runtime.s3, cache_dir=runtime.cache_dir)
     splits = {split: _features(backbone, manifest, split, classes, runtime) for split in ("train", "val", "test")}
     features_dir.mkdir(parents=True, exist_ok=True)
@@ -189,7 +192,7 @@ def fine_tune(data_dir: Path, probe_dir: Path, output_dir: Path, config: TrainCo
     from tlops.plots import learning_curves_figure, save_png
 
     probe_summary = json.loads((Path(probe_dir) / PROBE_SUMMARY_FILE).read_text())
-    manifest, classes = _localized(data_dir, runtime)
+    manifest, classes = localized_manifest(data_dir, runtime)
     backbone = load_backbone(
         probe_summary["backbone"], image_size=probe_summary["image_size"], s3=runtime.s3, cache_dir=runtime.cache_dir
     )
@@ -277,7 +280,7 @@ def evaluate(data_dir: Path, model_dir: Path, output_dir: Path, runtime: Runtime
     from tlops.evaluation import compute_metrics, predict
     from tlops.plots import confusion_matrix_figure, reliability_figure, save_png
 
-    manifest, classes = _localized(data_dir, runtime)
+    manifest, classes = localized_manifest(data_dir, runtime)
     model, config = load_classifier(model_dir)
     if config["classes"] != classes:
         raise TlopsError("the model's classes differ from the dataset's; evaluate on the data it was trained on")
@@ -292,6 +295,10 @@ def evaluate(data_dir: Path, model_dir: Path, output_dir: Path, runtime: Runtime
     output_dir.mkdir(parents=True, exist_ok=True)
     save_png(confusion_matrix_figure(result.confusion, classes), output_dir / "confusion_matrix.png")
     save_png(reliability_figure(probabilities, targets), output_dir / "reliability_diagram.png")
+    save_file(
+        {"probabilities": torch.from_numpy(probabilities).contiguous(), "targets": torch.from_numpy(targets)},
+        str(output_dir / PREDICTIONS_FILE),
+    )
     evaluation = {
         "metrics": result.metrics,
         "report": result.report,

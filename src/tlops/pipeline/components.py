@@ -133,20 +133,26 @@ def fine_tune(
 def evaluate(
     dataset: Input[Dataset],
     model: Input[Model],
+    tracking_uri: str,
+    model_name: str,
     evaluation: Output[Artifact],
     metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
     plots: Output[HTML],
 ):
-    """Evaluate the classifier on the test split: metrics, per-class report, confusion matrix, calibration."""
+    """Evaluate on the test split, then compare with the registered champion on the same images (the gate)."""
     import os
     from pathlib import Path
 
+    from tlops.champion import compare_with_champion
     from tlops.plots import html_page
     from tlops.runtime_env import runtime_from_environment
     from tlops.steps import evaluate as run
 
-    result = run(Path(dataset.path), Path(model.path), Path(evaluation.path), runtime_from_environment(os.environ))
+    runtime = runtime_from_environment(os.environ)
+    result = run(Path(dataset.path), Path(model.path), Path(evaluation.path), runtime)
+    gate = compare_with_champion(Path(dataset.path), Path(evaluation.path), tracking_uri, model_name, runtime)
+    evaluation.metadata.update({"promote": gate["promote"], "gate": gate["reasons"]})
     for name, value in result["metrics"].items():
         metrics.log_metric(name, value)
     confusion.log_confusion_matrix(result["classes"], result["confusion"])

@@ -80,9 +80,12 @@ def transfer_learning_pipeline(
         class_weighted=class_weighted,
     ).set_display_name("fine-tune")
     _gpu_node_pool(training)
-    evaluation = components.evaluate(dataset=data.outputs["dataset"], model=training.outputs["model"]).set_display_name(
-        "evaluate"
-    )
+    evaluation = components.evaluate(
+        dataset=data.outputs["dataset"],
+        model=training.outputs["model"],
+        tracking_uri=tracking_uri,
+        model_name=model_name,
+    ).set_display_name("evaluate")
     registration = (
         components.register(
             dataset=data.outputs["dataset"],

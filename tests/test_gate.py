@@ -1,0 +1,59 @@
+"""The promotion gate on constructed paired outcomes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tlops.gate import GateConfig, compare
+
+CLASSES = ["a", "b"]
+
+
+def _outcomes(n: int, champion_right: float, challenger_extra: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    targets = np.arange(n) % 2
+    champion = rng.random(n) < champion_right
+    challenger = champion.copy()
+    wrong = np.flatnonzero(~champion)
+    challenger[wrong[:challenger_extra]] = True
+    return challenger, champion, targets
+
+
+def test_clearly_better_challenger_is_promoted():
+    challenger, champion, targets = _outcomes(400, 0.7, 60)
+    result = compare(challenger, champion, targets, CLASSES)
+    assert result.promote
+    assert result.ci_low > 0 and result.mcnemar_p < 1e-6
+    assert result.challenger_only_correct == 60 and result.champion_only_correct == 0
+    assert abs(result.difference - 60 / 400) < 1e-12
+
+
+def test_identical_models_are_not_promoted():
+    challenger, champion, targets = _outcomes(400, 0.8, 0)
+    result = compare(challenger, champion, targets, CLASSES)
+    assert not result.promote
+    assert result.difference == 0 and result.mcnemar_p == 1.0
+
+
+def test_a_small_gain_on_few_images_is_not_significant():
+    challenger, champion, targets = _outcomes(60, 0.8, 2)
+    result = compare(challenger, champion, targets, CLASSES)
+    assert result.difference > 0
+    assert not result.promote
+    assert result.mcnemar_p > 0.05
+
+
+def test_a_class_regression_blocks_promotion_despite_a_better_total():
+    targets = np.array([0] * 200 + [1] * 200)
+    champion = np.array([False] * 100 + [True] * 100 + [True] * 200)
+    challenger = np.array([True] * 200 + [True] * 170 + [False] * 30)  # class b drops 15 points
+    result = compare(challenger, champion, targets, CLASSES, GateConfig(max_class_regression=0.05))
+    assert result.ci_low > 0 and result.mcnemar_p < 0.05
+    assert result.worst_class == "b" and abs(result.worst_class_regression - 0.15) < 1e-12
+    assert not result.promote
+
+
+def test_margin_is_respected():
+    challenger, champion, targets = _outcomes(400, 0.7, 40)
+    assert compare(challenger, champion, targets, CLASSES).promote
+    assert not compare(challenger, champion, targets, CLASSES, GateConfig(margin=0.2)).promote
