@@ -119,6 +119,7 @@ def test_tlops_run_executes_the_pipeline_from_s3_to_the_mlflow_server(
     assert 0.0 <= summary["metrics"]["test_accuracy"] <= 1.0
     assert summary["version"] == 1
     assert sorted(summary["aliases"]) == ["challenger", "champion"]
+    assert summary["gate"] == {"promote": True, "champion_version": None, "reasons": [summary["gate"]["reasons"][0]]}
     assert summary["tracking_uri"] == mlflow_uri
     assert f"accuracy {summary['metrics']['test_accuracy']:.4f}" in result.stdout
 

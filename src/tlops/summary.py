@@ -18,6 +18,8 @@ def run_summary(data_dir: Path, model_dir: Path, evaluation_dir: Path, registrat
     training = json.loads((Path(model_dir) / "training.json").read_text())
     evaluation = json.loads((Path(evaluation_dir) / "evaluation.json").read_text())
     model_config = json.loads((Path(model_dir) / "model_config.json").read_text())
+    comparison_path = Path(evaluation_dir) / "comparison.json"
+    comparison = json.loads(comparison_path.read_text()) if comparison_path.exists() else None
     counts = prepared.num_images
     return {
         "dataset": {
@@ -43,6 +45,13 @@ def run_summary(data_dir: Path, model_dir: Path, evaluation_dir: Path, registrat
         "model_uri": registration.model_uri,
         "logged_model_uri": registration.logged_model_uri,
         "aliases": registration.aliases,
+        "gate": None
+        if comparison is None
+        else {
+            "promote": comparison["promote"],
+            "champion_version": comparison["champion_version"],
+            "reasons": comparison["reasons"],
+        },
     }
 
 
@@ -61,5 +70,13 @@ def format_summary(summary: dict) -> str:
             f"  registered {summary['registered_model']} version {summary['version']} "
             f"[{', '.join(summary['aliases'])}]  ({summary['model_uri']})",
             f"  tracking   {summary['tracking_uri']}",
+            *_gate_lines(summary.get("gate")),
         ]
     )
+
+
+def _gate_lines(gate: dict | None) -> list[str]:
+    if gate is None or gate["champion_version"] is None:
+        return []
+    verdict = "promoted over" if gate["promote"] else "kept"
+    return [f"  champion   {verdict} version {gate['champion_version']}: " + "; ".join(gate["reasons"])]
