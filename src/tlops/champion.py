@@ -12,12 +12,10 @@ from safetensors.torch import load_file
 from tlops.backbones import DataConfig
 from tlops.datasets import eval_transform, make_loader, split_dataset
 from tlops.evaluation import predict
-from tlops.gate import GateConfig, compare
+from tlops.gate import COMPARISON_FILE, GateConfig, compare
 from tlops.runtime import Runtime
 from tlops.steps import PREDICTIONS_FILE, localized_manifest
 from tlops.tracking import check_tracking_server
-
-COMPARISON_FILE = "comparison.json"
 
 
 def compare_with_champion(

@@ -15,6 +15,7 @@ import numpy as np
 
 from tlops.data import MANIFEST_FILE, REPORT_FILE, load_prepared
 from tlops.errors import TlopsError
+from tlops.gate import read_comparison
 from tlops.model_io import load_classifier
 from tlops.tracking import check_tracking_server
 
@@ -117,9 +118,8 @@ def register_model(
                 evaluation["metrics"]
                 | {"val_accuracy": training["val_accuracy"], "probe_val_accuracy": training["probe_val_accuracy"]}
             )
-            comparison_path = Path(evaluation_dir) / "comparison.json"
-            if comparison_path.exists():
-                comparison = json.loads(comparison_path.read_text())
+            comparison = read_comparison(evaluation_dir)
+            if comparison is not None:
                 mlflow.set_tag("tlops.gate", " | ".join(comparison["reasons"]))
                 numbers = ("difference", "ci_low", "ci_high", "mcnemar_p", "worst_class_regression")
                 mlflow.log_metrics({f"gate.{k}": comparison[k] for k in numbers if comparison.get(k) is not None})
@@ -164,7 +164,12 @@ def register_model(
                     "test_accuracy": f"{evaluation['metrics']['test_accuracy']:.4f}",
                 },
             )
-            aliases = assign_aliases(client, config.model_name, version.version, promote=_gate_verdict(evaluation_dir))
+            aliases = assign_aliases(
+                client,
+                config.model_name,
+                version.version,
+                promote=None if comparison is None else bool(comparison["promote"]),
+            )
         except Exception as error:
             if version is not None:
                 client.delete_model_version(config.model_name, version.version)
@@ -184,12 +189,6 @@ def register_model(
         experiment=config.experiment,
         aliases=aliases,
     )
-
-
-def _gate_verdict(evaluation_dir: Path) -> bool | None:
-    """The promotion gate's verdict written by the evaluate step, or ``None`` when it made no comparison."""
-    path = Path(evaluation_dir) / "comparison.json"
-    return bool(json.loads(path.read_text())["promote"]) if path.exists() else None
 
 
 def _registered_model_exists(client, name: str) -> bool:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tlops.data import load_prepared
+from tlops.gate import read_comparison
 
 if TYPE_CHECKING:
     from tlops.registry import Registration
@@ -18,8 +19,7 @@ def run_summary(data_dir: Path, model_dir: Path, evaluation_dir: Path, registrat
     training = json.loads((Path(model_dir) / "training.json").read_text())
     evaluation = json.loads((Path(evaluation_dir) / "evaluation.json").read_text())
     model_config = json.loads((Path(model_dir) / "model_config.json").read_text())
-    comparison_path = Path(evaluation_dir) / "comparison.json"
-    comparison = json.loads(comparison_path.read_text()) if comparison_path.exists() else None
+    comparison = read_comparison(evaluation_dir)
     counts = prepared.num_images
     return {
         "dataset": {
