@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from tlops.storage import make_s3_client
+from tlops.io.storage import make_s3_client
 
 BUCKET = "tlops-bench"
 SERVICES_PY = Path(__file__).resolve().parent.parent / "tests" / "services.py"
@@ -92,7 +92,7 @@ def upload_dataset(s3: Any, root: Path, prefix: str) -> float | None:
 
 def measure(source: str, workers: int, output_dir: Path, s3: Any = None) -> dict[str, Any]:
     """Time one prepare_data call and return a result row."""
-    from tlops.data import SplitConfig, prepare_data
+    from tlops.data.prepare import SplitConfig, prepare_data
 
     start = time.perf_counter()
     prepared = prepare_data(source=source, output_dir=output_dir, config=SplitConfig(workers=workers), s3=s3)
@@ -108,7 +108,7 @@ def measure(source: str, workers: int, output_dir: Path, s3: Any = None) -> dict
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Generate, (upload,) measure; return the JSON report."""
-    from tlops.data import SplitConfig
+    from tlops.data.prepare import SplitConfig
 
     workdir = args.workdir.resolve()
     dataset = generate_dataset(workdir / f"dataset-{args.images}x{args.classes}", args.images, args.classes)

@@ -80,7 +80,7 @@ def mlflow_uri(services: Services) -> str:
 @pytest.fixture(scope="session")
 def small_imagefolder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real 10-class ImageFolder: 9 scikit-learn digits per class, written as PNG files."""
-    from tlops.demo import write_digits_imagefolder
+    from tlops.data.demo import write_digits_imagefolder
 
     return write_digits_imagefolder(tmp_path_factory.mktemp("digits"), per_class=9)
 
@@ -88,16 +88,18 @@ def small_imagefolder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained_model(small_imagefolder: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Step outputs of a real run on the small ImageFolder: data, features, probe, model, evaluation."""
-    from tlops import steps
-    from tlops.data import prepare_data
-    from tlops.runtime import Runtime
-    from tlops.training import TrainConfig
+    from tlops.data.prepare import prepare_data
+    from tlops.steps.evaluate import evaluate
+    from tlops.steps.extract_features import extract_and_probe
+    from tlops.steps.fine_tune import fine_tune
+    from tlops.steps.runtime import Runtime
+    from tlops.train.finetune import TrainConfig
 
     root = tmp_path_factory.mktemp("trained")
     runtime = Runtime(cache_dir=root / "cache")
     dirs = {name: root / name for name in ("data", "features", "probe", "model", "evaluation")}
     prepare_data(str(small_imagefolder), dirs["data"])
-    steps.extract_and_probe(dirs["data"], "efficientnet_lite0", dirs["features"], dirs["probe"], runtime, image_size=64)
-    steps.fine_tune(dirs["data"], dirs["probe"], dirs["model"], TrainConfig(strategy="full", epochs=1), runtime)
-    steps.evaluate(dirs["data"], dirs["model"], dirs["evaluation"], runtime)
+    extract_and_probe(dirs["data"], "efficientnet_lite0", dirs["features"], dirs["probe"], runtime, image_size=64)
+    fine_tune(dirs["data"], dirs["probe"], dirs["model"], TrainConfig(strategy="full", epochs=1), runtime)
+    evaluate(dirs["data"], dirs["model"], dirs["evaluation"], runtime)
     return dirs

@@ -15,17 +15,15 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from tlops.backbones import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
+from tlops.data.preprocessing import IMAGENET_MEAN, IMAGENET_STD, eval_transform
+from tlops.errors import TlopsError
+from tlops.models.backbones import (
     Normalize,
     build_classifier,
     bundled_weights_file,
     load_backbone,
 )
-from tlops.datasets import eval_transform
-from tlops.errors import TlopsError
-from tlops.model_io import CONFIG_FILE, WEIGHTS_FILE, load_classifier, read_model_config, save_classifier
+from tlops.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_classifier, read_model_config, save_classifier
 
 EGYPTIAN_CAT = 285
 ESPRESSO = 967
@@ -257,14 +255,14 @@ def test_normalize_uses_mean_and_std() -> None:
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "timm:resnet18", "torchvision:resnet18@s3://b/w.pth",
                                   "hub:owner/repo:entry"])  # fmt: skip
 def test_well_formed_backbone_names_pass_the_preflight(name: str) -> None:
-    from tlops.backbone_names import check_backbone_name
+    from tlops.models.names import check_backbone_name
 
     check_backbone_name(name)
 
 
 @pytest.mark.parametrize("name", ["resnet50", "timm:", "keras:resnet50", "timm:@s3://b/w"])
 def test_malformed_backbone_names_fail_the_preflight(name: str) -> None:
-    from tlops.backbone_names import check_backbone_name
+    from tlops.models.names import check_backbone_name
 
     with pytest.raises(TlopsError, match="unknown backbone"):
         check_backbone_name(name)
@@ -273,7 +271,7 @@ def test_malformed_backbone_names_fail_the_preflight(name: str) -> None:
 def test_bundled_backbone_without_its_package_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
-    from tlops import backbone_names
+    from tlops.models import names as backbone_names
 
     real = importlib.util.find_spec
     monkeypatch.setattr(

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tlops.demo import write_digits_imagefolder
+from tlops.data.demo import write_digits_imagefolder
 
 CLI_TIMEOUT_S = 120
 

@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tlops.data import (
+from tlops.data.demo import DIGIT_NAMES, write_digits_imagefolder
+from tlops.data.prepare import (
     MANIFEST_FILE,
     REPORT_FILE,
     SPLITS,
@@ -30,7 +31,6 @@ from tlops.data import (
     prepare_data,
     split_counts,
 )
-from tlops.demo import DIGIT_NAMES, write_digits_imagefolder
 from tlops.errors import TlopsError
 
 MANIFEST_COLUMNS = ["uri", "relpath", "sha256", "label", "split", "width", "height"]
@@ -439,7 +439,7 @@ def _upload_folder(s3_client: Any, bucket: str, folder: Path, prefix: str) -> in
 
 @pytest.mark.integration
 def test_prepare_from_s3(s3_env: Any, s3_client: Any, bucket: str, tmp_path: Path) -> None:
-    from tlops.storage import make_s3_client
+    from tlops.io.storage import make_s3_client
 
     local = write_digits_imagefolder(tmp_path / "data", per_class=4)
     uploaded = _upload_folder(s3_client, bucket, local, "datasets/digits")
@@ -469,7 +469,7 @@ def test_prepare_from_s3(s3_env: Any, s3_client: Any, bucket: str, tmp_path: Pat
 
 @pytest.mark.integration
 def test_s3_missing_bucket(s3_env: Any, tmp_path: Path) -> None:
-    from tlops.storage import make_s3_client
+    from tlops.io.storage import make_s3_client
 
     name = f"no-such-bucket-{time.time_ns()}"
     with pytest.raises(TlopsError, match="does not exist") as info:
@@ -482,7 +482,7 @@ def test_s3_missing_bucket(s3_env: Any, tmp_path: Path) -> None:
 def test_s3_wrong_credentials_fail_fast(
     s3_env: Any, s3_client: Any, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tlops.storage import make_s3_client
+    from tlops.io.storage import make_s3_client
 
     s3_client.put_object(Bucket=bucket, Key="data/a/0.png", Body=_image_bytes(0))
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tlops.gate import GateConfig, compare
+from tlops.promotion.gate import GateConfig, compare
 
 CLASSES = ["a", "b"]
 

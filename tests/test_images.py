@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tlops.images import DecodedImage, InvalidImageError, decode_image
+from tlops.data.images import DecodedImage, InvalidImageError, decode_image
 
 # --- files written with Pillow (or, for the bombs, by hand) into tmp_path --------------------------------------
 
@@ -265,7 +265,7 @@ def test_exif_orientation_6_rotates_the_photo(tmp_path: Path) -> None:
 _BOMB_CHILD = """
 import resource, sys, time
 from PIL import Image
-from tlops.images import decode_image
+from tlops.data.images import decode_image
 if sys.argv[2] == "pillow-guard-off":
     Image.MAX_IMAGE_PIXELS = None  # as some libraries do; tlops' own limit must still hold
 data = open(sys.argv[1], "rb").read()

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tlops.plots import (
+from tlops.evaluation.plots import (
     confusion_matrix_figure,
     html_page,
     learning_curves_figure,
     reliability_figure,
     save_png,
 )
-from tlops.training import EpochRecord
+from tlops.train.finetune import EpochRecord
 
 
 def _assert_png(path: Path, min_width: int = 200) -> None:

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from tlops.errors import TlopsError
-from tlops.model_io import load_classifier
-from tlops.registry import CHALLENGER, CHAMPION, RegistryConfig, register_model
+from tlops.models.checkpoint import load_classifier
+from tlops.promotion.registry import CHALLENGER, CHAMPION, RegistryConfig, register_model
 
 pytestmark = pytest.mark.integration
 
@@ -131,7 +131,7 @@ def test_promote_and_roll_back(trained_model, mlflow_uri, tmp_path):
 
     from mlflow import MlflowClient
 
-    from tlops.registry import PREVIOUS_CHAMPION, promote
+    from tlops.promotion.registry import PREVIOUS_CHAMPION, promote
 
     config = _config(mlflow_uri)
     _register(trained_model, config)
@@ -171,8 +171,8 @@ def test_champion_gate_keeps_the_champion_against_an_identical_challenger(traine
 
     from mlflow import MlflowClient
 
-    from tlops.champion import compare_with_champion
-    from tlops.runtime import Runtime
+    from tlops.steps.evaluate import compare_with_champion
+    from tlops.steps.runtime import Runtime
 
     config = _config(mlflow_uri)
     evaluation = shutil.copytree(trained_model["evaluation"], tmp_path / "evaluation")
@@ -200,7 +200,7 @@ def test_champion_gate_keeps_the_champion_against_an_identical_challenger(traine
 def test_a_promoting_gate_moves_the_champion_and_keeps_the_previous(trained_model, mlflow_uri):
     from mlflow import MlflowClient
 
-    from tlops.registry import PREVIOUS_CHAMPION, assign_aliases
+    from tlops.promotion.registry import PREVIOUS_CHAMPION, assign_aliases
 
     config = _config(mlflow_uri)
     _register(trained_model, config)

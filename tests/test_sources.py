@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tlops.archives import extract_archive
 from tlops.cli import main
-from tlops.data import (
+from tlops.data.archives import extract_archive
+from tlops.data.prepare import (
     MANIFEST_FILE,
     REPORT_FILE,
     SPLITS,
@@ -187,7 +187,7 @@ def test_valid_archive_of_an_imagefolder(tmp_path: Path, name: str, wrapper: str
 
 @pytest.mark.integration
 def test_archives_on_s3(s3_env: Any, s3_client: Any, bucket: str, tmp_path: Path) -> None:
-    from tlops.storage import make_s3_client
+    from tlops.io.storage import make_s3_client
 
     imagefolder = _write(tmp_path / "imagefolder", {"daisy": 4, "rose": 4})
     presplit = _write(tmp_path / "presplit", PRESPLIT)
@@ -209,7 +209,7 @@ def test_archives_on_s3(s3_env: Any, s3_client: Any, bucket: str, tmp_path: Path
 @pytest.mark.integration
 @pytest.mark.parametrize("prefix", ["", "/datasets/x"])
 def test_empty_bucket(s3_env: Any, bucket: str, tmp_path: Path, prefix: str) -> None:
-    from tlops.storage import make_s3_client
+    from tlops.io.storage import make_s3_client
 
     uri = f"s3://{bucket}{prefix}"
     with pytest.raises(TlopsError) as error:

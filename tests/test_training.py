@@ -19,12 +19,18 @@ from safetensors.torch import load_file
 from sklearn import metrics as sk
 from sklearn.linear_model import LogisticRegression
 
-from tlops.backbones import build_classifier, load_backbone
-from tlops.data import MANIFEST_FILE, SplitConfig, prepare_data
-from tlops.demo import DIGIT_NAMES, write_digits_imagefolder
+from tlops.data.demo import DIGIT_NAMES, write_digits_imagefolder
+from tlops.data.prepare import MANIFEST_FILE, SplitConfig, prepare_data
 from tlops.errors import TlopsError
-from tlops.evaluation import compute_metrics, expected_calibration_error
-from tlops.features import (
+from tlops.evaluation.metrics import compute_metrics, expected_calibration_error
+from tlops.models.backbones import build_classifier, load_backbone
+from tlops.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_model_config
+from tlops.steps.evaluate import EVALUATION_FILE, evaluate
+from tlops.steps.extract_features import extract_and_probe
+from tlops.steps.fine_tune import TRAINING_FILE, fine_tune
+from tlops.steps.runtime import Runtime
+from tlops.train.finetune import STRATEGIES, TrainConfig, decide_strategy
+from tlops.train.probe import (
     FEATURES_FILE,
     HEAD_FILE,
     PROBE_SUMMARY_FILE,
@@ -35,10 +41,6 @@ from tlops.features import (
     save_features,
     save_probe,
 )
-from tlops.model_io import CONFIG_FILE, WEIGHTS_FILE, read_model_config
-from tlops.runtime import Runtime
-from tlops.steps import EVALUATION_FILE, TRAINING_FILE, evaluate, extract_and_probe, fine_tune
-from tlops.training import STRATEGIES, TrainConfig, decide_strategy
 
 IMAGE_SIZE = 64
 PER_CLASS = 10
@@ -478,7 +480,7 @@ def test_auto_keeps_the_probe_when_fine_tuning_does_not_improve(
 def test_balanced_class_weights_match_scikit_learn() -> None:
     from sklearn.utils.class_weight import compute_class_weight
 
-    from tlops.training import balanced_class_weights
+    from tlops.train.finetune import balanced_class_weights
 
     targets = [0] * 30 + [1] * 10 + [2] * 5
     expected = compute_class_weight("balanced", classes=np.array([0, 1, 2]), y=np.array(targets))

@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _backbone_list(text: str) -> list[str]:
-    from tlops.backbone_names import check_backbone_name
+    from tlops.models.names import check_backbone_name
 
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
@@ -217,7 +217,7 @@ def _pipeline_parameters(
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "learning_rate": args.lr,
-        "image_size": image_size,
+        "image_size": image_size or 0,
         "seed": args.seed,
         "class_weighted": args.class_weighted,
         "val_fraction": args.val_fraction,
@@ -225,7 +225,7 @@ def _pipeline_parameters(
         "experiment": args.experiment,
         "model_name": args.model_name,
     }
-    return {name: value for name, value in parameters.items() if value is not None}
+    return parameters
 
 
 def command_remote(args: argparse.Namespace) -> int:
@@ -261,11 +261,11 @@ def command_remote(args: argparse.Namespace) -> int:
 
 def command_run(args: argparse.Namespace) -> int:
     """``tlops run``: preflight the inputs, run the pipeline locally, print and write the summary."""
-    from tlops.data import SplitConfig, check_dataset
-    from tlops.demo import write_digits_imagefolder
-    from tlops.storage import make_s3_client
-    from tlops.summary import format_summary
-    from tlops.tracking import check_tracking_server, resolve_tracking_uri
+    from tlops.data.demo import write_digits_imagefolder
+    from tlops.data.prepare import SplitConfig, check_dataset
+    from tlops.io.storage import make_s3_client
+    from tlops.promotion.tracking import check_tracking_server, resolve_tracking_uri
+    from tlops.steps.summary import format_summary
 
     _check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size)
     backbones = _backbone_list(args.backbones)
@@ -303,8 +303,8 @@ def command_promote(args: argparse.Namespace) -> int:
     """``tlops promote``: move the champion alias to a version, or roll back."""
     from mlflow import MlflowClient
 
-    from tlops.registry import promote
-    from tlops.tracking import check_tracking_server
+    from tlops.promotion.registry import promote
+    from tlops.promotion.tracking import check_tracking_server
 
     if not args.tracking_uri:
         raise TlopsError("no registry to promote in: set MLFLOW_TRACKING_URI or pass --tracking-uri")
@@ -317,11 +317,11 @@ def command_promote(args: argparse.Namespace) -> int:
 
 def command_step(args: argparse.Namespace) -> int:
     """Run one step of the pipeline in this process."""
-    from tlops.runtime_env import runtime_from_environment
+    from tlops.steps.runtime import runtime_from_environment
 
     runtime = runtime_from_environment(os.environ)
     if args.command == "prepare-data":
-        from tlops.data import SplitConfig, prepare_data
+        from tlops.data.prepare import SplitConfig, prepare_data
 
         config = SplitConfig(args.val_fraction, args.test_fraction, args.seed)
         result = prepare_data(args.data, args.output, config, runtime.s3)
@@ -337,7 +337,7 @@ def command_step(args: argparse.Namespace) -> int:
             )
         )
     elif args.command == "select-backbone":
-        from tlops.steps import select_backbone
+        from tlops.steps.select_backbone import select_backbone
 
         selection = select_backbone(
             args.dataset,
@@ -349,7 +349,7 @@ def command_step(args: argparse.Namespace) -> int:
         )
         print(json.dumps(selection.ranking, indent=2))
     elif args.command == "extract-features":
-        from tlops.steps import extract_and_probe
+        from tlops.steps.extract_features import extract_and_probe
 
         summary = extract_and_probe(
             args.dataset,
@@ -363,8 +363,8 @@ def command_step(args: argparse.Namespace) -> int:
         )
         print(json.dumps(summary, indent=2))
     elif args.command == "fine-tune":
-        from tlops.steps import fine_tune
-        from tlops.training import TrainConfig
+        from tlops.steps.fine_tune import fine_tune
+        from tlops.train.finetune import TrainConfig
 
         config = TrainConfig(
             strategy=args.strategy,
@@ -377,12 +377,12 @@ def command_step(args: argparse.Namespace) -> int:
         summary = fine_tune(args.dataset, args.probe, args.output, config, runtime)
         print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))
     elif args.command == "evaluate":
-        from tlops.steps import evaluate
+        from tlops.steps.evaluate import evaluate
 
         print(json.dumps(evaluate(args.dataset, args.model, args.output, runtime)["metrics"], indent=2))
     elif args.command == "register":
-        from tlops.registry import RegistryConfig, register_model, registration_dict
-        from tlops.tracking import resolve_tracking_uri
+        from tlops.promotion.registry import RegistryConfig, register_model, registration_dict
+        from tlops.promotion.tracking import resolve_tracking_uri
 
         uri = resolve_tracking_uri(args.tracking_uri, Path.cwd())
         config = RegistryConfig(tracking_uri=uri, experiment=args.experiment, model_name=args.model_name)
@@ -409,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "promote":
             return command_promote(args)
         if args.command == "demo-data":
-            from tlops.demo import write_digits_imagefolder
+            from tlops.data.demo import write_digits_imagefolder
 
             print(write_digits_imagefolder(args.output))
             return 0

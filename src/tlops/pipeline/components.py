@@ -4,7 +4,7 @@ No ``from __future__ import annotations`` here: KFP reads the annotations at dec
 bodies are shipped into the container as source, so every import sits inside them.
 """
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
@@ -26,9 +26,9 @@ def prepare_data(
     import shutil
     from pathlib import Path
 
-    from tlops.data import REPORT_FILE, SplitConfig
-    from tlops.data import prepare_data as run
-    from tlops.runtime_env import runtime_from_environment
+    from tlops.data.prepare import REPORT_FILE, SplitConfig
+    from tlops.data.prepare import prepare_data as run
+    from tlops.steps.runtime import runtime_from_environment
 
     runtime = runtime_from_environment(os.environ)
     prepared = run(data_uri, Path(dataset.path), SplitConfig(val_fraction, test_fraction, seed), runtime.s3)
@@ -38,21 +38,21 @@ def prepare_data(
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def select_backbone(
-    dataset: Input[Dataset], candidates: list, image_size: Optional[int], seed: int, selection: Output[Artifact]
+    dataset: Input[Dataset], candidates: list, image_size: int, seed: int, selection: Output[Artifact]
 ) -> str:
     """Rank the candidate backbones by cross-validated linear-probe accuracy; return the best one's name."""
     import os
     from pathlib import Path
 
-    from tlops.runtime_env import runtime_from_environment
-    from tlops.steps import select_backbone as run
+    from tlops.steps.runtime import runtime_from_environment
+    from tlops.steps.select_backbone import select_backbone as run
 
     result = run(
         Path(dataset.path),
         candidates,
         Path(selection.path),
         runtime_from_environment(os.environ),
-        image_size=image_size,
+        image_size=image_size or None,
         seed=seed,
     )
     selection.metadata.update({"chosen": result.chosen, "reasons": result.reasons})
@@ -63,7 +63,7 @@ def select_backbone(
 def extract_features(
     dataset: Input[Dataset],
     backbone: str,
-    image_size: Optional[int],
+    image_size: int,
     seed: int,
     class_weighted: bool,
     features: Output[Dataset],
@@ -73,8 +73,8 @@ def extract_features(
     import os
     from pathlib import Path
 
-    from tlops.runtime_env import runtime_from_environment
-    from tlops.steps import extract_and_probe
+    from tlops.steps.extract_features import extract_and_probe
+    from tlops.steps.runtime import runtime_from_environment
 
     summary = extract_and_probe(
         Path(dataset.path),
@@ -82,7 +82,7 @@ def extract_features(
         Path(features.path),
         Path(probe.path),
         runtime_from_environment(os.environ),
-        image_size=image_size,
+        image_size=image_size or None,
         seed=seed,
         class_weighted=class_weighted,
     )
@@ -107,10 +107,10 @@ def fine_tune(
     import os
     from pathlib import Path
 
-    from tlops.plots import html_page
-    from tlops.runtime_env import runtime_from_environment
-    from tlops.steps import fine_tune as run
-    from tlops.training import TrainConfig
+    from tlops.evaluation.plots import html_page
+    from tlops.steps.fine_tune import fine_tune as run
+    from tlops.steps.runtime import runtime_from_environment
+    from tlops.train.finetune import TrainConfig
 
     config = TrainConfig(
         strategy=strategy,
@@ -144,10 +144,10 @@ def evaluate(
     import os
     from pathlib import Path
 
-    from tlops.champion import compare_with_champion
-    from tlops.plots import html_page
-    from tlops.runtime_env import runtime_from_environment
-    from tlops.steps import evaluate as run
+    from tlops.evaluation.plots import html_page
+    from tlops.steps.evaluate import compare_with_champion
+    from tlops.steps.evaluate import evaluate as run
+    from tlops.steps.runtime import runtime_from_environment
 
     runtime = runtime_from_environment(os.environ)
     result = run(Path(dataset.path), Path(model.path), Path(evaluation.path), runtime)
@@ -175,8 +175,8 @@ def register(
     from collections import namedtuple
     from pathlib import Path
 
-    from tlops.registry import RegistryConfig, register_model
-    from tlops.summary import run_summary
+    from tlops.promotion.registry import RegistryConfig, register_model
+    from tlops.steps.summary import run_summary
 
     config = RegistryConfig(tracking_uri=tracking_uri, experiment=experiment, model_name=model_name)
     result = register_model(

@@ -1,7 +1,5 @@
 """The transfer-learning pipeline: six steps wired with typed artifacts, GPU settings for Kubernetes."""
 
-from typing import Optional
-
 from kfp import dsl, kubernetes
 from kfp.dsl import Artifact
 
@@ -46,7 +44,7 @@ def transfer_learning_pipeline(
     epochs: int = 3,
     batch_size: int = 32,
     learning_rate: float = 1e-4,
-    image_size: Optional[int] = None,
+    image_size: int = 0,
     seed: int = 0,
     class_weighted: bool = False,
     val_fraction: float = 0.15,
@@ -55,7 +53,10 @@ def transfer_learning_pipeline(
     model_name: str = "tlops-classifier",
     credentials_secret: str = "tlops-credentials",
 ) -> Artifact:
-    """Run the six steps; the output is the registration summary (``run_summary.json`` content)."""
+    """Run the six steps; the output is the registration summary (``run_summary.json`` content).
+
+    ``image_size`` 0 means each backbone's own input size (kfp.local cannot take a ``None`` default).
+    """
     data = components.prepare_data(
         data_uri=data_uri, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
     ).set_display_name("prepare data")

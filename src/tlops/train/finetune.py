@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from tlops.device import autocast
+from tlops.models.device import autocast
 
 Strategy = Literal["auto", "linear-probe", "full"]
 STRATEGIES: tuple[str, ...] = ("auto", "linear-probe", "full")

@@ -9,7 +9,8 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tlops.backbones import DataConfig, build_classifier, load_backbone
+from tlops.data.preprocessing import DataConfig
+from tlops.models.backbones import build_classifier, load_backbone
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model_config.json"

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tlops.data import load_prepared
-from tlops.gate import read_comparison
+from tlops.data.prepare import load_prepared
+from tlops.promotion.gate import read_comparison
 
 if TYPE_CHECKING:
-    from tlops.registry import Registration
+    from tlops.promotion.registry import Registration
 
 
 def run_summary(data_dir: Path, model_dir: Path, evaluation_dir: Path, registration: Registration) -> dict:

@@ -1,4 +1,4 @@
-"""The evaluate step's comparison with the registered champion, on the same test images."""
+"""The evaluate step: metrics and plots on the test split, then the promotion gate against the champion."""
 
 from __future__ import annotations
 
@@ -7,15 +7,63 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from safetensors.torch import load_file
+import torch
+from safetensors.torch import load_file, save_file
 
-from tlops.backbones import DataConfig
-from tlops.datasets import eval_transform, make_loader, split_dataset
-from tlops.evaluation import predict
-from tlops.gate import COMPARISON_FILE, GateConfig, compare
-from tlops.runtime import Runtime
-from tlops.steps import PREDICTIONS_FILE, localized_manifest
-from tlops.tracking import check_tracking_server
+from tlops.data.loading import make_loader, split_dataset
+from tlops.data.preprocessing import DataConfig, eval_transform
+from tlops.errors import TlopsError
+from tlops.evaluation.metrics import compute_metrics, predict
+from tlops.models.checkpoint import load_classifier
+from tlops.promotion.gate import COMPARISON_FILE, GateConfig, compare
+from tlops.promotion.tracking import check_tracking_server
+from tlops.steps.common import localized_manifest
+from tlops.steps.runtime import Runtime
+
+EVALUATION_FILE = "evaluation.json"
+PREDICTIONS_FILE = "predictions.safetensors"
+
+
+def evaluate(data_dir: Path, model_dir: Path, output_dir: Path, runtime: Runtime) -> dict:
+    """Evaluate a trained classifier on the test split.
+
+    Writes ``evaluation.json`` (metrics, per-class report, confusion matrix), ``confusion_matrix.png`` and
+    ``reliability_diagram.png`` into ``output_dir``.
+
+    Returns:
+        The evaluation as written to ``evaluation.json``.
+    """
+    from tlops.evaluation.plots import confusion_matrix_figure, reliability_figure, save_png
+
+    manifest, classes = localized_manifest(data_dir, runtime)
+    model, config = load_classifier(model_dir)
+    if config["classes"] != classes:
+        raise TlopsError("the model's classes differ from the dataset's; evaluate on the data it was trained on")
+    data_config = DataConfig.from_dict(config["data_config"])
+    loader = make_loader(
+        split_dataset(manifest, "test", classes, eval_transform(data_config)),
+        runtime.batch_size,
+        workers=runtime.workers,
+    )
+    probabilities, targets = predict(model, loader, runtime.device)
+    result = compute_metrics(probabilities, targets, classes)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    save_png(confusion_matrix_figure(result.confusion, classes), output_dir / "confusion_matrix.png")
+    save_png(reliability_figure(probabilities, targets), output_dir / "reliability_diagram.png")
+    save_file(
+        {"probabilities": torch.from_numpy(probabilities).contiguous(), "targets": torch.from_numpy(targets)},
+        str(output_dir / PREDICTIONS_FILE),
+    )
+    evaluation = {
+        "metrics": result.metrics,
+        "report": result.report,
+        "confusion": result.confusion,
+        "classes": classes,
+        "backbone": config["backbone"],
+        "strategy": config.get("strategy"),
+    }
+    (output_dir / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2))
+    return evaluation
 
 
 def compare_with_champion(

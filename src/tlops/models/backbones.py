@@ -22,36 +22,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tlops.backbone_names import BUNDLED, NAMES_HELP
+from tlops.data.preprocessing import DataConfig
 from tlops.errors import TlopsError
-from tlops.storage import S3Client, download, is_s3_uri
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Preprocessing that belongs to a set of pretrained weights.
-
-    Attributes:
-        input_size: Side of the square crop fed to the network.
-        mean: Per-channel mean for normalization (RGB, 0..1 scale).
-        std: Per-channel standard deviation for normalization.
-        interpolation: Resize interpolation, ``bilinear`` or ``bicubic``.
-        crop_pct: Center-crop fraction at evaluation (resize to ``input_size / crop_pct`` first).
-    """
-
-    input_size: int
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    interpolation: str = "bicubic"
-    crop_pct: float = 0.875
-
-    @classmethod
-    def from_dict(cls, values: dict) -> DataConfig:
-        """Rebuild from ``dataclasses.asdict`` output read back from JSON (lists become tuples)."""
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+from tlops.io.storage import S3Client, download, is_s3_uri
+from tlops.models.names import BUNDLED, NAMES_HELP
 
 
 @dataclass

@@ -12,7 +12,7 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from tlops.training import EpochRecord
+    from tlops.train.finetune import EpochRecord
 
 
 def _figure(width: float = 6.0, height: float = 5.0) -> Figure:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tlops.splits import SPLITS
+from tlops.data.splits import SPLITS
 
 if TYPE_CHECKING:
-    from tlops.data import PreparedData
+    from tlops.data.prepare import PreparedData
 
 IMBALANCE_WARNING_RATIO = 3.0
 

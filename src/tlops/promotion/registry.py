@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tlops.data import MANIFEST_FILE, REPORT_FILE, load_prepared
+from tlops.data.prepare import MANIFEST_FILE, REPORT_FILE, load_prepared
 from tlops.errors import TlopsError
-from tlops.gate import read_comparison
-from tlops.model_io import load_classifier
-from tlops.tracking import check_tracking_server
+from tlops.models.checkpoint import load_classifier
+from tlops.promotion.gate import read_comparison
+from tlops.promotion.tracking import check_tracking_server
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -120,7 +120,7 @@ def register_model(
             )
             comparison = read_comparison(evaluation_dir)
             if comparison is not None:
-                mlflow.set_tag("tlops.gate", " | ".join(comparison["reasons"]))
+                mlflow.set_tag("tlops.promotion.gate", " | ".join(comparison["reasons"]))
                 numbers = ("difference", "ci_low", "ci_high", "mcnemar_p", "worst_class_regression")
                 mlflow.log_metrics({f"gate.{k}": comparison[k] for k in numbers if comparison.get(k) is not None})
             for record in training["history"]:

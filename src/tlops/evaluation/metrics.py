@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from tlops.device import autocast
+from tlops.models.device import autocast
 
 
 @dataclass

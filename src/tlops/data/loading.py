@@ -8,39 +8,10 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as transforms
 
-from tlops.backbones import DataConfig
-from tlops.images import decode_image
-from tlops.storage import S3Client, download, is_s3_uri
-
-
-def eval_transform(config: DataConfig) -> transforms.Compose:
-    """Resize, center-crop and scale to 0..1 floats (normalization lives in the model)."""
-    resize = round(config.input_size / config.crop_pct)
-    return transforms.Compose(
-        [
-            transforms.ToImage(),
-            transforms.Resize(resize, interpolation=InterpolationMode(config.interpolation), antialias=True),
-            transforms.CenterCrop(config.input_size),
-            transforms.ToDtype(torch.float32, scale=True),
-        ]
-    )
-
-
-def train_transform(config: DataConfig, hflip: bool = False) -> transforms.Compose:
-    """Light augmentation for fine-tuning: random resized crop, optional horizontal flip."""
-    steps: list[transforms.Transform] = [
-        transforms.ToImage(),
-        transforms.RandomResizedCrop(
-            config.input_size, scale=(0.6, 1.0), interpolation=InterpolationMode(config.interpolation)
-        ),
-    ]
-    if hflip:
-        steps.append(transforms.RandomHorizontalFlip())
-    steps.append(transforms.ToDtype(torch.float32, scale=True))
-    return transforms.Compose(steps)
+from tlops.data.images import decode_image
+from tlops.io.storage import S3Client, download, is_s3_uri
 
 
 class ManifestDataset(Dataset):

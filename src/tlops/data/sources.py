@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from tlops.archives import ARCHIVE_SUFFIXES, extract_archive, is_archive
+from tlops.data.archives import ARCHIVE_SUFFIXES, extract_archive, is_archive
 from tlops.errors import TlopsError
-from tlops.storage import S3Client, download, is_s3_uri, iter_objects, parse_s3_uri
+from tlops.io.storage import S3Client, download, is_s3_uri, iter_objects, parse_s3_uri
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -14,11 +14,11 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from tlops.data.images import IMAGE_EXTENSIONS
+from tlops.data.sources import CSV_MANIFEST_NAMES, OpenedSource, TreeFile, list_tree
+from tlops.data.splits import SPLITS
 from tlops.errors import TlopsError
-from tlops.images import IMAGE_EXTENSIONS
-from tlops.sources import CSV_MANIFEST_NAMES, OpenedSource, TreeFile, list_tree
-from tlops.splits import SPLITS
-from tlops.storage import S3Client, is_s3_uri, read_bytes
+from tlops.io.storage import S3Client, is_s3_uri, read_bytes
 
 IMAGE_FOLDER, PRE_SPLIT, CSV_MANIFEST = "image-folder", "pre-split", "csv-manifest"
 

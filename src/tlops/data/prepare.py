@@ -15,14 +15,14 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from tlops.data_report import render_report
+from tlops.data.images import IMAGE_EXTENSIONS, decode_image
+from tlops.data.layouts import Layout, SourceFile, folder_layout, list_layout
+from tlops.data.leakage import resolve_duplicates
+from tlops.data.report import render_report
+from tlops.data.sources import list_tree, open_source
+from tlops.data.splits import SPLITS, SplitConfig, assign_splits, carve_validation, split_counts
 from tlops.errors import TlopsError
-from tlops.images import IMAGE_EXTENSIONS, decode_image
-from tlops.layouts import Layout, SourceFile, folder_layout, list_layout
-from tlops.leakage import resolve_duplicates
-from tlops.sources import list_tree, open_source
-from tlops.splits import SPLITS, SplitConfig, assign_splits, carve_validation, split_counts
-from tlops.storage import S3Client, is_s3_uri, read_bytes
+from tlops.io.storage import S3Client, is_s3_uri, read_bytes
 
 __all__ = [
     "MANIFEST_FILE",
