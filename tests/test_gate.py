@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from tlops.promotion.gate import GateConfig, compare
 
@@ -23,7 +24,9 @@ def test_clearly_better_challenger_is_promoted():
     challenger, champion, targets = _outcomes(400, 0.7, 60)
     result = compare(challenger, champion, targets, CLASSES)
     assert result.promote
-    assert result.ci_low > 0 and result.mcnemar_p < 1e-6
+    assert result.ci_low > 0
+    # All 60 discordant pairs favour the challenger: the exact two-sided p is 2 * 0.5**60.
+    assert result.mcnemar_p == pytest.approx(2 * 0.5**60, rel=1e-9)
     assert result.challenger_only_correct == 60 and result.champion_only_correct == 0
     assert abs(result.difference - 60 / 400) < 1e-12
 
@@ -38,9 +41,10 @@ def test_identical_models_are_not_promoted():
 def test_a_small_gain_on_few_images_is_not_significant():
     challenger, champion, targets = _outcomes(60, 0.8, 2)
     result = compare(challenger, champion, targets, CLASSES)
-    assert result.difference > 0
+    assert result.difference == pytest.approx(2 / 60)
     assert not result.promote
-    assert result.mcnemar_p > 0.05
+    # 2 discordant pairs, both the challenger's: p = 2 * 0.5**2.
+    assert result.mcnemar_p == pytest.approx(0.5)
 
 
 def test_a_class_regression_blocks_promotion_despite_a_better_total():

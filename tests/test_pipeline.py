@@ -81,12 +81,62 @@ def test_fine_tune_runs_on_a_gpu_node_pool_with_pinned_images(compiled: Path):
         assert "pip install" not in " ".join(executor["container"]["command"]), "no installs at run time"
 
 
+def _memory_bytes(quantity: str) -> float:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 1e3, "M": 1e6, "G": 1e9}
+    unit = next((u for u in sorted(units, key=len, reverse=True) if quantity.endswith(u)), "")
+    return float(quantity.removesuffix(unit)) * units.get(unit, 1)
+
+
+def test_tasks_on_the_gpu_image_and_only_they_get_the_gpu_node_pool(compiled: Path):
+    from tlops.pipeline.image import CPU_IMAGE, GPU_IMAGE
+
+    spec, platform = _documents(compiled / "pipelines" / PIPELINE_FILE)
+    executors = spec["deploymentSpec"]["executors"]
+    kubernetes = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    executor_of = {
+        task: spec["components"][settings["componentRef"]["name"]]["executorLabel"]
+        for task, settings in spec["root"]["dag"]["tasks"].items()
+    }
+    images = {task: executors[executor]["container"]["image"] for task, executor in executor_of.items()}
+    assert set(images.values()) == {CPU_IMAGE, GPU_IMAGE}
+    gpu_tasks = {task for task, image in images.items() if image == GPU_IMAGE}
+    assert gpu_tasks == {"extract-features", "fine-tune"}
+    for task, executor in executor_of.items():
+        resources = executors[executor]["container"]["resources"]
+        settings = kubernetes.get(executor, {})
+        tolerations = {(t["key"], t.get("effect")) for t in settings.get("tolerations", [])}
+        shm = [m for m in settings.get("emptyDirMounts", []) if m["mountPath"] == "/dev/shm"]
+        # Every step asks for CPU and memory, with a memory limit above the request.
+        assert float(resources["resourceCpuRequest"]) >= 1, task
+        assert _memory_bytes(resources["resourceMemoryLimit"]) > _memory_bytes(resources["resourceMemoryRequest"])
+        if task in gpu_tasks:
+            assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu", task
+            assert resources["accelerator"]["resourceCount"] == "1", task
+            assert ("nvidia.com/gpu", "NoSchedule") in tolerations, task
+            assert len(shm) == 1 and shm[0]["medium"] == "Memory", task
+        else:
+            assert "accelerator" not in resources, task
+            assert not any(key == "nvidia.com/gpu" for key, _ in tolerations), task
+        for mount in shm:  # a memory-backed /dev/shm counts against the memory limit: bounded, and within it
+            assert _memory_bytes(mount["sizeLimit"]) < _memory_bytes(resources["resourceMemoryLimit"]), task
+    # The steps whose data loaders run workers share batches through /dev/shm, on either image.
+    loaders = {"select-backbone", "extract-features", "fine-tune", "evaluate"}
+    with_shm = {
+        task
+        for task, executor in executor_of.items()
+        if any(m["mountPath"] == "/dev/shm" for m in kubernetes.get(executor, {}).get("emptyDirMounts", []))
+    }
+    assert with_shm == loaders
+
+
 @pytest.mark.integration
 @pytest.mark.pipeline
 def test_tlops_run_executes_the_pipeline_from_s3_to_the_mlflow_server(
     small_imagefolder: Path, s3_env, s3_client, bucket: str, mlflow_uri: str, tmp_path: Path
 ):
     from mlflow import MlflowClient
+
+    from tlops.steps.outputs import read_predictions
 
     # A pre-split layout (train/ val/ test/ ImageFolders) on S3: the pipeline must keep the splits as given.
     given = {"train": 0, "val": 0, "test": 0}
@@ -116,10 +166,19 @@ def test_tlops_run_executes_the_pipeline_from_s3_to_the_mlflow_server(
     assert len(summary["dataset"]["digest"]) == 64
     assert summary["backbone"] == "efficientnet_lite0"
     assert summary["strategy"] == "full"
-    assert 0.0 <= summary["metrics"]["test_accuracy"] <= 1.0
+    # The accuracy is the evaluate step's predictions' accuracy, recomputed here on its output artifact.
+    predictions = list((output / "pipeline_root").rglob("predictions.safetensors"))
+    assert len(predictions) == 1, predictions
+    probabilities, targets = read_predictions(predictions[0].parent)
+    assert len(targets) == given["test"]
+    assert summary["metrics"]["test_accuracy"] == pytest.approx(float((probabilities.argmax(1) == targets).mean()))
     assert summary["version"] == 1
     assert sorted(summary["aliases"]) == ["challenger", "champion"]
-    assert summary["gate"] == {"promote": True, "champion_version": None, "reasons": [summary["gate"]["reasons"][0]]}
+    assert summary["gate"] == {
+        "promote": True,
+        "champion_version": None,
+        "reasons": ["no champion yet: the first becomes it"],
+    }
     assert summary["tracking_uri"] == mlflow_uri
     assert f"accuracy {summary['metrics']['test_accuracy']:.4f}" in result.stdout
 

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from tlops.errors import TlopsError
-from tlops.models.checkpoint import load_classifier
-from tlops.promotion.registry import CHALLENGER, CHAMPION, RegistryConfig, register_model
+from tlops.promotion.registry import CHALLENGER, CHAMPION, RegistryConfig
+from tlops.steps.outputs import load_model, read_predictions
+from tlops.steps.register import register
 
 pytestmark = pytest.mark.integration
 
@@ -20,10 +21,9 @@ def _config(mlflow_uri: str) -> RegistryConfig:
     return RegistryConfig(tracking_uri=mlflow_uri, experiment="tlops-tests", model_name=f"m-{uuid.uuid4().hex[:8]}")
 
 
-def _register(dirs: dict[str, Path], config: RegistryConfig, client=None):
-    return register_model(
-        dirs["data"], dirs["model"], dirs["evaluation"], config, extra_artifact_dirs=[dirs["probe"]], client=client
-    )
+def _register(dirs: dict[str, Path], config: RegistryConfig, client=None, evaluation: Path | None = None):
+    """The register step; the evaluation's gate looked in another (empty) registry, so it decides nothing here."""
+    return register(dirs["data"], dirs["model"], evaluation or dirs["evaluation"], config, client=client)
 
 
 def test_first_version_is_champion_and_challenger_and_artifacts_land_in_s3(trained_model, mlflow_uri, s3_client):
@@ -39,7 +39,9 @@ def test_first_version_is_champion_and_challenger_and_artifacts_land_in_s3(train
     assert client.get_model_version_by_alias(config.model_name, CHALLENGER).version == "1"
     run = client.get_run(registration.run_id)
     assert run.data.params["backbone"] == "efficientnet_lite0"
-    assert 0.0 <= run.data.metrics["test_accuracy"] <= 1.0
+    assert run.data.tags["tlops.champion"] == "no champion yet: the new version becomes it"
+    probabilities, targets = read_predictions(trained_model["evaluation"])  # recomputed from the predictions
+    assert run.data.metrics["test_accuracy"] == pytest.approx(float((probabilities.argmax(1) == targets).mean()))
     assert run.inputs.dataset_inputs, "the dataset should be logged as a run input"
     keys = [
         obj["Key"]
@@ -48,6 +50,8 @@ def test_first_version_is_champion_and_challenger_and_artifacts_land_in_s3(train
     ]
     assert any(key.endswith("model.pt2") for key in keys), "the exported model should be stored in S3"
     assert any(registration.run_id in key and key.endswith("confusion_matrix.png") for key in keys)
+    assert any(registration.run_id in key and key.endswith("data/report.md") for key in keys)
+    assert any(registration.run_id in key and key.endswith("report/comparison.json") for key in keys)
 
 
 def test_second_version_becomes_challenger_and_champion_stays(trained_model, mlflow_uri):
@@ -71,8 +75,8 @@ def test_registered_model_loads_from_the_registry_and_predicts_like_the_trained_
     _register(trained_model, config)
     mlflow.set_tracking_uri(mlflow_uri)
     served = mlflow.pytorch.load_model(f"models:/{config.model_name}@{CHAMPION}")
-    local, model_config = load_classifier(trained_model["model"])
-    size = model_config["data_config"]["input_size"]
+    local, model_config = load_model(trained_model["model"])
+    size = model_config.data_config["input_size"]
     images = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = local(images)
@@ -167,34 +171,40 @@ def test_promote_and_roll_back(trained_model, mlflow_uri, tmp_path):
 
 
 def test_champion_gate_keeps_the_champion_against_an_identical_challenger(trained_model, mlflow_uri, tmp_path):
-    import shutil
-
     from mlflow import MlflowClient
 
-    from tlops.steps.evaluate import compare_with_champion
+    from tlops.steps.evaluate import evaluate
+    from tlops.steps.outputs import Comparison
     from tlops.steps.runtime import Runtime
 
     config = _config(mlflow_uri)
-    evaluation = shutil.copytree(trained_model["evaluation"], tmp_path / "evaluation")
     runtime = Runtime(cache_dir=tmp_path / "cache")
 
-    first = compare_with_champion(trained_model["data"], evaluation, mlflow_uri, config.model_name, runtime)
-    assert first["promote"] is True and first["champion_version"] is None
-    assert register_model(trained_model["data"], trained_model["model"], evaluation, config).aliases == [
-        CHALLENGER,
-        CHAMPION,
-    ]
+    def evaluated(name: str) -> Path:
+        output = tmp_path / name
+        evaluate(
+            trained_model["data"], trained_model["model"], output, runtime, tracking_uri=mlflow_uri,
+            model_name=config.model_name,
+        )  # fmt: skip
+        return output
+
+    first = evaluated("first")
+    assert Comparison.read(first).promote is True and Comparison.read(first).champion_version is None
+    assert _register(trained_model, config, evaluation=first).aliases == [CHALLENGER, CHAMPION]
 
     # The same model again: the champion (loaded back from the registry) predicts exactly like the challenger.
-    second = compare_with_champion(trained_model["data"], evaluation, mlflow_uri, config.model_name, runtime)
-    assert second["promote"] is False and second["champion_version"] == 1
-    assert second["difference"] == 0 and second["mcnemar_p"] == 1.0
-    assert (evaluation / "comparison.json").exists()
-    registration = register_model(trained_model["data"], trained_model["model"], evaluation, config)
-    assert registration.version == 2 and registration.aliases == [CHALLENGER]
+    second = evaluated("second")
+    comparison = Comparison.read(second)
+    assert comparison.promote is False and comparison.champion_version == 1
+    assert comparison.difference == 0 and comparison.mcnemar_p == 1.0
+    assert (comparison.tracking_uri, comparison.model_name) == (mlflow_uri, config.model_name)
+    summary = _register(trained_model, config, evaluation=second)
+    assert summary.version == 2 and summary.aliases == [CHALLENGER]
+    assert summary.champion == {"version": 1, "reason": "the gate kept version 1"}
+    assert summary.gate == {"promote": False, "champion_version": 1, "reasons": comparison.reasons}
     client = MlflowClient(mlflow_uri)
     assert client.get_model_version_by_alias(config.model_name, CHAMPION).version == "1"
-    assert client.get_run(registration.run_id).data.metrics["gate.mcnemar_p"] == 1.0
+    assert client.get_run(summary.run_id).data.metrics["gate.mcnemar_p"] == 1.0
 
 
 def test_a_promoting_gate_moves_the_champion_and_keeps_the_previous(trained_model, mlflow_uri):
@@ -206,8 +216,11 @@ def test_a_promoting_gate_moves_the_champion_and_keeps_the_previous(trained_mode
     _register(trained_model, config)
     _register(trained_model, config)
     client = MlflowClient(mlflow_uri)
-    assert assign_aliases(client, config.model_name, 2, promote=True) == [CHALLENGER, CHAMPION]
+    moved = assign_aliases(client, config.model_name, 2, promote=True, compared_champion=1)
+    assert (moved.aliases, moved.champion) == ([CHALLENGER, CHAMPION], 2)
+    assert moved.reason == f"the gate passed against version 1: the new version replaces it ({PREVIOUS_CHAMPION})"
     assert client.get_model_version_by_alias(config.model_name, CHAMPION).version == "2"
     assert client.get_model_version_by_alias(config.model_name, PREVIOUS_CHAMPION).version == "1"
-    assert assign_aliases(client, config.model_name, 1, promote=False) == [CHALLENGER]
+    kept = assign_aliases(client, config.model_name, 1, promote=False, compared_champion=2)
+    assert (kept.aliases, kept.champion, kept.reason) == ([CHALLENGER], 2, "the gate kept version 2")
     assert client.get_model_version_by_alias(config.model_name, CHAMPION).version == "2"

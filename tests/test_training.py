@@ -8,6 +8,11 @@ ImageNet-pretrained EfficientNet-Lite0 at 64x64 pixels.
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,27 +25,32 @@ from sklearn import metrics as sk
 from sklearn.linear_model import LogisticRegression
 
 from tlops.data.demo import DIGIT_NAMES, write_digits_imagefolder
-from tlops.data.prepare import MANIFEST_FILE, SplitConfig, prepare_data
+from tlops.data.prepare import SplitConfig, prepare_data
+from tlops.data.preprocessing import DataConfig, eval_transform
 from tlops.errors import TlopsError
 from tlops.evaluation.metrics import compute_metrics, expected_calibration_error
 from tlops.models.backbones import build_classifier, load_backbone
-from tlops.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_model_config
-from tlops.steps.evaluate import EVALUATION_FILE, evaluate
+from tlops.steps.evaluate import evaluate
 from tlops.steps.extract_features import extract_and_probe
-from tlops.steps.fine_tune import TRAINING_FILE, fine_tune
-from tlops.steps.runtime import Runtime
-from tlops.train.finetune import STRATEGIES, TrainConfig, decide_strategy
-from tlops.train.probe import (
+from tlops.steps.fine_tune import fine_tune
+from tlops.steps.outputs import (
+    EVALUATION_FILE,
     FEATURES_FILE,
     HEAD_FILE,
-    PROBE_SUMMARY_FILE,
-    ProbeResult,
-    fit_linear_head,
-    load_features,
-    load_head,
-    save_features,
-    save_probe,
+    MODEL_CONFIG_FILE,
+    TRAINING_FILE,
+    WEIGHTS_FILE,
+    ModelConfig,
+    ProbeSummary,
+    load_model,
+    read_features,
+    read_head,
+    read_manifest,
+    write_probe,
 )
+from tlops.steps.runtime import Runtime
+from tlops.train.finetune import STRATEGIES, TrainConfig, decide_strategy
+from tlops.train.probe import ProbeResult, fit_linear_head, load_features, save_features
 
 IMAGE_SIZE = 64
 PER_CLASS = 10
@@ -189,16 +199,23 @@ def test_probe_and_features_files_round_trip(tmp_path: Path) -> None:
         assert torch.equal(loaded[split][0], features) and torch.equal(loaded[split][1], targets)
 
     probe = fit_linear_head(splits["train"], splits["val"], 3)
-    save_probe(tmp_path, probe, "efficientnet_lite0", {"image_size": 64})
-    head = load_head(tmp_path)
+    written = ProbeSummary(
+        "efficientnet_lite0", ["a", "b", "c"], probe.C, probe.val_accuracy, probe.train_accuracy, 64, 4
+    )
+    write_probe(tmp_path, probe.head, written)
+    head = read_head(tmp_path)
     assert torch.equal(head.weight, probe.head.weight) and torch.equal(head.bias, probe.head.bias)
-    summary = json.loads((tmp_path / PROBE_SUMMARY_FILE).read_text())
-    assert summary == {
+    assert ProbeSummary.read(tmp_path) == written
+    assert json.loads((tmp_path / ProbeSummary.FILE).read_text()) == {
         "C": probe.C,
         "val_accuracy": probe.val_accuracy,
         "train_accuracy": probe.train_accuracy,
         "backbone": "efficientnet_lite0",
+        "classes": ["a", "b", "c"],
         "image_size": 64,
+        "num_features": 4,
+        "class_weighted": False,
+        "schema_version": 1,
     }
 
 
@@ -276,6 +293,20 @@ def test_ece_weights_bins_by_their_share() -> None:
     assert expected_calibration_error(probabilities, targets) == pytest.approx(0.75 * 0.05 + 0.25 * 0.55)
 
 
+def _reference_ece(probabilities: np.ndarray, targets: np.ndarray, bins: int = 15) -> float:
+    """ECE written out here: bin k holds the confidences in (k/bins, (k+1)/bins], weighted by its share."""
+    confidence = probabilities.max(1)
+    correct = probabilities.argmax(1) == targets
+    which = np.maximum(np.ceil(confidence * bins).astype(int) - 1, 0)
+    return float(
+        sum(
+            (which == k).mean() * abs(correct[which == k].mean() - confidence[which == k].mean())
+            for k in range(bins)
+            if (which == k).any()
+        )
+    )
+
+
 @pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
 def test_compute_metrics_match_sklearn() -> None:
     rng = np.random.default_rng(0)
@@ -296,7 +327,7 @@ def test_compute_metrics_match_sklearn() -> None:
     )
     assert m["test_log_loss"] == pytest.approx(sk.log_loss(targets, probabilities, labels=labels))
     assert m["test_top5_accuracy"] == pytest.approx(sk.top_k_accuracy_score(targets, probabilities, k=5, labels=labels))
-    assert m["test_ece"] == pytest.approx(expected_calibration_error(probabilities, targets))
+    assert m["test_ece"] == pytest.approx(_reference_ece(probabilities, targets))
     assert m["test_images"] == 80
     assert 0.3 < m["test_accuracy"] < 1.0  # a non-trivial case
     assert np.array_equal(np.array(result.confusion), sk.confusion_matrix(targets, predictions, labels=labels))
@@ -333,46 +364,66 @@ def probed(tmp_path_factory: pytest.TempPathFactory, runtime: Runtime) -> dict[s
     prepared = prepare_data(str(images), data_dir, SplitConfig(seed=0, workers=2))
     assert prepared.classes == sorted(DIGIT_NAMES)
     summary = extract_and_probe(data_dir, "efficientnet_lite0", features_dir, probe_dir, runtime, image_size=IMAGE_SIZE)
-    assert summary["image_size"] == IMAGE_SIZE and summary["backbone"] == "efficientnet_lite0"
+    assert summary.image_size == IMAGE_SIZE and summary.backbone == "efficientnet_lite0"
     return {"root": root, "data": data_dir, "features": features_dir, "probe": probe_dir}
 
 
+def _no_registry(tmp_path: Path) -> str:
+    """A local tracking URI whose store does not exist: the gate finds no champion and creates nothing."""
+    return f"sqlite:///{tmp_path / 'no-registry.db'}"
+
+
 def _manifest(data_dir: Path) -> pd.DataFrame:
-    return pd.read_csv(data_dir / MANIFEST_FILE, dtype={"label": str})
+    return read_manifest(data_dir)
 
 
 def _probe_classifier(probe_dir: Path, runtime: Runtime) -> torch.nn.Module:
-    summary = json.loads((probe_dir / PROBE_SUMMARY_FILE).read_text())
-    backbone = load_backbone(summary["backbone"], image_size=summary["image_size"], cache_dir=runtime.cache_dir)
-    return build_classifier(backbone, load_head(probe_dir).out_features, head=load_head(probe_dir))
+    summary = ProbeSummary.read(probe_dir)
+    backbone = load_backbone(summary.backbone, image_size=summary.image_size, cache_dir=runtime.cache_dir)
+    return build_classifier(backbone, read_head(probe_dir).out_features, head=read_head(probe_dir))
+
+
+def _predict_test_images(data_dir: Path, model_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities and class ids of the test images, computed without the evaluate step's code paths:
+    PIL decoding, the model's own preprocessing, one batch."""
+    model, config = load_model(model_dir)
+    transform = eval_transform(DataConfig.from_dict(config.data_config))
+    manifest = _manifest(data_dir)
+    test = manifest[manifest["split"] == "test"]
+    images = torch.stack([transform(Image.open(data_dir / uri if not Path(uri).is_absolute() else uri).convert("RGB"))
+                          for uri in test["uri"]])  # fmt: skip
+    with torch.no_grad():
+        probabilities = model.eval()(images).double().softmax(1).numpy()
+    return probabilities, np.array([config.classes.index(label) for label in test["label"]])
 
 
 def test_extract_and_probe_writes_features_and_head(probed: dict[str, Path]) -> None:
     manifest = _manifest(probed["data"])
-    features = load_features(probed["features"] / FEATURES_FILE)
+    features = read_features(probed["features"])
     assert set(features) == {"train", "val", "test"}
     for split, (x, y) in features.items():
         assert x.shape == ((manifest["split"] == split).sum(), 1280)
         assert x.dtype == torch.float32 and torch.isfinite(x).all()
         assert set(y.tolist()) == set(range(10))
     assert (probed["probe"] / HEAD_FILE).is_file()
-    summary = json.loads((probed["probe"] / PROBE_SUMMARY_FILE).read_text())
-    assert summary["num_features"] == 1280
-    assert 0.1 < summary["val_accuracy"] <= 1.0 and summary["train_accuracy"] >= summary["val_accuracy"] - 0.5
-    # The head's train accuracy is what the summary says.
-    head = load_head(probed["probe"])
+    summary = ProbeSummary.read(probed["probe"])
+    assert summary.num_features == 1280
+    # The summary's accuracies are the saved head's, recomputed on the cached features.
+    head = read_head(probed["probe"])
     with torch.no_grad():
-        train_accuracy = (head(features["train"][0]).argmax(1) == features["train"][1]).float().mean()
-    assert float(train_accuracy) == pytest.approx(summary["train_accuracy"])
+        accuracy = {split: float((head(x).argmax(1) == y).float().mean()) for split, (x, y) in features.items()}
+    assert accuracy["train"] == pytest.approx(summary.train_accuracy)
+    assert accuracy["val"] == pytest.approx(summary.val_accuracy)
+    assert summary.val_accuracy > 0.1  # above chance for 10 classes: the ImageNet features carry the digits
 
 
 def test_full_fine_tune_then_evaluate(probed: dict[str, Path], runtime: Runtime, tmp_path: Path) -> None:
     model_dir, evaluation_dir = tmp_path / "model", tmp_path / "evaluation"
     config = TrainConfig(strategy="full", epochs=1, batch_size=16)
 
-    summary = fine_tune(probed["data"], probed["probe"], model_dir, config, runtime)
+    summary = fine_tune(probed["data"], probed["probe"], model_dir, config, runtime).to_dict()
 
-    for name in (WEIGHTS_FILE, CONFIG_FILE, TRAINING_FILE, "learning_curves.png"):
+    for name in (WEIGHTS_FILE, MODEL_CONFIG_FILE, TRAINING_FILE, "learning_curves.png"):
         assert (model_dir / name).is_file(), name
     assert Image.open(model_dir / "learning_curves.png").format == "PNG"
     assert summary == json.loads((model_dir / TRAINING_FILE).read_text())
@@ -384,9 +435,9 @@ def test_full_fine_tune_then_evaluate(probed: dict[str, Path], runtime: Runtime,
     assert summary["best_epoch"] == 1  # an explicit 'full' keeps the fine-tuned weights
     assert summary["val_accuracy"] == summary["history"][1]["val_accuracy"]
     assert summary["probe_val_accuracy"] == summary["history"][0]["val_accuracy"]
-    model_config = read_model_config(model_dir)
-    assert model_config["strategy"] == "full" and model_config["data_config"]["input_size"] == IMAGE_SIZE
-    assert model_config["classes"] == sorted(DIGIT_NAMES)
+    model_config = ModelConfig.read(model_dir)
+    assert model_config.strategy == "full" and model_config.data_config["input_size"] == IMAGE_SIZE
+    assert model_config.classes == sorted(DIGIT_NAMES)
 
     # Every layer was trained: backbone and head weights differ from the probe classifier's.
     saved = load_file(str(model_dir / WEIGHTS_FILE))
@@ -397,9 +448,11 @@ def test_full_fine_tune_then_evaluate(probed: dict[str, Path], runtime: Runtime,
     assert any(k.startswith("1.conv_stem") for k in changed)  # the first backbone layer
     assert not any("running_mean" in k or "running_var" in k for k in changed)  # BatchNorm statistics stay frozen
 
-    evaluation = evaluate(probed["data"], model_dir, evaluation_dir, runtime)
+    evaluated = evaluate(probed["data"], model_dir, evaluation_dir, runtime, tracking_uri=_no_registry(tmp_path))
+    evaluation = evaluated.evaluation.to_dict()
 
-    for name in (EVALUATION_FILE, "confusion_matrix.png", "reliability_diagram.png"):
+    assert evaluated.comparison.promote is True and evaluated.comparison.champion_version is None
+    for name in (EVALUATION_FILE, "comparison.json", "confusion_matrix.png", "reliability_diagram.png"):
         assert (evaluation_dir / name).is_file(), name
         if name.endswith(".png"):
             assert Image.open(evaluation_dir / name).format == "PNG"
@@ -407,9 +460,20 @@ def test_full_fine_tune_then_evaluate(probed: dict[str, Path], runtime: Runtime,
     metrics = evaluation["metrics"]
     for key in (*METRIC_KEYS, "test_top5_accuracy"):
         assert key in metrics, key
-    for key in ("test_accuracy", "test_macro_f1", "test_balanced_accuracy", "test_ece", "test_top5_accuracy"):
-        assert 0.0 <= metrics[key] <= 1.0, key
-    assert metrics["test_log_loss"] > 0
+    # The metrics, recomputed with scikit-learn on predictions made here by the saved model, image by image.
+    probabilities, targets = _predict_test_images(probed["data"], model_dir)
+    predictions, labels = probabilities.argmax(1), list(range(10))
+    expected = {
+        "test_accuracy": sk.accuracy_score(targets, predictions),
+        "test_balanced_accuracy": sk.balanced_accuracy_score(targets, predictions),
+        "test_macro_f1": sk.f1_score(targets, predictions, labels=labels, average="macro", zero_division=0),
+        "test_top5_accuracy": sk.top_k_accuracy_score(targets, probabilities, k=5, labels=labels),
+        "test_log_loss": sk.log_loss(targets, probabilities, labels=labels),
+        "test_ece": _reference_ece(probabilities, targets),
+    }
+    for key, value in expected.items():
+        assert metrics[key] == pytest.approx(value, rel=1e-3, abs=1e-4), key
+    assert evaluation["confusion"] == sk.confusion_matrix(targets, predictions, labels=labels).tolist()
     test_count = int((_manifest(probed["data"])["split"] == "test").sum())
     assert metrics["test_images"] == test_count == 20
     confusion = np.array(evaluation["confusion"])
@@ -426,16 +490,17 @@ def test_linear_probe_strategy_model_is_the_probe(probed: dict[str, Path], runti
 
     summary = fine_tune(probed["data"], probed["probe"], model_dir, TrainConfig(strategy="linear-probe"), runtime)
 
-    assert summary["strategy"] == "linear-probe" and summary["best_epoch"] == 0
-    assert [r["epoch"] for r in summary["history"]] == [0]
+    assert summary.strategy == "linear-probe" and summary.best_epoch == 0
+    assert [r["epoch"] for r in summary.history] == [0]
     assert not (model_dir / "learning_curves.png").exists()
-    probe_summary = json.loads((probed["probe"] / PROBE_SUMMARY_FILE).read_text())
-    assert summary["val_accuracy"] == probe_summary["val_accuracy"]
+    assert summary.val_accuracy == ProbeSummary.read(probed["probe"]).val_accuracy
     saved = load_file(str(model_dir / WEIGHTS_FILE))
-    head = load_head(probed["probe"])
+    head = read_head(probed["probe"])
     assert torch.equal(saved["2.weight"], head.weight) and torch.equal(saved["2.bias"], head.bias)
 
-    evaluation = evaluate(probed["data"], model_dir, evaluation_dir, runtime)
+    evaluation = evaluate(
+        probed["data"], model_dir, evaluation_dir, runtime, tracking_uri=_no_registry(tmp_path)
+    ).evaluation.to_dict()
 
     # The registered model, run on the test images, predicts what the probe head predicts on the cached features.
     test_features, test_targets = load_features(probed["features"] / FEATURES_FILE)["test"]
@@ -456,7 +521,7 @@ def test_auto_keeps_the_probe_when_fine_tuning_does_not_improve(
         strategy="auto", epochs=1, batch_size=16, lr=1.0, auto_probe_accuracy=1.01, auto_min_images_per_class=1
     )
 
-    summary = fine_tune(probed["data"], probed["probe"], tmp_path, config, runtime)
+    summary = fine_tune(probed["data"], probed["probe"], tmp_path, config, runtime).to_dict()
 
     history = summary["history"]
     assert [r["epoch"] for r in history] == [0, 1]
@@ -467,7 +532,7 @@ def test_auto_keeps_the_probe_when_fine_tuning_does_not_improve(
     assert summary["val_accuracy"] == summary["probe_val_accuracy"] == history[0]["val_accuracy"]
     assert "< 1.01" in summary["reasons"][0]
     assert "kept the probe" in summary["reasons"][-1]
-    assert read_model_config(tmp_path)["strategy"] == "linear-probe"
+    assert ModelConfig.read(tmp_path).strategy == "linear-probe"
     assert (tmp_path / "learning_curves.png").is_file()
 
     saved = load_file(str(tmp_path / WEIGHTS_FILE))
@@ -475,6 +540,33 @@ def test_auto_keeps_the_probe_when_fine_tuning_does_not_improve(
     assert saved.keys() == probe_state.keys()
     for key, value in probe_state.items():
         assert torch.equal(saved[key], value), key
+
+
+def test_fine_tune_command_logs_lines_not_progress_bars(
+    probed: dict[str, Path], runtime: Runtime, tmp_path: Path
+) -> None:
+    """As in a pod or under kfp.local, stderr is a pipe: progress is a log line per interval, never a '\r' bar."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TLOPS_", "AWS_", "MLFLOW_"))}
+    env |= {"TLOPS_DEVICE": "cpu", "TLOPS_CACHE_DIR": str(runtime.cache_dir), "TLOPS_WORKERS": "0"}
+    command = [sys.executable, "-m", "tlops.cli", "fine-tune", "--dataset", str(probed["data"]),
+               "--probe", str(probed["probe"]), "--output", str(tmp_path / "model"), "--strategy", "full",
+               "--epochs", "2", "--batch-size", "16"]  # fmt: skip
+    start = time.monotonic()
+    result = subprocess.run(command, env=env, capture_output=True, timeout=600, check=False)  # bytes: '\r' kept
+    elapsed = time.monotonic() - start
+
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    assert b"\r" not in result.stderr and b"\r" not in result.stdout
+    stderr = result.stderr.decode()
+    logged = [line for line in stderr.splitlines() if re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO tlops\.", line)]
+    assert any(line.endswith("tlops.steps.fine_tune: strategy full: strategy 'full' was requested") for line in logged)
+    for epoch in (1, 2):
+        assert any(f"tlops.train.finetune: epoch {epoch}: train loss " in line for line in logged), stderr
+    # 2 epochs of 5 batches: at most one progress line per 30 s and loop, plus each loop's closing line.
+    progress_lines = [line for line in logged if " tlops.io.progress: " in line]
+    assert len(progress_lines) <= 2 * (elapsed // 30 + 1), progress_lines
+    assert not re.search(r"\d%\|", stderr), stderr  # no tqdm bar (" 40%|####      | 2/5 [...]") anywhere
+    assert json.loads(result.stdout)["strategy"] == "full"  # stdout holds the result only
 
 
 def test_balanced_class_weights_match_scikit_learn() -> None:

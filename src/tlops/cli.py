@@ -10,8 +10,13 @@ from pathlib import Path
 
 from tlops import __version__
 from tlops.errors import TlopsError
+from tlops.steps.config import DEFAULT_BACKBONE, DEFAULTS
+from tlops.train.config import STRATEGIES
 
 DEMO_IMAGE_SIZE = 128
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Keep at most this many demo images per class (all 1,797 digits when unset); tests use it to shrink the demo.
+DEMO_IMAGES_PER_CLASS_ENV = "TLOPS_DEMO_IMAGES_PER_CLASS"
 EPILOG = """\
 examples:
   tlops run                                  train on the built-in demo data (scikit-learn digits)
@@ -34,44 +39,93 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=Path("tlops-run"), help="run directory (default: %(default)s)")
     parser.add_argument(
         "--backbones",
-        default="efficientnet_lite0",
+        default=",".join(DEFAULTS.backbones),
         help="comma-separated candidate backbones: efficientnet_lite0/1/2 (bundled), timm:NAME, torchvision:NAME, "
         "hub:OWNER/REPO:ENTRY, NAME@s3://weights (default: %(default)s)",
     )
     parser.add_argument(
         "--strategy",
-        default="auto",
-        choices=["auto", "linear-probe", "full"],
+        default=DEFAULTS.strategy,
+        choices=STRATEGIES,
         help="linear-probe: frozen backbone + head on cached features; full: fine-tune all layers from the probe "
         "head (LP-FT); auto: freeze when the features already fit or data is small, else fine-tune, never keeping "
         "a model that validates worse than the probe (default: %(default)s)",
     )
-    parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=32, help="fine-tuning batch size (default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=1e-4, help="fine-tuning learning rate (default: %(default)s)")
+    _add_training_arguments(parser)
     parser.add_argument(
         "--image-size",
         type=int,
-        help=f"input size (default: the backbone's own; {DEMO_IMAGE_SIZE} for the 8x8 demo digits)",
+        default=DEFAULTS.image_size,
+        help=f"input size; 0: the backbone's own (default: %(default)s; {DEMO_IMAGE_SIZE} for the 8x8 demo digits)",
     )
-    parser.add_argument("--experiment", default="tlops", help="MLflow experiment (default: %(default)s)")
-    parser.add_argument("--model-name", default="tlops-classifier", help="registered model name (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the split, sampling and training")
-    parser.add_argument(
-        "--val-fraction", type=float, default=0.15, help="share of each class held out for validation (%(default)s)"
-    )
-    parser.add_argument(
-        "--test-fraction", type=float, default=0.15, help="share of each class held out for the test (%(default)s)"
-    )
+    parser.add_argument("--experiment", default=DEFAULTS.experiment, help="MLflow experiment (default: %(default)s)")
+    _add_model_name_argument(parser)
+    _add_seed_argument(parser)
+    _add_split_arguments(parser)
     parser.add_argument(
         "--class-weighted",
         action="store_true",
+        default=DEFAULTS.class_weighted,
         help="weight each class's loss inversely to its frequency (probe and fine-tuning), for imbalanced data",
     )
     parser.add_argument(
         "--tracking-uri",
         default=os.environ.get("MLFLOW_TRACKING_URI"),
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under --output)",
+    )
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="fine-tuning epochs (default: %(default)s)")
+    parser.add_argument(
+        "--batch-size", type=int, default=DEFAULTS.batch_size, help="fine-tuning batch size (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--lr", type=float, default=DEFAULTS.learning_rate, help="fine-tuning learning rate (default: %(default)s)"
+    )
+
+
+def _add_split_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=DEFAULTS.val_fraction,
+        help="share of each class held out for validation (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--test-fraction",
+        type=float,
+        default=DEFAULTS.test_fraction,
+        help="share of each class held out for the test (default: %(default)s)",
+    )
+
+
+def _add_seed_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULTS.seed,
+        help="seed of the split, sampling and training (default: %(default)s)",
+    )
+
+
+def _add_model_name_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model-name", default=DEFAULTS.model_name, help="registered model name (default: %(default)s)"
+    )
+
+
+def _add_tracking_argument(parser: argparse.ArgumentParser, fallback: str) -> None:
+    parser.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI"),
+        help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else {fallback})",
+    )
+
+
+def _add_image_size_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--image-size", type=int, default=DEFAULTS.image_size, help="input size; 0: the backbone's own (default: 0)"
     )
 
 
@@ -85,6 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"tlops {__version__}")
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default="INFO",
+        help="log progress and decisions of this level and above on stderr; results stay on stdout "
+        "(default: %(default)s; give it before the command: tlops --log-level DEBUG run)",
+    )
+    parser.add_argument(
+        "-v", "--verbose", dest="log_level", action="store_const", const="DEBUG", help="--log-level DEBUG"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
@@ -103,48 +168,61 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", required=True, help="folder, s3://bucket/prefix, .zip/.tar(.gz) archive or .csv manifest"
     )
     prepare.add_argument("--output", type=Path, required=True, help="directory for the manifest and report")
-    prepare.add_argument("--seed", type=int, default=0)
-    prepare.add_argument("--val-fraction", type=float, default=0.15)
-    prepare.add_argument("--test-fraction", type=float, default=0.15)
+    _add_seed_argument(prepare)
+    _add_split_arguments(prepare)
 
+    dataset_help = "the prepare-data output folder"
     select = commands.add_parser("select-backbone", help="rank candidate backbones on a prepared dataset")
-    select.add_argument("--dataset", type=Path, required=True, help="prepare-data output directory")
-    select.add_argument("--backbones", required=True, help="comma-separated candidates")
-    select.add_argument("--output", type=Path, required=True)
-    select.add_argument("--image-size", type=int)
-    select.add_argument("--seed", type=int, default=0)
+    select.add_argument("--dataset", type=Path, required=True, help=dataset_help)
+    select.add_argument(
+        "--backbones", default=",".join(DEFAULTS.backbones), help="comma-separated candidates (default: %(default)s)"
+    )
+    select.add_argument("--output", type=Path, required=True, help="folder for the ranking (selection.json)")
+    _add_image_size_argument(select)
+    _add_seed_argument(select)
 
     extract = commands.add_parser("extract-features", help="cache backbone features and fit the linear probe")
-    extract.add_argument("--dataset", type=Path, required=True, help="prepare-data output directory")
-    extract.add_argument("--backbone", default="efficientnet_lite0")
+    extract.add_argument("--dataset", type=Path, required=True, help=dataset_help)
+    extract.add_argument("--backbone", default=DEFAULT_BACKBONE, help="the backbone (default: %(default)s)")
     extract.add_argument("--output", type=Path, required=True, help="gets features/ and probe/ subdirectories")
-    extract.add_argument("--image-size", type=int)
-    extract.add_argument("--seed", type=int, default=0)
-    extract.add_argument("--class-weighted", action="store_true", help="balanced class weights for the probe")
+    _add_image_size_argument(extract)
+    _add_seed_argument(extract)
+    extract.add_argument(
+        "--class-weighted", action="store_true", default=DEFAULTS.class_weighted, help="balanced class weights"
+    )
 
     tune = commands.add_parser("fine-tune", help="train the classifier from the probe with a strategy")
-    tune.add_argument("--dataset", type=Path, required=True)
-    tune.add_argument("--probe", type=Path, required=True, help="extract-features output's probe/ directory")
-    tune.add_argument("--output", type=Path, required=True)
-    tune.add_argument("--strategy", default="auto", choices=["auto", "linear-probe", "full"])
-    tune.add_argument("--epochs", type=int, default=3)
-    tune.add_argument("--batch-size", type=int, default=32)
-    tune.add_argument("--lr", type=float, default=1e-4)
-    tune.add_argument("--seed", type=int, default=0)
-    tune.add_argument("--class-weighted", action="store_true", help="balanced class weights in the loss")
+    tune.add_argument("--dataset", type=Path, required=True, help=dataset_help)
+    tune.add_argument("--probe", type=Path, required=True, help="the probe/ folder of the extract-features output")
+    tune.add_argument("--output", type=Path, required=True, help="folder for the model and its training record")
+    tune.add_argument("--strategy", default=DEFAULTS.strategy, choices=STRATEGIES, help="(default: %(default)s)")
+    _add_training_arguments(tune)
+    _add_seed_argument(tune)
+    tune.add_argument(
+        "--class-weighted", action="store_true", default=DEFAULTS.class_weighted, help="balanced class weights"
+    )
 
-    evaluate = commands.add_parser("evaluate", help="evaluate a trained model on the test split")
-    evaluate.add_argument("--dataset", type=Path, required=True)
-    evaluate.add_argument("--model", type=Path, required=True)
-    evaluate.add_argument("--output", type=Path, required=True)
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="evaluate a trained model on the test split, then run the promotion gate against the champion",
+    )
+    evaluate.add_argument("--dataset", type=Path, required=True, help=dataset_help)
+    evaluate.add_argument("--model", type=Path, required=True, help="the fine-tune output folder")
+    evaluate.add_argument("--output", type=Path, required=True, help="folder for metrics, plots, the gate")
+    _add_tracking_argument(evaluate, "sqlite:///./mlflow.db: the registry whose champion the gate compares against")
+    _add_model_name_argument(evaluate)
 
-    register = commands.add_parser("register", help="log and register a trained model in MLflow")
-    register.add_argument("--dataset", type=Path, required=True)
-    register.add_argument("--model", type=Path, required=True)
-    register.add_argument("--evaluation", type=Path, required=True)
-    register.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"), required=False)
-    register.add_argument("--experiment", default="tlops")
-    register.add_argument("--model-name", default="tlops-classifier")
+    register = commands.add_parser(
+        "register", help="log and register an evaluated model in MLflow, moving champion as the gate decided"
+    )
+    register.add_argument("--dataset", type=Path, required=True, help=dataset_help)
+    register.add_argument("--model", type=Path, required=True, help="the fine-tune output folder")
+    register.add_argument("--evaluation", type=Path, required=True, help="the evaluate output folder")
+    register.add_argument("--selection", type=Path, help="the select-backbone output folder, logged with the run")
+    register.add_argument("--output", type=Path, help="folder for the run summary (default: only printed)")
+    _add_tracking_argument(register, "sqlite:///./mlflow.db")
+    register.add_argument("--experiment", default=DEFAULTS.experiment, help="MLflow experiment (default: %(default)s)")
+    _add_model_name_argument(register)
 
     submit = commands.add_parser(
         "submit",
@@ -173,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Move the 'champion' alias of a registered model. The replaced version keeps the alias "
         "'previous-champion', so --rollback undoes the last promotion.",
     )
-    promote.add_argument("--model-name", default="tlops-classifier", help="registered model (default: %(default)s)")
+    _add_model_name_argument(promote)
     target = promote.add_mutually_exclusive_group()
     target.add_argument("--version", type=int, help="version to promote (default: the current challenger)")
     target.add_argument("--rollback", action="store_true", help="make the previous champion the champion again")
@@ -193,7 +271,7 @@ def _backbone_list(text: str) -> list[str]:
 
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
-        raise TlopsError("--backbones is empty; name at least one, e.g. efficientnet_lite0")
+        raise TlopsError(f"--backbones is empty; name at least one, e.g. {DEFAULT_BACKBONE}")
     for name in names:
         check_backbone_name(name)
     return names
@@ -232,14 +310,18 @@ def command_remote(args: argparse.Namespace) -> int:
     """``tlops submit`` / ``tlops schedule``: compile the pipeline and create a run or recurring run on KFP."""
     import tempfile
 
+    from tlops.data.sources import check_data_argument
+    from tlops.models.names import check_image_size
     from tlops.pipeline.compile import compile_pipeline
     from tlops.pipeline.remote import check_cron, schedule_run, submit_run
 
-    _check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size)
+    _check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size or None)
+    check_image_size(args.image_size or None)
     if not args.host:
         raise TlopsError("no Kubeflow Pipelines host: pass --host URL or set KFP_HOST")
-    if not args.data:
+    if args.data is None:
         raise TlopsError("--data is required: an s3:// URI (or a path mounted in the pipeline's pods)")
+    check_data_argument(args.data)
     if not args.tracking_uri or not args.tracking_uri.startswith(("http://", "https://")):
         raise TlopsError("--tracking-uri must be an MLflow server URL the cluster can reach (http://...)")
     if args.command == "schedule":
@@ -259,43 +341,78 @@ def command_remote(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_images_per_class() -> int | None:
+    value = os.environ.get(DEMO_IMAGES_PER_CLASS_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 3:
+        raise TlopsError(f"{DEMO_IMAGES_PER_CLASS_ENV}={value!r}: give a whole number of images per class, at least 3")
+    return int(value)
+
+
 def command_run(args: argparse.Namespace) -> int:
     """``tlops run``: preflight the inputs, run the pipeline locally, print and write the summary."""
-    from tlops.data.demo import write_digits_imagefolder
-    from tlops.data.prepare import SplitConfig, check_dataset
-    from tlops.io.storage import make_s3_client
-    from tlops.promotion.tracking import check_tracking_server, resolve_tracking_uri
-    from tlops.steps.summary import format_summary
+    import shutil
 
-    _check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size)
+    from tlops.data.demo import write_digits_imagefolder
+    from tlops.data.prepare import SplitConfig, preflight_dataset
+    from tlops.data.sources import check_data_argument, check_output_apart
+    from tlops.io.paths import check_writable_dir
+    from tlops.io.storage import make_s3_client
+    from tlops.models.availability import check_backbone_available
+    from tlops.models.names import check_image_size
+    from tlops.promotion.tracking import check_tracking_server, resolve_tracking_uri
+
+    # Preflight: fail in one line before any step runs, anything is registered or --output is written; the
+    # cheap checks first, the data (every image read and decoded) last.
+    _check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size or None)
+    check_image_size(args.image_size or None)
+    split = SplitConfig(args.val_fraction, args.test_fraction, args.seed)
     backbones = _backbone_list(args.backbones)
     output = args.output.resolve()
+    check_writable_dir(output)
     image_size = args.image_size
-    if args.data is None:
-        data_uri = str(write_digits_imagefolder(output / "demo-data"))
-        image_size = image_size or DEMO_IMAGE_SIZE
-        print(f"no --data given: using the built-in demo data (scikit-learn digits) in {data_uri}")
-    else:
+    data_uri = None
+    if args.data is not None:
+        check_data_argument(args.data)
         data_uri = args.data if args.data.startswith("s3://") else str(Path(args.data).resolve())
-    # Preflight: fail in one line before any step runs or anything is registered.
-    s3 = make_s3_client() if data_uri.startswith("s3://") else None
-    listed = check_dataset(data_uri, SplitConfig(args.val_fraction, args.test_fraction, args.seed), s3)
+        check_output_apart(data_uri, output)
     tracking_uri = resolve_tracking_uri(args.tracking_uri, output)
     check_tracking_server(tracking_uri)
+    for name in backbones:
+        check_backbone_available(name)
+    created = not output.exists()
+    try:
+        if data_uri is None:
+            data_uri = str(write_digits_imagefolder(output / "demo-data", per_class=_demo_images_per_class()))
+            image_size = image_size or DEMO_IMAGE_SIZE
+            print(f"no --data given: using the built-in demo data (scikit-learn digits) in {data_uri}")
+        s3 = make_s3_client() if data_uri.startswith("s3://") else None
+        prepared = preflight_dataset(data_uri, split, s3)
+    except BaseException:
+        if created:
+            shutil.rmtree(output, ignore_errors=True)
+        raise
 
-    from tlops.pipeline.local import PipelineFailed, run_locally
+    from tlops.pipeline.local import PipelineFailed, keep_run_summary, run_locally
+    from tlops.steps.summary import format_summary  # imports torch: not before the preflight has passed
 
     output.mkdir(parents=True, exist_ok=True)
     parameters = _pipeline_parameters(args, data_uri, tracking_uri, backbones, image_size)
-    print(f"running the tlops pipeline locally ({len(listed.files)} images, tracking at {tracking_uri})", flush=True)
+    images = sum(prepared.num_images.values())
+    print(
+        f"running the tlops pipeline locally ({images} images, {len(prepared.quarantined)} quarantined; tracking at "
+        f"{tracking_uri})",
+        flush=True,
+    )
     try:
         summary = run_locally(parameters, output)
     except PipelineFailed as error:
         print(f"tlops: error: the pipeline failed: {error} (the step's log is above)", file=sys.stderr)
         return 1
-    (output / "run_summary.json").write_text(json.dumps(summary, indent=2))
+    path, kept, replaced = keep_run_summary(summary, output)
     print(format_summary(summary))
-    print(f"  summary    {output / 'run_summary.json'}")
+    print(f"  summary    {path} (this run's is kept as {kept.relative_to(output)}{'; ' if replaced else ''}{replaced})")
     return 0
 
 
@@ -316,39 +433,89 @@ def command_promote(args: argparse.Namespace) -> int:
 
 
 def command_step(args: argparse.Namespace) -> int:
-    """Run one step of the pipeline in this process."""
+    """Run one step of the pipeline in this process: the same function its KFP component calls.
+
+    The arguments are checked before the step starts; a failing step leaves no ``--output`` folder it created.
+    """
+    import shutil
+
+    from tlops.io.paths import check_writable_dir
+
+    _check_step_arguments(args)
+    output = args.output
+    if output is not None:
+        check_writable_dir(output)
+    created = output is not None and not output.exists()
+    try:
+        result = _run_step(args)
+    except BaseException:
+        if created:
+            shutil.rmtree(output, ignore_errors=True)
+        raise
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _check_step_arguments(args: argparse.Namespace) -> None:
+    """Check a step's options and input folders before it loads anything (the step checks its folders again)."""
+    from tlops.promotion.tracking import check_tracking_server, resolve_tracking_uri
+    from tlops.steps import outputs
+
+    inputs = {
+        "dataset": outputs.PreparedData,
+        "probe": outputs.ProbeSummary,
+        "model": outputs.ModelConfig,
+        "evaluation": outputs.Evaluation,
+        "selection": outputs.Selection,
+    }
+    read = {
+        option: record.read(getattr(args, option)) for option, record in inputs.items() if getattr(args, option, None)
+    }
+    for option in ("probe", "model", "evaluation"):
+        if option in read and "dataset" in read and read[option].classes != read["dataset"].classes:
+            raise TlopsError(
+                f"--{option} {getattr(args, option)} was made for other classes than --dataset {args.dataset} has: "
+                "use the outputs of one dataset"
+            )
+    if args.command == "select-backbone":
+        args.backbones = _backbone_list(args.backbones)
+    elif args.command == "extract-features":
+        if len(_backbone_list(args.backbone)) != 1:
+            raise TlopsError("--backbone takes one name; rank several with tlops select-backbone --backbones A,B")
+    elif args.command == "fine-tune":
+        _check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    if getattr(args, "image_size", None) is not None:
+        _check_positive(image_size=args.image_size or None)
+    if args.command in ("evaluate", "register"):
+        args.tracking_uri = resolve_tracking_uri(args.tracking_uri, Path.cwd())
+        check_tracking_server(args.tracking_uri)
+
+
+def _run_step(args: argparse.Namespace) -> object:
+    """Call the step's function; returns what the command prints (as JSON)."""
+    if args.command == "prepare-data":  # needs no torch: only S3
+        from tlops.data.prepare import SplitConfig, prepare_data
+        from tlops.io.storage import make_s3_client
+
+        config = SplitConfig(args.val_fraction, args.test_fraction, args.seed)
+        result = prepare_data(args.data, args.output, config, make_s3_client())
+        return {
+            "digest": result.digest,
+            "classes": result.classes,
+            "images": result.num_images,
+            "quarantined": len(result.quarantined),
+        }
     from tlops.steps.runtime import runtime_from_environment
 
     runtime = runtime_from_environment(os.environ)
-    if args.command == "prepare-data":
-        from tlops.data.prepare import SplitConfig, prepare_data
-
-        config = SplitConfig(args.val_fraction, args.test_fraction, args.seed)
-        result = prepare_data(args.data, args.output, config, runtime.s3)
-        print(
-            json.dumps(
-                {
-                    "digest": result.digest,
-                    "classes": result.classes,
-                    "images": result.num_images,
-                    "quarantined": len(result.quarantined),
-                },
-                indent=2,
-            )
-        )
-    elif args.command == "select-backbone":
+    if args.command == "select-backbone":
         from tlops.steps.select_backbone import select_backbone
 
         selection = select_backbone(
-            args.dataset,
-            _backbone_list(args.backbones),
-            args.output,
-            runtime,
-            image_size=args.image_size,
-            seed=args.seed,
+            args.dataset, args.backbones, args.output, runtime, image_size=args.image_size, seed=args.seed
         )
-        print(json.dumps(selection.ranking, indent=2))
-    elif args.command == "extract-features":
+        return selection.ranking
+    if args.command == "extract-features":
         from tlops.steps.extract_features import extract_and_probe
 
         summary = extract_and_probe(
@@ -361,10 +528,10 @@ def command_step(args: argparse.Namespace) -> int:
             seed=args.seed,
             class_weighted=args.class_weighted,
         )
-        print(json.dumps(summary, indent=2))
-    elif args.command == "fine-tune":
+        return summary.to_dict()
+    if args.command == "fine-tune":
         from tlops.steps.fine_tune import fine_tune
-        from tlops.train.finetune import TrainConfig
+        from tlops.train.config import TrainConfig
 
         config = TrainConfig(
             strategy=args.strategy,
@@ -374,27 +541,40 @@ def command_step(args: argparse.Namespace) -> int:
             seed=args.seed,
             class_weighted=args.class_weighted,
         )
-        summary = fine_tune(args.dataset, args.probe, args.output, config, runtime)
-        print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))
-    elif args.command == "evaluate":
+        training = fine_tune(args.dataset, args.probe, args.output, config, runtime)
+        return {k: v for k, v in training.to_dict().items() if k != "history"}
+    if args.command == "evaluate":
         from tlops.steps.evaluate import evaluate
 
-        print(json.dumps(evaluate(args.dataset, args.model, args.output, runtime)["metrics"], indent=2))
-    elif args.command == "register":
-        from tlops.promotion.registry import RegistryConfig, register_model, registration_dict
-        from tlops.promotion.tracking import resolve_tracking_uri
-
-        uri = resolve_tracking_uri(args.tracking_uri, Path.cwd())
-        config = RegistryConfig(tracking_uri=uri, experiment=args.experiment, model_name=args.model_name)
-        print(
-            json.dumps(registration_dict(register_model(args.dataset, args.model, args.evaluation, config)), indent=2)
+        evaluated = evaluate(
+            args.dataset, args.model, args.output, runtime, tracking_uri=args.tracking_uri, model_name=args.model_name
         )
-    return 0
+        return evaluated.evaluation.metrics
+    from tlops.promotion.config import RegistryConfig
+    from tlops.steps.register import register
+
+    config = RegistryConfig(tracking_uri=args.tracking_uri, experiment=args.experiment, model_name=args.model_name)
+    summary = register(
+        args.dataset, args.model, args.evaluation, config, output_dir=args.output, selection_dir=args.selection
+    )
+    return summary.to_dict()
+
+
+def setup_logging(level: str) -> None:
+    """Log tlops's progress and decisions on stderr at ``level``, also in the steps that ``tlops run`` starts.
+
+    The command's result (a summary, JSON) is printed on stdout; log lines never go there.
+    """
+    from tlops.io.logs import LEVEL_ENV, configure_logging
+
+    os.environ[LEVEL_ENV] = level  # inherited by the kfp.local step processes, whose components configure it
+    configure_logging(level)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tlops`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
     try:
         if args.command == "run":
             return command_run(args)

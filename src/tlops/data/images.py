@@ -30,10 +30,14 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
+# The usual extensions of the supported formats (for messages: files are read whatever their name).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-# Pillow readers for IMAGE_EXTENSIONS (the JPEG reader also opens camera MPO files, reported as "MPO"). Naming
+# Pillow readers of the supported formats (the JPEG reader also opens camera MPO files, reported as "MPO"). Naming
 # them in Image.open keeps other content away from Pillow's other plugins, some of which run programs (EPS).
 SUPPORTED_FORMATS = ("BMP", "GIF", "JPEG", "PNG", "TIFF", "WEBP")
+# ISO base media brands (bytes 8..12 of an ``ftyp`` box) of formats people take for images.
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"})
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
 MAX_IMAGE_PIXELS = 89_478_485  # Pillow's default decompression-bomb limit, enforced here on every decode
 
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
@@ -91,12 +95,46 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> DecodedI
     except Image.DecompressionBombError as error:
         raise InvalidImageError(f"decompression bomb: {error}") from None
     except Image.UnidentifiedImageError:
-        raise InvalidImageError(f"not an image: the content is none of {', '.join(SUPPORTED_FORMATS)}") from None
+        kind = sniff_kind(data)
+        named = f" ({kind})" if kind else ""
+        raise InvalidImageError(
+            f"not an image{named}: the content is none of {', '.join(SUPPORTED_FORMATS)}"
+            + ("; convert it to JPEG or PNG" if kind in ("SVG", "HEIC/HEIF", "AVIF", "PDF") else "")
+        ) from None
     except MemoryError:
         raise
     except Exception as error:  # Pillow's plugins raise assorted types (OSError, SyntaxError, struct.error, ...)
         raise InvalidImageError(f"image does not decode fully: {error}") from None
     return DecodedImage(image=rgb, width=rgb.width, height=rgb.height, format=image_format)
+
+
+def sniff_kind(data: bytes) -> str:
+    """Name what some bytes that are no supported image are, from their first bytes, for a quarantine reason.
+
+    Returns:
+        ``"SVG"``, ``"HEIC/HEIF"``, ``"AVIF"``, ``"MP4/MOV video"``, ``"PDF"``, ``"ZIP archive"``, ``"HTML"``,
+        ``"text"``, or ``""`` when unknown.
+    """
+    head = data[:4096]
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in _HEIF_BRANDS:
+            return "HEIC/HEIF"
+        return "AVIF" if brand in _AVIF_BRANDS else "MP4/MOV video"
+    if head.startswith(b"%PDF"):
+        return "PDF"
+    if head.startswith(b"PK\x03\x04"):
+        return "ZIP archive"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<svg", b"<?xml", b"<!doctype svg")) and b"<svg" in text:
+        return "SVG"
+    if text.startswith((b"<!doctype html", b"<html")):
+        return "HTML"
+    try:
+        decoded = head.decode("utf-8")
+    except UnicodeDecodeError:
+        decoded = ""  # binary, or a multi-byte character cut at 4096: not worth telling apart
+    return "text" if decoded and all(c.isprintable() or c in "\t\r\n" for c in decoded) else ""
 
 
 def _check_container(data: bytes, max_pixels: int) -> str:

@@ -3,24 +3,33 @@
 - ImageFolder: ``<class>/<image>``; the split is made later.
 - Pre-split: ``train/<class>/<image>``, ``test/<class>/<image>`` and optionally ``val/<class>/<image>``.
 - CSV manifest: a ``.csv`` source, or ``manifest.csv``/``labels.csv`` at the root, with columns
-  ``path,label[,split]``; paths are relative to the CSV's folder, or s3:// URIs.
+  ``path,label[,split]``; paths are relative to the CSV's folder (or absolute inside it), or s3:// URIs.
+
+Single folders that only wrap the dataset are stripped first, alike for folders, s3:// prefixes and archives.
+Every file of a folder layout is a candidate image whatever its name (the content decides, when it is read),
+except documented junk (:func:`~tlops.data.sources.is_junk`); files outside any class folder are quarantined.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from tlops.data.images import IMAGE_EXTENSIONS
-from tlops.data.sources import CSV_MANIFEST_NAMES, OpenedSource, TreeFile, list_tree
+from tlops.data.archives import is_archive
+from tlops.data.sources import CSV_MANIFEST_NAMES, OpenedSource, TreeFile, is_junk, list_tree, strip_wrappers
 from tlops.data.splits import SPLITS
 from tlops.errors import TlopsError
 from tlops.io.storage import S3Client, is_s3_uri, read_bytes
 
 IMAGE_FOLDER, PRE_SPLIT, CSV_MANIFEST = "image-folder", "pre-split", "csv-manifest"
+OUTSIDE_CLASS_FOLDER = "outside any class folder: not used (move it into a <class>/ folder)"
+URL_NOT_SUPPORTED = "{scheme} URLs are not supported: download the images or use s3://"
+_URL = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -66,34 +75,38 @@ def list_layout(opened: OpenedSource, s3: S3Client | None = None) -> Layout:
     """
     if opened.csv is not None:
         return csv_layout(opened.csv, opened.root, read_bytes(opened.csv, s3))
-    tree = list_tree(opened.root, s3)
+    prefix, tree = strip_wrappers([f for f in list_tree(opened.root, s3) if not is_junk(f.relpath)], keep=SPLITS)
+    root = f"{opened.root.rstrip('/')}/{prefix}" if prefix else opened.root
     manifests = [f for f in tree if f.relpath in CSV_MANIFEST_NAMES]
     if len(manifests) > 1:
         raise TlopsError(f"{opened.source!r} has both manifest.csv and labels.csv at its root; keep one of them")
     if manifests:
-        return csv_layout(manifests[0].uri, opened.root, read_bytes(manifests[0].uri, s3))
-    return folder_layout(tree, opened.source)
+        return csv_layout(manifests[0].uri, root, read_bytes(manifests[0].uri, s3))
+    return folder_layout(tree, opened.source, prefix)
 
 
-def is_candidate(relative: PurePosixPath) -> bool:
-    """Whether a path under a folder layout may be an image: inside a folder, not hidden, an image extension."""
-    return (
-        len(relative.parts) >= 2
-        and not any(part.startswith(".") for part in relative.parts)
-        and relative.suffix.lower() in IMAGE_EXTENSIONS
-    )
-
-
-def folder_layout(tree: list[TreeFile], source: str) -> Layout:
+def folder_layout(tree: list[TreeFile], source: str, prefix: str = "") -> Layout:
     """An ImageFolder, or pre-split folders when the top-level folders are split names holding class folders.
 
+    Every file but junk is a candidate, whatever its extension; files outside a class folder are quarantined.
+
+    Args:
+        tree: The listing, relative to the dataset root.
+        source: The dataset as the user gave it, for messages.
+        prefix: Wrapper folders stripped from the listing (see :func:`~tlops.data.sources.strip_wrappers`).
+
     Raises:
-        TlopsError: when split folders are mixed with other top-level folders, or train/ or test/ is missing.
+        TlopsError: when split folders are mixed with other top-level folders, train/ or test/ is missing, or
+            an ImageFolder has a single class (saying what was found and what to pass).
     """
-    candidates = [(f, PurePosixPath(f.relpath).parts) for f in tree if is_candidate(PurePosixPath(f.relpath))]
+    tree = [f for f in tree if not is_junk(f.relpath)]
+    candidates = [(f, PurePosixPath(f.relpath).parts) for f in tree]
+    loose = [{"path": f.relpath, "reason": OUTSIDE_CLASS_FOLDER} for f, parts in candidates if len(parts) < 2]
+    candidates = [(f, parts) for f, parts in candidates if len(parts) >= 2]
     split_dirs = {parts[0] for _f, parts in candidates if parts[0] in SPLITS and len(parts) >= 3}
     if not split_dirs:
-        return Layout(IMAGE_FOLDER, [SourceFile(f.uri, f.relpath, parts[0]) for f, parts in candidates])
+        _check_more_than_one_class([parts for _f, parts in candidates], source, prefix)
+        return Layout(IMAGE_FOLDER, [SourceFile(f.uri, f.relpath, parts[0]) for f, parts in candidates], loose)
     others = sorted({parts[0] for _f, parts in candidates} - set(SPLITS))
     given = ", ".join(f"{s}/" for s in SPLITS if s in split_dirs)
     if others:
@@ -108,7 +121,27 @@ def folder_layout(tree: list[TreeFile], source: str) -> Layout:
             f"{missing[0]}/<class>/ images (val/ is optional: it is carved out of train when absent)"
         )
     files = [SourceFile(f.uri, f.relpath, parts[1], parts[0]) for f, parts in candidates if len(parts) >= 3]
-    return Layout(PRE_SPLIT, files)
+    loose += [{"path": f.relpath, "reason": OUTSIDE_CLASS_FOLDER} for f, parts in candidates if len(parts) < 3]
+    return Layout(PRE_SPLIT, files, sorted(loose, key=lambda q: q["path"]))
+
+
+def _check_more_than_one_class(paths: list[tuple[str, ...]], source: str, prefix: str) -> None:
+    """Refuse an ImageFolder with one class, saying what was found and what to pass instead."""
+    labels = {parts[0] for parts in paths}
+    if len(labels) != 1:
+        return  # none: reported by the class-size check, which knows the whole dataset
+    label = labels.pop()
+    where = "/".join(part for part in (source.rstrip("/"), prefix) if part)
+    subfolders = sorted({parts[1] for parts in paths if len(parts) >= 3})
+    found = f"only one class ({label!r}, {len(paths)} file{'s' if len(paths) != 1 else ''}) found in {source!r}"
+    if len(subfolders) >= 2:
+        shown = ", ".join(subfolders[:5]) + (", ..." if len(subfolders) > 5 else "")
+        fix = "repack the archive with them at its top" if is_archive(source) else f"pass --data {where}/{label}"
+        raise TlopsError(f"{found}, its files in subfolders ({shown}); if those are the classes, {fix}")
+    raise TlopsError(
+        f"{found}; a classifier needs at least two classes: put each class's images in its own subfolder, "
+        f"{where}/<class>/<image>"
+    )
 
 
 def _read_table(data: bytes, name: str) -> pd.DataFrame:
@@ -142,6 +175,7 @@ def csv_layout(csv_uri: str, base: str, data: bytes) -> Layout:
 
     Raises:
         TlopsError: naming the row, for an empty path or label, an unknown split, or a path that leaves ``base``.
+            An http(s) URL (or another scheme but s3://) is quarantined: only local files and S3 are read.
     """
     name = PurePosixPath(csv_uri).name
     table = _read_table(data, name)
@@ -163,11 +197,19 @@ def csv_layout(csv_uri: str, base: str, data: bytes) -> Layout:
         if is_s3_uri(path):
             files.append(SourceFile(path, path, label, split))
             continue
+        url = _URL.match(path)
+        if url:
+            scheme = url.group(1).lower()
+            shown = "http(s)" if scheme in ("http", "https") else f"{scheme}://"
+            quarantined.append({"path": path, "reason": URL_NOT_SUPPORTED.format(scheme=shown)})
+            continue
         relative = PurePosixPath(path.replace("\\", "/"))
+        if relative.is_absolute() and local_base is not None:
+            relative = _inside(Path(relative), local_base) or relative
         if relative.is_absolute() or ".." in relative.parts:
             raise TlopsError(
                 f"{where} has path {path!r}, which leaves the CSV's folder; write paths relative to the folder "
-                f"holding {name}, without '..', or as s3:// URIs"
+                f"holding {name} (or absolute inside it), without '..', or as s3:// URIs"
             )
         relpath = relative.as_posix()
         if local_base is None:
@@ -186,3 +228,15 @@ def csv_layout(csv_uri: str, base: str, data: bytes) -> Layout:
             "images (val is optional: it is carved out of train when absent)"
         )
     return layout
+
+
+def _inside(path: Path, base: Path) -> PurePosixPath | None:
+    """An absolute path as a path relative to ``base`` (resolved), when it lies inside; else ``None``.
+
+    The folders leading to the file are resolved (``/tmp`` may be a link), the file itself is not: a symlink
+    leaving ``base`` is still caught as one.
+    """
+    for candidate in (Path(os.path.normpath(path)), path.parent.resolve() / path.name):
+        if candidate.is_relative_to(base):
+            return PurePosixPath(candidate.relative_to(base).as_posix())
+    return None

@@ -59,9 +59,24 @@ def split_dataset(
 
 
 def make_loader(
-    dataset: Dataset, batch_size: int, shuffle: bool = False, workers: int = 0, seed: int = 0
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool = False,
+    workers: int = 0,
+    seed: int = 0,
+    pin_memory: bool = False,
 ) -> DataLoader:
-    """A DataLoader with a seeded shuffle."""
+    """A DataLoader with a seeded shuffle.
+
+    Args:
+        dataset: The images and class ids.
+        batch_size: Images per batch.
+        shuffle: Reshuffle every epoch (seeded by ``seed``).
+        workers: Worker processes decoding images in parallel (0: in this process); they hand batches over
+            through shared memory (``/dev/shm``), and stay alive across epochs.
+        seed: Seed of the shuffle.
+        pin_memory: Page-locked batches, so copies to a CUDA device can overlap the computation.
+    """
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset,
@@ -70,4 +85,5 @@ def make_loader(
         num_workers=workers,
         generator=generator,
         persistent_workers=workers > 0,
+        pin_memory=pin_memory,
     )

@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tqdm.auto import tqdm
 
-from tlops.data.images import IMAGE_EXTENSIONS, decode_image
-from tlops.data.layouts import Layout, SourceFile, folder_layout, list_layout
+from tlops.data.images import SUPPORTED_FORMATS, decode_image
+from tlops.data.layouts import OUTSIDE_CLASS_FOLDER, Layout, SourceFile, list_layout
 from tlops.data.leakage import resolve_duplicates
+from tlops.data.prepared import MANIFEST_FILE, REPORT_FILE, SUMMARY_FILE, TEXT_COLUMNS, PreparedData
 from tlops.data.report import render_report
-from tlops.data.sources import list_tree, open_source
+from tlops.data.sources import check_data_argument, check_output_apart, open_source
 from tlops.data.splits import SPLITS, SplitConfig, assign_splits, carve_validation, split_counts
 from tlops.errors import TlopsError
+from tlops.io.paths import check_writable_dir
+from tlops.io.progress import progress
 from tlops.io.storage import S3Client, is_s3_uri, read_bytes
 
 __all__ = [
@@ -40,57 +40,22 @@ __all__ = [
     "dataset_digest",
     "list_image_folder",
     "load_prepared",
+    "preflight_dataset",
     "prepare_data",
+    "read_manifest",
     "render_report",
     "split_counts",
 ]
 
-MANIFEST_FILE = "manifest.csv"
-SUMMARY_FILE = "prepare_summary.json"
-REPORT_FILE = "report.md"
 EXTRACTED_DIR = "files"  # an archive source is extracted here, inside the output directory
 
 
-@dataclass
-class PreparedData:
-    """What the prepare-data step produced.
-
-    Attributes:
-        digest: sha256 over the sorted manifest rows; the same data gives the same digest.
-        classes: Sorted class names (the union over splits); a label's index in this list is its class id.
-        counts: Images per split and class.
-        quarantined: Files that failed validation, with the reason.
-        duplicates_removed: How many duplicate files were dropped.
-        source: The dataset URI or path that was read.
-        output_dir: Directory holding the manifest, summary and report.
-        layout: ``image-folder``, ``pre-split`` or ``csv-manifest``.
-        duplicates: One entry per duplicated content: ``sha256``, ``label``, ``kept``, ``kept_split``,
-            ``removed`` and ``across_splits``.
-        imbalance: ``ratio`` (largest over smallest class in train) and balanced ``class_weights``.
-    """
-
-    digest: str
-    classes: list[str]
-    counts: dict[str, dict[str, int]]
-    quarantined: list[dict[str, str]] = field(default_factory=list)
-    duplicates_removed: int = 0
-    source: str = ""
-    output_dir: str = ""
-    layout: str = ""
-    duplicates: list[dict[str, Any]] = field(default_factory=list)
-    imbalance: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def num_images(self) -> dict[str, int]:
-        """Images per split."""
-        return {split: sum(per_class.values()) for split, per_class in self.counts.items()}
-
-
 def list_image_folder(source: str, s3: S3Client | None = None) -> list[SourceFile]:
-    """List the images of a local folder or s3:// prefix laid out as an ImageFolder or as pre-split folders.
+    """List the candidate images of a local folder or s3:// prefix (an ImageFolder or pre-split folders).
 
-    Files directly under the root (or a split folder), hidden files and files without an image extension are
-    skipped; symlinks that leave the root are not followed.
+    Every file is a candidate whatever its name, except junk (hidden files, ``.DS_Store``, ``Thumbs.db``,
+    ``desktop.ini``, ``__MACOSX``) and files outside any class folder; wrapper folders are stripped; symlinks
+    that leave the root are not followed.
 
     Raises:
         TlopsError: when the source does not exist, cannot be listed or is not a folder.
@@ -98,7 +63,7 @@ def list_image_folder(source: str, s3: S3Client | None = None) -> list[SourceFil
     with open_source(source, s3) as opened:
         if opened.csv is not None or opened.extracted is not None:
             raise TlopsError(f"{source!r} is not a folder; list archives and CSV files with check_dataset")
-        return folder_layout(list_tree(opened.root, s3), source).files
+        return list_layout(opened, s3).files
 
 
 def check_dataset(source: str, config: SplitConfig | None = None, s3: S3Client | None = None) -> Layout:
@@ -117,16 +82,44 @@ def check_dataset(source: str, config: SplitConfig | None = None, s3: S3Client |
     return layout
 
 
-def check_class_sizes(counts: dict[str, int], config: SplitConfig, source: str) -> None:
+def preflight_dataset(source: str, config: SplitConfig | None = None, s3: S3Client | None = None) -> PreparedData:
+    """Everything :func:`prepare_data` checks, writing nothing: the preflight of ``tlops run``.
+
+    Every file is read and decoded as the prepare-data step will, so a dataset that passes here passes there
+    (a class whose files are all broken, or that duplicates leave short, fails here, before any step runs).
+    Archives are extracted into a temporary folder, removed again.
+
+    Returns:
+        What prepare-data would produce (without ``output_dir``).
+
+    Raises:
+        TlopsError: when the source is missing, unsafe or malformed, or its classes are too few or too small.
+    """
+    config = config or SplitConfig()
+    with open_source(source, s3) as opened:
+        layout = list_layout(opened, s3)
+        _check_sizes([(f.split, f.label) for f in layout.files], layout, config, source)
+        return _prepare(layout, source, config, s3)[1]
+
+
+def check_class_sizes(
+    counts: dict[str, int], config: SplitConfig, source: str, notes: dict[str, str] | None = None
+) -> None:
     """Check that the classes of a dataset without given splits can support a train/val/test split.
+
+    Args:
+        counts: Valid images per class.
+        config: The split.
+        source: The dataset, for the message.
+        notes: Said after a short class's count (what was quarantined), by class.
 
     Raises:
         TlopsError: when there are no images, a single class, or classes too small to split.
     """
     if not counts:
         raise TlopsError(
-            f"no images found in {source!r}; expected one subfolder per class holding "
-            f"{'/'.join(sorted(IMAGE_EXTENSIONS))} files"
+            f"no images found in {source!r}; expected one subfolder per class holding image files "
+            f"({', '.join(SUPPORTED_FORMATS)})"
         )
     if len(counts) < 2:
         only = next(iter(counts))
@@ -136,20 +129,23 @@ def check_class_sizes(counts: dict[str, int], config: SplitConfig, source: str) 
     minimum = len(SPLITS)
     small = {label: n for label, n in sorted(counts.items()) if n < minimum}
     if small:
-        listed = ", ".join(f"{label!r} has {n}" for label, n in small.items())
+        listed = ", ".join(f"{label!r} has {n}{(notes or {}).get(label, '')}" for label, n in small.items())
         raise TlopsError(
             f"classes too small to split in {source!r}: {listed}; each class needs at least {minimum} valid "
             "images (one each for train, val and test): add images or remove the class"
         )
 
 
-def check_split_sizes(counts: dict[str, dict[str, int]], source: str, carve_val: bool = False) -> None:
+def check_split_sizes(
+    counts: dict[str, dict[str, int]], source: str, carve_val: bool = False, notes: dict[str, str] | None = None
+) -> None:
     """Check that every class of a dataset with given splits has an image in each split.
 
     Args:
         counts: Images per split and class; the classes are the union over splits.
         source: The dataset, for the message.
         carve_val: Whether val is carved out of train, which then needs two images per class.
+        notes: Said after a short class's counts (what was quarantined), by class.
 
     Raises:
         TlopsError: when there are no images, a single class, or classes short in some split (with the counts).
@@ -160,7 +156,10 @@ def check_split_sizes(counts: dict[str, dict[str, int]], source: str, carve_val:
     short = [label for label in labels if any(counts.get(s, {}).get(label, 0) < n for s, n in need.items())]
     if short:
         listed = "; ".join(
-            f"{label!r} has " + ", ".join(f"{s} {counts.get(s, {}).get(label, 0)}" for s in need) for label in short
+            f"{label!r} has "
+            + ", ".join(f"{s} {counts.get(s, {}).get(label, 0)}" for s in need)
+            + (notes or {}).get(label, "")
+            for label in short
         )
         rule = (
             "2 train images (one is carved out for val, as there is no val split) and 1 test image"
@@ -174,18 +173,24 @@ def check_split_sizes(counts: dict[str, dict[str, int]], source: str, carve_val:
 
 
 def _check_sizes(
-    pairs: list[tuple[str | None, str]], layout: Layout, config: SplitConfig, source: str, labels: Iterable[str] = ()
+    pairs: list[tuple[str | None, str]],
+    layout: Layout,
+    config: SplitConfig,
+    source: str,
+    labels: Iterable[str] = (),
+    notes: dict[str, str] | None = None,
 ) -> None:
     """Check the (split, label) pairs of a layout; ``labels`` are classes to count even with no image left."""
     if not layout.split_given:
-        check_class_sizes({label: 0 for label in labels} | Counter(label for _s, label in pairs), config, source)
+        counts = {label: 0 for label in labels} | Counter(label for _s, label in pairs)
+        check_class_sizes(counts, config, source, notes)
         return
     every_label = sorted(set(labels) | {label for _s, label in pairs})
     counts = {split: dict.fromkeys(every_label, 0) for split in SPLITS}
     for split, label in pairs:
         if split in counts:
             counts[split][label] += 1
-    check_split_sizes(counts, source, layout.carve_val)
+    check_split_sizes(counts, source, layout.carve_val, notes)
 
 
 def class_imbalance(train_counts: dict[str, int]) -> dict[str, Any]:
@@ -213,7 +218,7 @@ def _inspect(file: SourceFile, s3: S3Client | None) -> dict[str, Any]:
         data = read_bytes(file.uri, s3)
         decoded = decode_image(data)
     except (ValueError, OSError) as error:
-        return {"uri": file.uri, "relpath": file.relpath, "error": str(error)}
+        return {"uri": file.uri, "relpath": file.relpath, "label": file.label, "error": str(error)}
     return {
         "uri": file.uri,
         "relpath": file.relpath,
@@ -247,11 +252,16 @@ def prepare_data(
         The digest, classes, per-split counts, quarantine list, duplicates and imbalance.
 
     Raises:
-        TlopsError: when the source is missing, unsafe or malformed, or its classes are too few or too small
-            (nothing is left in ``output_dir`` then, if this call created it).
+        TlopsError: when the source is empty, missing, unsafe or malformed, its classes are too few or too
+            small, ``output_dir`` cannot be written, or it and a local source lie one inside the other (nothing
+            is left in ``output_dir`` then, if this call created it). Nothing is read before the output folder
+            is checked.
     """
     config = config or SplitConfig()
+    check_data_argument(source)
     output_dir = Path(output_dir).resolve()
+    check_writable_dir(output_dir)
+    check_output_apart(source, output_dir)
     created = not output_dir.exists()
     try:
         with open_source(source, s3, extract_to=output_dir / EXTRACTED_DIR) as opened:
@@ -278,23 +288,29 @@ def _prepare(
     files = layout.files
     with ThreadPoolExecutor(max_workers=config.workers) as pool:
         inspected = list(
-            tqdm(
-                pool.map(lambda f: _inspect(f, s3), files),
-                total=len(files),
-                desc="checking images",
-                unit="img",
-                mininterval=1.0,
-            )
+            progress(pool.map(lambda f: _inspect(f, s3), files), "checking images", total=len(files), unit="img")
         )
     quarantined = layout.quarantined + [{"path": r["relpath"], "reason": r["error"]} for r in inspected if "error" in r]
     decoded = [r for r in inspected if "error" not in r]
     if not decoded:
-        raise TlopsError(f"none of the {len(files)} image files in {source!r} could be decoded; see the files")
+        first = (
+            next((q for q in quarantined if q["reason"] != OUTSIDE_CLASS_FOLDER), quarantined[0])
+            if quarantined
+            else None
+        )
+        example = f" (e.g. {first['path']!r}: {first['reason']})" if first else ""
+        raise TlopsError(f"none of the {len(files)} files in {source!r} is a readable image{example}; check the files")
     deduplicated = resolve_duplicates(decoded)
     quarantined += deduplicated.conflicts
-    # Every listed class counts, so a class whose files were all quarantined is named rather than dropped.
+    # Every listed class counts, so a class whose files were all quarantined is named rather than dropped, with
+    # what was quarantined.
     _check_sizes(
-        [(r["split"], r["label"]) for r in deduplicated.rows], layout, config, source, {f.label for f in files}
+        [(r["split"], r["label"]) for r in deduplicated.rows],
+        layout,
+        config,
+        source,
+        {f.label for f in files},
+        _quarantine_notes([r for r in inspected if "error" in r]),
     )
     rows = pd.DataFrame(deduplicated.rows)
     if not layout.split_given:
@@ -321,11 +337,22 @@ def _prepare(
     return manifest.reset_index(drop=True), prepared
 
 
+def _quarantine_notes(failed: list[dict[str, Any]]) -> dict[str, str]:
+    """Per class, how many of its files were quarantined, with the first one's reason."""
+    by_label: dict[str, list[dict[str, Any]]] = {}
+    for row in failed:
+        by_label.setdefault(row["label"], []).append(row)
+    return {
+        label: f" ({len(rows)} quarantined, e.g. {rows[0]['relpath']!r}: {rows[0]['error']})"
+        for label, rows in by_label.items()
+    }
+
+
 def _write_outputs(manifest: pd.DataFrame, prepared: PreparedData, output_dir: Path) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     manifest.to_csv(output_dir / MANIFEST_FILE, index=False)
-    (output_dir / SUMMARY_FILE).write_text(json.dumps(asdict(prepared), indent=2))
     (output_dir / REPORT_FILE).write_text(render_report(prepared))
+    prepared.write(output_dir)  # last: its presence marks a complete output
 
 
 def load_prepared(data_dir: Path) -> tuple[pd.DataFrame, PreparedData]:
@@ -333,10 +360,25 @@ def load_prepared(data_dir: Path) -> tuple[pd.DataFrame, PreparedData]:
 
     Relative ``uri`` values (files extracted from an archive into the output directory) are made absolute
     against ``data_dir``, wherever that directory has been moved to.
+
+    Raises:
+        TlopsError: when ``data_dir`` is not a prepare-data output or was written with another schema version.
     """
     data_dir = Path(data_dir)
-    manifest = pd.read_csv(data_dir / MANIFEST_FILE, dtype={"label": str})
+    prepared = PreparedData.read(data_dir)
+    manifest = read_manifest(data_dir)
     base = data_dir.resolve()
     manifest["uri"] = [uri if is_s3_uri(uri) or Path(uri).is_absolute() else str(base / uri) for uri in manifest["uri"]]
-    prepared = PreparedData(**json.loads((data_dir / SUMMARY_FILE).read_text()))
     return manifest, prepared
+
+
+def read_manifest(data_dir: Path) -> pd.DataFrame:
+    """The manifest of a prepare-data output as written, its text columns as strings (no NA parsing).
+
+    Raises:
+        TlopsError: when the folder holds no manifest.
+    """
+    path = Path(data_dir) / MANIFEST_FILE
+    if not path.is_file():
+        raise TlopsError(f"{data_dir} is not a prepare-data output (no {MANIFEST_FILE}): run tlops prepare-data first")
+    return pd.read_csv(path, dtype=dict.fromkeys(TEXT_COLUMNS, str), keep_default_na=False, na_values=[])

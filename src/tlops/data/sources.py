@@ -10,15 +10,70 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from tlops.data.archives import ARCHIVE_SUFFIXES, extract_archive, is_archive
+from tlops.data.archives import ARCHIVE_SUFFIXES, ArchiveLimits, extract_archive, is_archive
 from tlops.errors import TlopsError
 from tlops.io.storage import S3Client, download, is_s3_uri, iter_objects, parse_s3_uri
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Collection, Iterator
 
 CSV_MANIFEST_NAMES = ("manifest.csv", "labels.csv")
 _KINDS = f"a folder, a {'/'.join(ARCHIVE_SUFFIXES)} archive, a .csv manifest or an s3:// URI"
+# Files that operating systems and archivers leave in folders: never part of a dataset, skipped without a word.
+JUNK_FILES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
+JUNK_FOLDERS = frozenset({"__macosx"})
+
+
+def is_junk(relpath: str) -> bool:
+    """Whether a file is documented junk, skipped without a word; every other file is used or quarantined.
+
+    Junk: hidden files (a dot-file, or inside a dot-folder), ``.DS_Store``, ``Thumbs.db``, ``desktop.ini``, and
+    anything inside ``__MACOSX``.
+    """
+    parts = PurePosixPath(relpath).parts
+    return (
+        not parts
+        or any(part.startswith(".") or part.lower() in JUNK_FOLDERS for part in parts)
+        or parts[-1].lower() in JUNK_FILES
+    )
+
+
+def check_data_argument(source: str | None, flag: str = "--data") -> str:
+    """The dataset argument, refused when empty (an unset ``$DATA`` would otherwise mean the current folder).
+
+    Raises:
+        TlopsError: when ``source`` is empty or blank.
+    """
+    if source is None or not source.strip():
+        raise TlopsError(f"{flag} is empty (an unset variable?); pass {_KINDS}, e.g. {flag} ./my_images")
+    return source
+
+
+def check_output_apart(source: str, output: Path) -> None:
+    """Refuse an output folder inside a local dataset, or a local dataset inside the output folder.
+
+    An output inside the data would become part of it (its ``manifest.csv`` makes the next run read the folder
+    as a CSV manifest); data inside the output is among files tlops writes and removes. For a CSV source the
+    dataset folder is the CSV's, and only an output that is that very folder is refused.
+
+    Raises:
+        TlopsError: naming both paths and the fix.
+    """
+    if is_s3_uri(source) or not source.strip():
+        return
+    data, out = Path(source).resolve(), Path(output).resolve()
+    folder = data if data.is_dir() else data.parent if data.suffix.lower() == ".csv" else None
+    if folder is not None and (out == folder or (data.is_dir() and out.is_relative_to(folder))):
+        where = "is the dataset folder" if out == folder else f"is inside the dataset folder {folder}"
+        raise TlopsError(
+            f"--output {out} {where}: its manifest.csv and step outputs would become part of the data on the next "
+            "run; pass an --output outside the dataset"
+        )
+    if data.is_relative_to(out):
+        raise TlopsError(
+            f"the dataset {data} is inside --output {out}, where tlops writes (and on failure removes) its files; "
+            "keep the data outside: pass another --output"
+        )
 
 
 @dataclass(frozen=True)
@@ -47,7 +102,9 @@ class OpenedSource:
 
 
 @contextmanager
-def open_source(source: str, s3: S3Client | None = None, extract_to: Path | None = None) -> Iterator[OpenedSource]:
+def open_source(
+    source: str, s3: S3Client | None = None, extract_to: Path | None = None, limits: ArchiveLimits | None = None
+) -> Iterator[OpenedSource]:
     """Make a source listable: archives (local or on S3) are downloaded and extracted safely.
 
     Args:
@@ -55,13 +112,16 @@ def open_source(source: str, s3: S3Client | None = None, extract_to: Path | None
         s3: S3 client, needed for s3:// sources.
         extract_to: Where an archive is extracted and kept (removed again if the ``with`` body fails); ``None``
             extracts into a temporary folder removed on exit.
+        limits: How much an archive may expand (default: :meth:`ArchiveLimits.from_environment`).
 
     Yields:
         The root to list and, for a CSV source, the CSV.
 
     Raises:
-        TlopsError: when the source is missing, of an unknown kind, or an unsafe or unreadable archive.
+        TlopsError: when the source is empty, missing, of an unknown kind, or an unsafe, too large or unreadable
+            archive.
     """
+    check_data_argument(source)
     if is_s3_uri(source):
         if s3 is None:
             raise TlopsError(f"{source} is on S3 but no S3 client was configured")
@@ -85,7 +145,7 @@ def open_source(source: str, s3: S3Client | None = None, extract_to: Path | None
             if extract_to is None:
                 extract_to = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tlops-extract-"))) / "files"
             try:
-                root = _fetch_and_extract(source, s3, extract_to)
+                root = _fetch_and_extract(source, s3, extract_to, limits)
                 yield OpenedSource(source, str(root), extracted=extract_to)
             except BaseException:
                 shutil.rmtree(extract_to, ignore_errors=True)
@@ -94,26 +154,42 @@ def open_source(source: str, s3: S3Client | None = None, extract_to: Path | None
         yield OpenedSource(source, f"s3://{location.bucket}/{location.key.strip('/')}".rstrip("/"))
 
 
-def _fetch_and_extract(source: str, s3: S3Client | None, destination: Path) -> Path:
+def _fetch_and_extract(source: str, s3: S3Client | None, destination: Path, limits: ArchiveLimits | None) -> Path:
     if is_s3_uri(source):
         with tempfile.TemporaryDirectory(prefix="tlops-download-") as folder:
             archive = download(source, Path(folder) / PurePosixPath(parse_s3_uri(source).key).name, s3)
-            extract_archive(archive, destination)
+            extract_archive(archive, destination, limits)
     else:
-        extract_archive(Path(source), destination)
-    return _archive_root(destination)
+        extract_archive(Path(source), destination, limits)
+    return destination
 
 
-def _archive_root(folder: Path) -> Path:
-    """The folder, or the innermost single top-level folder that wraps the dataset (``flowers/daisy/1.jpg``)."""
-    while True:
-        entries = [e for e in folder.iterdir() if not e.name.startswith(".") and e.name != "__MACOSX"]
-        if len(entries) != 1 or not entries[0].is_dir() or entries[0].is_symlink():
-            return folder
-        inner = entries[0]
-        if not any(child.is_dir() or child.name in CSV_MANIFEST_NAMES for child in inner.iterdir()):
-            return folder  # a lone class folder, not a wrapper
-        folder = inner
+def strip_wrappers(tree: list[TreeFile], keep: Collection[str] = ()) -> tuple[str, list[TreeFile]]:
+    """Strip single folders that only wrap the dataset (``flowers/daisy/1.jpg``), the same for every source.
+
+    A top level holding nothing but one folder (junk aside), which itself holds folders or a CSV manifest, is a
+    wrapper: its name is dropped from every path, and again for the next level. A lone folder holding only
+    files is a class, not a wrapper; so is a folder named in ``keep`` (a lone ``train/`` is a split).
+
+    Args:
+        tree: The listing of a folder, s3:// prefix or extracted archive, without junk.
+        keep: Folder names that are never stripped.
+
+    Returns:
+        The stripped prefix (``"a/b"``, or ``""``) and the listing relative to it.
+    """
+    prefix: list[str] = []
+    while tree:
+        parts = [PurePosixPath(f.relpath).parts for f in tree]
+        tops = {p[0] for p in parts}
+        if len(tops) != 1 or any(len(p) < 2 for p in parts):
+            break
+        top = tops.pop()
+        if top in keep or not any(len(p) >= 3 or p[1] in CSV_MANIFEST_NAMES for p in parts):
+            break  # a lone split or class folder, not a wrapper
+        prefix.append(top)
+        tree = [TreeFile(f.uri, f.relpath[len(top) + 1 :]) for f in tree]
+    return "/".join(prefix), tree
 
 
 def list_tree(root: str, s3: S3Client | None = None) -> list[TreeFile]:

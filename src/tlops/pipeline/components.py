@@ -1,7 +1,8 @@
 """KFP components: each imports the core step, calls it, and maps the results onto typed artifacts.
 
 No ``from __future__ import annotations`` here: KFP reads the annotations at decoration time. The function
-bodies are shipped into the container as source, so every import sits inside them.
+bodies are shipped into the container as source, so every import sits inside them. Each body configures
+logging first (:func:`tlops.io.logs.configure_logging`), so the steps' log lines reach the pod's log.
 """
 
 from typing import NamedTuple
@@ -26,10 +27,13 @@ def prepare_data(
     import shutil
     from pathlib import Path
 
-    from tlops.data.prepare import REPORT_FILE, SplitConfig
+    from tlops.data.prepare import SplitConfig
     from tlops.data.prepare import prepare_data as run
+    from tlops.io.logs import configure_logging
+    from tlops.steps.outputs import REPORT_FILE
     from tlops.steps.runtime import runtime_from_environment
 
+    configure_logging()
     runtime = runtime_from_environment(os.environ)
     prepared = run(data_uri, Path(dataset.path), SplitConfig(val_fraction, test_fraction, seed), runtime.s3)
     dataset.metadata.update({"digest": prepared.digest, "classes": prepared.classes, **prepared.num_images})
@@ -44,15 +48,17 @@ def select_backbone(
     import os
     from pathlib import Path
 
+    from tlops.io.logs import configure_logging
     from tlops.steps.runtime import runtime_from_environment
     from tlops.steps.select_backbone import select_backbone as run
 
+    configure_logging()
     result = run(
         Path(dataset.path),
         candidates,
         Path(selection.path),
         runtime_from_environment(os.environ),
-        image_size=image_size or None,
+        image_size=image_size,
         seed=seed,
     )
     selection.metadata.update({"chosen": result.chosen, "reasons": result.reasons})
@@ -73,20 +79,22 @@ def extract_features(
     import os
     from pathlib import Path
 
+    from tlops.io.logs import configure_logging
     from tlops.steps.extract_features import extract_and_probe
     from tlops.steps.runtime import runtime_from_environment
 
+    configure_logging()
     summary = extract_and_probe(
         Path(dataset.path),
         backbone,
         Path(features.path),
         Path(probe.path),
         runtime_from_environment(os.environ),
-        image_size=image_size or None,
+        image_size=image_size,
         seed=seed,
         class_weighted=class_weighted,
     )
-    probe.metadata.update(summary)
+    probe.metadata.update(summary.to_dict())
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
@@ -108,10 +116,12 @@ def fine_tune(
     from pathlib import Path
 
     from tlops.evaluation.plots import html_page
+    from tlops.io.logs import configure_logging
     from tlops.steps.fine_tune import fine_tune as run
     from tlops.steps.runtime import runtime_from_environment
-    from tlops.train.finetune import TrainConfig
+    from tlops.train.config import TrainConfig
 
+    configure_logging()
     config = TrainConfig(
         strategy=strategy,
         epochs=epochs,
@@ -120,13 +130,13 @@ def fine_tune(
         seed=seed,
         class_weighted=class_weighted,
     )
-    summary = run(Path(dataset.path), Path(probe.path), Path(model.path), config, runtime_from_environment(os.environ))
-    model.metadata.update({k: summary[k] for k in ("strategy", "reasons", "best_epoch", "val_accuracy")})
+    training = run(Path(dataset.path), Path(probe.path), Path(model.path), config, runtime_from_environment(os.environ))
+    model.metadata.update({k: getattr(training, k) for k in ("strategy", "reasons", "best_epoch", "val_accuracy")})
     curves = sorted(Path(model.path).glob("*.png"))
     Path(learning_curves.path).write_text(
-        html_page("Training", curves, "<p>" + "<br>".join(map(html.escape, summary["reasons"])) + "</p>")
+        html_page("Training", curves, "<p>" + "<br>".join(map(html.escape, training.reasons)) + "</p>")
     )
-    return summary["strategy"]
+    return training.strategy
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -145,17 +155,24 @@ def evaluate(
     from pathlib import Path
 
     from tlops.evaluation.plots import html_page
-    from tlops.steps.evaluate import compare_with_champion
+    from tlops.io.logs import configure_logging
     from tlops.steps.evaluate import evaluate as run
     from tlops.steps.runtime import runtime_from_environment
 
+    configure_logging()
     runtime = runtime_from_environment(os.environ)
-    result = run(Path(dataset.path), Path(model.path), Path(evaluation.path), runtime)
-    gate = compare_with_champion(Path(dataset.path), Path(evaluation.path), tracking_uri, model_name, runtime)
-    evaluation.metadata.update({"promote": gate["promote"], "gate": gate["reasons"]})
-    for name, value in result["metrics"].items():
+    result, gate = run(
+        Path(dataset.path),
+        Path(model.path),
+        Path(evaluation.path),
+        runtime,
+        tracking_uri=tracking_uri,
+        model_name=model_name,
+    )
+    evaluation.metadata.update({"promote": gate.promote, "gate": gate.reasons})
+    for name, value in result.metrics.items():
         metrics.log_metric(name, value)
-    confusion.log_confusion_matrix(result["classes"], result["confusion"])
+    confusion.log_confusion_matrix(result.classes, result.confusion)
     Path(plots.path).write_text(html_page("Evaluation", sorted(Path(evaluation.path).glob("*.png"))))
 
 
@@ -170,22 +187,29 @@ def register(
     model_name: str,
     registration: Output[Artifact],
 ) -> NamedTuple("Registered", [("version", int), ("model_uri", str)]):
-    """Log the run to MLflow, register the model version as challenger (champion when it is the first)."""
-    import json
+    """Log the run to MLflow, register the model version as challenger (champion when the gate's verdict holds)."""
     from collections import namedtuple
     from pathlib import Path
 
-    from tlops.promotion.registry import RegistryConfig, register_model
-    from tlops.steps.summary import run_summary
+    from tlops.io.logs import configure_logging
+    from tlops.promotion.config import RegistryConfig
+    from tlops.steps.register import register as run
 
+    configure_logging()
     config = RegistryConfig(tracking_uri=tracking_uri, experiment=experiment, model_name=model_name)
-    result = register_model(
-        Path(dataset.path), Path(model.path), Path(evaluation.path), config, extra_artifact_dirs=[Path(selection.path)]
+    summary = run(
+        Path(dataset.path),
+        Path(model.path),
+        Path(evaluation.path),
+        config,
+        output_dir=Path(registration.path),
+        selection_dir=Path(selection.path),
     )
-    summary = run_summary(Path(dataset.path), Path(model.path), Path(evaluation.path), result)
-    Path(registration.path).write_text(json.dumps(summary, indent=2))
-    registration.metadata.update({"version": result.version, "model_uri": result.model_uri, "aliases": result.aliases})
-    return namedtuple("Registered", ["version", "model_uri"])(result.version, result.model_uri)
+    registration.metadata.update(
+        {"version": summary.version, "model_uri": summary.model_uri, "aliases": summary.aliases}
+        | {"champion": summary.champion}
+    )
+    return namedtuple("Registered", ["version", "model_uri"])(summary.version, summary.model_uri)
 
 
 ALL_COMPONENTS = (prepare_data, select_backbone, extract_features, fine_tune, evaluate, register)

@@ -4,8 +4,10 @@ from kfp import dsl, kubernetes
 from kfp.dsl import Artifact
 
 from tlops.pipeline import components
+from tlops.steps.config import DEFAULTS
 
 PIPELINE_NAME = "tlops-transfer-learning"
+DEFAULT_BACKBONES = list(DEFAULTS.backbones)  # KFP wants a list default for a list parameter
 CREDENTIAL_KEYS = (
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
@@ -22,13 +24,33 @@ def _credentials(task: dsl.PipelineTask, secret_name) -> dsl.PipelineTask:
     )
 
 
+def _shared_memory(task: dsl.PipelineTask, size: str) -> dsl.PipelineTask:
+    """Mount a memory-backed /dev/shm of ``size``.
+
+    The DataLoader workers (``Runtime.workers``: one per usable CPU, at most 8) hand their batches over through
+    it, and a container's own /dev/shm is 64 MiB.
+    """
+    return kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=size)
+
+
 def _gpu_node_pool(task: dsl.PipelineTask, gpus: int = 1) -> dsl.PipelineTask:
-    """Ask for GPUs, tolerate the GPU taint, and give PyTorch's data loaders a large /dev/shm."""
+    """Ask for GPUs, tolerate the GPU taint, and give PyTorch's data loaders a large /dev/shm.
+
+    For the steps on the GPU image (the runtime picks CUDA when a GPU is visible and pins host memory).
+    """
     task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
     task.set_cpu_request("4").set_memory_request("16G").set_memory_limit("32G")
     kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
-    kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
-    return task
+    return _shared_memory(task, "8Gi")
+
+
+def _cpu_node(task: dsl.PipelineTask, cpus: int, memory_gb: int, shared_memory: str | None = None) -> dsl.PipelineTask:
+    """Size a step on the CPU image: ``cpus`` CPUs, ``memory_gb`` GB (limit: twice that), no accelerator.
+
+    ``shared_memory`` mounts a /dev/shm of that size, for the steps whose data loaders run workers.
+    """
+    task.set_cpu_request(str(cpus)).set_memory_request(f"{memory_gb}G").set_memory_limit(f"{2 * memory_gb}G")
+    return _shared_memory(task, shared_memory) if shared_memory else task
 
 
 @dsl.pipeline(
@@ -39,23 +61,24 @@ def _gpu_node_pool(task: dsl.PipelineTask, gpus: int = 1) -> dsl.PipelineTask:
 def transfer_learning_pipeline(
     data_uri: str,
     tracking_uri: str,
-    backbones: list = ["efficientnet_lite0"],  # noqa: B006 - KFP pipeline parameter default
-    strategy: str = "auto",
-    epochs: int = 3,
-    batch_size: int = 32,
-    learning_rate: float = 1e-4,
-    image_size: int = 0,
-    seed: int = 0,
-    class_weighted: bool = False,
-    val_fraction: float = 0.15,
-    test_fraction: float = 0.15,
-    experiment: str = "tlops",
-    model_name: str = "tlops-classifier",
+    backbones: list = DEFAULT_BACKBONES,
+    strategy: str = DEFAULTS.strategy,
+    epochs: int = DEFAULTS.epochs,
+    batch_size: int = DEFAULTS.batch_size,
+    learning_rate: float = DEFAULTS.learning_rate,
+    image_size: int = DEFAULTS.image_size,
+    seed: int = DEFAULTS.seed,
+    class_weighted: bool = DEFAULTS.class_weighted,
+    val_fraction: float = DEFAULTS.val_fraction,
+    test_fraction: float = DEFAULTS.test_fraction,
+    experiment: str = DEFAULTS.experiment,
+    model_name: str = DEFAULTS.model_name,
     credentials_secret: str = "tlops-credentials",
 ) -> Artifact:
-    """Run the six steps; the output is the registration summary (``run_summary.json`` content).
+    """Run the six steps; the output is the register step's folder holding ``run_summary.json``.
 
-    ``image_size`` 0 means each backbone's own input size (kfp.local cannot take a ``None`` default).
+    The defaults are :data:`tlops.steps.config.DEFAULTS`. ``image_size`` 0 means each backbone's own input size
+    (kfp.local cannot take a ``None`` default).
     """
     data = components.prepare_data(
         data_uri=data_uri, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
@@ -80,7 +103,6 @@ def transfer_learning_pipeline(
         seed=seed,
         class_weighted=class_weighted,
     ).set_display_name("fine-tune")
-    _gpu_node_pool(training)
     evaluation = components.evaluate(
         dataset=data.outputs["dataset"],
         model=training.outputs["model"],
@@ -102,4 +124,11 @@ def transfer_learning_pipeline(
     )
     for task in (data, selection, features, training, evaluation, registration):
         _credentials(task, credentials_secret)
+    # Where each step runs: the two on the GPU image on the GPU node pool, the others sized for their work.
+    _cpu_node(data, cpus=2, memory_gb=4)  # decode-checks every image (threads)
+    _cpu_node(selection, cpus=4, memory_gb=8, shared_memory="2Gi")  # runs each candidate backbone
+    _gpu_node_pool(features)
+    _gpu_node_pool(training)
+    _cpu_node(evaluation, cpus=4, memory_gb=8, shared_memory="2Gi")  # runs the model and the champion
+    _cpu_node(registration, cpus=2, memory_gb=4)  # exports and uploads the model
     return registration.outputs["registration"]

@@ -8,19 +8,9 @@ significant, and no class regresses beyond the bound.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-
-COMPARISON_FILE = "comparison.json"
-
-
-def read_comparison(evaluation_dir: Path) -> dict | None:
-    """The gate's comparison the evaluate step wrote, or ``None`` when it made none."""
-    path = Path(evaluation_dir) / COMPARISON_FILE
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 @dataclass(frozen=True)

@@ -1,47 +1,74 @@
 """Registration: log the run to MLflow, register the model version, and move the aliases.
 
-The new version becomes ``challenger``; the first version of a registered model also becomes ``champion``.
-A failure after the version was created deletes it again, so no half-registered version or moved alias
-remains.
+The new version becomes ``challenger``. It becomes ``champion`` when the promotion gate passed against the
+version that is still the champion, or when there is no champion and none was compared against; a champion that
+moved after the gate ran (a manual promotion, a concurrent run) is left alone. A failure after the version was
+created deletes it again, so no half-registered version or moved alias remains.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tlops.data.prepare import MANIFEST_FILE, REPORT_FILE, load_prepared
 from tlops.errors import TlopsError
-from tlops.models.checkpoint import load_classifier
-from tlops.promotion.gate import read_comparison
+from tlops.promotion.config import RegistryConfig as RegistryConfig  # re-exported
 from tlops.promotion.tracking import check_tracking_server
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from torch import nn
+
+    from tlops.data.prepare import PreparedData
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous-champion"
 
 
-@dataclass(frozen=True)
-class RegistryConfig:
-    """Where and under which name a model is registered.
+@dataclass
+class RunRecord:
+    """What a registration logs: the step outputs, read by the register step.
 
     Attributes:
-        tracking_uri: MLflow tracking URI (server or local store).
-        experiment: MLflow experiment of the run.
-        model_name: Registered model name.
+        prepared: The prepare-data summary.
+        manifest: The manifest (relpath, sha256, label, split), the run's dataset input.
+        model: The trained classifier.
+        backbone: Its backbone name.
+        data_config: Its preprocessing as a dict (``input_size``, ``mean``, ...).
+        training: The fine-tune step's training record as a dict.
+        metrics: The test metrics.
+        comparison: The promotion gate's comparison as a dict (``promote``, ``champion_version``, ``reasons`` and
+            the numbers) to log, or ``None`` when no gate ran.
+        artifacts: Files to log, each with the artifact folder it goes into.
+        promote: The gate's verdict for this registry, ``None`` when no gate compared against it.
+        compared_champion: The champion version the gate compared against (``None``: there was none).
     """
 
-    tracking_uri: str
-    experiment: str = "tlops"
-    model_name: str = "tlops-classifier"
+    prepared: PreparedData
+    manifest: pd.DataFrame
+    model: nn.Module
+    backbone: str
+    data_config: dict[str, Any]
+    training: dict[str, Any]
+    metrics: dict[str, float]
+    comparison: dict[str, Any] | None = None
+    artifacts: list[tuple[Path, str]] = field(default_factory=list)
+    promote: bool | None = None
+    compared_champion: int | None = None
 
 
 @dataclass
 class Registration:
-    """A registered model version and where to find it."""
+    """A registered model version and where to find it.
+
+    Attributes:
+        champion: The champion version after registration (``None`` when there is none).
+        champion_reason: Why the champion is that version.
+    """
 
     tracking_uri: str
     registered_model: str
@@ -51,6 +78,8 @@ class Registration:
     run_id: str
     experiment: str
     aliases: list[str] = field(default_factory=list)
+    champion: int | None = None
+    champion_reason: str = ""
 
 
 def _signature_and_example(input_size: int, num_classes: int):
@@ -62,22 +91,12 @@ def _signature_and_example(input_size: int, num_classes: int):
     return signature, example
 
 
-def register_model(
-    data_dir: Path,
-    model_dir: Path,
-    evaluation_dir: Path,
-    config: RegistryConfig,
-    extra_artifact_dirs: list[Path] | None = None,
-    client=None,
-) -> Registration:
+def register_model(record: RunRecord, config: RegistryConfig, client=None) -> Registration:
     """Log params, metrics, plots, dataset lineage and the model to MLflow; register it and set aliases.
 
     Args:
-        data_dir: Output of the prepare-data step (manifest, summary, report).
-        model_dir: Output of the fine-tune step.
-        evaluation_dir: Output of the evaluate step.
+        record: The step outputs to log.
         config: Tracking URI, experiment and registered model name.
-        extra_artifact_dirs: More step outputs whose JSON and PNG files are logged as artifacts.
         client: ``MlflowClient`` for the registry calls (one for ``config.tracking_uri`` when ``None``).
 
     Raises:
@@ -91,10 +110,8 @@ def register_model(
     mlflow.set_tracking_uri(config.tracking_uri)
     client = client or MlflowClient(config.tracking_uri)
     model_existed = _registered_model_exists(client, config.model_name)
-    manifest, prepared = load_prepared(data_dir)
-    model, model_config = load_classifier(model_dir)
-    training = json.loads((Path(model_dir) / "training.json").read_text())
-    evaluation = json.loads((Path(evaluation_dir) / "evaluation.json").read_text())
+    prepared, training, comparison = record.prepared, record.training, record.comparison
+    input_size = record.data_config["input_size"]
     experiment = _experiment(client, config)
 
     version = None
@@ -102,10 +119,10 @@ def register_model(
         try:
             mlflow.log_params(
                 {
-                    "backbone": model_config["backbone"],
+                    "backbone": record.backbone,
                     "strategy": training["strategy"],
                     "requested_strategy": training["requested_strategy"],
-                    "input_size": model_config["data_config"]["input_size"],
+                    "input_size": input_size,
                     "num_classes": len(prepared.classes),
                     "dataset_digest": prepared.digest,
                     **{f"train.{k}": v for k, v in training["config"].items()},
@@ -115,43 +132,38 @@ def register_model(
                 {"tlops.dataset_digest": prepared.digest, "tlops.strategy_reasons": " | ".join(training["reasons"])}
             )
             mlflow.log_metrics(
-                evaluation["metrics"]
+                record.metrics
                 | {"val_accuracy": training["val_accuracy"], "probe_val_accuracy": training["probe_val_accuracy"]}
             )
-            comparison = read_comparison(evaluation_dir)
             if comparison is not None:
                 mlflow.set_tag("tlops.promotion.gate", " | ".join(comparison["reasons"]))
                 numbers = ("difference", "ci_low", "ci_high", "mcnemar_p", "worst_class_regression")
                 mlflow.log_metrics({f"gate.{k}": comparison[k] for k in numbers if comparison.get(k) is not None})
-            for record in training["history"]:
+            for epoch in training["history"]:
                 for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
-                    if record.get(key) is not None:
-                        mlflow.log_metric(f"curve.{key}", record[key], step=record["epoch"])
+                    if epoch.get(key) is not None:
+                        mlflow.log_metric(f"curve.{key}", epoch[key], step=epoch["epoch"])
             dataset = mlflow.data.from_pandas(
-                manifest[["relpath", "sha256", "label", "split"]],
+                record.manifest[["relpath", "sha256", "label", "split"]],
                 source=prepared.source or "unknown",
                 name=Path(prepared.source.rstrip("/")).name or "dataset",
                 digest=prepared.digest[:36],
                 targets="label",
             )
             mlflow.log_input(dataset, context="training")
-            for directory in [Path(data_dir), Path(evaluation_dir), Path(model_dir), *(extra_artifact_dirs or [])]:
-                for path in sorted(directory.iterdir()):
-                    if path.suffix in {".json", ".png", ".md"} or path.name == MANIFEST_FILE:
-                        mlflow.log_artifact(str(path), artifact_path="report" if path.name != REPORT_FILE else "data")
-            signature, example = _signature_and_example(
-                model_config["data_config"]["input_size"], len(prepared.classes)
-            )
+            for path, folder in record.artifacts:
+                mlflow.log_artifact(str(path), artifact_path=folder)
+            signature, example = _signature_and_example(input_size, len(prepared.classes))
             logged = mlflow.pytorch.log_model(
-                model,
+                record.model,
                 name="model",
                 signature=signature,
                 input_example=example,
                 serialization_format="pt2",
                 metadata={
                     "classes": prepared.classes,
-                    "data_config": model_config["data_config"],
-                    "backbone": model_config["backbone"],
+                    "data_config": record.data_config,
+                    "backbone": record.backbone,
                 },
             )
             version = mlflow.register_model(
@@ -159,17 +171,13 @@ def register_model(
                 config.model_name,
                 tags={
                     "dataset_digest": prepared.digest,
-                    "backbone": model_config["backbone"],
+                    "backbone": record.backbone,
                     "strategy": training["strategy"],
-                    "test_accuracy": f"{evaluation['metrics']['test_accuracy']:.4f}",
+                    "test_accuracy": f"{record.metrics['test_accuracy']:.4f}",
                 },
             )
-            aliases = assign_aliases(
-                client,
-                config.model_name,
-                version.version,
-                promote=None if comparison is None else bool(comparison["promote"]),
-            )
+            moved = assign_aliases(client, config.model_name, version.version, record.promote, record.compared_champion)
+            mlflow.set_tag("tlops.champion", moved.reason)
         except Exception as error:
             if version is not None:
                 client.delete_model_version(config.model_name, version.version)
@@ -187,7 +195,9 @@ def register_model(
         logged_model_uri=logged.model_uri,
         run_id=run.info.run_id,
         experiment=config.experiment,
-        aliases=aliases,
+        aliases=moved.aliases,
+        champion=moved.champion,
+        champion_reason=moved.reason,
     )
 
 
@@ -212,8 +222,29 @@ def _experiment(client, config: RegistryConfig):
     return client.get_experiment(client.create_experiment(config.experiment, artifact_location=location))
 
 
-def assign_aliases(client, model_name: str, version: str | int, promote: bool | None = None) -> list[str]:
-    """Make ``version`` the ``challenger``, and the ``champion`` when the gate says so or there is none yet.
+@dataclass
+class AliasMove:
+    """What :func:`assign_aliases` did.
+
+    Attributes:
+        aliases: The aliases the new version holds now.
+        champion: The champion version now (``None`` when there is none).
+        reason: Why the champion is that version.
+    """
+
+    aliases: list[str]
+    champion: int | None
+    reason: str
+
+
+def assign_aliases(
+    client, model_name: str, version: str | int, promote: bool | None = None, compared_champion: int | None = None
+) -> AliasMove:
+    """Make ``version`` the ``challenger``, and the ``champion`` when the gate's verdict still holds.
+
+    The gate compared the new version with ``compared_champion``. The champion moves only if it is still that
+    version (a compare-then-set: if a manual promotion or a concurrent run moved it meanwhile, the verdict is
+    stale and the champion is left alone).
 
     Args:
         client: ``MlflowClient`` of the registry.
@@ -221,24 +252,45 @@ def assign_aliases(client, model_name: str, version: str | int, promote: bool | 
         version: The new version.
         promote: The promotion gate's verdict; ``None`` when no comparison was made (then only a model without a
             champion gets one).
-
-    Returns:
-        The aliases the version holds now.
+        compared_champion: The champion version the gate compared against (``None``: there was none).
     """
+    version = int(version)
     client.set_registered_model_alias(model_name, CHALLENGER, str(version))
-    aliases = [CHALLENGER]
     current = _version_of_alias(client, model_name, CHAMPION)
-    if current is None or promote:
-        client.set_registered_model_alias(model_name, CHAMPION, str(version))
-        if current is not None:
-            client.set_registered_model_alias(model_name, PREVIOUS_CHAMPION, str(current))
-        aliases.append(CHAMPION)
-    return aliases
+    if promote is None:
+        move = current is None
+        reason = (
+            "no champion yet: the new version becomes it"
+            if move
+            else f"no gate compared against this registry's champion: version {current} stays"
+        )
+    elif current != compared_champion:
+        move = False
+        reason = (
+            f"the champion changed after the gate compared against {_describe(compared_champion)}: it is "
+            f"{_describe(current)} now, left alone; evaluate again, or promote by hand (tlops promote --version "
+            f"{version})"
+        )
+    elif promote:
+        move = True
+        reason = (
+            "no champion yet: the new version becomes it"
+            if current is None
+            else f"the gate passed against version {current}: the new version replaces it ({PREVIOUS_CHAMPION})"
+        )
+    else:
+        move = False
+        reason = f"the gate kept version {current}"
+    if not move:
+        return AliasMove([CHALLENGER], current, reason)
+    client.set_registered_model_alias(model_name, CHAMPION, str(version))
+    if current is not None:
+        client.set_registered_model_alias(model_name, PREVIOUS_CHAMPION, str(current))
+    return AliasMove([CHALLENGER, CHAMPION], version, reason)
 
 
-def registration_dict(registration: Registration) -> dict:
-    """The registration as a JSON-ready dict."""
-    return asdict(registration)
+def _describe(version: int | None) -> str:
+    return "no champion" if version is None else f"version {version}"
 
 
 @dataclass

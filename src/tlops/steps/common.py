@@ -8,9 +8,9 @@ import pandas as pd
 import torch
 
 from tlops.data.loading import localize, make_loader, split_dataset
-from tlops.data.prepare import load_prepared
 from tlops.data.preprocessing import eval_transform
 from tlops.models.backbones import Backbone, feature_extractor
+from tlops.steps.outputs import load_prepared
 from tlops.steps.runtime import Runtime
 from tlops.train.probe import extract_features
 
@@ -26,7 +26,7 @@ def backbone_features(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Features and class ids of one split, from the frozen backbone with its weights' preprocessing."""
     dataset = split_dataset(manifest, split, classes, eval_transform(backbone.data_config))
-    loader = make_loader(dataset, runtime.batch_size, workers=runtime.workers)
+    loader = make_loader(dataset, runtime.batch_size, workers=runtime.workers, pin_memory=runtime.pin_memory)
     return extract_features(
         feature_extractor(backbone), loader, runtime.device, desc=f"{backbone.name} {split} features"
     )

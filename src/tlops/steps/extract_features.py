@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import json
+import logging
 from pathlib import Path
 
 from tlops.models.backbones import load_backbone
+from tlops.models.names import check_backbone_name
 from tlops.steps.common import backbone_features, localized_manifest
+from tlops.steps.config import DEFAULTS
+from tlops.steps.outputs import PreparedData, ProbeSummary, write_features, write_probe
 from tlops.steps.runtime import Runtime
-from tlops.train.probe import FEATURES_FILE, PROBE_SUMMARY_FILE, fit_linear_head, save_features, save_probe
+from tlops.train.probe import fit_linear_head
+
+logger = logging.getLogger(__name__)
 
 
 def extract_and_probe(
@@ -18,31 +23,50 @@ def extract_and_probe(
     probe_dir: Path,
     runtime: Runtime,
     *,
-    image_size: int | None = None,
-    seed: int = 0,
-    class_weighted: bool = False,
-) -> dict:
+    image_size: int = DEFAULTS.image_size,
+    seed: int = DEFAULTS.seed,
+    class_weighted: bool = DEFAULTS.class_weighted,
+) -> ProbeSummary:
     """Run the frozen backbone once over every split, cache the features, fit the linear head on them.
 
     Writes ``features.safetensors`` into ``features_dir``, and ``head.safetensors`` and ``probe_summary.json``
     into ``probe_dir``.
 
+    Args:
+        data_dir: Output of the prepare-data step.
+        backbone_name: The backbone.
+        features_dir: Where the features go.
+        probe_dir: Where the probe goes.
+        runtime: Device, S3 client and caches.
+        image_size: Input size; 0 for the backbone's own.
+        seed: Seed of the logistic regression.
+        class_weighted: Weight each class inversely to its frequency.
+
     Returns:
         The probe summary (chosen C, train and val accuracy, backbone, input size).
+
+    Raises:
+        TlopsError: when the backbone name is unknown or ``data_dir`` is not a prepare-data output.
     """
+    check_backbone_name(backbone_name)
+    PreparedData.read(data_dir)
     manifest, classes = localized_manifest(data_dir, runtime)
-    backbone = load_backbone(backbone_name, image_size=image_size, s3=runtime.s3, cache_dir=runtime.cache_dir)
+    backbone = load_backbone(backbone_name, image_size=image_size or None, s3=runtime.s3, cache_dir=runtime.cache_dir)
     splits = {
         split: backbone_features(backbone, manifest, split, classes, runtime) for split in ("train", "val", "test")
     }
-    features_dir.mkdir(parents=True, exist_ok=True)
-    save_features(features_dir / FEATURES_FILE, splits)
+    write_features(features_dir, splits)
     probe = fit_linear_head(splits["train"], splits["val"], len(classes), seed=seed, class_weighted=class_weighted)
-    extra = {
-        "image_size": backbone.data_config.input_size,
-        "num_features": backbone.num_features,
-        "class_weighted": class_weighted,
-    }
-    save_probe(probe_dir, probe, backbone_name, extra)
-    print(f"linear probe on {backbone_name}: val accuracy {probe.val_accuracy:.4f} (C={probe.C})")
-    return json.loads((probe_dir / PROBE_SUMMARY_FILE).read_text())
+    summary = ProbeSummary(
+        backbone=backbone_name,
+        classes=classes,
+        C=probe.C,
+        val_accuracy=probe.val_accuracy,
+        train_accuracy=probe.train_accuracy,
+        image_size=backbone.data_config.input_size,
+        num_features=backbone.num_features,
+        class_weighted=class_weighted,
+    )
+    write_probe(probe_dir, probe.head, summary)
+    logger.info("linear probe on %s: val accuracy %.4f (C=%s)", backbone_name, probe.val_accuracy, probe.C)
+    return summary

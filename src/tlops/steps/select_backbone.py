@@ -2,35 +2,22 @@
 
 from __future__ import annotations
 
-import json
+import logging
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tlops.errors import TlopsError
 from tlops.models.backbones import load_backbone
+from tlops.models.names import check_backbone_name
 from tlops.steps.common import backbone_features, localized_manifest
+from tlops.steps.config import DEFAULT_BACKBONE, DEFAULTS
+from tlops.steps.outputs import PreparedData, Selection
 from tlops.steps.runtime import Runtime
 from tlops.train.probe import GlobalScaler
 
-SELECTION_FILE = "selection.json"
-
-
-@dataclass
-class Selection:
-    """The backbone ranking and the choice.
-
-    Attributes:
-        chosen: Name of the chosen backbone.
-        ranking: One entry per candidate, best first: name, cv_accuracy, images, seconds.
-        reasons: Why the chosen backbone won.
-    """
-
-    chosen: str
-    ranking: list[dict]
-    reasons: list[str]
+logger = logging.getLogger(__name__)
 
 
 def select_backbone(
@@ -39,10 +26,10 @@ def select_backbone(
     output_dir: Path,
     runtime: Runtime,
     *,
-    image_size: int | None = None,
+    image_size: int = DEFAULTS.image_size,
     max_images_per_class: int = 40,
     folds: int = 5,
-    seed: int = 0,
+    seed: int = DEFAULTS.seed,
 ) -> Selection:
     """Rank candidate backbones by cross-validated linear-probe accuracy on (a sample of) the training split.
 
@@ -51,13 +38,14 @@ def select_backbone(
         candidates: Backbone names.
         output_dir: Where ``selection.json`` is written.
         runtime: Device, S3 client and caches.
-        image_size: Input size override for all candidates.
+        image_size: Input size for all candidates; 0 for each backbone's own.
         max_images_per_class: Training images per class used for scoring (the budget).
         folds: Cross-validation folds (fewer when a class is smaller).
         seed: Seed of the sample and folds.
 
     Raises:
-        TlopsError: when no candidate is given.
+        TlopsError: when no candidate is given, a name is unknown, or ``data_dir`` is not a prepare-data output
+            (checked before anything runs, even when a single candidate leaves nothing to rank).
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
@@ -65,7 +53,10 @@ def select_backbone(
 
     candidates = list(dict.fromkeys(candidates))
     if not candidates:
-        raise TlopsError("no candidate backbones given; pass at least one, e.g. --backbones efficientnet_lite0")
+        raise TlopsError(f"no candidate backbones given; pass at least one, e.g. --backbones {DEFAULT_BACKBONE}")
+    for name in candidates:
+        check_backbone_name(name)
+    PreparedData.read(data_dir)
     if len(candidates) == 1:
         selection = Selection(candidates[0], [{"name": candidates[0]}], ["only one candidate: nothing to compare"])
     else:
@@ -76,7 +67,7 @@ def select_backbone(
         ranking = []
         for name in candidates:
             start = time.perf_counter()
-            backbone = load_backbone(name, image_size=image_size, s3=runtime.s3, cache_dir=runtime.cache_dir)
+            backbone = load_backbone(name, image_size=image_size or None, s3=runtime.s3, cache_dir=runtime.cache_dir)
             features, targets = backbone_features(backbone, sample, "train", classes, runtime)
             probe = make_pipeline(GlobalScaler(), LogisticRegression(C=0.1, max_iter=2000, random_state=seed))
             scores = cross_val_score(
@@ -103,8 +94,7 @@ def select_backbone(
                 f"{runner_up['cv_accuracy']:.3f}"
             ],
         )
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / SELECTION_FILE).write_text(json.dumps(asdict(selection), indent=2))
+    selection.write(output_dir)
     for reason in selection.reasons:
-        print(f"backbone selection: {reason}")
+        logger.info("backbone selection: %s", reason)
     return selection

@@ -10,65 +10,21 @@ Strategies:
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
+from tlops.io.progress import progress
 from tlops.models.device import autocast
+from tlops.train.config import STRATEGIES as STRATEGIES  # re-exported
+from tlops.train.config import Strategy as Strategy
+from tlops.train.config import TrainConfig
 
-Strategy = Literal["auto", "linear-probe", "full"]
-STRATEGIES: tuple[str, ...] = ("auto", "linear-probe", "full")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Fine-tuning settings.
-
-    Attributes:
-        strategy: ``auto``, ``linear-probe`` or ``full``.
-        epochs: Fine-tuning epochs (``full``).
-        batch_size: Images per step.
-        lr: Peak AdamW learning rate for all layers (low: the head starts trained).
-        weight_decay: AdamW weight decay.
-        label_smoothing: Cross-entropy label smoothing.
-        freeze_batchnorm: Keep BatchNorm statistics frozen (safer on small datasets).
-        warmup_fraction: Fraction of steps with linear warm-up before the cosine decay.
-        auto_probe_accuracy: ``auto`` keeps the probe when its validation accuracy reaches this.
-        auto_min_images_per_class: ``auto`` keeps the probe below this many training images per class.
-        seed: Seed for shuffling and augmentation.
-        workers: DataLoader worker processes.
-        hflip: Random horizontal flips (for photos whose mirror image has the same class).
-        class_weighted: Weight the loss of each class inversely to its training frequency (imbalanced data).
-    """
-
-    strategy: str = "auto"
-    epochs: int = 3
-    batch_size: int = 32
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    label_smoothing: float = 0.1
-    freeze_batchnorm: bool = True
-    warmup_fraction: float = 0.1
-    auto_probe_accuracy: float = 0.97
-    auto_min_images_per_class: int = 10
-    seed: int = 0
-    workers: int = 0
-    hflip: bool = False
-    class_weighted: bool = False
-
-    def __post_init__(self) -> None:
-        """Reject settings that cannot train."""
-        from tlops.errors import TlopsError
-
-        if self.strategy not in STRATEGIES:
-            raise TlopsError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise TlopsError("epochs and batch size must be at least 1 and the learning rate positive")
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -154,7 +110,7 @@ def evaluate_loss(model: nn.Module, loader: DataLoader, device: torch.device) ->
     model.eval()
     total_loss, correct, count = 0.0, 0, 0
     for images, targets in loader:
-        images, targets = images.to(device), targets.to(device)
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         with autocast(device):
             logits = model(images)
         total_loss += nn.functional.cross_entropy(logits.float(), targets, reduction="sum").item()
@@ -211,8 +167,8 @@ def fine_tune_all_layers(
     for epoch in range(1, config.epochs + 1):
         _set_train_mode(model, config.freeze_batchnorm)
         running_loss, correct, count = 0.0, 0, 0
-        progress = tqdm(train_loader, desc=f"fine-tune epoch {epoch}/{config.epochs}", unit="batch", mininterval=2.0)
-        for images, targets in progress:
+        batches = progress(train_loader, f"fine-tune epoch {epoch}/{config.epochs}", unit="batch")
+        for images, targets in batches:
             images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             with autocast(device):
                 logits = model(images)
@@ -224,11 +180,15 @@ def fine_tune_all_layers(
             running_loss += loss.item() * len(targets)
             correct += (logits.argmax(1) == targets).sum().item()
             count += len(targets)
-            progress.set_postfix(loss=f"{running_loss / count:.3f}")
+            batches.set_postfix(loss=f"{running_loss / count:.3f}")
         val_loss, val_accuracy = evaluate_loss(model, val_loader, device)
         history.append(EpochRecord(epoch, running_loss / count, correct / count, val_loss, val_accuracy))
-        print(
-            f"epoch {epoch}: train loss {running_loss / count:.4f}, val loss {val_loss:.4f}, val acc {val_accuracy:.4f}"
+        logger.info(
+            "epoch %d: train loss %.4f, val loss %.4f, val acc %.4f",
+            epoch,
+            running_loss / count,
+            val_loss,
+            val_accuracy,
         )
         if val_accuracy > best_accuracy:
             best_epoch, best_accuracy = epoch, val_accuracy

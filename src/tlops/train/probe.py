@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +11,9 @@ from safetensors.torch import load_file, save_file
 from sklearn.base import BaseEstimator, TransformerMixin
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
+from tlops.io.progress import progress
 from tlops.models.device import autocast
-
-FEATURES_FILE = "features.safetensors"
-HEAD_FILE = "head.safetensors"
-PROBE_SUMMARY_FILE = "probe_summary.json"
 
 
 @torch.inference_mode()
@@ -32,7 +27,7 @@ def extract_features(
     """
     model.eval().to(device)
     features, targets = [], []
-    for images, labels in tqdm(loader, desc=desc, unit="batch", mininterval=2.0):
+    for images, labels in progress(loader, desc, unit="batch"):
         with autocast(device):
             output = model(images.to(device, non_blocking=True))
         features.append(output.float().cpu())
@@ -150,17 +145,14 @@ def load_features(path: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     return {s: (tensors[f"{s}.features"], tensors[f"{s}.targets"]) for s in sorted(splits)}
 
 
-def save_probe(output_dir: Path, probe: ProbeResult, backbone: str, extra: dict | None = None) -> None:
-    """Write the head weights and a JSON summary of the probe."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in probe.head.state_dict().items()}, str(output_dir / HEAD_FILE))
-    summary = {k: v for k, v in asdict(probe).items() if k != "head"} | {"backbone": backbone} | (extra or {})
-    (output_dir / PROBE_SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+def save_head(path: Path, head: nn.Linear) -> None:
+    """Save a linear head's weight and bias as one safetensors file."""
+    save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, str(path))
 
 
-def load_head(output_dir: Path) -> nn.Linear:
-    """Load the head that :func:`save_probe` wrote."""
-    state = load_file(str(Path(output_dir) / HEAD_FILE))
+def load_head(path: Path) -> nn.Linear:
+    """Load what :func:`save_head` wrote."""
+    state = load_file(str(path))
     out_features, in_features = state["weight"].shape
     head = nn.Linear(in_features, out_features)
     head.load_state_dict(state)

@@ -1,0 +1,55 @@
+"""The prepare-data step's output: its file names and its summary record (no pandas import, for quick checks).
+
+The step itself is :func:`tlops.data.prepare.prepare_data`; :mod:`tlops.steps.outputs` re-exports these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tlops.io.records import JsonRecord
+
+MANIFEST_FILE = "manifest.csv"
+SUMMARY_FILE = "prepare_summary.json"
+REPORT_FILE = "report.md"
+# Manifest columns read as text, never parsed: a class named NA, null, nan or None stays that string.
+TEXT_COLUMNS = ("uri", "relpath", "sha256", "label", "split")
+
+
+@dataclass
+class PreparedData(JsonRecord):
+    """What the prepare-data step produced, stored as ``prepare_summary.json`` beside the manifest and report.
+
+    Attributes:
+        digest: sha256 over the sorted manifest rows; the same data gives the same digest.
+        classes: Sorted class names (the union over splits); a label's index in this list is its class id.
+        counts: Images per split and class.
+        quarantined: Files that failed validation, with the reason.
+        duplicates_removed: How many duplicate files were dropped.
+        source: The dataset URI or path that was read.
+        output_dir: Directory holding the manifest, summary and report.
+        layout: ``image-folder``, ``pre-split`` or ``csv-manifest``.
+        duplicates: One entry per duplicated content: ``sha256``, ``label``, ``kept``, ``kept_split``,
+            ``removed`` and ``across_splits``.
+        imbalance: ``ratio`` (largest over smallest class in train) and balanced ``class_weights``.
+    """
+
+    digest: str
+    classes: list[str]
+    counts: dict[str, dict[str, int]]
+    quarantined: list[dict[str, str]] = field(default_factory=list)
+    duplicates_removed: int = 0
+    source: str = ""
+    output_dir: str = ""
+    layout: str = ""
+    duplicates: list[dict[str, Any]] = field(default_factory=list)
+    imbalance: dict[str, Any] = field(default_factory=dict)
+
+    FILE = SUMMARY_FILE
+    STEP = "prepare-data"
+
+    @property
+    def num_images(self) -> dict[str, int]:
+        """Images per split."""
+        return {split: sum(per_class.values()) for split, per_class in self.counts.items()}

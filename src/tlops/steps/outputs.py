@@ -1,0 +1,428 @@
+"""Every file a step writes: the names, a typed record per JSON file, and the readers and writers of the rest.
+
+Each JSON record carries a ``schema_version`` and is checked on read: given a folder that is not the expected
+step output, or one written with another schema, a reader raises a :class:`~tlops.errors.TlopsError` naming the
+folder and the command to run. The prepare-data step's files are written by :mod:`tlops.data.prepare` (the data
+layer cannot import this one); they are re-exported here, so steps read every output through this module.
+
+The records import neither torch nor pandas, so the command line checks its input folders before it loads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tlops.data.prepared import MANIFEST_FILE, REPORT_FILE, PreparedData
+from tlops.data.prepared import SUMMARY_FILE as PREPARE_SUMMARY_FILE
+from tlops.errors import TlopsError
+from tlops.io.records import JsonRecord
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    import torch
+    from torch import nn
+
+    from tlops.data.preprocessing import DataConfig
+
+__all__ = [
+    "COMPARISON_FILE",
+    "CONFUSION_MATRIX_FILE",
+    "EVALUATION_FILE",
+    "FEATURES_FILE",
+    "HEAD_FILE",
+    "LEARNING_CURVES_FILE",
+    "LOGGED_FILES",
+    "MANIFEST_FILE",
+    "MODEL_CONFIG_FILE",
+    "PREDICTIONS_FILE",
+    "PREPARE_SUMMARY_FILE",
+    "PROBE_SUMMARY_FILE",
+    "RELIABILITY_DIAGRAM_FILE",
+    "REPORT_FILE",
+    "RUN_SUMMARY_FILE",
+    "SELECTION_FILE",
+    "TRAINING_FILE",
+    "WEIGHTS_FILE",
+    "Comparison",
+    "Evaluation",
+    "ModelConfig",
+    "PreparedData",
+    "ProbeSummary",
+    "RunSummary",
+    "Selection",
+    "Training",
+    "load_model",
+    "load_prepared",
+    "read_features",
+    "read_head",
+    "read_manifest",
+    "read_predictions",
+    "save_model",
+    "write_features",
+    "write_predictions",
+    "write_probe",
+]
+
+SELECTION_FILE = "selection.json"  # select-backbone
+FEATURES_FILE = "features.safetensors"  # extract-features: its features/ folder
+HEAD_FILE = "head.safetensors"  # extract-features: its probe/ folder
+PROBE_SUMMARY_FILE = "probe_summary.json"
+WEIGHTS_FILE = "model.safetensors"  # fine-tune
+MODEL_CONFIG_FILE = "model_config.json"
+TRAINING_FILE = "training.json"
+LEARNING_CURVES_FILE = "learning_curves.png"
+EVALUATION_FILE = "evaluation.json"  # evaluate
+PREDICTIONS_FILE = "predictions.safetensors"
+CONFUSION_MATRIX_FILE = "confusion_matrix.png"
+RELIABILITY_DIAGRAM_FILE = "reliability_diagram.png"
+COMPARISON_FILE = "comparison.json"
+RUN_SUMMARY_FILE = "run_summary.json"  # register, and tlops run
+# The files the register step logs with the MLflow run (the report under data/, the rest under report/).
+LOGGED_FILES = (
+    MANIFEST_FILE,
+    PREPARE_SUMMARY_FILE,
+    REPORT_FILE,
+    SELECTION_FILE,
+    PROBE_SUMMARY_FILE,
+    MODEL_CONFIG_FILE,
+    TRAINING_FILE,
+    LEARNING_CURVES_FILE,
+    EVALUATION_FILE,
+    COMPARISON_FILE,
+    CONFUSION_MATRIX_FILE,
+    RELIABILITY_DIAGRAM_FILE,
+)
+
+
+# --- select-backbone ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Selection(JsonRecord):
+    """The backbone ranking and the choice.
+
+    Attributes:
+        chosen: Name of the chosen backbone.
+        ranking: One entry per candidate, best first: name, cv_accuracy, images, seconds.
+        reasons: Why the chosen backbone won.
+    """
+
+    chosen: str
+    ranking: list[dict[str, Any]]
+    reasons: list[str]
+
+    FILE = SELECTION_FILE
+    STEP = "select-backbone"
+
+
+# --- extract-features --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ProbeSummary(JsonRecord):
+    """The linear probe fitted on frozen features (beside ``head.safetensors`` in the probe/ folder).
+
+    Attributes:
+        backbone: The frozen backbone.
+        classes: The classes of the dataset the head was fitted on, in output order.
+        C: Inverse regularization strength chosen on validation.
+        val_accuracy: Accuracy (balanced accuracy when class-weighted) on the validation features.
+        train_accuracy: Accuracy on the training features.
+        image_size: The backbone's input size.
+        num_features: Width of the features.
+        class_weighted: Whether the classes were weighted inversely to their frequency.
+    """
+
+    backbone: str
+    classes: list[str]
+    C: float
+    val_accuracy: float
+    train_accuracy: float
+    image_size: int
+    num_features: int
+    class_weighted: bool = False
+
+    FILE = PROBE_SUMMARY_FILE
+    STEP = "extract-features"
+    HINT = "pass the probe/ folder inside the --output of tlops extract-features"
+
+
+def load_prepared(folder: Path) -> tuple[pd.DataFrame, PreparedData]:
+    """The manifest (absolute image URIs) and summary of a prepare-data output."""
+    from tlops.data.prepare import load_prepared as load
+
+    return load(folder)
+
+
+def read_manifest(folder: Path) -> pd.DataFrame:
+    """The manifest of a prepare-data output as written, text columns as strings (a class named NA stays NA)."""
+    from tlops.data.prepare import read_manifest as read
+
+    return read(folder)
+
+
+def write_features(folder: Path, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Write the cached features and targets of every split into ``folder``."""
+    from tlops.train.probe import save_features
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    save_features(Path(folder) / FEATURES_FILE, splits)
+
+
+def read_features(folder: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The features and targets per split that :func:`write_features` wrote."""
+    from tlops.train.probe import load_features
+
+    path = Path(folder) / FEATURES_FILE
+    if not path.is_file():
+        raise TlopsError(f"{folder} is not an extract-features output (no {FEATURES_FILE}): pass its features/ folder")
+    return load_features(path)
+
+
+def write_probe(folder: Path, head: nn.Linear, summary: ProbeSummary) -> None:
+    """Write the probe's head and summary into ``folder`` (the summary last: it marks a complete output)."""
+    from tlops.train.probe import save_head
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    save_head(Path(folder) / HEAD_FILE, head)
+    summary.write(folder)
+
+
+def read_head(folder: Path) -> nn.Linear:
+    """The probe's head that :func:`write_probe` wrote."""
+    from tlops.train.probe import load_head
+
+    path = ProbeSummary.check_folder(folder).with_name(HEAD_FILE)
+    if not path.is_file():
+        raise TlopsError(f"{folder} is not an extract-features output (no {HEAD_FILE}): {ProbeSummary.HINT}")
+    return load_head(path)
+
+
+# --- fine-tune ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig(JsonRecord):
+    """What rebuilds the trained classifier from ``model.safetensors``.
+
+    Attributes:
+        backbone: Backbone name.
+        classes: Class names; a class's index is its output.
+        data_config: The preprocessing of the weights (``DataConfig`` as a dict).
+        strategy: The transfer strategy that produced the weights.
+    """
+
+    backbone: str
+    classes: list[str]
+    data_config: dict[str, Any]
+    strategy: str
+
+    FILE = MODEL_CONFIG_FILE
+    STEP = "fine-tune"
+
+    def __post_init__(self) -> None:
+        """Hold the data config as JSON does (lists, not tuples), so a record equals the one read back."""
+        self.data_config = {k: list(v) if isinstance(v, tuple) else v for k, v in self.data_config.items()}
+
+    @property
+    def preprocessing(self) -> DataConfig:
+        """The data config as the dataclass the transforms take."""
+        from tlops.data.preprocessing import DataConfig
+
+        return DataConfig.from_dict(self.data_config)
+
+
+@dataclass
+class Training(JsonRecord):
+    """How the fine-tune step trained the classifier.
+
+    Attributes:
+        strategy: The strategy applied (``linear-probe`` or ``full``).
+        requested_strategy: The strategy asked for (``auto`` too).
+        reasons: Why the strategy was applied.
+        best_epoch: The epoch whose weights were kept (0: the probe).
+        val_accuracy: Validation accuracy of the kept weights.
+        probe_val_accuracy: Validation accuracy of the probe.
+        history: Loss and accuracy per epoch.
+        config: The ``TrainConfig`` as a dict.
+    """
+
+    strategy: str
+    requested_strategy: str
+    reasons: list[str]
+    best_epoch: int
+    val_accuracy: float
+    probe_val_accuracy: float
+    history: list[dict[str, Any]]
+    config: dict[str, Any]
+
+    FILE = TRAINING_FILE
+    STEP = "fine-tune"
+
+
+def save_model(folder: Path, model: nn.Module, config: ModelConfig) -> None:
+    """Write the classifier's weights and the config that rebuilds it (the config last)."""
+    from safetensors.torch import save_file
+
+    from tlops.models.checkpoint import classifier_state
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    save_file(classifier_state(model), str(Path(folder) / WEIGHTS_FILE))
+    config.write(folder)
+
+
+def load_model(folder: Path) -> tuple[nn.Module, ModelConfig]:
+    """Rebuild the classifier that :func:`save_model` wrote (no weights are downloaded).
+
+    Raises:
+        TlopsError: when ``folder`` is not a fine-tune output.
+    """
+    from safetensors.torch import load_file
+
+    from tlops.models.checkpoint import rebuild_classifier
+
+    config = ModelConfig.read(folder)
+    weights = Path(folder) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise TlopsError(f"{folder} is not a fine-tune output (no {WEIGHTS_FILE}): run tlops fine-tune first")
+    model = rebuild_classifier(config.backbone, config.preprocessing, len(config.classes), load_file(str(weights)))
+    return model, config
+
+
+# --- evaluate ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Evaluation(JsonRecord):
+    """The challenger's metrics on the test split.
+
+    Attributes:
+        metrics: ``test_*`` metrics (accuracy, balanced accuracy, macro-F1, top-5, log loss, ECE, images).
+        report: Per-class precision, recall, F1 and support.
+        confusion: Confusion matrix, rows the true classes.
+        classes: Class names.
+        backbone: The model's backbone.
+        strategy: The model's transfer strategy.
+    """
+
+    metrics: dict[str, float]
+    report: dict[str, Any]
+    confusion: list[list[int]]
+    classes: list[str]
+    backbone: str
+    strategy: str
+
+    FILE = EVALUATION_FILE
+    STEP = "evaluate"
+
+
+@dataclass
+class Comparison(JsonRecord):
+    """The promotion gate's verdict: the challenger against the champion on the same test images.
+
+    Attributes:
+        promote: Whether the challenger may become the champion.
+        champion_version: The champion the gate compared against; ``None`` when there was none.
+        reasons: The numbers and reasons, one line each.
+        challenger_accuracy: Test accuracy of the challenger (the rest are ``None`` without a comparison).
+        champion_accuracy: Test accuracy of the champion.
+        difference: Challenger minus champion accuracy.
+        ci_low: Lower bound of the paired-bootstrap interval of the difference.
+        ci_high: Upper bound of that interval.
+        mcnemar_p: McNemar's exact p-value on the discordant pairs.
+        challenger_only_correct: Images only the challenger gets right.
+        champion_only_correct: Images only the champion gets right.
+        worst_class: The class whose recall drops most.
+        worst_class_regression: That drop.
+        tracking_uri: The registry the gate looked in.
+        model_name: The registered model whose champion it compared against.
+    """
+
+    promote: bool
+    champion_version: int | None
+    reasons: list[str]
+    challenger_accuracy: float | None = None
+    champion_accuracy: float | None = None
+    difference: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    mcnemar_p: float | None = None
+    challenger_only_correct: int | None = None
+    champion_only_correct: int | None = None
+    worst_class: str | None = None
+    worst_class_regression: float | None = None
+    tracking_uri: str | None = None
+    model_name: str | None = None
+
+    FILE = COMPARISON_FILE
+    STEP = "evaluate"
+
+
+def write_predictions(folder: Path, probabilities: np.ndarray, targets: np.ndarray) -> None:
+    """Write the challenger's class probabilities and the true class ids of the test images."""
+    import torch
+    from safetensors.torch import save_file
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    tensors = {"probabilities": torch.from_numpy(probabilities).contiguous(), "targets": torch.from_numpy(targets)}
+    save_file(tensors, str(Path(folder) / PREDICTIONS_FILE))
+
+
+def read_predictions(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The probabilities and targets that :func:`write_predictions` wrote."""
+    from safetensors.torch import load_file
+
+    path = Path(folder) / PREDICTIONS_FILE
+    if not path.is_file():
+        raise TlopsError(f"{folder} is not an evaluate output (no {PREDICTIONS_FILE}): run tlops evaluate first")
+    tensors = load_file(str(path))
+    return tensors["probabilities"].numpy(), tensors["targets"].numpy()
+
+
+# --- register ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunSummary(JsonRecord):
+    """What a run produced: data, backbone, strategy, scores, and where the model is registered.
+
+    Attributes:
+        dataset: Source, layout, digest, classes, images per split, quarantined and duplicate counts.
+        backbone: The backbone.
+        strategy: The transfer strategy applied.
+        strategy_reasons: Why.
+        metrics: Test metrics and the validation accuracy.
+        tracking_uri: The MLflow tracking URI.
+        experiment: The MLflow experiment.
+        run_id: The MLflow run.
+        registered_model: The registered model name.
+        version: The new model version.
+        model_uri: ``models:/NAME/VERSION``.
+        logged_model_uri: The logged model's URI.
+        aliases: The aliases the new version holds.
+        gate: The gate's ``promote``, ``champion_version`` and ``reasons``; ``None`` without a comparison.
+        champion: The champion after registration: ``version`` (``None`` when there is none) and ``reason``, why
+            it is that version (the gate's verdict, or that the champion moved after the gate ran).
+    """
+
+    dataset: dict[str, Any]
+    backbone: str
+    strategy: str
+    strategy_reasons: list[str]
+    metrics: dict[str, float]
+    tracking_uri: str
+    experiment: str
+    run_id: str
+    registered_model: str
+    version: int
+    model_uri: str
+    logged_model_uri: str
+    aliases: list[str]
+    gate: dict[str, Any] | None
+    champion: dict[str, Any] = field(default_factory=dict)
+
+    FILE = RUN_SUMMARY_FILE
+    STEP = "register"

@@ -1,0 +1,94 @@
+"""The register step: log the run to MLflow, register the model version, move the aliases, write the summary."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from tlops.promotion.registry import RegistryConfig, RunRecord, register_model
+from tlops.promotion.tracking import check_tracking_server
+from tlops.steps.outputs import (
+    LOGGED_FILES,
+    REPORT_FILE,
+    Comparison,
+    Evaluation,
+    RunSummary,
+    Selection,
+    Training,
+    load_model,
+    load_prepared,
+)
+from tlops.steps.summary import run_summary
+
+logger = logging.getLogger(__name__)
+
+
+def register(
+    data_dir: Path,
+    model_dir: Path,
+    evaluation_dir: Path,
+    config: RegistryConfig,
+    *,
+    output_dir: Path | None = None,
+    selection_dir: Path | None = None,
+    client=None,
+) -> RunSummary:
+    """Register the evaluated model in MLflow and assemble the run summary.
+
+    The new version becomes ``challenger``. It becomes ``champion`` only when the evaluate step's gate, run
+    against this registry and model name, passed against the version that is still the champion (or found none
+    and there still is none); otherwise the champion is left alone and the summary says why.
+
+    Args:
+        data_dir: Output of the prepare-data step.
+        model_dir: Output of the fine-tune step.
+        evaluation_dir: Output of the evaluate step (with the gate's comparison).
+        config: Tracking URI, experiment and registered model name.
+        output_dir: Where ``run_summary.json`` is written, if given.
+        selection_dir: Output of the select-backbone step, logged with the run when given.
+        client: ``MlflowClient`` for the registry calls (one for ``config.tracking_uri`` when ``None``).
+
+    Raises:
+        TlopsError: when an input folder is not the expected step output, the tracking server does not answer
+            (all checked before anything is logged), or registration fails (nothing is left registered).
+    """
+    manifest, prepared = load_prepared(data_dir)
+    model, model_config = load_model(model_dir)
+    training = Training.read(model_dir)
+    evaluation = Evaluation.read(evaluation_dir)
+    comparison = Comparison.read(evaluation_dir)
+    folders = [Path(data_dir), Path(evaluation_dir), Path(model_dir)]
+    if selection_dir is not None:
+        Selection.read(selection_dir)
+        folders.append(Path(selection_dir))
+    check_tracking_server(config.tracking_uri)
+    same_registry = (comparison.tracking_uri, comparison.model_name) == (config.tracking_uri, config.model_name)
+    record = RunRecord(
+        prepared=prepared,
+        manifest=manifest,
+        model=model,
+        backbone=model_config.backbone,
+        data_config=model_config.data_config,
+        training=training.to_dict(),
+        metrics=evaluation.metrics,
+        comparison=comparison.to_dict(),
+        artifacts=artifact_files(folders),
+        promote=comparison.promote if same_registry else None,
+        compared_champion=comparison.champion_version,
+    )
+    registration = register_model(record, config, client=client)
+    logger.info("registered %s version %s: %s", config.model_name, registration.version, registration.champion_reason)
+    summary = run_summary(prepared, model_config, training, evaluation, comparison, registration)
+    if output_dir is not None:
+        summary.write(output_dir)
+    return summary
+
+
+def artifact_files(folders: list[Path]) -> list[tuple[Path, str]]:
+    """The step outputs logged with the run: the report under ``data/``, the rest under ``report/``."""
+    return [
+        (path, "data" if name == REPORT_FILE else "report")
+        for folder in folders
+        for name in LOGGED_FILES
+        if (path := Path(folder) / name).is_file()
+    ]

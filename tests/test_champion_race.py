@@ -1,0 +1,120 @@
+"""The gate without a race, against the real MLflow server: register moves ``champion`` only while the champion
+is still the version the gate compared against."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tlops.promotion.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, RegistryConfig
+from tlops.steps.outputs import Comparison, RunSummary
+from tlops.steps.register import register
+
+pytestmark = pytest.mark.integration
+
+TLOPS = str(Path(sys.executable).parent / "tlops")
+
+
+@pytest.fixture
+def config(mlflow_uri: str) -> RegistryConfig:
+    return RegistryConfig(tracking_uri=mlflow_uri, experiment="tlops-tests", model_name=f"race-{uuid.uuid4().hex[:8]}")
+
+
+def _evaluation(
+    trained_model: dict[str, Path], tmp_path: Path, promote: bool, champion: int | None, registry: tuple[str, str]
+) -> Path:
+    """The evaluate step's output with the gate's verdict set: ``promote`` against ``champion`` in ``registry``."""
+    folder = tmp_path / f"evaluation-{uuid.uuid4().hex[:6]}"
+    shutil.copytree(trained_model["evaluation"], folder)
+    reasons = [f"constructed verdict: {'promote' if promote else 'keep'} against {champion}"]
+    Comparison(promote, champion, reasons, tracking_uri=registry[0], model_name=registry[1]).write(folder)
+    return folder
+
+
+def _register(trained_model: dict[str, Path], evaluation: Path, config: RegistryConfig) -> RunSummary:
+    return register(trained_model["data"], trained_model["model"], evaluation, config)
+
+
+def _aliases(config: RegistryConfig) -> dict[str, int]:
+    from mlflow import MlflowClient
+
+    registered = MlflowClient(config.tracking_uri).get_registered_model(config.model_name)
+    return {alias: int(version) for alias, version in registered.aliases.items()}
+
+
+def test_a_manual_promotion_after_the_gate_keeps_the_champion(trained_model, tmp_path, config):
+    registry = (config.tracking_uri, config.model_name)
+    first = _register(trained_model, _evaluation(trained_model, tmp_path, True, None, registry), config)
+    second = _register(trained_model, _evaluation(trained_model, tmp_path, False, 1, registry), config)
+    assert (first.aliases, second.aliases) == ([CHALLENGER, CHAMPION], [CHALLENGER])
+    # The gate of a third run passes against version 1; before it registers, a person promotes version 2.
+    gated = _evaluation(trained_model, tmp_path, True, 1, registry)
+    promoted = subprocess.run(
+        [TLOPS, "promote", "--model-name", config.model_name, "--version", "2", "--tracking-uri", config.tracking_uri],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert promoted.returncode == 0, promoted.stderr
+    assert _aliases(config) == {CHAMPION: 2, PREVIOUS_CHAMPION: 1, CHALLENGER: 2}
+
+    third = _register(trained_model, gated, config)
+
+    assert third.version == 3 and third.aliases == [CHALLENGER]
+    assert _aliases(config) == {CHAMPION: 2, PREVIOUS_CHAMPION: 1, CHALLENGER: 3}
+    assert third.champion["version"] == 2
+    assert third.champion["reason"].startswith(
+        "the champion changed after the gate compared against version 1: it is version 2 now, left alone; "
+    )
+    assert third.gate == {"promote": True, "champion_version": 1, "reasons": ["constructed verdict: promote against 1"]}
+
+
+def test_a_verdict_that_still_holds_moves_the_champion(trained_model, tmp_path, config):
+    registry = (config.tracking_uri, config.model_name)
+    _register(trained_model, _evaluation(trained_model, tmp_path, True, None, registry), config)
+
+    second = _register(trained_model, _evaluation(trained_model, tmp_path, True, 1, registry), config)
+
+    assert second.aliases == [CHALLENGER, CHAMPION]
+    assert second.champion == {
+        "version": 2,
+        "reason": f"the gate passed against version 1: the new version replaces it ({PREVIOUS_CHAMPION})",
+    }
+    assert _aliases(config) == {CHAMPION: 2, PREVIOUS_CHAMPION: 1, CHALLENGER: 2}
+
+
+def test_two_first_runs_the_second_to_register_does_not_take_the_champion(trained_model, tmp_path, config):
+    registry = (config.tracking_uri, config.model_name)
+    # Both gates ran while the model had no champion; the first to register becomes it.
+    evaluations = [_evaluation(trained_model, tmp_path, True, None, registry) for _ in range(2)]
+    first = _register(trained_model, evaluations[0], config)
+    second = _register(trained_model, evaluations[1], config)
+
+    assert first.champion == {"version": 1, "reason": "no champion yet: the new version becomes it"}
+    assert second.aliases == [CHALLENGER] and second.champion["version"] == 1
+    assert second.champion["reason"].startswith(
+        "the champion changed after the gate compared against no champion: it is version 1 now, left alone"
+    )
+    assert _aliases(config) == {CHAMPION: 1, CHALLENGER: 2}
+
+
+def test_a_verdict_from_another_registry_does_not_move_the_champion(trained_model, tmp_path, config):
+    ours = (config.tracking_uri, config.model_name)
+    _register(trained_model, _evaluation(trained_model, tmp_path, True, None, ours), config)
+    # A gate that passed against "version 1" of another model name says nothing about this champion.
+    elsewhere = _evaluation(trained_model, tmp_path, True, 1, (config.tracking_uri, "another-model"))
+
+    second = _register(trained_model, elsewhere, config)
+
+    assert second.aliases == [CHALLENGER]
+    assert second.champion == {
+        "version": 1,
+        "reason": "no gate compared against this registry's champion: version 1 stays",
+    }
+    assert _aliases(config) == {CHAMPION: 1, CHALLENGER: 2}

@@ -1,0 +1,907 @@
+"""README.md is the contract: every command it shows runs here as written, or is listed in NOT_RUN with the reason.
+
+Commands are taken from the fenced code blocks of README.md, bench/README.md and docker/README.md, and from their
+inline code spans that start with a program (``tlops``, ``python``, ``bash``, ...). ``&&`` chains are split and
+trailing ``# comments`` dropped. ``test_every_readme_command_is_run_or_excused`` fails for a command that no test
+declares with ``@covers`` and that NOT_RUN does not excuse, and for entries that no README shows any more.
+
+The tests take each command's text from the README through :func:`readme_command`, which asserts that the line
+is there and returns its argv with only paths, hosts and bucket names substituted; the size of the data is the
+only other thing that differs (small generated datasets, ``TLOPS_DEMO_IMAGES_PER_CLASS`` for the demo). Every
+command runs as a subprocess of the installed console script (``.venv/bin/tlops``) in a temporary working
+directory, so relative paths such as ``./my_images`` resolve there, with the options the README leaves out left
+out. The wall time of each command is printed at the end of the module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import functools
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image, ImageDraw
+
+REPO = Path(__file__).resolve().parents[1]
+READMES = ("README.md", "bench/README.md", "docker/README.md")
+BIN = Path(sys.executable).parent
+TLOPS = BIN / "tlops"
+RUN_TIMEOUT_S = 1200
+SHORT_TIMEOUT_S = 300
+# Local `tlops run`s start together, this many at a time (each mostly keeps one core busy).
+PARALLEL_RUNS = max(1, min(4, os.cpu_count() or 1))
+DEMO_IMAGES_PER_CLASS = "15"  # 11 training images per class: enough for `auto` to consider fine-tuning
+
+# --- reading the READMEs ----------------------------------------------------------------------------------------------
+
+FENCE = re.compile(r"^\s*(`{3,}|~{3,})\s*([\w+-]*)")
+INLINE = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
+ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+SHELL_LANGUAGES = {"bash", "sh", "shell", "console", "zsh"}
+PROGRAMS = {
+    "tlops", "python", "python3", "pip", "pip3", "bash", "sh", "source", "export", "docker", "kubectl", "helm",
+    "mlflow", "git", "ruff", "pytest", "curl", "make", "uv", "weed",
+}  # fmt: skip
+MENTION = re.compile(r"^tlops [a-z][a-z-]*$")  # `tlops promote` in prose names a subcommand; --help must work
+
+
+@dataclass(frozen=True)
+class Shown:
+    """One command a README shows: where, and its text (whitespace collapsed, comment dropped)."""
+
+    readme: str
+    line: int
+    text: str
+    inline: bool
+
+
+def _outside_quotes(line: str) -> Iterator[tuple[int, str]]:
+    quote = None
+    for index, char in enumerate(line):
+        if quote:
+            if char == quote:
+                quote = None
+            continue
+        if char in "'\"":
+            quote = char
+            continue
+        yield index, char
+
+
+def strip_comment(line: str) -> str:
+    """The line without a trailing shell comment (a ``#`` after whitespace, outside quotes)."""
+    for index, char in _outside_quotes(line):
+        if char == "#" and (index == 0 or line[index - 1].isspace()):
+            return line[:index].rstrip()
+    return line.rstrip()
+
+
+def split_chain(line: str) -> list[str]:
+    """The commands of ``a && b || c ; d`` (separators outside quotes)."""
+    parts, start, skip = [], 0, False
+    for index, char in _outside_quotes(line):
+        if skip:
+            skip = False
+            continue
+        pair = line[index : index + 2]
+        if pair in ("&&", "||") or char == ";":
+            parts.append(line[start:index])
+            start = index + (1 if char == ";" else 2)
+            skip = char != ";"
+    parts.append(line[start:])
+    return [" ".join(part.split()) for part in parts if part.strip()]
+
+
+def _words(text: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError:
+        return text.split()
+
+
+def is_command(text: str, shell_block: bool) -> bool:
+    """Whether a segment runs something: any line of a shell block, else one starting with a known program."""
+    words = _words(text.removeprefix("$ "))
+    if shell_block:
+        return bool(words)
+    while words and ASSIGNMENT.match(words[0]):
+        words.pop(0)
+    if not words:
+        return False
+    first = words[0]
+    if first.removeprefix(".venv/bin/") in PROGRAMS:
+        return True
+    return "/" in first and first.endswith((".sh", ".py")) and len(words) > 1  # a lone path names a file
+
+
+def commands_in(markdown: str, readme: str = "README.md") -> list[Shown]:
+    """Every command in the fenced blocks of ``markdown`` and in its inline code spans that start with a program."""
+    shown: list[Shown] = []
+    fence: str | None = None
+    shell_block = False
+    for number, raw in enumerate(markdown.splitlines(), start=1):
+        opened = FENCE.match(raw)
+        if fence is None and opened:
+            fence, shell_block = opened.group(1), opened.group(2).lower() in SHELL_LANGUAGES
+            continue
+        if fence is not None:
+            if raw.strip().startswith(fence[0] * len(fence)) and not raw.strip().strip(fence[0]):
+                fence = None
+                continue
+            line = strip_comment(raw.strip().removeprefix("$ "))
+            if line.startswith("#"):
+                continue
+            shown += [Shown(readme, number, part, False) for part in split_chain(line) if is_command(part, shell_block)]
+            continue
+        for span in INLINE.findall(raw):
+            shown += [Shown(readme, number, part, True) for part in split_chain(span) if is_command(part, False)]
+    return shown
+
+
+@functools.cache
+def readme_commands() -> tuple[Shown, ...]:
+    return tuple(shown for name in READMES for shown in commands_in((REPO / name).read_text(), name))
+
+
+def normalize(text: str) -> str:
+    return " ".join(text.split())
+
+
+# --- what runs, and what does not -------------------------------------------------------------------------------------
+
+COVERED: dict[str, list[str]] = {}  # command text -> tests that run it (filled by @covers)
+
+
+def covers(*texts: str) -> Callable:
+    """Declare that the decorated test runs these README commands (each through :func:`readme_command`)."""
+
+    def mark(test: Callable) -> Callable:
+        for text in texts:
+            COVERED.setdefault(normalize(text), []).append(test.__name__)
+        return test
+
+    return mark
+
+
+INSTALL_REASON = (
+    "creates or installs the virtual environment these tests run in (PyPI downloads); done before the suite, "
+    "and timed from a clean clone by `bash bench/readme_command.sh`"
+)
+NOT_RUN: dict[str, str] = {
+    "python3 -m venv .venv": INSTALL_REASON,
+    ".venv/bin/pip install -e .": INSTALL_REASON,
+    ".venv/bin/pip install -e '.[dev]'": INSTALL_REASON,
+    ".venv/bin/python -m pytest -q": "the test suite itself, which holds this test: running it here would recurse",
+    '.venv/bin/python -m pytest -q -m "not integration and not pipeline"': "the suite's fast lane, which holds "
+    "this test (it is not marked): running it here would recurse",
+    "bash .ci/run": "CI's entry point: builds .venv from PyPI and runs this whole suite (recursion)",
+    "bash bench/readme_command.sh": "a clean clone, a full install from PyPI and the full 1,797-image demo "
+    "(about 6 minutes); a benchmark run by hand, its result quoted in README.md",
+    "tests/services.py start|stop": "shorthand for two commands (`python tests/services.py start --workdir DIR "
+    "--env-file FILE`, `... stop --workdir DIR`); tests/conftest.py's `services` fixture calls the same "
+    "start_services/stop_services for every integration test here",
+    "mlflow server --backend-store-uri sqlite:///mlflow.db --artifacts-destination s3://bucket/mlflow": "a server "
+    "that runs until stopped; tests/services.py starts this same command (a temporary sqlite store, artifacts "
+    "proxied to the test SeaweedFS) and the integration tests here track and register through it",
+}
+
+
+@dataclass
+class Command:
+    """A README command ready to run: argv, the environment it sets, and its README text."""
+
+    text: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def readme_command(text: str, substitutions: dict[str, str] | None = None, rest: list[str] | None = None) -> Command:
+    """The README command ``text`` (which must be shown and declared with @covers) as argv.
+
+    Args:
+        text: The command exactly as the README shows it (whitespace may differ).
+        substitutions: Replacements in the text (paths, hosts, bucket names); each must occur in it.
+        rest: Words that replace a ``...`` placeholder.
+    """
+    text = normalize(text)
+    shown = {s.text for s in readme_commands()}
+    assert text in shown, f"no README shows `{text}` any more; update the test with the README"
+    assert text in COVERED, f"`{text}` is run by a test that does not declare it with @covers"
+    replaced = text
+    for old, new in (substitutions or {}).items():
+        assert old in replaced, f"{old!r} is not in `{text}`"
+        replaced = replaced.replace(old, new)
+    words = shlex.split(replaced)
+    env: dict[str, str] = {}
+    if words[0] == "export":
+        for word in words[1:]:
+            name, _, value = word.partition("=")
+            env[name] = value
+        return Command(text, [], env)
+    while ASSIGNMENT.match(words[0]):
+        name, _, value = words.pop(0).partition("=")
+        env[name] = value
+    if "..." in words:
+        assert rest is not None, f"`{text}` has a `...` placeholder: pass rest="
+        index = words.index("...")
+        words[index : index + 1] = rest
+    program = words[0].removeprefix(".venv/bin/")
+    if program in ("python", "python3"):
+        words[0] = sys.executable
+    elif program in ("tlops", "ruff"):
+        words[0] = str(BIN / program)
+    return Command(text, words, env)
+
+
+TIMINGS: dict[str, list[float]] = {}
+
+
+def base_env() -> dict[str, str]:
+    """This environment without the tracking, S3 and KFP settings a developer may have exported."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_", "KFP_", "TLOPS_TEST_"))}
+    no_proxy = ",".join(filter(None, [env.get("NO_PROXY", ""), "127.0.0.1", "localhost"]))
+    return env | {"NO_PROXY": no_proxy, "no_proxy": no_proxy}
+
+
+def run(
+    command: Command, cwd: Path, env: dict[str, str] | None = None, timeout: float = RUN_TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
+    """Run a README command in ``cwd`` and record its wall time."""
+    start = time.perf_counter()
+    result = subprocess.run(
+        command.argv,
+        cwd=cwd,
+        env=base_env() | (env or {}) | command.env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    TIMINGS.setdefault(command.text, []).append(time.perf_counter() - start)
+    return result
+
+
+def succeeded(result: subprocess.CompletedProcess[str]) -> str:
+    """Assert exit status 0, showing the command's output tail otherwise; return stdout."""
+    assert result.returncode == 0, (
+        f"`{shlex.join(map(str, result.args))}` exited {result.returncode}\n--- stdout (tail)\n{result.stdout[-3000:]}"
+        f"\n--- stderr (tail)\n{result.stderr[-5000:]}"
+    )
+    return result.stdout
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_wall_times(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or not TIMINGS:
+        return
+    reporter.write_line("")
+    reporter.write_line(f"README command wall times ({PARALLEL_RUNS} local `tlops run`s at a time):")
+    for text, seconds in TIMINGS.items():
+        reporter.write_line(f"  {' + '.join(f'{s:6.1f}' for s in seconds)} s  {text}")
+
+
+# --- the contract -----------------------------------------------------------------------------------------------------
+
+
+def _uncovered(shown: list[Shown] | tuple[Shown, ...]) -> list[Shown]:
+    return [s for s in shown if s.text not in COVERED and s.text not in NOT_RUN and not MENTION.match(s.text)]
+
+
+def test_every_readme_command_is_run_or_excused() -> None:
+    shown = readme_commands()
+    missing = _uncovered(shown)
+    assert not missing, "README commands that no test runs and NOT_RUN does not excuse:\n" + "\n".join(
+        f"  {s.readme}:{s.line}: {s.text}" for s in missing
+    )
+    texts = {s.text for s in shown}
+    stale = sorted((set(COVERED) | set(NOT_RUN)) - texts)
+    assert not stale, f"entries for commands no README shows any more: {stale}"
+    assert not set(COVERED) & set(NOT_RUN), "a command is both run and excused"
+    assert all(len(reason) > 40 for reason in NOT_RUN.values())
+
+
+def test_the_contract_reads_chains_comments_environment_lines_and_inline_commands() -> None:
+    markdown = "\n".join(
+        [
+            "Run `tlops frobnicate --all` or `tlops promote`; see `src/tlops/`, `src/tlops/cli.py` and",
+            "`AWS_ENDPOINT_URL=http://h:1`; `bench/x.py --fast` runs it.",
+            "```bash",
+            "python3 -m venv .venv && .venv/bin/tlops run --x 'a # b'   # comment",
+            "export FOO_HOST=http://localhost:8080        # e.g. kubectl port-forward ...",
+            "# a comment line",
+            "```",
+            "```",
+            " [prepare data] ------ decode-check every image",
+            "MLFLOW_TRACKING_URI=http://mlflow:5000 tlops run --data ./d",
+            "```",
+        ]
+    )
+    texts = [s.text for s in commands_in(markdown)]
+    assert texts == [
+        "tlops frobnicate --all",
+        "tlops promote",
+        "bench/x.py --fast",
+        "python3 -m venv .venv",
+        ".venv/bin/tlops run --x 'a # b'",
+        "export FOO_HOST=http://localhost:8080",
+        "MLFLOW_TRACKING_URI=http://mlflow:5000 tlops run --data ./d",
+    ]
+    # A new command in a README fails the contract until a test runs it or NOT_RUN gives the reason.
+    assert [s.text for s in _uncovered(commands_in(markdown))] == [
+        "tlops frobnicate --all",
+        "bench/x.py --fast",
+        ".venv/bin/tlops run --x 'a # b'",
+        "export FOO_HOST=http://localhost:8080",
+        "MLFLOW_TRACKING_URI=http://mlflow:5000 tlops run --data ./d",
+    ]
+
+
+# --- small real datasets ----------------------------------------------------------------------------------------------
+
+SHAPES = ("circle", "square", "triangle")
+PER_CLASS = 12  # tlops splits each class 8 / 2 / 2
+
+
+def _shape(kind: str, rng: np.random.Generator, size: int = 64) -> Image.Image:
+    """A dark circle, square or triangle of random size, place and colour on a light, noisy background."""
+    image = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(150, 256, 3)))
+    draw = ImageDraw.Draw(image)
+    r = int(rng.integers(size // 5, size // 3))
+    x, y = (int(v) for v in rng.integers(r + 2, size - r - 2, 2))
+    fill = tuple(int(v) for v in rng.integers(0, 110, 3))
+    if kind == "circle":
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=fill)
+    elif kind == "square":
+        draw.rectangle((x - r, y - r, x + r, y + r), fill=fill)
+    else:
+        draw.polygon([(x, y - r), (x - r, y + r), (x + r, y + r)], fill=fill)
+    pixels = np.asarray(image, dtype=np.float32) + rng.normal(0, 8, (size, size, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ImageFolder of 3 classes x 12 images (PNG and JPEG): shape/<class>/<file>."""
+    root = tmp_path_factory.mktemp("shapes")
+    rng = np.random.default_rng(0)
+    for kind in SHAPES:
+        (root / kind).mkdir()
+        for index in range(PER_CLASS):
+            image = _shape(kind, rng)
+            if index % 3 == 2:
+                image.save(root / kind / f"{kind}-{index:02d}.jpg", quality=92)
+            else:
+                image.save(root / kind / f"{kind}-{index:02d}.png")
+    return root
+
+
+def _images(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def write_imagefolder(shapes: Path, target: Path) -> dict[str, int]:
+    shutil.copytree(shapes, target)
+    return {"images": len(_images(target))}
+
+
+def write_presplit(shapes: Path, target: Path) -> dict[str, int]:
+    """train/ val/ test/ ImageFolders: 7 / 2 / 3 images per class."""
+    counts = {"train": 0, "val": 0, "test": 0}
+    for kind in SHAPES:
+        for index, path in enumerate(sorted((shapes / kind).iterdir())):
+            split = "train" if index < 7 else "val" if index < 9 else "test"
+            (target / split / kind).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target / split / kind / path.name)
+            counts[split] += 1
+    return counts
+
+
+def write_labels_csv(shapes: Path, csv_path: Path) -> dict[str, int]:
+    """``labels.csv`` (path,label) beside an ``images/`` folder of flat, label-free file names."""
+    (csv_path.parent / "images").mkdir()
+    rows = []
+    for index, path in enumerate(_images(shapes)):
+        name = f"img-{index:03d}{path.suffix}"
+        shutil.copyfile(path, csv_path.parent / "images" / name)
+        rows.append((f"images/{name}", path.parent.name))
+    with csv_path.open("w", newline="") as f:
+        csv.writer(f).writerows([("path", "label"), *rows])
+    return {"images": len(rows)}
+
+
+def write_tar_gz(shapes: Path, archive: Path) -> dict[str, int]:
+    """``flowers.tar.gz`` holding ``flowers/<class>/<file>``."""
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(shapes, arcname="flowers")
+    return {"images": len(_images(shapes))}
+
+
+def printed_json(stdout: str) -> Any:
+    """The JSON document a step command prints as its result (after any human-readable lines)."""
+    lines = stdout.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(("{", "["))), None)
+    assert start is not None, f"no JSON on stdout:\n{stdout[-2000:]}"
+    return json.loads("\n".join(lines[start:]))
+
+
+def manifest_rows(output: Path) -> list[dict[str, str]]:
+    (manifest,) = output.rglob("manifest.csv")
+    with manifest.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_summary(output: Path, classes: list[str], layout: str) -> dict[str, Any]:
+    """run_summary.json of a first run into a fresh registry: registered, both aliases, accuracy above chance."""
+    summary = json.loads((output / "run_summary.json").read_text())
+    dataset = summary["dataset"]
+    assert dataset["classes"] == classes
+    assert dataset["layout"] == layout
+    assert len(dataset["digest"]) == 64
+    assert dataset["quarantined"] == 0
+    assert summary["registered_model"] == "tlops-classifier"
+    assert summary["version"] == 1
+    assert sorted(summary["aliases"]) == ["challenger", "champion"]
+    assert summary["model_uri"] == "models:/tlops-classifier/1"
+    assert summary["strategy"] in ("linear-probe", "full") and summary["strategy_reasons"]
+    accuracy = summary["metrics"]["test_accuracy"]
+    assert isinstance(accuracy, float) and 1 / len(classes) < accuracy <= 1.0, summary["metrics"]
+    assert summary["metrics"]["test_images"] == dataset["num_test"]
+    rows = manifest_rows(output / "pipeline_root")
+    assert len(rows) == dataset["num_train"] + dataset["num_val"] + dataset["num_test"]
+    assert {row["label"] for row in rows} == set(classes)
+    assert all(len(row["sha256"]) == 64 for row in rows)
+    for split in ("train", "val", "test"):
+        assert sum(row["split"] == split for row in rows) == dataset[f"num_{split}"]
+        assert {row["label"] for row in rows if row["split"] == split} == set(classes), split
+    return summary
+
+
+def check_local_registry(output: Path) -> None:
+    assert (output / "mlflow.db").is_file()
+    assert any((output / "mlartifacts").rglob("*"))
+
+
+# --- local `tlops run`s, started together -----------------------------------------------------------------------------
+
+DEMO = ".venv/bin/tlops run"
+MY_IMAGES = "tlops run --data ./my_images"
+LABELS_CSV = "tlops run --data ./labels.csv"
+TAR_GZ = "tlops run --data ./flowers.tar.gz"
+
+
+@dataclass
+class LocalRun:
+    cwd: Path
+    given: dict[str, int]
+    result: subprocess.CompletedProcess[str] | None = None
+
+
+# test name -> (README command, dataset writer: (shapes, cwd) -> counts, extra environment)
+LOCAL_RUNS: dict[str, tuple[str, Callable[[Path, Path], dict[str, int]], dict[str, str]]] = {
+    "test_demo_run": (DEMO, lambda shapes, cwd: {}, {"TLOPS_DEMO_IMAGES_PER_CLASS": DEMO_IMAGES_PER_CLASS}),
+    "test_run_on_an_imagefolder": (MY_IMAGES, lambda s, cwd: write_imagefolder(s, cwd / "my_images"), {}),
+    "test_run_on_a_pre_split_folder": (MY_IMAGES, lambda s, cwd: write_presplit(s, cwd / "my_images"), {}),
+    "test_run_on_a_csv_manifest": (LABELS_CSV, lambda s, cwd: write_labels_csv(s, cwd / "labels.csv"), {}),
+    "test_run_on_an_archive": (TAR_GZ, lambda s, cwd: write_tar_gz(s, cwd / "flowers.tar.gz"), {}),
+}
+
+
+@pytest.fixture(scope="module")
+def local_runs(
+    request: pytest.FixtureRequest, shapes: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, LocalRun]:
+    """Every local `tlops run` the selected tests check, started together (PARALLEL_RUNS at a time)."""
+    selected = {item.name for item in request.session.items if item.module is sys.modules[__name__]}
+    runs: dict[str, LocalRun] = {}
+    jobs = []
+    for name, (text, write, env) in LOCAL_RUNS.items():
+        if name not in selected:
+            continue
+        cwd = tmp_path_factory.mktemp(name.removeprefix("test_"))
+        runs[name] = LocalRun(cwd, write(shapes, cwd))
+        jobs.append((name, readme_command(text), env))
+
+    def start(job: tuple[str, Command, dict[str, str]]) -> None:
+        name, command, env = job
+        runs[name].result = run(command, runs[name].cwd, env)
+
+    with ThreadPoolExecutor(max_workers=PARALLEL_RUNS) as pool:
+        list(pool.map(start, jobs))
+    return runs
+
+
+@pytest.mark.pipeline
+@covers(DEMO, "tlops run")
+def test_demo_run(local_runs: dict[str, LocalRun]) -> None:
+    demo = local_runs["test_demo_run"]
+    stdout = succeeded(demo.result)
+    assert "no --data given: using the built-in demo data" in stdout
+    output = demo.cwd / "tlops-run"
+    digits = ["eight", "five", "four", "nine", "one", "seven", "six", "three", "two", "zero"]
+    summary = check_summary(output, digits, "image-folder")
+    per_class = int(DEMO_IMAGES_PER_CLASS)
+    assert len(_images(output / "demo-data")) == 10 * per_class
+    assert summary["dataset"]["num_train"] >= 10 * 10  # at least 10 training images per class
+    assert summary["backbone"] == "efficientnet_lite0"
+    # Digits are far from ImageNet: `auto` fine-tunes all layers for the default 3 epochs (LP-FT).
+    assert "fine-tuning all layers" in " ".join(summary["strategy_reasons"]), summary["strategy_reasons"]
+    (training,) = (output / "pipeline_root").rglob("training.json")
+    history = json.loads(training.read_text())["history"]
+    assert [entry["epoch"] for entry in history if entry["train_loss"] is not None] == [1, 2, 3]
+    assert "tlops run finished" in stdout and f"accuracy {summary['metrics']['test_accuracy']:.4f}" in stdout
+    check_local_registry(output)
+
+
+@pytest.mark.pipeline
+@covers(MY_IMAGES)
+def test_run_on_an_imagefolder(local_runs: dict[str, LocalRun]) -> None:
+    run_ = local_runs["test_run_on_an_imagefolder"]
+    succeeded(run_.result)
+    output = run_.cwd / "tlops-run"
+    summary = check_summary(output, list(SHAPES), "image-folder")
+    assert summary["dataset"]["source"] == str(run_.cwd / "my_images")
+    assert (summary["dataset"]["num_train"], summary["dataset"]["num_val"], summary["dataset"]["num_test"]) == (
+        24,
+        6,
+        6,
+    )
+    assert summary["backbone"] == "efficientnet_lite0"
+    check_local_registry(output)
+
+
+@pytest.mark.pipeline
+@covers(MY_IMAGES)
+def test_run_on_a_pre_split_folder(local_runs: dict[str, LocalRun]) -> None:
+    run_ = local_runs["test_run_on_a_pre_split_folder"]
+    succeeded(run_.result)
+    output = run_.cwd / "tlops-run"
+    summary = check_summary(output, list(SHAPES), "pre-split")
+    dataset = summary["dataset"]
+    assert {s: dataset[f"num_{s}"] for s in ("train", "val", "test")} == run_.given
+    for row in manifest_rows(output / "pipeline_root"):
+        assert row["relpath"].split("/")[0] == row["split"], row  # kept exactly as given
+    check_local_registry(output)
+
+
+@pytest.mark.pipeline
+@covers(LABELS_CSV)
+def test_run_on_a_csv_manifest(local_runs: dict[str, LocalRun]) -> None:
+    run_ = local_runs["test_run_on_a_csv_manifest"]
+    succeeded(run_.result)
+    output = run_.cwd / "tlops-run"
+    summary = check_summary(output, list(SHAPES), "csv-manifest")
+    with (run_.cwd / "labels.csv").open(newline="") as f:
+        labels = {row["path"]: row["label"] for row in csv.DictReader(f)}
+    rows = manifest_rows(output / "pipeline_root")
+    assert len(rows) == len(labels) == run_.given["images"]
+    for row in rows:
+        path = next(p for p in labels if row["uri"].endswith(p))
+        assert row["label"] == labels[path]
+        assert row["sha256"] == sha256(run_.cwd / path)
+    assert summary["dataset"]["num_train"] == 24
+    check_local_registry(output)
+
+
+@pytest.mark.pipeline
+@covers(TAR_GZ)
+def test_run_on_an_archive(local_runs: dict[str, LocalRun], shapes: Path) -> None:
+    run_ = local_runs["test_run_on_an_archive"]
+    succeeded(run_.result)
+    output = run_.cwd / "tlops-run"
+    summary = check_summary(output, list(SHAPES), "image-folder")
+    hashes = {sha256(p) for p in _images(shapes)}
+    assert {row["sha256"] for row in manifest_rows(output / "pipeline_root")} == hashes
+    assert summary["dataset"]["num_train"] + summary["dataset"]["num_val"] + summary["dataset"]["num_test"] == len(
+        hashes
+    )
+    check_local_registry(output)
+
+
+# --- the steps one by one, then the registry on the MLflow server -----------------------------------------------------
+
+PREPARE = "tlops prepare-data --data ./my_images --output ./prepared"
+STEPS = [
+    PREPARE,
+    "tlops select-backbone --dataset ./prepared --backbones efficientnet_lite0,efficientnet_lite1 --output ./selection",
+    "tlops extract-features --dataset ./prepared --backbone efficientnet_lite0 --output ./features",
+    "tlops fine-tune --dataset ./prepared --probe ./features/probe --output ./model",
+    "tlops evaluate --dataset ./prepared --model ./model --output ./evaluation",
+]
+REGISTER = (
+    "tlops register --dataset ./prepared --model ./model --evaluation ./evaluation --tracking-uri http://mlflow:5000"
+)
+PROMOTE = "tlops promote --tracking-uri http://mlflow:5000"
+PROMOTE_VERSION = "tlops promote --tracking-uri http://mlflow:5000 --version 3"
+ROLLBACK = "tlops promote --tracking-uri http://mlflow:5000 --rollback"
+
+
+@dataclass
+class Steps:
+    cwd: Path
+    stdout: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def steps(shapes: Path, tmp_path_factory: pytest.TempPathFactory) -> Steps:
+    """The README's per-step commands up to evaluate, one after the other in one working directory."""
+    cwd = tmp_path_factory.mktemp("steps")
+    write_imagefolder(shapes, cwd / "my_images")
+    stdout = {}
+    for text in STEPS:
+        stdout[text] = succeeded(run(readme_command(text), cwd, timeout=SHORT_TIMEOUT_S))
+    return Steps(cwd, stdout)
+
+
+@covers(PREPARE)
+def test_prepare_data(steps: Steps, shapes: Path) -> None:
+    printed = printed_json(steps.stdout[PREPARE])
+    prepared = steps.cwd / "prepared"
+    assert (prepared / "report.md").is_file()
+    rows = manifest_rows(prepared)
+    assert len(rows) == PER_CLASS * len(SHAPES)
+    assert printed["classes"] == list(SHAPES)
+    assert printed["images"] == {"train": 24, "val": 6, "test": 6}
+    assert printed["quarantined"] == 0 and len(printed["digest"]) == 64
+    for row in rows:
+        assert row["relpath"].split("/")[0] == row["label"]
+        assert row["sha256"] == sha256(steps.cwd / "my_images" / row["relpath"])
+        assert (int(row["width"]), int(row["height"])) == (64, 64)
+    assert "circle" in (prepared / "report.md").read_text()
+
+
+@pytest.mark.pipeline
+@covers(*STEPS[1:])
+def test_per_step_commands(steps: Steps) -> None:
+    cwd = steps.cwd
+    ranking = printed_json(steps.stdout[STEPS[1]])
+    assert {entry["name"] for entry in ranking} == {"efficientnet_lite0", "efficientnet_lite1"}
+    assert all(0.0 <= entry["cv_accuracy"] <= 1.0 for entry in ranking)
+    selection = json.loads((cwd / "selection" / "selection.json").read_text())
+    assert selection["ranking"] == ranking and selection["chosen"] == ranking[0]["name"]
+    probe = printed_json(steps.stdout[STEPS[2]])
+    assert probe["backbone"] == "efficientnet_lite0" and probe["val_accuracy"] > 1 / 3
+    assert any((cwd / "features" / "features").iterdir()) and any((cwd / "features" / "probe").iterdir())
+    tuned = printed_json(steps.stdout[STEPS[3]])
+    assert tuned["requested_strategy"] == "auto" and tuned["strategy"] in ("linear-probe", "full")
+    assert (cwd / "model" / "model.safetensors").is_file()
+    metrics = printed_json(steps.stdout[STEPS[4]])
+    assert 1 / 3 < metrics["test_accuracy"] <= 1.0 and metrics["test_images"] == 6
+    assert json.loads((cwd / "evaluation" / "evaluation.json").read_text())["metrics"] == metrics
+    assert (cwd / "evaluation" / "confusion_matrix.png").is_file()
+
+
+def _fresh_registered_model(tracking_uri: str, name: str = "tlops-classifier") -> Any:
+    """An MlflowClient of the test server where the README's default model name is not registered yet."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri)
+    with contextlib.suppress(MlflowException):
+        client.delete_registered_model(name)
+    return client
+
+
+def _aliases(client: Any, name: str = "tlops-classifier") -> dict[str, int]:
+    return {alias: int(version) for alias, version in client.get_registered_model(name).aliases.items()}
+
+
+@pytest.mark.integration
+@pytest.mark.pipeline
+@covers(REGISTER, PROMOTE, PROMOTE_VERSION, ROLLBACK)
+def test_register_then_promote_and_roll_back(steps: Steps, mlflow_uri: str) -> None:
+    client = _fresh_registered_model(mlflow_uri)
+    server = {"http://mlflow:5000": mlflow_uri}
+    registered = []
+    for _ in range(3):  # three retrainings: versions 1, 2, 3
+        registered.append(printed_json(succeeded(run(readme_command(REGISTER, server), steps.cwd))))
+    assert [r["version"] for r in registered] == [1, 2, 3]
+    assert sorted(registered[0]["aliases"]) == ["challenger", "champion"]
+    assert registered[1]["aliases"] == registered[2]["aliases"] == ["challenger"]
+    assert registered[0]["tracking_uri"] == mlflow_uri
+    assert _aliases(client) == {"champion": 1, "challenger": 3}
+    assert not (steps.cwd / "mlflow.db").exists()
+
+    def promote(text: str) -> str:
+        return succeeded(run(readme_command(text, server), steps.cwd, timeout=SHORT_TIMEOUT_S)).strip()
+
+    assert promote(PROMOTE) == "tlops-classifier: champion is version 3 (was version 1)"
+    assert _aliases(client) == {"champion": 3, "challenger": 3, "previous-champion": 1}
+    assert promote(ROLLBACK) == "tlops-classifier: champion is version 1 (was version 3)"
+    assert _aliases(client) == {"champion": 1, "challenger": 3, "previous-champion": 3}
+    assert promote(PROMOTE_VERSION) == "tlops-classifier: champion is version 3 (was version 1)"
+    assert _aliases(client) == {"champion": 3, "challenger": 3, "previous-champion": 1}
+
+
+# --- S3 and the MLflow server -----------------------------------------------------------------------------------------
+
+S3_RUN = "tlops run --data s3://bucket/datasets/flowers --backbones efficientnet_lite0,efficientnet_lite1 --epochs 5"
+SERVER_RUN = "MLFLOW_TRACKING_URI=http://mlflow:5000 tlops run ..."
+
+
+@pytest.mark.integration
+@pytest.mark.pipeline
+@covers(S3_RUN, SERVER_RUN)
+def test_run_from_s3_tracked_on_the_mlflow_server(
+    shapes: Path, s3_env: Any, s3_client: Any, bucket: str, mlflow_uri: str, tmp_path: Path
+) -> None:
+    for path in _images(shapes):
+        s3_client.upload_file(str(path), bucket, f"datasets/flowers/{path.relative_to(shapes).as_posix()}")
+    s3_run = readme_command(S3_RUN, {"s3://bucket/": f"s3://{bucket}/"})
+    assert s3_run.argv[1] == "run"
+    # The S3 command, tracked and registered on the server as README's `MLFLOW_TRACKING_URI=... tlops run ...`.
+    command = readme_command(SERVER_RUN, {"http://mlflow:5000": mlflow_uri}, rest=s3_run.argv[2:])
+    client = _fresh_registered_model(mlflow_uri)
+    stdout = succeeded(run(command, tmp_path, s3_env.env()))
+
+    summary = json.loads((tmp_path / "tlops-run" / "run_summary.json").read_text())
+    dataset = summary["dataset"]
+    assert dataset["source"] == f"s3://{bucket}/datasets/flowers"
+    assert dataset["layout"] == "image-folder" and dataset["classes"] == list(SHAPES)
+    assert dataset["num_train"] + dataset["num_val"] + dataset["num_test"] == PER_CLASS * len(SHAPES)
+    assert summary["backbone"] in ("efficientnet_lite0", "efficientnet_lite1")
+    assert summary["tracking_uri"] == mlflow_uri
+    assert summary["version"] == 1 and sorted(summary["aliases"]) == ["challenger", "champion"]
+    assert 1 / 3 < summary["metrics"]["test_accuracy"] <= 1.0
+    assert "registered tlops-classifier version 1" in stdout
+    assert not (tmp_path / "tlops-run" / "mlflow.db").exists()
+    (selection,) = (tmp_path / "tlops-run" / "pipeline_root").rglob("selection.json")
+    ranked = json.loads(selection.read_text())
+    assert "efficientnet_lite1" in json.dumps(ranked) and "efficientnet_lite0" in json.dumps(ranked)
+    (training,) = (tmp_path / "tlops-run" / "pipeline_root").rglob("training.json")
+    assert json.loads(training.read_text())["config"]["epochs"] == 5
+    version = client.get_model_version_by_alias("tlops-classifier", "champion")
+    assert version.version == "1" and version.tags["dataset_digest"] == dataset["digest"]
+
+
+# --- Kubeflow Pipelines: no server here -------------------------------------------------------------------------------
+
+KFP_HOST = "export KFP_HOST=http://localhost:8080"
+SUBMIT = "tlops submit --data s3://bucket/dataset --tracking-uri http://mlflow.mlflow:5000 --epochs 5"
+SCHEDULE = "tlops schedule --data s3://bucket/dataset --tracking-uri http://mlflow.mlflow:5000 --cron '0 0 3 * * *'"
+
+
+def _unused_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@covers(KFP_HOST, SUBMIT, SCHEDULE)
+def test_submit_and_schedule_without_a_kfp_server(tmp_path: Path) -> None:
+    host = f"http://127.0.0.1:{_unused_port()}"
+    environment = readme_command(KFP_HOST, {"http://localhost:8080": host}).env
+    assert environment == {"KFP_HOST": host}
+    for text in (SUBMIT, SCHEDULE):
+        result = run(readme_command(text), tmp_path, environment, timeout=SHORT_TIMEOUT_S)
+        assert result.returncode == 2, (text, result.stdout, result.stderr)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith(f"tlops: error: Kubeflow Pipelines at {host} does not answer"), lines[0]
+        assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+# --- compile, help, lint ----------------------------------------------------------------------------------------------
+
+
+@covers("tlops compile")
+def test_compile(tmp_path: Path) -> None:
+    stdout = succeeded(run(readme_command("tlops compile"), tmp_path, timeout=SHORT_TIMEOUT_S))
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.yaml"))
+    checked_in = sorted(p.relative_to(REPO) for d in ("pipelines", "components") for p in (REPO / d).glob("*.yaml"))
+    assert written == checked_in and Path("pipelines/transfer_learning.yaml") in written
+    printed = {(tmp_path / line.removeprefix("wrote ")).resolve() for line in stdout.splitlines()}
+    assert printed == {(tmp_path / p).resolve() for p in written}, stdout
+    spec = next(yaml.safe_load_all((tmp_path / "pipelines" / "transfer_learning.yaml").read_text()))
+    assert set(spec["root"]["dag"]["tasks"]) == {
+        "prepare-data", "select-backbone", "extract-features", "fine-tune", "evaluate", "register",
+    }  # fmt: skip
+
+
+HELP = "tlops COMMAND --help"
+
+
+def _commands_section() -> str:
+    text = (REPO / "README.md").read_text()
+    return text.split("\n## Commands\n", 1)[1].split("\n## ", 1)[0]
+
+
+def _tlops_subcommand(text: str) -> tuple[str, set[str]] | None:
+    """The subcommand and the options of a README `tlops ...` command (None for other programs)."""
+    words = _words(text)
+    while words and ASSIGNMENT.match(words[0]):
+        words.pop(0)
+    if len(words) < 2 or words[0].removeprefix(".venv/bin/") != "tlops" or words[1] == "COMMAND":
+        return None
+    return words[1], {word.split("=")[0] for word in words[2:] if word.startswith("--")}
+
+
+@covers(HELP)
+def test_every_subcommand_has_help_and_knows_the_readme_options(tmp_path: Path) -> None:
+    listed = succeeded(subprocess.run([str(TLOPS), "--help"], capture_output=True, text=True, check=False))
+    cli = set(re.findall(r"^    ([a-z][a-z-]*)\s", listed, flags=re.MULTILINE))
+    spans = {span.removeprefix("tlops ") for span in INLINE.findall(_commands_section())}
+    documented = {name for name in spans if re.fullmatch(r"[a-z][a-z-]*", name)}
+    assert documented == cli, "README's Commands section and `tlops --help` name different subcommands"
+    used: dict[str, set[str]] = {}
+    for shown in readme_commands():
+        found = _tlops_subcommand(shown.text)
+        if found:
+            used.setdefault(found[0], set()).update(found[1])
+    assert set(used) <= cli, f"READMEs name subcommands that do not exist: {set(used) - cli}"
+    for name in sorted(cli):
+        helptext = succeeded(run(readme_command(HELP, {"COMMAND": name}), tmp_path, timeout=60))
+        assert helptext.startswith(f"usage: tlops {name}")
+        missing = {option for option in used.get(name, ()) if not re.search(rf"{re.escape(option)}\b", helptext)}
+        assert not missing, f"README uses options that `tlops {name} --help` does not list: {missing}"
+
+
+LINT = [".venv/bin/ruff check src tests", ".venv/bin/ruff format --check src tests"]
+
+
+@covers(*LINT)
+def test_lint_command() -> None:
+    for text in LINT:
+        succeeded(run(readme_command(text), REPO, timeout=SHORT_TIMEOUT_S))
+
+
+# --- bench/ -----------------------------------------------------------------------------------------------------------
+
+BENCH_LOCAL = "python bench/prepare_data.py --workdir /tmp/tlops-bench --skip-s3"
+BENCH_S3 = "python bench/prepare_data.py --workdir /tmp/tlops-bench"
+BENCH_USAGE = "python bench/prepare_data.py --workdir DIR [--output FILE]"
+BENCH_SIZE = ["--images", "60", "--classes", "3"]  # instead of 20,000 images in 10 classes
+
+
+def _bench_rows(stdout: str) -> list[tuple[str, int, int]]:
+    return [(m[0], int(m[1]), int(m[2])) for m in re.findall(r"^(local|s3)\s+(\d+)\s+(\d+)\s", stdout, re.MULTILINE)]
+
+
+@covers(BENCH_LOCAL)
+def test_bench_prepare_data_local(tmp_path: Path) -> None:
+    command = readme_command(BENCH_LOCAL, {"/tmp/tlops-bench": str(tmp_path / "bench")})
+    command.argv += BENCH_SIZE
+    stdout = succeeded(run(command, REPO, timeout=SHORT_TIMEOUT_S))
+    assert [(source, images) for source, _workers, images in _bench_rows(stdout)] == [("local", 60), ("local", 60)]
+    report = json.loads((tmp_path / "bench" / "prepare_data.json").read_text())
+    assert [row["source"] for row in report["runs"]] == ["local", "local"]
+    assert all(row["images_per_s"] > 0 for row in report["runs"])
+
+
+@pytest.mark.integration
+@covers(BENCH_S3, BENCH_USAGE)
+def test_bench_prepare_data_with_s3(tmp_path: Path) -> None:
+    """Both S3 forms start their own SeaweedFS (tests/services.py) in WORKDIR/services and stop it."""
+    usage = readme_command(
+        BENCH_USAGE, {"DIR": str(tmp_path / "usage"), "[--output FILE]": f"--output {tmp_path / 'report.json'}"}
+    )
+    s3 = readme_command(BENCH_S3, {"/tmp/tlops-bench": str(tmp_path / "bench")})
+    for command, report in ((s3, tmp_path / "bench" / "prepare_data.json"), (usage, tmp_path / "report.json")):
+        command.argv += BENCH_SIZE
+        stdout = succeeded(run(command, REPO, timeout=SHORT_TIMEOUT_S))
+        assert [source for source, _w, images in _bench_rows(stdout) if images == 60] == ["local", "local", "s3", "s3"]
+        assert set(json.loads(report.read_text())["speedup_default_over_1_worker"]) == {"local", "s3"}
+    assert not (tmp_path / "bench" / "services" / "pids").exists()  # its services were stopped
