@@ -166,15 +166,14 @@ def test_progress_off_a_terminal_logs_and_on_a_terminal_draws_a_bar(
     assert caplog.records == []
 
 
-def test_progress_interval_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(INTERVAL_ENV, raising=False)
-    assert default_interval() == 30.0
-    monkeypatch.setenv(INTERVAL_ENV, "2.5")
-    assert default_interval() == 2.5
-    monkeypatch.setenv(INTERVAL_ENV, "often")
-    assert default_interval() == 30.0
-    monkeypatch.setenv(INTERVAL_ENV, "-1")
-    assert default_interval() == 0.0
+def test_progress_interval_is_read_from_the_environment_by_configure_logging() -> None:
+    stream = io.StringIO()
+    try:
+        for text, expected in ((None, 30.0), ("2.5", 2.5), ("often", 30.0), ("-1", 0.0)):
+            configure_logging(stream=stream, environ={} if text is None else {INTERVAL_ENV: text})
+            assert default_interval() == expected
+    finally:
+        configure_logging(stream=stream, environ={})
 
 
 # --- configuration at the edges -----------------------------------------------------------------------------------

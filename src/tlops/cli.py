@@ -367,7 +367,7 @@ def command_run(args: argparse.Namespace) -> int:
     # cheap checks first, the data (every image read and decoded) last.
     _check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size or None)
     check_image_size(args.image_size or None)
-    split = SplitConfig(args.val_fraction, args.test_fraction, args.seed)
+    split = SplitConfig(args.val_fraction, args.test_fraction, args.seed, archive_limits=_archive_limits())
     backbones = _backbone_list(args.backbones)
     output = args.output.resolve()
     check_writable_dir(output)
@@ -497,7 +497,7 @@ def _run_step(args: argparse.Namespace) -> object:
         from tlops.data.prepare import SplitConfig, prepare_data
         from tlops.io.storage import make_s3_client
 
-        config = SplitConfig(args.val_fraction, args.test_fraction, args.seed)
+        config = SplitConfig(args.val_fraction, args.test_fraction, args.seed, archive_limits=_archive_limits())
         result = prepare_data(args.data, args.output, config, make_s3_client())
         return {
             "digest": result.digest,
@@ -569,6 +569,13 @@ def setup_logging(level: str) -> None:
 
     os.environ[LEVEL_ENV] = level  # inherited by the kfp.local step processes, whose components configure it
     configure_logging(level)
+
+
+def _archive_limits():
+    """Archive expansion limits, from ``TLOPS_ARCHIVE_MAX_BYTES`` / ``_MAX_RATIO`` / ``_MAX_MEMBERS`` when set."""
+    from tlops.data.archives import ArchiveLimits
+
+    return ArchiveLimits.from_environment(os.environ)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import posixpath
 import shutil
 import stat
@@ -105,7 +104,7 @@ def extract_archive(archive: Path, destination: Path, limits: ArchiveLimits | No
     Args:
         archive: The archive file; its suffix says whether it is a zip or a tar.
         destination: The folder that holds the extracted members.
-        limits: Size, ratio and member-count limits (default: :meth:`ArchiveLimits.from_environment`).
+        limits: Size, ratio and member-count limits (default: :class:`ArchiveLimits`' defaults).
 
     Returns:
         ``destination``.
@@ -113,7 +112,7 @@ def extract_archive(archive: Path, destination: Path, limits: ArchiveLimits | No
     Raises:
         TlopsError: naming the unsafe member or the limit exceeded, or saying the file is no readable archive.
     """
-    limits = limits or ArchiveLimits.from_environment(os.environ)
+    limits = limits or ArchiveLimits()
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{destination.name}.partial-", dir=destination.parent))
     try:

@@ -1,9 +1,10 @@
-"""How a dataset is split: :class:`SplitConfig` (no numpy or pandas import, for the CLI)."""
+"""How a dataset is read and split: :class:`SplitConfig` (no numpy or pandas import, for the CLI)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from tlops.data.archives import ArchiveLimits
 from tlops.errors import TlopsError
 
 
@@ -17,12 +18,15 @@ class SplitConfig:
         test_fraction: Fraction of each class held out for the final test (unused when the test split is given).
         seed: Seed of the per-class shuffle.
         workers: Files read and decoded in parallel.
+        archive_limits: How much an archive source may expand (the edges read them from the environment with
+            :meth:`ArchiveLimits.from_environment`).
     """
 
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     seed: int = 0
     workers: int = 8
+    archive_limits: ArchiveLimits = field(default_factory=ArchiveLimits)
 
     def __post_init__(self) -> None:
         """Reject fractions that leave nothing to train on."""

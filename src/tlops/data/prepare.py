@@ -76,7 +76,7 @@ def check_dataset(source: str, config: SplitConfig | None = None, s3: S3Client |
         TlopsError: when the source is missing, unsafe or malformed, or its classes are too few or too small.
     """
     config = config or SplitConfig()
-    with open_source(source, s3) as opened:
+    with open_source(source, s3, limits=config.archive_limits) as opened:
         layout = list_layout(opened, s3)
     _check_sizes([(f.split, f.label) for f in layout.files], layout, config, source)
     return layout
@@ -96,7 +96,7 @@ def preflight_dataset(source: str, config: SplitConfig | None = None, s3: S3Clie
         TlopsError: when the source is missing, unsafe or malformed, or its classes are too few or too small.
     """
     config = config or SplitConfig()
-    with open_source(source, s3) as opened:
+    with open_source(source, s3, limits=config.archive_limits) as opened:
         layout = list_layout(opened, s3)
         _check_sizes([(f.split, f.label) for f in layout.files], layout, config, source)
         return _prepare(layout, source, config, s3)[1]
@@ -264,7 +264,7 @@ def prepare_data(
     check_output_apart(source, output_dir)
     created = not output_dir.exists()
     try:
-        with open_source(source, s3, extract_to=output_dir / EXTRACTED_DIR) as opened:
+        with open_source(source, s3, extract_to=output_dir / EXTRACTED_DIR, limits=config.archive_limits) as opened:
             layout = list_layout(opened, s3)
             _check_sizes([(f.split, f.label) for f in layout.files], layout, config, source)
             manifest, prepared = _prepare(layout, source, config, s3)

@@ -112,7 +112,7 @@ def open_source(
         s3: S3 client, needed for s3:// sources.
         extract_to: Where an archive is extracted and kept (removed again if the ``with`` body fails); ``None``
             extracts into a temporary folder removed on exit.
-        limits: How much an archive may expand (default: :meth:`ArchiveLimits.from_environment`).
+        limits: How much an archive may expand (default: :class:`ArchiveLimits`' defaults).
 
     Yields:
         The root to list and, for a CSV source, the CSV.

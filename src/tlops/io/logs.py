@@ -10,7 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from typing import TextIO
+
+from tlops.io.progress import INTERVAL_ENV, parse_interval, set_default_interval
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -33,7 +36,9 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def configure_logging(level: int | str | None = None, stream: TextIO | None = None) -> None:
+def configure_logging(
+    level: int | str | None = None, stream: TextIO | None = None, environ: Mapping[str, str] | None = None
+) -> None:
     """Send the ``tlops`` loggers' records at ``level`` and above to ``stream`` (stderr), one line each.
 
     Only the ``tlops`` logger tree is configured, with its own handler and no propagation to the root logger:
@@ -44,9 +49,13 @@ def configure_logging(level: int | str | None = None, stream: TextIO | None = No
         level: A logging level or its name (``"DEBUG"``, ``"INFO"``, ...); default: ``TLOPS_LOG_LEVEL``, else
             INFO (also for a name logging does not know).
         stream: Where to write (default: ``sys.stderr``, whatever it is when a record comes).
+        environ: The environment, for ``TLOPS_LOG_LEVEL`` and ``TLOPS_PROGRESS_INTERVAL`` (default: ``os.environ``;
+            only the edges call this function).
     """
+    environ = os.environ if environ is None else environ
+    set_default_interval(parse_interval(environ.get(INTERVAL_ENV)))
     if level is None:
-        level = os.environ.get(LEVEL_ENV) or logging.INFO
+        level = environ.get(LEVEL_ENV) or logging.INFO
     if isinstance(level, str):
         known = logging.getLevelName(level.strip().upper())
         level = known if isinstance(known, int) else logging.INFO

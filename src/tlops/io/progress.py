@@ -3,13 +3,13 @@
 A bar redraws itself with carriage returns, which a terminal shows in place but a log (a pipe, a file, a KFP
 pod's log, ``kfp.local``'s captured output) keeps as hundreds of lines. So when stderr is not a terminal,
 :func:`progress` logs one line (``logging``, INFO) at most every ``TLOPS_PROGRESS_INTERVAL`` seconds
-(default 30) and a closing line with the totals; a loop shorter than the interval logs nothing.
+(default 30; read by :func:`tlops.io.logs.configure_logging` at the edges) and a closing line with the
+totals; a loop shorter than the interval logs nothing.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -25,12 +25,26 @@ INTERVAL_ENV = "TLOPS_PROGRESS_INTERVAL"
 T = TypeVar("T")
 
 
-def default_interval() -> float:
-    """Seconds between progress lines when stderr is not a terminal (``TLOPS_PROGRESS_INTERVAL``, else 30)."""
+_interval = PROGRESS_INTERVAL_S
+
+
+def parse_interval(text: str | None) -> float:
+    """Seconds from a ``TLOPS_PROGRESS_INTERVAL`` value: 30 when unset or not a number, never negative."""
     try:
-        return max(0.0, float(os.environ.get(INTERVAL_ENV, PROGRESS_INTERVAL_S)))
+        return max(0.0, float(text)) if text else PROGRESS_INTERVAL_S
     except ValueError:
         return PROGRESS_INTERVAL_S
+
+
+def set_default_interval(seconds: float) -> None:
+    """Set the seconds between progress lines for this process (the edges call it, from the environment)."""
+    global _interval
+    _interval = max(0.0, seconds)
+
+
+def default_interval() -> float:
+    """Seconds between progress lines when stderr is not a terminal (30 unless set by the edge)."""
+    return _interval
 
 
 class LoggedProgress(Generic[T]):
@@ -124,7 +138,7 @@ def progress(
         total: Number of items (default: ``len(iterable)`` when it has one).
         unit: Name of one item.
         stream: The stream a bar would be drawn on (default: ``sys.stderr``); decides terminal or not.
-        interval: Seconds between log lines (default: ``TLOPS_PROGRESS_INTERVAL``, else 30).
+        interval: Seconds between log lines (default: :func:`default_interval`).
 
     Returns:
         An iterable with ``set_postfix(**values)`` for values such as a running loss.

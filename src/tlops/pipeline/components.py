@@ -27,6 +27,7 @@ def prepare_data(
     import shutil
     from pathlib import Path
 
+    from tlops.data.archives import ArchiveLimits
     from tlops.data.prepare import SplitConfig
     from tlops.data.prepare import prepare_data as run
     from tlops.io.logs import configure_logging
@@ -35,7 +36,9 @@ def prepare_data(
 
     configure_logging()
     runtime = runtime_from_environment(os.environ)
-    prepared = run(data_uri, Path(dataset.path), SplitConfig(val_fraction, test_fraction, seed), runtime.s3)
+    limits = ArchiveLimits.from_environment(os.environ)
+    config = SplitConfig(val_fraction, test_fraction, seed, archive_limits=limits)
+    prepared = run(data_uri, Path(dataset.path), config, runtime.s3)
     dataset.metadata.update({"digest": prepared.digest, "classes": prepared.classes, **prepared.num_images})
     shutil.copyfile(Path(dataset.path) / REPORT_FILE, report.path)
 
