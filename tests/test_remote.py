@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tlops.cli import _pipeline_parameters, build_parser
+from tlops.cli import build_parser
+from tlops.cli.pipeline_commands import _pipeline_parameters
 from tlops.errors import TlopsError
 from tlops.pipeline.compile import compile_pipeline
 from tlops.pipeline.remote import check_cron

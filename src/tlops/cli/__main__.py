@@ -1,0 +1,7 @@
+"""``python -m tlops.cli``: the same as the ``tlops`` command."""
+
+import sys
+
+from tlops.cli import main
+
+sys.exit(main())

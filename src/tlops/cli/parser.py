@@ -1,0 +1,263 @@
+"""The argument parser of ``tlops`` and its subcommands; every default comes from :mod:`tlops.steps.config`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from tlops import __version__
+from tlops.steps.config import DEFAULT_BACKBONE, DEFAULTS
+from tlops.train.config import STRATEGIES
+
+DEMO_IMAGE_SIZE = 128
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Keep at most this many demo images per class (all 1,797 digits when unset); tests use it to shrink the demo.
+DEMO_IMAGES_PER_CLASS_ENV = "TLOPS_DEMO_IMAGES_PER_CLASS"
+EPILOG = """\
+examples:
+  tlops run                                  train on the built-in demo data (scikit-learn digits)
+  tlops run --data ./photos --epochs 5       an ImageFolder: one subfolder per class
+  tlops run --data s3://bucket/dataset       S3 or SeaweedFS (AWS_ENDPOINT_URL, AWS credentials)
+  tlops run --strategy linear-probe          --strategy: linear-probe (frozen backbone), full (LP-FT) or auto
+  MLFLOW_TRACKING_URI=http://mlflow:5000 tlops run --data ...   track and register on a server
+  tlops compile                              rewrite components/*.yaml and pipelines/*.yaml
+  tlops schedule --host http://kfp:8080 --data s3://bucket/ds --tracking-uri http://mlflow:5000 --cron '0 0 3 * * *'
+  tlops promote --version 3                  make version 3 the champion (tlops promote --rollback undoes it)
+"""
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        help="dataset: a folder, s3://bucket/prefix, .zip/.tar(.gz) archive or .csv manifest (path,label[,split]); "
+        "one subfolder per class, or train/ val/ test/ subfolders kept as given (default: built-in demo data)",
+    )
+    parser.add_argument("--output", type=Path, default=Path("tlops-run"), help="run directory (default: %(default)s)")
+    parser.add_argument(
+        "--backbones",
+        default=",".join(DEFAULTS.backbones),
+        help="comma-separated candidate backbones: efficientnet_lite0/1/2 (bundled), timm:NAME, torchvision:NAME, "
+        "hub:OWNER/REPO:ENTRY, NAME@s3://weights (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--strategy",
+        default=DEFAULTS.strategy,
+        choices=STRATEGIES,
+        help="linear-probe: frozen backbone + head on cached features; full: fine-tune all layers from the probe "
+        "head (LP-FT); auto: freeze when the features already fit or data is small, else fine-tune, never keeping "
+        "a model that validates worse than the probe (default: %(default)s)",
+    )
+    _add_training_arguments(parser)
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=DEFAULTS.image_size,
+        help=f"input size; 0: the backbone's own (default: %(default)s; {DEMO_IMAGE_SIZE} for the 8x8 demo digits)",
+    )
+    parser.add_argument("--experiment", default=DEFAULTS.experiment, help="MLflow experiment (default: %(default)s)")
+    _add_model_name_argument(parser)
+    _add_seed_argument(parser)
+    _add_split_arguments(parser)
+    parser.add_argument(
+        "--class-weighted",
+        action="store_true",
+        default=DEFAULTS.class_weighted,
+        help="weight each class's loss inversely to its frequency (probe and fine-tuning), for imbalanced data",
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI"),
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under --output)",
+    )
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="fine-tuning epochs (default: %(default)s)")
+    parser.add_argument(
+        "--batch-size", type=int, default=DEFAULTS.batch_size, help="fine-tuning batch size (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--lr", type=float, default=DEFAULTS.learning_rate, help="fine-tuning learning rate (default: %(default)s)"
+    )
+
+
+def _add_split_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=DEFAULTS.val_fraction,
+        help="share of each class held out for validation (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--test-fraction",
+        type=float,
+        default=DEFAULTS.test_fraction,
+        help="share of each class held out for the test (default: %(default)s)",
+    )
+
+
+def _add_seed_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULTS.seed,
+        help="seed of the split, sampling and training (default: %(default)s)",
+    )
+
+
+def _add_model_name_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model-name", default=DEFAULTS.model_name, help="registered model name (default: %(default)s)"
+    )
+
+
+def _add_tracking_argument(parser: argparse.ArgumentParser, fallback: str) -> None:
+    parser.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI"),
+        help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else {fallback})",
+    )
+
+
+def _add_image_size_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--image-size", type=int, default=DEFAULTS.image_size, help="input size; 0: the backbone's own (default: 0)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="tlops",
+        description="Transfer learning as a Kubeflow pipeline: a pretrained vision backbone becomes a registered, "
+        "evaluated image classifier in MLflow.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"tlops {__version__}")
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default="INFO",
+        help="log progress and decisions of this level and above on stderr; results stay on stdout "
+        "(default: %(default)s; give it before the command: tlops --log-level DEBUG run)",
+    )
+    parser.add_argument(
+        "-v", "--verbose", dest="log_level", action="store_const", const="DEBUG", help="--log-level DEBUG"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run the whole pipeline locally through kfp.local",
+        description="Run prepare-data -> select-backbone -> extract-features -> fine-tune -> evaluate -> register "
+        "on this machine through kfp.local, then write OUTPUT/run_summary.json.",
+    )
+    _add_run_arguments(run)
+
+    compile_ = commands.add_parser("compile", help="write components/*.yaml and pipelines/*.yaml")
+    compile_.add_argument("--root", type=Path, default=Path("."), help="repository root (default: current dir)")
+
+    prepare = commands.add_parser("prepare-data", help="validate, split and write the manifest of a dataset")
+    prepare.add_argument(
+        "--data", required=True, help="folder, s3://bucket/prefix, .zip/.tar(.gz) archive or .csv manifest"
+    )
+    prepare.add_argument("--output", type=Path, required=True, help="directory for the manifest and report")
+    _add_seed_argument(prepare)
+    _add_split_arguments(prepare)
+
+    dataset_help = "the prepare-data output folder"
+    select = commands.add_parser("select-backbone", help="rank candidate backbones on a prepared dataset")
+    select.add_argument("--dataset", type=Path, required=True, help=dataset_help)
+    select.add_argument(
+        "--backbones", default=",".join(DEFAULTS.backbones), help="comma-separated candidates (default: %(default)s)"
+    )
+    select.add_argument("--output", type=Path, required=True, help="folder for the ranking (selection.json)")
+    _add_image_size_argument(select)
+    _add_seed_argument(select)
+
+    extract = commands.add_parser("extract-features", help="cache backbone features and fit the linear probe")
+    extract.add_argument("--dataset", type=Path, required=True, help=dataset_help)
+    extract.add_argument("--backbone", default=DEFAULT_BACKBONE, help="the backbone (default: %(default)s)")
+    extract.add_argument("--output", type=Path, required=True, help="gets features/ and probe/ subdirectories")
+    _add_image_size_argument(extract)
+    _add_seed_argument(extract)
+    extract.add_argument(
+        "--class-weighted", action="store_true", default=DEFAULTS.class_weighted, help="balanced class weights"
+    )
+
+    tune = commands.add_parser("fine-tune", help="train the classifier from the probe with a strategy")
+    tune.add_argument("--dataset", type=Path, required=True, help=dataset_help)
+    tune.add_argument("--probe", type=Path, required=True, help="the probe/ folder of the extract-features output")
+    tune.add_argument("--output", type=Path, required=True, help="folder for the model and its training record")
+    tune.add_argument("--strategy", default=DEFAULTS.strategy, choices=STRATEGIES, help="(default: %(default)s)")
+    _add_training_arguments(tune)
+    _add_seed_argument(tune)
+    tune.add_argument(
+        "--class-weighted", action="store_true", default=DEFAULTS.class_weighted, help="balanced class weights"
+    )
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="evaluate a trained model on the test split, then run the promotion gate against the champion",
+    )
+    evaluate.add_argument("--dataset", type=Path, required=True, help=dataset_help)
+    evaluate.add_argument("--model", type=Path, required=True, help="the fine-tune output folder")
+    evaluate.add_argument("--output", type=Path, required=True, help="folder for metrics, plots, the gate")
+    _add_tracking_argument(evaluate, "sqlite:///./mlflow.db: the registry whose champion the gate compares against")
+    _add_model_name_argument(evaluate)
+
+    register = commands.add_parser(
+        "register", help="log and register an evaluated model in MLflow, moving champion as the gate decided"
+    )
+    register.add_argument("--dataset", type=Path, required=True, help=dataset_help)
+    register.add_argument("--model", type=Path, required=True, help="the fine-tune output folder")
+    register.add_argument("--evaluation", type=Path, required=True, help="the evaluate output folder")
+    register.add_argument("--selection", type=Path, help="the select-backbone output folder, logged with the run")
+    register.add_argument("--output", type=Path, help="folder for the run summary (default: only printed)")
+    _add_tracking_argument(register, "sqlite:///./mlflow.db")
+    register.add_argument("--experiment", default=DEFAULTS.experiment, help="MLflow experiment (default: %(default)s)")
+    _add_model_name_argument(register)
+
+    submit = commands.add_parser(
+        "submit",
+        help="run the pipeline once on a Kubeflow Pipelines server",
+        description="Compile the pipeline and start one run of it on Kubeflow Pipelines.",
+    )
+    _add_run_arguments(submit)
+    submit.add_argument("--host", default=os.environ.get("KFP_HOST"), help="KFP API URL (default: $KFP_HOST)")
+    submit.add_argument("--run-name", default="tlops", help="name of the run (default: %(default)s)")
+
+    schedule = commands.add_parser(
+        "schedule",
+        help="retrain on a schedule: a recurring run on Kubeflow Pipelines",
+        description="Compile the pipeline and create a recurring run (no catch-up of missed runs). "
+        "Each run registers a new challenger; the champion moves only by the registry's rules or tlops promote.",
+    )
+    _add_run_arguments(schedule)
+    schedule.add_argument("--host", default=os.environ.get("KFP_HOST"), help="KFP API URL (default: $KFP_HOST)")
+    schedule.add_argument("--cron", required=True, help="6-field cron, seconds first, e.g. '0 0 3 * * *' (03:00 daily)")
+    schedule.add_argument("--job-name", default="tlops-retrain", help="recurring run name (default: %(default)s)")
+    schedule.add_argument("--max-concurrency", type=int, default=1, help="runs at a time (default: %(default)s)")
+
+    promote = commands.add_parser(
+        "promote",
+        help="make a model version the champion (or roll back to the previous champion)",
+        description="Move the 'champion' alias of a registered model. The replaced version keeps the alias "
+        "'previous-champion', so --rollback undoes the last promotion.",
+    )
+    _add_model_name_argument(promote)
+    target = promote.add_mutually_exclusive_group()
+    target.add_argument("--version", type=int, help="version to promote (default: the current challenger)")
+    target.add_argument("--rollback", action="store_true", help="make the previous champion the champion again")
+    promote.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI"),
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)",
+    )
+
+    demo = commands.add_parser("demo-data", help="write the built-in demo dataset as an ImageFolder")
+    demo.add_argument("--output", type=Path, required=True)
+    return parser

@@ -1,0 +1,145 @@
+"""``tlops run`` (the pipeline through kfp.local) and ``tlops submit`` / ``schedule`` (on Kubeflow Pipelines)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from tlops.cli.checks import archive_limits, backbone_list, check_positive
+from tlops.cli.parser import DEMO_IMAGE_SIZE, DEMO_IMAGES_PER_CLASS_ENV
+from tlops.errors import TlopsError
+
+
+def _pipeline_parameters(
+    args: argparse.Namespace, data_uri: str, tracking_uri: str, backbones: list[str], image_size: int | None
+) -> dict:
+    """The pipeline's parameters from the run options shared by ``run``, ``submit`` and ``schedule``."""
+    parameters = {
+        "data_uri": data_uri,
+        "tracking_uri": tracking_uri,
+        "backbones": backbones,
+        "strategy": args.strategy,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.lr,
+        "image_size": image_size or 0,
+        "seed": args.seed,
+        "class_weighted": args.class_weighted,
+        "val_fraction": args.val_fraction,
+        "test_fraction": args.test_fraction,
+        "experiment": args.experiment,
+        "model_name": args.model_name,
+    }
+    return parameters
+
+
+def command_remote(args: argparse.Namespace) -> int:
+    """``tlops submit`` / ``tlops schedule``: compile the pipeline and create a run or recurring run on KFP."""
+    import tempfile
+
+    from tlops.data.sources import check_data_argument
+    from tlops.models.names import check_image_size
+    from tlops.pipeline.compile import compile_pipeline
+    from tlops.pipeline.remote import check_cron, schedule_run, submit_run
+
+    check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size or None)
+    check_image_size(args.image_size or None)
+    if not args.host:
+        raise TlopsError("no Kubeflow Pipelines host: pass --host URL or set KFP_HOST")
+    if args.data is None:
+        raise TlopsError("--data is required: an s3:// URI (or a path mounted in the pipeline's pods)")
+    check_data_argument(args.data)
+    if not args.tracking_uri or not args.tracking_uri.startswith(("http://", "https://")):
+        raise TlopsError("--tracking-uri must be an MLflow server URL the cluster can reach (http://...)")
+    if args.command == "schedule":
+        check_cron(args.cron)
+    parameters = _pipeline_parameters(
+        args, args.data, args.tracking_uri, backbone_list(args.backbones), args.image_size
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        package = compile_pipeline(Path(folder) / "pipeline.yaml")
+        if args.command == "submit":
+            created = submit_run(args.host, package, parameters, args.experiment, args.run_name)
+        else:
+            created = schedule_run(
+                args.host, package, parameters, args.experiment, args.job_name, args.cron, args.max_concurrency
+            )
+    print(f"created {created.kind} {created.id} in experiment {created.experiment!r}: {created.url}")
+    return 0
+
+
+def _demo_images_per_class() -> int | None:
+    value = os.environ.get(DEMO_IMAGES_PER_CLASS_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 3:
+        raise TlopsError(f"{DEMO_IMAGES_PER_CLASS_ENV}={value!r}: give a whole number of images per class, at least 3")
+    return int(value)
+
+
+def command_run(args: argparse.Namespace) -> int:
+    """``tlops run``: preflight the inputs, run the pipeline locally, print and write the summary."""
+    import shutil
+
+    from tlops.data.demo import write_digits_imagefolder
+    from tlops.data.prepare import SplitConfig, preflight_dataset
+    from tlops.data.sources import check_data_argument, check_output_apart
+    from tlops.io.paths import check_writable_dir
+    from tlops.io.storage import make_s3_client
+    from tlops.models.availability import check_backbone_available
+    from tlops.models.names import check_image_size
+    from tlops.promotion.tracking import check_tracking_server, resolve_tracking_uri
+
+    # Preflight: fail in one line before any step runs, anything is registered or --output is written; the
+    # cheap checks first, the data (every image read and decoded) last.
+    check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size or None)
+    check_image_size(args.image_size or None)
+    split = SplitConfig(args.val_fraction, args.test_fraction, args.seed, archive_limits=archive_limits())
+    backbones = backbone_list(args.backbones)
+    output = args.output.resolve()
+    check_writable_dir(output)
+    image_size = args.image_size
+    data_uri = None
+    if args.data is not None:
+        check_data_argument(args.data)
+        data_uri = args.data if args.data.startswith("s3://") else str(Path(args.data).resolve())
+        check_output_apart(data_uri, output)
+    tracking_uri = resolve_tracking_uri(args.tracking_uri, output)
+    check_tracking_server(tracking_uri)
+    for name in backbones:
+        check_backbone_available(name)
+    created = not output.exists()
+    try:
+        if data_uri is None:
+            data_uri = str(write_digits_imagefolder(output / "demo-data", per_class=_demo_images_per_class()))
+            image_size = image_size or DEMO_IMAGE_SIZE
+            print(f"no --data given: using the built-in demo data (scikit-learn digits) in {data_uri}")
+        s3 = make_s3_client() if data_uri.startswith("s3://") else None
+        prepared = preflight_dataset(data_uri, split, s3)
+    except BaseException:
+        if created:
+            shutil.rmtree(output, ignore_errors=True)
+        raise
+
+    from tlops.pipeline.local import PipelineFailed, keep_run_summary, run_locally
+    from tlops.steps.summary import format_summary  # imports torch: not before the preflight has passed
+
+    output.mkdir(parents=True, exist_ok=True)
+    parameters = _pipeline_parameters(args, data_uri, tracking_uri, backbones, image_size)
+    images = sum(prepared.num_images.values())
+    print(
+        f"running the tlops pipeline locally ({images} images, {len(prepared.quarantined)} quarantined; tracking at "
+        f"{tracking_uri})",
+        flush=True,
+    )
+    try:
+        summary = run_locally(parameters, output)
+    except PipelineFailed as error:
+        print(f"tlops: error: the pipeline failed: {error} (the step's log is above)", file=sys.stderr)
+        return 1
+    path, kept, replaced = keep_run_summary(summary, output)
+    print(format_summary(summary))
+    print(f"  summary    {path} (this run's is kept as {kept.relative_to(output)}{'; ' if replaced else ''}{replaced})")
+    return 0

@@ -1,0 +1,139 @@
+"""One subcommand per pipeline step, each calling the same step function as its KFP component."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from tlops.cli.checks import archive_limits, backbone_list, check_positive
+from tlops.errors import TlopsError
+
+
+def command_step(args: argparse.Namespace) -> int:
+    """Run one step of the pipeline in this process: the same function its KFP component calls.
+
+    The arguments are checked before the step starts; a failing step leaves no ``--output`` folder it created.
+    """
+    import shutil
+
+    from tlops.io.paths import check_writable_dir
+
+    _check_step_arguments(args)
+    output = args.output
+    if output is not None:
+        check_writable_dir(output)
+    created = output is not None and not output.exists()
+    try:
+        result = _run_step(args)
+    except BaseException:
+        if created:
+            shutil.rmtree(output, ignore_errors=True)
+        raise
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _check_step_arguments(args: argparse.Namespace) -> None:
+    """Check a step's options and input folders before it loads anything (the step checks its folders again)."""
+    from tlops.promotion.tracking import check_tracking_server, resolve_tracking_uri
+    from tlops.steps import outputs
+
+    inputs = {
+        "dataset": outputs.PreparedData,
+        "probe": outputs.ProbeSummary,
+        "model": outputs.ModelConfig,
+        "evaluation": outputs.Evaluation,
+        "selection": outputs.Selection,
+    }
+    read = {
+        option: record.read(getattr(args, option)) for option, record in inputs.items() if getattr(args, option, None)
+    }
+    for option in ("probe", "model", "evaluation"):
+        if option in read and "dataset" in read and read[option].classes != read["dataset"].classes:
+            raise TlopsError(
+                f"--{option} {getattr(args, option)} was made for other classes than --dataset {args.dataset} has: "
+                "use the outputs of one dataset"
+            )
+    if args.command == "select-backbone":
+        args.backbones = backbone_list(args.backbones)
+    elif args.command == "extract-features":
+        if len(backbone_list(args.backbone)) != 1:
+            raise TlopsError("--backbone takes one name; rank several with tlops select-backbone --backbones A,B")
+    elif args.command == "fine-tune":
+        check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    if getattr(args, "image_size", None) is not None:
+        check_positive(image_size=args.image_size or None)
+    if args.command in ("evaluate", "register"):
+        args.tracking_uri = resolve_tracking_uri(args.tracking_uri, Path.cwd())
+        check_tracking_server(args.tracking_uri)
+
+
+def _run_step(args: argparse.Namespace) -> object:
+    """Call the step's function; returns what the command prints (as JSON)."""
+    if args.command == "prepare-data":  # needs no torch: only S3
+        from tlops.data.prepare import SplitConfig, prepare_data
+        from tlops.io.storage import make_s3_client
+
+        config = SplitConfig(args.val_fraction, args.test_fraction, args.seed, archive_limits=archive_limits())
+        result = prepare_data(args.data, args.output, config, make_s3_client())
+        return {
+            "digest": result.digest,
+            "classes": result.classes,
+            "images": result.num_images,
+            "quarantined": len(result.quarantined),
+        }
+    from tlops.steps.runtime import runtime_from_environment
+
+    runtime = runtime_from_environment(os.environ)
+    if args.command == "select-backbone":
+        from tlops.steps.select_backbone import select_backbone
+
+        selection = select_backbone(
+            args.dataset, args.backbones, args.output, runtime, image_size=args.image_size, seed=args.seed
+        )
+        return selection.ranking
+    if args.command == "extract-features":
+        from tlops.steps.extract_features import extract_and_probe
+
+        summary = extract_and_probe(
+            args.dataset,
+            args.backbone,
+            args.output / "features",
+            args.output / "probe",
+            runtime,
+            image_size=args.image_size,
+            seed=args.seed,
+            class_weighted=args.class_weighted,
+        )
+        return summary.to_dict()
+    if args.command == "fine-tune":
+        from tlops.steps.fine_tune import fine_tune
+        from tlops.train.config import TrainConfig
+
+        config = TrainConfig(
+            strategy=args.strategy,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            class_weighted=args.class_weighted,
+        )
+        training = fine_tune(args.dataset, args.probe, args.output, config, runtime)
+        return {k: v for k, v in training.to_dict().items() if k != "history"}
+    if args.command == "evaluate":
+        from tlops.steps.evaluate import evaluate
+
+        evaluated = evaluate(
+            args.dataset, args.model, args.output, runtime, tracking_uri=args.tracking_uri, model_name=args.model_name
+        )
+        return evaluated.evaluation.metrics
+    from tlops.promotion.config import RegistryConfig
+    from tlops.steps.register import register
+
+    config = RegistryConfig(tracking_uri=args.tracking_uri, experiment=args.experiment, model_name=args.model_name)
+    summary = register(
+        args.dataset, args.model, args.evaluation, config, output_dir=args.output, selection_dir=args.selection
+    )
+    return summary.to_dict()
