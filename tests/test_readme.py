@@ -630,7 +630,7 @@ STEPS = [
     "tlops select-backbone --dataset ./prepared --backbones efficientnet_lite0,efficientnet_lite1 --output ./selection",
     "tlops extract-features --dataset ./prepared --backbone efficientnet_lite0 --output ./features",
     "tlops fine-tune --dataset ./prepared --probe ./features/probe --output ./model",
-    "tlops evaluate --dataset ./prepared --model ./model --output ./evaluation",
+    "tlops evaluate --dataset ./prepared --model ./model --output ./evaluation --tracking-uri http://mlflow:5000",
 ]
 REGISTER = (
     "tlops register --dataset ./prepared --model ./model --evaluation ./evaluation --tracking-uri http://mlflow:5000"
@@ -647,17 +647,25 @@ class Steps:
 
 
 @pytest.fixture(scope="module")
-def steps(shapes: Path, tmp_path_factory: pytest.TempPathFactory) -> Steps:
-    """The README's per-step commands up to evaluate, one after the other in one working directory."""
+def steps(shapes: Path, tmp_path_factory: pytest.TempPathFactory, services: Any) -> Steps:
+    """The README's per-step commands up to evaluate, one after the other in one working directory.
+
+    The gate in evaluate compares with the champion on the test MLflow server, where the README's model name is
+    not registered yet.
+    """
     cwd = tmp_path_factory.mktemp("steps")
     write_imagefolder(shapes, cwd / "my_images")
+    _fresh_registered_model(services.mlflow_uri)
+    server = {"http://mlflow:5000": services.mlflow_uri}
     stdout = {}
     for text in STEPS:
-        stdout[text] = succeeded(run(readme_command(text), cwd, timeout=SHORT_TIMEOUT_S))
+        substitutions = server if "http://mlflow:5000" in text else None
+        stdout[text] = succeeded(run(readme_command(text, substitutions), cwd, timeout=SHORT_TIMEOUT_S))
     return Steps(cwd, stdout)
 
 
-@pytest.mark.pipeline  # its fixture runs every README step command up to evaluate (a minute): not the fast lane
+@pytest.mark.integration  # its fixture runs every README step command up to evaluate, the gate on the server
+@pytest.mark.pipeline  # (a minute): not the fast lane
 @covers(PREPARE)
 def test_prepare_data(steps: Steps, shapes: Path) -> None:
     printed = printed_json(steps.stdout[PREPARE])
@@ -675,6 +683,7 @@ def test_prepare_data(steps: Steps, shapes: Path) -> None:
     assert "circle" in (prepared / "report.md").read_text()
 
 
+@pytest.mark.integration
 @pytest.mark.pipeline
 @covers(*STEPS[1:])
 def test_per_step_commands(steps: Steps) -> None:
@@ -715,7 +724,11 @@ def _aliases(client: Any, name: str = "tlops-classifier") -> dict[str, int]:
 @pytest.mark.pipeline
 @covers(REGISTER, PROMOTE, PROMOTE_VERSION, ROLLBACK)
 def test_register_then_promote_and_roll_back(steps: Steps, mlflow_uri: str) -> None:
-    client = _fresh_registered_model(mlflow_uri)
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    comparison = json.loads((steps.cwd / "evaluation" / "comparison.json").read_text())
+    assert comparison["promote"] is True and comparison["champion_version"] is None  # the gate saw no champion
     server = {"http://mlflow:5000": mlflow_uri}
     registered = []
     for _ in range(3):  # three retrainings: versions 1, 2, 3
