@@ -451,7 +451,7 @@ def test_prepare_from_s3(s3_env: Any, s3_client: Any, bucket: str, tmp_path: Pat
     local = write_digits_imagefolder(tmp_path / "data", per_class=4)
     uploaded = _upload_folder(s3_client, bucket, local, "datasets/digits")
     assert uploaded == 40
-    # Neighbours that must not be read: a sibling prefix sharing the name's start, and a file at the root.
+    # A sibling prefix sharing the name's start must not be read; a file outside any class folder is quarantined.
     s3_client.put_object(Bucket=bucket, Key="datasets/digits2/zero/x.png", Body=_image_bytes(1))
     s3_client.put_object(Bucket=bucket, Key="datasets/digits/root.png", Body=_image_bytes(2))
     s3_client.put_object(Bucket=bucket, Key="datasets/digits/one/bad.png", Body=b"garbage")
@@ -465,8 +465,10 @@ def test_prepare_from_s3(s3_env: Any, s3_client: Any, bucket: str, tmp_path: Pat
     assert (manifest["uri"] == f"s3://{bucket}/datasets/digits/" + manifest["relpath"]).all()
     assert result.classes == sorted(DIGIT_NAMES)
     assert sum(result.num_images.values()) == 40
-    assert [q["path"] for q in result.quarantined] == ["one/bad.png"]
-    assert "not an image" in result.quarantined[0]["reason"]
+    reasons = {q["path"]: q["reason"] for q in result.quarantined}
+    assert sorted(reasons) == ["one/bad.png", "root.png"]
+    assert "not an image" in reasons["one/bad.png"]
+    assert "outside" in reasons["root.png"] and "class" in reasons["root.png"]
 
     # The same files on disk give the same split and digest: the digest does not depend on where data lives.
     (local / "one" / "bad.png").write_bytes(b"garbage")
