@@ -59,7 +59,7 @@ ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console", "zsh"}
 PROGRAMS = {
     "tlops", "python", "python3", "pip", "pip3", "bash", "sh", "source", "export", "docker", "kubectl", "helm",
-    "mlflow", "git", "ruff", "pytest", "curl", "make", "uv", "weed",
+    "mlflow", "git", "ruff", "lint-imports", "pytest", "curl", "make", "uv", "weed",
 }  # fmt: skip
 MENTION = re.compile(r"^tlops [a-z][a-z-]*$")  # `tlops promote` in prose names a subcommand; --help must work
 
@@ -874,7 +874,7 @@ def test_every_subcommand_has_help_and_knows_the_readme_options(tmp_path: Path) 
         assert not missing, f"README uses options that `tlops {name} --help` does not list: {missing}"
 
 
-LINT = [".venv/bin/ruff check src tests", ".venv/bin/ruff format --check src tests"]
+LINT = [".venv/bin/ruff check src tests", ".venv/bin/ruff format --check src tests", ".venv/bin/lint-imports"]
 
 
 @covers(*LINT)
