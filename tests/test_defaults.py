@@ -125,3 +125,14 @@ def test_the_command_line_parses_and_checks_folders_without_importing_torch() ->
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_cluster_run_needs_only_the_data_and_the_tracking_uri() -> None:
+    """Every other parameter of the compiled pipeline has a real default (no None that kfp cannot convert)."""
+    spec = next(yaml.safe_load_all((REPO / "pipelines" / "transfer_learning.yaml").read_text()))
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    required = {name for name, parameter in parameters.items() if "defaultValue" not in parameter}
+    assert required == {"data_uri", "tracking_uri"}
+    assert all(
+        parameter.get("defaultValue") is not None for name, parameter in parameters.items() if name not in required
+    )
