@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from tlops.errors import TlopsError
 
-Strategy = Literal["auto", "linear-probe", "full"]
 STRATEGIES: tuple[str, ...] = ("auto", "linear-probe", "full")
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -21,7 +21,6 @@ from torch.utils.data import DataLoader
 from tlops.io.progress import progress
 from tlops.models.device import autocast
 from tlops.train.config import STRATEGIES as STRATEGIES  # re-exported
-from tlops.train.config import Strategy as Strategy
 from tlops.train.config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -36,30 +35,6 @@ class EpochRecord:
     train_accuracy: float | None
     val_loss: float
     val_accuracy: float
-
-
-@dataclass
-class TrainResult:
-    """The outcome of the fine-tuning step.
-
-    Attributes:
-        model: The chosen classifier (normalization, backbone, head).
-        strategy: The strategy that produced it (``linear-probe`` or ``full``).
-        reasons: Why that strategy was chosen, in plain words.
-        history: Per-epoch records, epoch 0 being the probe.
-        best_epoch: The epoch whose weights were kept.
-    """
-
-    model: nn.Module
-    strategy: str
-    reasons: list[str]
-    history: list[EpochRecord] = field(default_factory=list)
-    best_epoch: int = 0
-
-    @property
-    def val_accuracy(self) -> float:
-        """Validation accuracy of the kept weights."""
-        return next(r.val_accuracy for r in self.history if r.epoch == self.best_epoch)
 
 
 def decide_strategy(
