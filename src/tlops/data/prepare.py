@@ -17,7 +17,7 @@ from tlops.data.layouts import OUTSIDE_CLASS_FOLDER, Layout, SourceFile, list_la
 from tlops.data.leakage import resolve_duplicates
 from tlops.data.prepared import MANIFEST_FILE, REPORT_FILE, SUMMARY_FILE, TEXT_COLUMNS, PreparedData
 from tlops.data.report import render_report
-from tlops.data.sources import check_data_argument, check_output_apart, open_source
+from tlops.data.sources import OpenedSource, check_data_argument, check_output_apart, open_source
 from tlops.data.splits import SPLITS, SplitConfig, assign_splits, carve_validation, split_counts
 from tlops.errors import TlopsError
 from tlops.io.paths import check_writable_dir
@@ -77,9 +77,7 @@ def check_dataset(source: str, config: SplitConfig | None = None, s3: S3Client |
     """
     config = config or SplitConfig()
     with open_source(source, s3, limits=config.archive_limits) as opened:
-        layout = list_layout(opened, s3)
-    _check_sizes([(f.split, f.label) for f in layout.files], layout, config, source)
-    return layout
+        return _checked_layout(opened, source, config, s3)
 
 
 def preflight_dataset(source: str, config: SplitConfig | None = None, s3: S3Client | None = None) -> PreparedData:
@@ -97,9 +95,14 @@ def preflight_dataset(source: str, config: SplitConfig | None = None, s3: S3Clie
     """
     config = config or SplitConfig()
     with open_source(source, s3, limits=config.archive_limits) as opened:
-        layout = list_layout(opened, s3)
-        _check_sizes([(f.split, f.label) for f in layout.files], layout, config, source)
-        return _prepare(layout, source, config, s3)[1]
+        return _prepare(_checked_layout(opened, source, config, s3), source, config, s3)[1]
+
+
+def _checked_layout(opened: OpenedSource, source: str, config: SplitConfig, s3: S3Client | None) -> Layout:
+    """The layout of an opened source, after checking that its classes can be split."""
+    layout = list_layout(opened, s3)
+    _check_sizes([(f.split, f.label) for f in layout.files], layout, config, source)
+    return layout
 
 
 def check_class_sizes(
@@ -265,9 +268,7 @@ def prepare_data(
     created = not output_dir.exists()
     try:
         with open_source(source, s3, extract_to=output_dir / EXTRACTED_DIR, limits=config.archive_limits) as opened:
-            layout = list_layout(opened, s3)
-            _check_sizes([(f.split, f.label) for f in layout.files], layout, config, source)
-            manifest, prepared = _prepare(layout, source, config, s3)
+            manifest, prepared = _prepare(_checked_layout(opened, source, config, s3), source, config, s3)
             if opened.extracted is not None:  # relative to the output directory, which travels with the files
                 manifest["uri"] = [
                     Path(uri).relative_to(output_dir).as_posix() if Path(uri).is_relative_to(opened.extracted) else uri
