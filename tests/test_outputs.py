@@ -17,6 +17,7 @@ from tlops.steps.evaluate import evaluate
 from tlops.steps.extract_features import extract_and_probe
 from tlops.steps.fine_tune import fine_tune
 from tlops.steps.outputs import (
+    BackboneScore,
     Comparison,
     Evaluation,
     ModelConfig,
@@ -35,7 +36,9 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "tlops"
 
 RECORDS = [
     PreparedData("d" * 64, ["a", "b"], {"train": {"a": 1, "b": 1}, "val": {"a": 1, "b": 1}, "test": {"a": 1, "b": 1}}),
-    Selection("efficientnet_lite0", [{"name": "efficientnet_lite0"}], ["only one candidate: nothing to compare"]),
+    Selection("efficientnet_lite0", [{"name": "efficientnet_lite0"}], ["the only candidate"], "probe", None, None),
+    BackboneScore("efficientnet_lite0", 0.9, 0.01, 0.8, 0.02, 5, 0.1, 3_400_000, 770_000_000, 18.8, "cpu", 1280,
+                  224, 140, 5, 0.7, 6.7, 6.7, False, "/cache/36/3652"),
     ProbeSummary("efficientnet_lite0", ["a", "b"], 0.1, 0.9, 1.0, 64, 1280, class_weighted=True),
     ModelConfig("efficientnet_lite0", ["a", "b"], {"input_size": 64, "mean": (0.5, 0.5, 0.5)}, "full"),
     Training("full", "auto", ["why"], 1, 0.9, 0.8, [{"epoch": 0, "val_accuracy": 0.8}], {"epochs": 1}),
@@ -52,7 +55,7 @@ def test_each_record_round_trips_with_its_schema_version(record, tmp_path: Path)
     path = record.write(tmp_path)
 
     assert path == tmp_path / record.FILE
-    assert json.loads(path.read_text())["schema_version"] == 1
+    assert json.loads(path.read_text())["schema_version"] == type(record).expected_version()
     assert type(record).read(tmp_path) == record
     assert [p.name for p in tmp_path.iterdir()] == [record.FILE]  # no temporary file left
 
@@ -83,8 +86,8 @@ def test_another_schema_version_or_a_damaged_file_is_refused(tmp_path: Path) -> 
     record.write(tmp_path)
     path = tmp_path / record.FILE
     payload = json.loads(path.read_text())
-    path.write_text(json.dumps(payload | {"schema_version": 2}))
-    with pytest.raises(TlopsError, match=r"has schema version 2, this tlops reads version 1: run tlops select-backbo"):
+    path.write_text(json.dumps(payload | {"schema_version": 3}))
+    with pytest.raises(TlopsError, match=r"has schema version 3, this tlops reads version 2: run tlops select-backbo"):
         Selection.read(tmp_path)
     path.write_text(json.dumps({k: v for k, v in payload.items() if k != "schema_version"}))
     with pytest.raises(TlopsError, match=r"has schema version None"):
@@ -99,7 +102,8 @@ def test_another_schema_version_or_a_damaged_file_is_refused(tmp_path: Path) -> 
 
 def test_json_file_names_are_written_only_in_the_outputs_module() -> None:
     # The data layer cannot import tlops.steps, so the prepare-data step's summary is named in data/prepared.py.
-    allowed = {SRC / "steps" / "outputs.py", SRC / "data" / "prepared.py"}
+    # The feature cache's index.json is the cache's own format, not a step output.
+    allowed = {SRC / "steps" / "outputs.py", SRC / "data" / "prepared.py", SRC / "models" / "feature_cache.py"}
     named = {
         path
         for path in SRC.rglob("*.py")
@@ -108,7 +112,8 @@ def test_json_file_names_are_written_only_in_the_outputs_module() -> None:
     }
     assert named <= allowed, sorted(map(str, named - allowed))
     every_file = {getattr(outputs, name) for name in outputs.__all__ if name.endswith("_FILE")}
-    assert len(every_file) == 17  # 3 of prepare-data, selection, features, probe (2), model (4), evaluate (5), summary
+    # 3 of prepare-data, score, selection (2), features, probe (2), model (4), evaluate (5), summary
+    assert len(every_file) == 19
 
 
 def test_a_manifest_keeps_class_names_pandas_would_read_as_missing(tmp_path: Path) -> None:

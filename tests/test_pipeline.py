@@ -15,7 +15,16 @@ import yaml
 from tlops.pipeline.compile import PIPELINE_FILE, compile_all
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS = {"prepare-data", "select-backbone", "extract-features", "fine-tune", "evaluate", "register"}
+STEPS = {
+    "prepare-data",
+    "score-backbone",
+    "score-baseline",
+    "select-backbone",
+    "extract-features",
+    "fine-tune",
+    "evaluate",
+    "register",
+}
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +36,19 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _documents(path: Path) -> list[dict]:
     return list(yaml.safe_load_all(path.read_text()))
+
+
+def _step_tasks(spec: dict) -> dict[str, dict]:
+    """Every task that runs a container, inside loops too (a ParallelFor is a task whose component is a DAG)."""
+    found, pending = {}, list(spec["root"]["dag"]["tasks"].items())
+    while pending:
+        name, task = pending.pop()
+        component = spec["components"][task["componentRef"]["name"]]
+        if "dag" in component:
+            pending += component["dag"]["tasks"].items()
+        else:
+            found[name] = task
+    return found
 
 
 def test_checked_in_yaml_matches_a_fresh_compile(compiled: Path):
@@ -41,10 +63,22 @@ def test_checked_in_yaml_matches_a_fresh_compile(compiled: Path):
         )
 
 
-def test_pipeline_has_the_six_steps_wired_by_artifacts(compiled: Path):
+def test_pipeline_steps_are_wired_by_artifacts(compiled: Path):
     spec = _documents(compiled / "pipelines" / PIPELINE_FILE)[0]
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = _step_tasks(spec)
     assert set(tasks) == STEPS
+    # Candidates are scored in parallel (a ParallelFor over the backbones parameter), gathered by select-backbone.
+    loop = spec["root"]["dag"]["tasks"]["for-loop-1"]
+    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--backbones"
+    assert loop["iteratorPolicy"]["parallelismLimit"] >= 2
+    gathered = tasks["select-backbone"]["inputs"]["artifacts"]["scores"]["taskOutputArtifact"]
+    assert gathered["producerTask"] == "for-loop-1"
+    assert tasks["select-backbone"]["inputs"]["artifacts"]["baseline"]["taskOutputArtifact"]["producerTask"] == (
+        "score-baseline"
+    )
+    assert tasks["extract-features"]["inputs"]["parameters"]["feature_cache"]["componentInputParameter"] == (
+        "feature_cache"
+    )
     assert tasks["fine-tune"]["inputs"]["artifacts"]["probe"]["taskOutputArtifact"]["producerTask"] == (
         "extract-features"
     )
@@ -95,12 +129,12 @@ def test_tasks_on_the_gpu_image_and_only_they_get_the_gpu_node_pool(compiled: Pa
     kubernetes = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     executor_of = {
         task: spec["components"][settings["componentRef"]["name"]]["executorLabel"]
-        for task, settings in spec["root"]["dag"]["tasks"].items()
+        for task, settings in _step_tasks(spec).items()
     }
     images = {task: executors[executor]["container"]["image"] for task, executor in executor_of.items()}
     assert set(images.values()) == {CPU_IMAGE, GPU_IMAGE}
     gpu_tasks = {task for task, image in images.items() if image == GPU_IMAGE}
-    assert gpu_tasks == {"extract-features", "fine-tune"}
+    assert gpu_tasks == {"score-backbone", "extract-features", "fine-tune"}
     for task, executor in executor_of.items():
         resources = executors[executor]["container"]["resources"]
         settings = kubernetes.get(executor, {})
@@ -120,7 +154,7 @@ def test_tasks_on_the_gpu_image_and_only_they_get_the_gpu_node_pool(compiled: Pa
         for mount in shm:  # a memory-backed /dev/shm counts against the memory limit: bounded, and within it
             assert _memory_bytes(mount["sizeLimit"]) < _memory_bytes(resources["resourceMemoryLimit"]), task
     # The steps whose data loaders run workers share batches through /dev/shm, on either image.
-    loaders = {"select-backbone", "extract-features", "fine-tune", "evaluate"}
+    loaders = {"score-backbone", "score-baseline", "extract-features", "fine-tune", "evaluate"}
     with_shm = {
         task
         for task, executor in executor_of.items()

@@ -832,8 +832,10 @@ def test_compile(tmp_path: Path) -> None:
     assert printed == {(tmp_path / p).resolve() for p in written}, stdout
     spec = next(yaml.safe_load_all((tmp_path / "pipelines" / "transfer_learning.yaml").read_text()))
     assert set(spec["root"]["dag"]["tasks"]) == {
-        "prepare-data", "select-backbone", "extract-features", "fine-tune", "evaluate", "register",
+        "prepare-data", "for-loop-1", "score-baseline", "select-backbone", "extract-features", "fine-tune",
+        "evaluate", "register",
     }  # fmt: skip
+    assert set(spec["components"]["comp-for-loop-1"]["dag"]["tasks"]) == {"score-backbone"}
 
 
 HELP = "tlops COMMAND --help"

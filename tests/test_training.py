@@ -215,6 +215,9 @@ def test_probe_and_features_files_round_trip(tmp_path: Path) -> None:
         "image_size": 64,
         "num_features": 4,
         "class_weighted": False,
+        "cache_hit": False,
+        "feature_seconds": 0.0,
+        "cache_entry": "",
         "schema_version": 1,
     }
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from tlops import __version__
-from tlops.steps.config import DEFAULT_BACKBONE, DEFAULTS
+from tlops.steps.config import DEFAULT_BACKBONE, DEFAULTS, SELECTION_METRICS
 from tlops.train.config import STRATEGIES
 
 DEMO_IMAGE_SIZE = 128
@@ -48,6 +48,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "head (LP-FT); auto: freeze when the features already fit or data is small, else fine-tune, never keeping "
         "a model that validates worse than the probe (default: %(default)s)",
     )
+    _add_selection_arguments(parser)
     _add_training_arguments(parser)
     parser.add_argument(
         "--image-size",
@@ -69,6 +70,46 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--tracking-uri",
         default=os.environ.get("MLFLOW_TRACKING_URI"),
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under --output)",
+    )
+
+
+def _add_feature_cache_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--feature-cache",
+        default=DEFAULTS.feature_cache,
+        help="where backbone features are cached, keyed by dataset digest, backbone, weights and preprocessing: a "
+        "folder or s3://bucket/prefix (default: features/ in $TLOPS_CACHE_DIR or ~/.cache/tlops); a second run on "
+        "the same data reads them and runs no backbone",
+    )
+
+
+def _add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_feature_cache_argument(parser)
+    parser.add_argument(
+        "--selection-metric",
+        default=DEFAULTS.selection_metric,
+        choices=SELECTION_METRICS,
+        help="score that ranks the candidates: probe (cross-validated linear-probe accuracy), knn (cross-validated "
+        "cosine kNN accuracy) or logme; near-ties (within one standard error) go to the cheaper backbone "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-params",
+        type=int,
+        default=DEFAULTS.max_params,
+        help="budget: largest backbone in parameters, e.g. 10000000 (default: 0, no limit)",
+    )
+    parser.add_argument(
+        "--max-latency-ms",
+        type=float,
+        default=DEFAULTS.max_latency_ms,
+        help="budget: slowest latency per image, measured on this run's device (default: 0, no limit)",
+    )
+    parser.add_argument(
+        "--scoring-images-per-class",
+        type=int,
+        default=DEFAULTS.scoring_images_per_class,
+        help="training images per class the selection scores use (default: 0, all of them)",
     )
 
 
@@ -169,19 +210,53 @@ def build_parser() -> argparse.ArgumentParser:
     _add_split_arguments(prepare)
 
     dataset_help = "the prepare-data output folder"
-    select = commands.add_parser("select-backbone", help="rank candidate backbones on a prepared dataset")
+    score = commands.add_parser(
+        "score-backbone", help="extract one candidate's features (cached) and score them: probe, kNN, LogME, cost"
+    )
+    score.add_argument("--dataset", type=Path, required=True, help=dataset_help)
+    score.add_argument(
+        "--backbone", default=DEFAULT_BACKBONE, help="the candidate, or pixels for the no-transfer baseline"
+    )
+    score.add_argument("--output", type=Path, required=True, help="folder for the score record")
+    _add_feature_cache_argument(score)
+    score.add_argument(
+        "--scoring-images-per-class",
+        type=int,
+        default=DEFAULTS.scoring_images_per_class,
+        help="training images per class the scores use (default: 0, all of them)",
+    )
+    _add_image_size_argument(score)
+    _add_seed_argument(score)
+    score.add_argument(
+        "--class-weighted", action="store_true", default=DEFAULTS.class_weighted, help="balanced class weights"
+    )
+
+    select = commands.add_parser(
+        "select-backbone",
+        help="score every candidate and the raw-pixel baseline on a prepared dataset, print the table, choose one",
+    )
     select.add_argument("--dataset", type=Path, required=True, help=dataset_help)
     select.add_argument(
         "--backbones", default=",".join(DEFAULTS.backbones), help="comma-separated candidates (default: %(default)s)"
     )
-    select.add_argument("--output", type=Path, required=True, help="folder for the ranking (selection.json)")
+    select.add_argument(
+        "--output",
+        type=Path,
+        required=True,
+        help="folder for the ranking table (selection.md), its record and each candidate's score (scores/)",
+    )
+    _add_selection_arguments(select)
     _add_image_size_argument(select)
     _add_seed_argument(select)
+    select.add_argument(
+        "--class-weighted", action="store_true", default=DEFAULTS.class_weighted, help="balanced class weights"
+    )
 
     extract = commands.add_parser("extract-features", help="cache backbone features and fit the linear probe")
     extract.add_argument("--dataset", type=Path, required=True, help=dataset_help)
     extract.add_argument("--backbone", default=DEFAULT_BACKBONE, help="the backbone (default: %(default)s)")
     extract.add_argument("--output", type=Path, required=True, help="gets features/ and probe/ subdirectories")
+    _add_feature_cache_argument(extract)
     _add_image_size_argument(extract)
     _add_seed_argument(extract)
     extract.add_argument(

@@ -31,8 +31,24 @@ def _pipeline_parameters(
         "test_fraction": args.test_fraction,
         "experiment": args.experiment,
         "model_name": args.model_name,
+        "feature_cache": args.feature_cache,
+        "selection_metric": args.selection_metric,
+        "max_params": args.max_params,
+        "max_latency_ms": args.max_latency_ms,
+        "scoring_images_per_class": args.scoring_images_per_class,
     }
     return parameters
+
+
+def _check_selection_arguments(args: argparse.Namespace) -> None:
+    """Check the backbone-selection options shared by ``run``, ``submit`` and ``schedule``."""
+    from tlops.steps.config import check_selection_options
+
+    check_selection_options(args.selection_metric, args.max_params, args.max_latency_ms)
+    if args.scoring_images_per_class < 0:
+        raise TlopsError(
+            f"--scoring-images-per-class {args.scoring_images_per_class} is negative: give a count, or 0 for all"
+        )
 
 
 def command_remote(args: argparse.Namespace) -> int:
@@ -46,6 +62,7 @@ def command_remote(args: argparse.Namespace) -> int:
 
     check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size or None)
     check_image_size(args.image_size or None)
+    _check_selection_arguments(args)
     if not args.host:
         raise TlopsError("no Kubeflow Pipelines host: pass --host URL or set KFP_HOST")
     if args.data is None:
@@ -87,7 +104,7 @@ def command_run(args: argparse.Namespace) -> int:
     from tlops.data.prepare import SplitConfig, preflight_dataset
     from tlops.data.sources import check_data_argument, check_output_apart
     from tlops.io.paths import check_writable_dir
-    from tlops.io.storage import make_s3_client
+    from tlops.io.storage import check_writable_location, make_s3_client
     from tlops.models.availability import check_backbone_available
     from tlops.models.names import check_image_size
     from tlops.promotion.tracking import check_tracking_server, resolve_tracking_uri
@@ -96,6 +113,7 @@ def command_run(args: argparse.Namespace) -> int:
     # cheap checks first, the data (every image read and decoded) last.
     check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size or None)
     check_image_size(args.image_size or None)
+    _check_selection_arguments(args)
     split = SplitConfig(args.val_fraction, args.test_fraction, args.seed, archive_limits=archive_limits())
     backbones = backbone_list(args.backbones)
     output = args.output.resolve()
@@ -108,6 +126,9 @@ def command_run(args: argparse.Namespace) -> int:
         check_output_apart(data_uri, output)
     tracking_uri = resolve_tracking_uri(args.tracking_uri, output)
     check_tracking_server(tracking_uri)
+    if args.feature_cache:
+        s3_cache = make_s3_client() if args.feature_cache.startswith("s3://") else None
+        check_writable_location(args.feature_cache, s3_cache, "--feature-cache")
     for name in backbones:
         check_backbone_available(name)
     created = not output.exists()

@@ -57,7 +57,15 @@ def _check_step_arguments(args: argparse.Namespace) -> None:
                 "use the outputs of one dataset"
             )
     if args.command == "select-backbone":
+        from tlops.steps.config import check_selection_options  # light: no torch
+
         args.backbones = backbone_list(args.backbones)
+        check_selection_options(args.selection_metric, args.max_params, args.max_latency_ms)
+    elif args.command == "score-backbone":
+        from tlops.models.names import PIXELS_BASELINE
+
+        if args.backbone != PIXELS_BASELINE and len(backbone_list(args.backbone)) != 1:
+            raise TlopsError("--backbone takes one name; score several with tlops select-backbone --backbones A,B")
     elif args.command == "extract-features":
         if len(backbone_list(args.backbone)) != 1:
             raise TlopsError("--backbone takes one name; rank several with tlops select-backbone --backbones A,B")
@@ -87,12 +95,39 @@ def _run_step(args: argparse.Namespace) -> object:
     from tlops.steps.runtime import runtime_from_environment
 
     runtime = runtime_from_environment(os.environ)
+    if args.command == "score-backbone":
+        from tlops.steps.score_backbone import score_backbone
+
+        score = score_backbone(
+            args.dataset,
+            args.backbone,
+            args.output,
+            runtime,
+            image_size=args.image_size,
+            feature_cache=args.feature_cache,
+            scoring_images_per_class=args.scoring_images_per_class,
+            class_weighted=args.class_weighted,
+            seed=args.seed,
+        )
+        return score.to_dict()
     if args.command == "select-backbone":
-        from tlops.steps.select_backbone import select_backbone
+        from tlops.steps.select_backbone import select_backbone, selection_table
 
         selection = select_backbone(
-            args.dataset, args.backbones, args.output, runtime, image_size=args.image_size, seed=args.seed
+            args.dataset,
+            args.backbones,
+            args.output,
+            runtime,
+            image_size=args.image_size,
+            feature_cache=args.feature_cache,
+            scoring_images_per_class=args.scoring_images_per_class,
+            class_weighted=args.class_weighted,
+            metric=args.selection_metric,
+            max_params=args.max_params,
+            max_latency_ms=args.max_latency_ms,
+            seed=args.seed,
         )
+        print(selection_table(selection))
         return selection.ranking
     if args.command == "extract-features":
         from tlops.steps.extract_features import extract_and_probe
@@ -106,6 +141,7 @@ def _run_step(args: argparse.Namespace) -> object:
             image_size=args.image_size,
             seed=args.seed,
             class_weighted=args.class_weighted,
+            feature_cache=args.feature_cache,
         )
         return summary.to_dict()
     if args.command == "fine-tune":

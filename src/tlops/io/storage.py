@@ -95,7 +95,8 @@ def _explain_client_error(error: Exception, location: S3Location) -> TlopsError:
     return TlopsError(f"S3 request for {location.uri} failed: {error}")
 
 
-def _s3_errors() -> tuple[type[Exception], ...]:
+def s3_errors() -> tuple[type[Exception], ...]:
+    """The exception types a boto3 S3 call raises (imported lazily: botocore is slow to import)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     return (BotoCoreError, ClientError)
@@ -110,7 +111,7 @@ def check_bucket(s3: S3Client, uri: str) -> S3Location:
     location = parse_s3_uri(uri)
     try:
         s3.head_bucket(Bucket=location.bucket)
-    except _s3_errors() as error:
+    except s3_errors() as error:
         raise _explain_client_error(error, location) from None
     return location
 
@@ -128,7 +129,7 @@ def iter_objects(s3: S3Client, uri: str) -> Iterator[tuple[str, int]]:
         for page in paginator.paginate(Bucket=location.bucket, Prefix=prefix):
             for item in page.get("Contents", []):
                 yield item["Key"], int(item["Size"])
-    except _s3_errors() as error:
+    except s3_errors() as error:
         raise _explain_client_error(error, location) from None
 
 
@@ -141,7 +142,7 @@ def read_bytes(uri: str, s3: S3Client | None = None) -> bytes:
     location = parse_s3_uri(uri)
     try:
         return s3.get_object(Bucket=location.bucket, Key=location.key)["Body"].read()
-    except _s3_errors() as error:
+    except s3_errors() as error:
         raise _explain_client_error(error, location) from None
 
 
@@ -159,5 +160,46 @@ def upload_file(path: Path, uri: str, s3: S3Client) -> None:
     location = parse_s3_uri(uri)
     try:
         s3.upload_file(str(path), location.bucket, location.key)
-    except _s3_errors() as error:
+    except s3_errors() as error:
         raise _explain_client_error(error, location) from None
+
+
+def check_writable_prefix(s3: S3Client, uri: str, what: str) -> None:
+    """Check that objects can be written under an s3:// prefix: put a probe object and delete it.
+
+    Args:
+        s3: The S3 client.
+        uri: ``s3://bucket/prefix``.
+        what: How the user named the location (``--feature-cache``), for the message.
+
+    Raises:
+        TlopsError: naming the missing bucket, the refused write, and the fix.
+    """
+    import uuid
+
+    location = check_bucket(s3, uri)
+    probe = f"{location.key.rstrip('/')}/.tlops-write-check-{uuid.uuid4().hex[:8]}".lstrip("/")
+    try:
+        s3.put_object(Bucket=location.bucket, Key=probe, Body=b"")
+        s3.delete_object(Bucket=location.bucket, Key=probe)
+    except s3_errors() as error:
+        raise TlopsError(
+            f"{what} {uri} is not writable ({type(error).__name__}: {str(error)[:120]}); give a prefix in a "
+            "bucket these credentials may write"
+        ) from None
+
+
+def check_writable_location(uri: str, s3: S3Client | None, what: str) -> None:
+    """Check that a local folder or an s3:// prefix can be written.
+
+    Raises:
+        TlopsError: naming the location, the problem and the fix.
+    """
+    from tlops.io.paths import check_writable_dir
+
+    if not is_s3_uri(uri):
+        check_writable_dir(Path(uri), what)
+    elif s3 is None:
+        raise TlopsError(f"{what} {uri} is on S3 but no S3 client is configured: set AWS_ENDPOINT_URL")
+    else:
+        check_writable_prefix(s3, uri, what)

@@ -25,7 +25,7 @@ from torch import nn
 from tlops.data.preprocessing import DataConfig
 from tlops.errors import TlopsError
 from tlops.io.storage import S3Client, download, is_s3_uri
-from tlops.models.names import BUNDLED, NAMES_HELP
+from tlops.models.names import BUNDLED, NAMES_HELP, PIXELS_BASELINE, PIXELS_SIZE, did_you_mean
 
 
 @dataclass
@@ -75,6 +75,15 @@ def build_classifier(backbone: Backbone, num_classes: int, head: nn.Linear | Non
     return nn.Sequential(normalize, backbone.model, head)
 
 
+def pixels_baseline() -> Backbone:
+    """The no-transfer baseline: the image itself, downsampled to 32x32 and flattened (no pretrained weights).
+
+    Scored like a backbone, it shows whether a pretrained backbone beats what a linear model makes of raw pixels.
+    """
+    config = DataConfig(input_size=PIXELS_SIZE, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=1.0)
+    return Backbone(name=PIXELS_BASELINE, model=nn.Flatten(), num_features=3 * PIXELS_SIZE**2, data_config=config)
+
+
 def default_cache_dir() -> Path:
     """Where converted and downloaded weights are cached."""
     return Path.home() / ".cache" / "tlops"
@@ -103,6 +112,8 @@ def load_backbone(
     cache_dir = cache_dir or default_cache_dir()
     family, _, rest = name.partition(":")
     arch, _, weights_uri = (rest or name).partition("@")
+    if name == PIXELS_BASELINE:
+        return pixels_baseline()
     if name in BUNDLED:
         backbone = _load_bundled(name, pretrained, cache_dir)
     elif family == "timm" and rest:
@@ -114,7 +125,7 @@ def load_backbone(
     elif family == "hub" and rest:
         backbone = _load_hub(name, rest, pretrained)
     else:
-        raise TlopsError(f"unknown backbone {name!r}; use {NAMES_HELP}")
+        raise TlopsError(f"unknown backbone {name!r}{did_you_mean(name, list(BUNDLED))}; use {NAMES_HELP}")
     if image_size:
         backbone.data_config = replace(backbone.data_config, input_size=image_size)
     backbone.model.eval()
@@ -180,7 +191,7 @@ def _load_timm(name: str, arch: str, pretrained: bool, weights: Path | None) -> 
     import timm
 
     if not timm.is_model(arch):  # accepts pretrained tags (resnet18.a1_in1k), which list_models() omits
-        raise TlopsError(f"timm has no model {arch!r}; see timm.list_models()")
+        raise TlopsError(f"timm has no model {arch!r}{did_you_mean(arch, timm.list_models())}; see timm.list_models()")
     overlay = {"file": str(weights)} if weights else None
     try:
         model = timm.create_model(arch, pretrained=pretrained, num_classes=0, pretrained_cfg_overlay=overlay)
@@ -223,7 +234,10 @@ def _load_torchvision(name: str, arch: str, pretrained: bool, weights_file: Path
     from torchvision import models
 
     if arch not in models.list_models():
-        raise TlopsError(f"torchvision has no model {arch!r}; see torchvision.models.list_models()")
+        raise TlopsError(
+            f"torchvision has no model {arch!r}{did_you_mean(arch, models.list_models())}; "
+            "see torchvision.models.list_models()"
+        )
     weights_enum = models.get_model_weights(arch).DEFAULT
     use_hub_weights = pretrained and weights_file is None
     try:

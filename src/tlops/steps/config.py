@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tlops.data.config import SplitConfig
+from tlops.errors import TlopsError
 from tlops.promotion.config import RegistryConfig
 from tlops.train.config import TrainConfig
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
+SELECTION_METRICS = ("probe", "knn", "logme")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,13 @@ class Defaults:
         test_fraction: Share of each class held out for the test.
         experiment: MLflow experiment.
         model_name: Registered model name.
+        feature_cache: Folder or ``s3://`` prefix of the feature cache; ``""`` is the runtime's cache folder
+            (on a cluster each pod has its own: give an ``s3://`` prefix to compute features once per key).
+        selection_metric: The score that ranks candidates: ``probe`` (cross-validated linear-probe accuracy),
+            ``knn`` (cross-validated cosine kNN accuracy) or ``logme``.
+        max_params: Largest backbone, in parameters, a candidate may have (0: no limit).
+        max_latency_ms: Slowest measured latency per image on the run's device a candidate may have (0: none).
+        scoring_images_per_class: Training images per class the scores use (0: all of them).
     """
 
     backbones: tuple[str, ...] = (DEFAULT_BACKBONE,)
@@ -48,6 +57,23 @@ class Defaults:
     test_fraction: float = SplitConfig.test_fraction
     experiment: str = RegistryConfig.experiment
     model_name: str = RegistryConfig.model_name
+    feature_cache: str = ""
+    selection_metric: str = "probe"
+    max_params: int = 0
+    max_latency_ms: float = 0.0
+    scoring_images_per_class: int = 0
 
 
 DEFAULTS = Defaults()
+
+
+def check_selection_options(metric: str, max_params: int, max_latency_ms: float) -> None:
+    """Check the backbone-ranking options before any work.
+
+    Raises:
+        TlopsError: for an unknown metric or a negative budget.
+    """
+    if metric not in SELECTION_METRICS:
+        raise TlopsError(f"unknown selection metric {metric!r}: use one of {', '.join(SELECTION_METRICS)}")
+    if max_params < 0 or max_latency_ms < 0:
+        raise TlopsError("--max-params and --max-latency-ms must be 0 (no limit) or positive")

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from tlops.models.backbones import load_backbone
 from tlops.models.names import check_backbone_name
-from tlops.steps.common import backbone_features, localized_manifest
+from tlops.steps.common import localized_manifest
 from tlops.steps.config import DEFAULTS
+from tlops.steps.features import dataset_features, open_feature_cache
 from tlops.steps.outputs import PreparedData, ProbeSummary, write_features, write_probe
 from tlops.steps.runtime import Runtime
 from tlops.train.probe import fit_linear_head
@@ -26,8 +27,12 @@ def extract_and_probe(
     image_size: int = DEFAULTS.image_size,
     seed: int = DEFAULTS.seed,
     class_weighted: bool = DEFAULTS.class_weighted,
+    feature_cache: str = DEFAULTS.feature_cache,
 ) -> ProbeSummary:
-    """Run the frozen backbone once over every split, cache the features, fit the linear head on them.
+    """Features of every split from the feature cache (one backbone pass on a miss), then the linear head on them.
+
+    When select-backbone scored this backbone on the same data, its features are in the cache and no backbone
+    runs here.
 
     Writes ``features.safetensors`` into ``features_dir``, and ``head.safetensors`` and ``probe_summary.json``
     into ``probe_dir``.
@@ -41,20 +46,22 @@ def extract_and_probe(
         image_size: Input size; 0 for the backbone's own.
         seed: Seed of the logistic regression.
         class_weighted: Weight each class inversely to its frequency.
+        feature_cache: Folder or ``s3://`` prefix of the feature cache (``""``: the runtime's cache folder).
 
     Returns:
         The probe summary (chosen C, train and val accuracy, backbone, input size).
 
     Raises:
-        TlopsError: when the backbone name is unknown or ``data_dir`` is not a prepare-data output.
+        TlopsError: when the backbone name is unknown, ``data_dir`` is not a prepare-data output, or the feature
+            cache cannot be written.
     """
     check_backbone_name(backbone_name)
-    PreparedData.read(data_dir)
+    prepared = PreparedData.read(data_dir)
+    cache = open_feature_cache(feature_cache, runtime)
     manifest, classes = localized_manifest(data_dir, runtime)
     backbone = load_backbone(backbone_name, image_size=image_size or None, s3=runtime.s3, cache_dir=runtime.cache_dir)
-    splits = {
-        split: backbone_features(backbone, manifest, split, classes, runtime) for split in ("train", "val", "test")
-    }
+    features = dataset_features(backbone, manifest, classes, prepared.digest, runtime, cache)
+    splits = features.splits
     write_features(features_dir, splits)
     probe = fit_linear_head(splits["train"], splits["val"], len(classes), seed=seed, class_weighted=class_weighted)
     summary = ProbeSummary(
@@ -66,6 +73,9 @@ def extract_and_probe(
         image_size=backbone.data_config.input_size,
         num_features=backbone.num_features,
         class_weighted=class_weighted,
+        cache_hit=features.cache_hit,
+        feature_seconds=round(features.seconds, 2),
+        cache_entry=features.entry,
     )
     write_probe(probe_dir, probe.head, summary)
     logger.info("linear probe on %s: val accuracy %.4f (C=%s)", backbone_name, probe.val_accuracy, probe.C)

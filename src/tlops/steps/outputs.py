@@ -43,9 +43,13 @@ __all__ = [
     "RELIABILITY_DIAGRAM_FILE",
     "REPORT_FILE",
     "RUN_SUMMARY_FILE",
+    "SCORE_FILE",
     "SELECTION_FILE",
+    "SELECTION_TABLE_ARTIFACT",
+    "SELECTION_TABLE_FILE",
     "TRAINING_FILE",
     "WEIGHTS_FILE",
+    "BackboneScore",
     "Comparison",
     "Evaluation",
     "ModelConfig",
@@ -66,7 +70,10 @@ __all__ = [
     "write_probe",
 ]
 
+SCORE_FILE = "score.json"  # score-backbone
 SELECTION_FILE = "selection.json"  # select-backbone
+SELECTION_TABLE_FILE = "selection.md"
+SELECTION_TABLE_ARTIFACT = "report/backbone_selection.json"  # the ranking as an MLflow table
 FEATURES_FILE = "features.safetensors"  # extract-features: its features/ folder
 HEAD_FILE = "head.safetensors"  # extract-features: its probe/ folder
 PROBE_SUMMARY_FILE = "probe_summary.json"
@@ -86,6 +93,7 @@ LOGGED_FILES = (
     PREPARE_SUMMARY_FILE,
     REPORT_FILE,
     SELECTION_FILE,
+    SELECTION_TABLE_FILE,
     PROBE_SUMMARY_FILE,
     MODEL_CONFIG_FILE,
     TRAINING_FILE,
@@ -101,21 +109,86 @@ LOGGED_FILES = (
 
 
 @dataclass
+class BackboneScore(JsonRecord):
+    """How well one backbone's frozen features fit the training split, and what the backbone costs.
+
+    Attributes:
+        name: The backbone (``pixels`` for the no-transfer baseline).
+        probe_accuracy: Cross-validated linear-probe accuracy (regularisation chosen inside the folds).
+        probe_std_error: Its standard error over the folds.
+        knn_accuracy: Cross-validated cosine kNN accuracy (k chosen inside the folds).
+        knn_std_error: Its standard error over the folds.
+        knn_k: The k chosen most often.
+        logme: LogME evidence per sample (exact, with the (D - k) log alpha term).
+        params: Parameters of the backbone.
+        flops: Floating-point operations per image at its input size.
+        latency_ms: Measured latency of one image.
+        device: The device the latency was measured on.
+        num_features: Width of the features.
+        input_size: Input size of the images.
+        images: Training images the scores used.
+        folds: Cross-validation folds.
+        scoring_seconds: Time to compute the scores from the features.
+        feature_seconds: Time to get the features (0 extraction on a cache hit: only the read).
+        extraction_seconds: Time of the pass that computed the features (this run's or an earlier one's).
+        cache_hit: Whether the features came from the cache.
+        cache_entry: The feature-cache entry.
+    """
+
+    name: str
+    probe_accuracy: float
+    probe_std_error: float
+    knn_accuracy: float
+    knn_std_error: float
+    knn_k: int
+    logme: float
+    params: int
+    flops: int
+    latency_ms: float
+    device: str
+    num_features: int
+    input_size: int
+    images: int
+    folds: int
+    scoring_seconds: float
+    feature_seconds: float
+    extraction_seconds: float
+    cache_hit: bool
+    cache_entry: str
+
+    FILE = SCORE_FILE
+    STEP = "score-backbone"
+
+
+@dataclass
 class Selection(JsonRecord):
     """The backbone ranking and the choice.
 
     Attributes:
         chosen: Name of the chosen backbone.
-        ranking: One entry per candidate, best first: name, cv_accuracy, images, seconds.
-        reasons: Why the chosen backbone won.
+        ranking: One row per candidate, best first: the :class:`BackboneScore` fields plus ``rank`` and
+            ``status`` (``chosen``, ``ranked``, or why it was excluded).
+        reasons: Why the chosen backbone won, and whether transfer beats raw pixels.
+        metric: The score that ranked them (``probe``, ``knn`` or ``logme``).
+        baseline: The no-transfer baseline's row (raw 32x32 pixels), or ``None``.
+        transfer_helps: Whether the chosen backbone's probe accuracy beats the baseline's (``None``: no baseline).
     """
 
     chosen: str
     ranking: list[dict[str, Any]]
     reasons: list[str]
+    metric: str = "probe"
+    baseline: dict[str, Any] | None = None
+    transfer_helps: bool | None = None
+    schema_version: int = field(default=2, kw_only=True)
 
     FILE = SELECTION_FILE
     STEP = "select-backbone"
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """The ranking, then the baseline's row."""
+        return [*self.ranking, *([self.baseline] if self.baseline else [])]
 
 
 # --- extract-features --------------------------------------------------------------------------------------------
@@ -134,6 +207,9 @@ class ProbeSummary(JsonRecord):
         image_size: The backbone's input size.
         num_features: Width of the features.
         class_weighted: Whether the classes were weighted inversely to their frequency.
+        cache_hit: Whether the features came from the feature cache (no backbone ran).
+        feature_seconds: Time spent getting the features (reading the cache, or the backbone's pass).
+        cache_entry: The feature-cache entry holding them.
     """
 
     backbone: str
@@ -144,6 +220,9 @@ class ProbeSummary(JsonRecord):
     image_size: int
     num_features: int
     class_weighted: bool = False
+    cache_hit: bool = False
+    feature_seconds: float = 0.0
+    cache_entry: str = ""
 
     FILE = PROBE_SUMMARY_FILE
     STEP = "extract-features"
@@ -406,6 +485,8 @@ class RunSummary(JsonRecord):
         gate: The gate's ``promote``, ``champion_version`` and ``reasons``; ``None`` without a comparison.
         champion: The champion after registration: ``version`` (``None`` when there is none) and ``reason``, why
             it is that version (the gate's verdict, or that the champion moved after the gate ran).
+        selection: The backbone ranking (candidates and the raw-pixel baseline), the reasons, and what the
+            feature cache saved; ``None`` when no selection was given.
     """
 
     dataset: dict[str, Any]
@@ -423,6 +504,7 @@ class RunSummary(JsonRecord):
     aliases: list[str]
     gate: dict[str, Any] | None
     champion: dict[str, Any] = field(default_factory=dict)
+    selection: dict[str, Any] | None = None
 
     FILE = RUN_SUMMARY_FILE
     STEP = "register"

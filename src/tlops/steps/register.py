@@ -10,6 +10,7 @@ from tlops.promotion.tracking import check_tracking_server
 from tlops.steps.outputs import (
     LOGGED_FILES,
     REPORT_FILE,
+    SELECTION_TABLE_ARTIFACT,
     Comparison,
     Evaluation,
     RunSummary,
@@ -58,8 +59,8 @@ def register(
     evaluation = Evaluation.read(evaluation_dir)
     comparison = Comparison.read(evaluation_dir)
     folders = [Path(data_dir), Path(evaluation_dir), Path(model_dir)]
+    selection = Selection.read(selection_dir) if selection_dir is not None else None
     if selection_dir is not None:
-        Selection.read(selection_dir)
         folders.append(Path(selection_dir))
     check_tracking_server(config.tracking_uri)
     same_registry = (comparison.tracking_uri, comparison.model_name) == (config.tracking_uri, config.model_name)
@@ -75,10 +76,13 @@ def register(
         artifacts=artifact_files(folders),
         promote=comparison.promote if same_registry else None,
         compared_champion=comparison.champion_version,
+        tables={SELECTION_TABLE_ARTIFACT: [*selection.ranking, *filter(None, [selection.baseline])]}
+        if selection
+        else {},
     )
     registration = register_model(record, config, client=client)
     logger.info("registered %s version %s: %s", config.model_name, registration.version, registration.champion_reason)
-    summary = run_summary(prepared, model_config, training, evaluation, comparison, registration)
+    summary = run_summary(prepared, model_config, training, evaluation, comparison, registration, selection)
     if output_dir is not None:
         summary.write(output_dir)
     return summary

@@ -1,23 +1,32 @@
-"""The select-backbone step: rank candidate backbones on the training split and choose one."""
+"""The select-backbone step: rank the scored candidates against the no-transfer baseline and choose one.
+
+:func:`choose_backbone` is the step (the KFP component gathers the scores of candidates scored in parallel);
+:func:`select_backbone` scores each candidate and the baseline in turn, then chooses (the command line).
+"""
 
 from __future__ import annotations
 
 import logging
-import time
+import re
+from dataclasses import asdict
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 from tlops.errors import TlopsError
-from tlops.models.backbones import load_backbone
-from tlops.models.names import check_backbone_name
-from tlops.steps.common import backbone_features, localized_manifest
-from tlops.steps.config import DEFAULT_BACKBONE, DEFAULTS
-from tlops.steps.outputs import PreparedData, Selection
+from tlops.models.names import PIXELS_BASELINE, check_backbone_name
+from tlops.steps.config import DEFAULT_BACKBONE, DEFAULTS, SELECTION_METRICS, check_selection_options
+from tlops.steps.outputs import SELECTION_TABLE_FILE, BackboneScore, PreparedData, Selection
 from tlops.steps.runtime import Runtime
-from tlops.train.probe import GlobalScaler
+from tlops.steps.score_backbone import score_backbone
 
 logger = logging.getLogger(__name__)
+
+METRICS = {
+    "probe": ("probe_accuracy", "probe_std_error", "cross-validated linear-probe accuracy"),
+    "knn": ("knn_accuracy", "knn_std_error", "cross-validated kNN accuracy"),
+    "logme": ("logme", None, "LogME"),
+}
+assert set(METRICS) == set(SELECTION_METRICS)
 
 
 def select_backbone(
@@ -27,74 +36,205 @@ def select_backbone(
     runtime: Runtime,
     *,
     image_size: int = DEFAULTS.image_size,
-    max_images_per_class: int = 40,
-    folds: int = 5,
+    feature_cache: str = DEFAULTS.feature_cache,
+    scoring_images_per_class: int = DEFAULTS.scoring_images_per_class,
+    class_weighted: bool = DEFAULTS.class_weighted,
+    metric: str = DEFAULTS.selection_metric,
+    max_params: int = DEFAULTS.max_params,
+    max_latency_ms: float = DEFAULTS.max_latency_ms,
     seed: int = DEFAULTS.seed,
 ) -> Selection:
-    """Rank candidate backbones by cross-validated linear-probe accuracy on (a sample of) the training split.
+    """Score every candidate and the raw-pixel baseline one after the other, then choose (see :func:`choose_backbone`).
 
-    Args:
-        data_dir: Output of the prepare-data step.
-        candidates: Backbone names.
-        output_dir: Where ``selection.json`` is written.
-        runtime: Device, S3 client and caches.
-        image_size: Input size for all candidates; 0 for each backbone's own.
-        max_images_per_class: Training images per class used for scoring (the budget).
-        folds: Cross-validation folds (fewer when a class is smaller).
-        seed: Seed of the sample and folds.
+    Each score goes to ``output_dir/scores/<candidate>/score.json``; the features land in the feature cache, so
+    extracting the chosen backbone's features afterwards runs no backbone.
 
     Raises:
-        TlopsError: when no candidate is given, a name is unknown, or ``data_dir`` is not a prepare-data output
-            (checked before anything runs, even when a single candidate leaves nothing to rank).
+        TlopsError: when no candidate is given, a name is unknown, ``data_dir`` is not a prepare-data output, an
+            option is invalid, or no candidate fits the budgets.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.pipeline import make_pipeline
-
     candidates = list(dict.fromkeys(candidates))
     if not candidates:
         raise TlopsError(f"no candidate backbones given; pass at least one, e.g. --backbones {DEFAULT_BACKBONE}")
     for name in candidates:
         check_backbone_name(name)
+    check_selection_options(metric, max_params, max_latency_ms)
     PreparedData.read(data_dir)
-    if len(candidates) == 1:
-        selection = Selection(candidates[0], [{"name": candidates[0]}], ["only one candidate: nothing to compare"])
-    else:
-        manifest, classes = localized_manifest(data_dir, runtime)
-        train = manifest[manifest["split"] == "train"]
-        sample = train.sample(frac=1.0, random_state=seed).groupby("label").head(max_images_per_class)
-        k = max(2, min(folds, int(sample["label"].value_counts().min())))
-        ranking = []
-        for name in candidates:
-            start = time.perf_counter()
-            backbone = load_backbone(name, image_size=image_size or None, s3=runtime.s3, cache_dir=runtime.cache_dir)
-            features, targets = backbone_features(backbone, sample, "train", classes, runtime)
-            probe = make_pipeline(GlobalScaler(), LogisticRegression(C=0.1, max_iter=2000, random_state=seed))
-            scores = cross_val_score(
-                probe, features.numpy(), targets.numpy(), cv=StratifiedKFold(k, shuffle=True, random_state=seed)
-            )
-            ranking.append(
-                {
-                    "name": name,
-                    "cv_accuracy": float(np.mean(scores)),
-                    "cv_std": float(np.std(scores)),
-                    "num_features": backbone.num_features,
-                    "images": len(sample),
-                    "seconds": round(time.perf_counter() - start, 2),
-                }
-            )
-        ranking.sort(key=lambda r: (-r["cv_accuracy"], r["seconds"]))
-        best, runner_up = ranking[0], ranking[1]
-        selection = Selection(
-            best["name"],
-            ranking,
-            [
-                f"{best['name']} has the best {k}-fold linear-probe accuracy {best['cv_accuracy']:.3f} "
-                f"(± {best['cv_std']:.3f}) on {best['images']} training images; next: {runner_up['name']} "
-                f"{runner_up['cv_accuracy']:.3f}"
-            ],
+    options = {
+        "image_size": image_size,
+        "feature_cache": feature_cache,
+        "scoring_images_per_class": scoring_images_per_class,
+        "class_weighted": class_weighted,
+        "seed": seed,
+    }
+    folders = []
+    for name in [*candidates, PIXELS_BASELINE]:
+        folder = output_dir / "scores" / _folder_name(name)
+        score_backbone(data_dir, name, folder, runtime, **options)
+        folders.append(folder)
+    return choose_backbone(
+        folders[:-1],
+        output_dir,
+        baseline_dir=folders[-1],
+        metric=metric,
+        max_params=max_params,
+        max_latency_ms=max_latency_ms,
+    )
+
+
+def _folder_name(name: str) -> str:
+    """A folder name for a backbone name (``timm:resnet18@s3://b/w`` -> ``timm_resnet18_s3_b_w``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "backbone"
+
+
+def choose_backbone(
+    score_dirs: list[Path],
+    output_dir: Path,
+    *,
+    baseline_dir: Path | None = None,
+    metric: str = DEFAULTS.selection_metric,
+    max_params: int = DEFAULTS.max_params,
+    max_latency_ms: float = DEFAULTS.max_latency_ms,
+) -> Selection:
+    """Rank the scored candidates and choose one; write ``selection.json`` and the table ``selection.md``.
+
+    The candidates within the budgets are ranked by ``metric`` (ties broken by kNN accuracy, then by FLOPs). A
+    candidate within one standard error of the best is a near-tie and the cheapest of those (FLOPs, then
+    parameters) is chosen. When the chosen backbone's probe accuracy does not beat the raw-pixel baseline's, the
+    reasons say that transfer does not help here.
+
+    Args:
+        score_dirs: Outputs of the score-backbone step, one per candidate.
+        output_dir: Where the selection goes.
+        baseline_dir: The score-backbone output of the ``pixels`` baseline, if scored.
+        metric: ``probe``, ``knn`` or ``logme``.
+        max_params: Largest parameter count allowed (0: no limit).
+        max_latency_ms: Largest latency per image allowed, in milliseconds (0: no limit).
+
+    Raises:
+        TlopsError: for an unknown metric, no scores, or when no candidate fits the budgets.
+    """
+    check_selection_options(metric, max_params, max_latency_ms)
+    scores = [BackboneScore.read(folder) for folder in score_dirs]
+    if not scores:
+        raise TlopsError("no scored candidates to choose from: run tlops score-backbone for each candidate first")
+    baseline = BackboneScore.read(baseline_dir) if baseline_dir else None
+    value_field, error_field, description = METRICS[metric]
+    rows = [_row(score) for score in scores]
+    eligible = []
+    for row in rows:
+        over = _over_budget(row, max_params, max_latency_ms)
+        row["status"] = over or "ranked"
+        if not over:
+            eligible.append(row)
+    if not eligible:
+        raise TlopsError(
+            "no candidate fits the budget ("
+            + "; ".join(f"{row['name']}: {row['status']}" for row in rows)
+            + "): raise --max-params / --max-latency-ms or add smaller candidates"
         )
+    eligible.sort(key=lambda row: (-row[value_field], -row["knn_accuracy"], row["flops"], row["params"]))
+    best = eligible[0]
+    margin = best[error_field] if error_field else 0.0
+    near = [row for row in eligible if row[value_field] >= best[value_field] - margin]
+    chosen = min(near, key=lambda row: (row["flops"], row["params"], -row[value_field]))
+    reasons = [_why(chosen, best, eligible, value_field, error_field, description)]
+    transfer_helps = None
+    if baseline is not None:
+        transfer_helps = chosen["probe_accuracy"] > baseline.probe_accuracy
+        if not transfer_helps:
+            reasons.append(
+                f"transfer does not help here: a linear probe on raw 32x32 pixels reaches {baseline.probe_accuracy:.3f}"
+                f", the chosen backbone {chosen['probe_accuracy']:.3f}; a backbone closer to this domain, more data, "
+                "or fine-tuning may"
+            )
+        else:
+            reasons.append(
+                f"transfer helps: {chosen['name']} {chosen['probe_accuracy']:.3f} vs raw 32x32 pixels "
+                f"{baseline.probe_accuracy:.3f} (linear probe)"
+            )
+    ordered = [*eligible, *(row for row in rows if row["status"] != "ranked")]
+    for rank, row in enumerate(ordered, start=1):
+        row["rank"] = rank if row["status"] == "ranked" else None
+        if row is chosen:
+            row["status"] = "chosen"
+    selection = Selection(
+        chosen=chosen["name"],
+        ranking=ordered,
+        reasons=reasons,
+        metric=metric,
+        baseline=_row(baseline) | {"status": "baseline", "rank": None} if baseline else None,
+        transfer_helps=transfer_helps,
+    )
     selection.write(output_dir)
-    for reason in selection.reasons:
-        logger.info("backbone selection: %s", reason)
+    (output_dir / SELECTION_TABLE_FILE).write_text(selection_table(selection))
+    for reason in reasons:
+        (logger.warning if reason.startswith("transfer does not help") else logger.info)(
+            "backbone selection: %s", reason
+        )
     return selection
+
+
+def _row(score: BackboneScore) -> dict[str, Any]:
+    row = asdict(score)
+    row.pop("schema_version", None)
+    return row
+
+
+def _over_budget(row: dict[str, Any], max_params: int, max_latency_ms: float) -> str:
+    if max_params and row["params"] > max_params:
+        return f"over budget: {row['params'] / 1e6:.1f}M parameters > {max_params / 1e6:.1f}M"
+    if max_latency_ms and row["latency_ms"] > max_latency_ms:
+        return f"over budget: {row['latency_ms']:.1f} ms per image > {max_latency_ms:g} ms on {row['device']}"
+    return ""
+
+
+def _why(
+    chosen: dict[str, Any],
+    best: dict[str, Any],
+    eligible: list[dict[str, Any]],
+    value_field: str,
+    error_field: str | None,
+    description: str,
+) -> str:
+    if len(eligible) == 1:
+        return f"{chosen['name']} is the only candidate in the budget ({description} {chosen[value_field]:.3f})"
+    if chosen is not best:
+        return (
+            f"{chosen['name']} ({description} {chosen[value_field]:.3f}) is within one standard error "
+            f"({best[error_field] if error_field else 0:.3f}) of {best['name']} ({best[value_field]:.3f}) and "
+            f"cheaper ({chosen['flops'] / 1e9:.2f} vs {best['flops'] / 1e9:.2f} GFLOPs per image)"
+        )
+    runner_up = eligible[1]
+    return (
+        f"{chosen['name']} has the best {description}: {chosen[value_field]:.3f}"
+        + (f" ± {chosen[error_field]:.3f}" if error_field else "")
+        + f" on {chosen['images']} training images; next: {runner_up['name']} {runner_up[value_field]:.3f}"
+    )
+
+
+def selection_table(selection: Selection) -> str:
+    """The ranking as a Markdown table (candidates, then the raw-pixel baseline), followed by the reasons."""
+    header = (
+        "| rank | backbone | probe acc. | kNN acc. (k) | LogME | params | GFLOPs | latency ms | seconds | "
+        "features | status |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    rows = [*selection.ranking, *([selection.baseline] if selection.baseline else [])]
+    lines = []
+    for row in rows:
+        name = row["name"] if row["name"] != PIXELS_BASELINE else "raw pixels 32x32 (no transfer)"
+        lines.append(
+            f"| {row.get('rank') or ''} | {name} | {row['probe_accuracy']:.3f} ± {row['probe_std_error']:.3f} | "
+            f"{row['knn_accuracy']:.3f} ({row['knn_k']}) | {row['logme']:.3f} | {row['params'] / 1e6:.1f}M | "
+            f"{row['flops'] / 1e9:.2f} | {row['latency_ms']:.1f} | "
+            f"{row['feature_seconds'] + row['scoring_seconds']:.1f} | "
+            f"{'cache hit' if row['cache_hit'] else 'extracted'} | {row['status']} |"
+        )
+    reasons = "".join(f"- {reason}\n" for reason in selection.reasons)
+    return (
+        f"## Backbone selection (ranked by {METRICS[selection.metric][2]})\n\n"
+        + header
+        + "\n".join(lines)
+        + "\n\n"
+        + reasons
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tlops.steps.outputs import Comparison, Evaluation, ModelConfig, PreparedData, RunSummary, Training
+from tlops.steps.outputs import Comparison, Evaluation, ModelConfig, PreparedData, RunSummary, Selection, Training
 
 if TYPE_CHECKING:
     from tlops.promotion.registry import Registration
@@ -17,8 +17,9 @@ def run_summary(
     evaluation: Evaluation,
     comparison: Comparison | None,
     registration: Registration,
+    selection: Selection | None = None,
 ) -> RunSummary:
-    """Assemble the run summary from the step outputs and the registration."""
+    """Assemble the run summary from the step outputs, the registration and the backbone selection."""
     counts = prepared.num_images
     return RunSummary(
         dataset={
@@ -52,7 +53,28 @@ def run_summary(
             "reasons": comparison.reasons,
         },
         champion={"version": registration.champion, "reason": registration.champion_reason},
+        selection=None if selection is None else _selection_summary(selection),
     )
+
+
+def _selection_summary(selection: Selection) -> dict:
+    """The ranking rows (the baseline last), the reasons, and what the feature cache saved."""
+    rows = [*selection.ranking, *([selection.baseline] if selection.baseline else [])]
+    keep = ("name", "rank", "status", "probe_accuracy", "probe_std_error", "knn_accuracy", "logme", "params")
+    hits = [row for row in rows if row.get("cache_hit")]
+    return {
+        "chosen": selection.chosen,
+        "metric": selection.metric,
+        "reasons": selection.reasons,
+        "transfer_helps": selection.transfer_helps,
+        "ranking": [{key: row.get(key) for key in (*keep, "flops", "latency_ms", "cache_hit")} for row in rows],
+        "feature_cache": {
+            "hits": len(hits),
+            "scored": len(rows),
+            "saved_seconds": round(sum(row["extraction_seconds"] - row["feature_seconds"] for row in hits), 1),
+            "extraction_seconds": round(sum(row["feature_seconds"] for row in rows if not row.get("cache_hit")), 1),
+        },
+    }
 
 
 def format_summary(summary: RunSummary) -> str:
@@ -64,6 +86,7 @@ def format_summary(summary: RunSummary) -> str:
             f"  data       {dataset['source']}  ({len(dataset['classes'])} classes; train {dataset['num_train']}, "
             f"val {dataset['num_val']}, test {dataset['num_test']}; digest {dataset['digest'][:12]})",
             f"  backbone   {summary.backbone}",
+            *_selection_lines(summary.selection),
             f"  strategy   {summary.strategy}: {'; '.join(summary.strategy_reasons)}",
             f"  test       accuracy {metrics['test_accuracy']:.4f}   macro-F1 {metrics['test_macro_f1']:.4f}   "
             f"ECE {metrics['test_ece']:.4f}",
@@ -74,6 +97,30 @@ def format_summary(summary: RunSummary) -> str:
             *([f"  champion   {summary.champion['reason']}"] if summary.champion.get("reason") else []),
         ]
     )
+
+
+def _selection_lines(selection: dict | None) -> list[str]:
+    """The ranking table (one line per candidate and the raw-pixel baseline), the reasons and the cache status."""
+    if not selection:
+        return []
+    lines = [f"             {'':2} {'candidate':<28} {'probe acc.':>14} {'kNN':>6} {'LogME':>7} {'params':>7}  status"]
+    for row in selection["ranking"]:
+        name = "raw pixels 32x32" if row["status"] == "baseline" else row["name"]
+        lines.append(
+            f"             {row['rank'] or '':>2} {name:<28} "
+            f"{row['probe_accuracy']:>7.3f} ± {row['probe_std_error']:.3f} "
+            f"{row['knn_accuracy']:>6.3f} {row['logme']:>7.3f} {row['params'] / 1e6:>6.1f}M  {row['status']}"
+        )
+    lines += [f"             {reason}" for reason in selection["reasons"]]
+    cache = selection["feature_cache"]
+    if cache["hits"] == cache["scored"]:
+        status = f"cache hit for all {cache['scored']} scored: no backbone ran (saved {cache['saved_seconds']:.0f} s)"
+    else:
+        status = (
+            f"extracted in {cache['extraction_seconds']:.0f} s and cached; "
+            f"{cache['hits']} of {cache['scored']} were cache hits"
+        )
+    return [*lines, f"  features   {status}"]
 
 
 def _gate_lines(gate: dict | None) -> list[str]:

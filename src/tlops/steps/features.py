@@ -1,0 +1,161 @@
+"""Backbone features of a prepared dataset, computed once per key and read from the feature cache afterwards."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+
+from tlops.data.loading import make_loader, split_dataset
+from tlops.data.preprocessing import eval_transform
+from tlops.io.storage import is_s3_uri
+from tlops.models.backbones import Backbone, feature_extractor
+from tlops.models.extraction import count_flops, count_parameters, iter_features, measure_latency, weights_checksum
+from tlops.models.feature_cache import FeatureCache, FeatureKey, Splits
+from tlops.steps.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class FeatureSet:
+    """A backbone's features of every split, and where they came from.
+
+    Attributes:
+        splits: Per split, float32 features ``(N, D)`` and int64 class ids ``(N,)``.
+        cache_hit: Whether they were read from the cache (no backbone ran).
+        entry: The cache entry holding them.
+        seconds: Time this call took.
+        extraction_seconds: Time of the pass that computed them (this one, or an earlier run's).
+        cost: ``params``, ``flops`` (per image), ``latency_ms`` (one image) and the ``device`` it was timed on.
+    """
+
+    splits: Splits
+    cache_hit: bool
+    entry: str
+    seconds: float
+    extraction_seconds: float
+    cost: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def saved_seconds(self) -> float:
+        """Extraction time a cache hit saved (0 on a miss)."""
+        return max(0.0, self.extraction_seconds - self.seconds) if self.cache_hit else 0.0
+
+
+def open_feature_cache(uri: str, runtime: Runtime) -> FeatureCache:
+    """The feature cache at ``uri`` (local folder or ``s3://`` prefix; ``""``: ``features/`` in the runtime's cache).
+
+    Raises:
+        TlopsError: when the location cannot be written (missing bucket, refused credentials, read-only folder).
+    """
+    root = uri or str(runtime.cache_dir / "features")
+    cache = FeatureCache(root, runtime.s3 if is_s3_uri(root) else None, scratch=runtime.cache_dir / "feature-staging")
+    cache.check()
+    return cache
+
+
+def feature_key(backbone: Backbone, dataset_digest: str) -> FeatureKey:
+    """The cache key of ``backbone``'s features of the dataset with ``dataset_digest``."""
+    return FeatureKey(
+        dataset_digest=dataset_digest,
+        backbone=backbone.name,
+        weights_sha256=weights_checksum(backbone.model),
+        preprocessing=asdict(backbone.data_config),
+    )
+
+
+def dataset_features(
+    backbone: Backbone,
+    manifest: pd.DataFrame,
+    classes: list[str],
+    dataset_digest: str,
+    runtime: Runtime,
+    cache: FeatureCache,
+) -> FeatureSet:
+    """Features of every split: from the cache when its entry is valid, else one pass of the backbone (cached).
+
+    Args:
+        backbone: The frozen backbone with its preprocessing.
+        manifest: The localized manifest (``local_path`` column).
+        classes: Class names; a label's index is its class id.
+        dataset_digest: The prepared dataset's digest (part of the key).
+        runtime: Device, workers and batch size.
+        cache: Where entries are read and written.
+    """
+    start = time.perf_counter()
+    key = feature_key(backbone, dataset_digest)
+    row_ids = {split: list(manifest.loc[manifest["split"] == split, "sha256"]) for split in SPLITS}
+    hit = cache.load(key, row_ids)
+    if hit is not None:
+        seconds = time.perf_counter() - start
+        extraction = float(hit.index.extraction.get("seconds", 0.0))
+        logger.info(
+            "feature cache hit for %s: %d images read in %.1f s from %s (extraction took %.1f s)",
+            backbone.name,
+            sum(len(ids) for ids in row_ids.values()),
+            seconds,
+            cache.entry(key),
+            extraction,
+        )
+        return FeatureSet(hit.splits, True, cache.entry(key), seconds, extraction, hit.index.cost)
+    writer = cache.writer(key)
+    try:
+        splits = {}
+        for split in SPLITS:
+            dataset = split_dataset(manifest, split, classes, eval_transform(backbone.data_config))
+            loader = make_loader(dataset, runtime.batch_size, workers=runtime.workers, pin_memory=runtime.pin_memory)
+            features, targets, done = [], [], 0
+            model = feature_extractor(backbone)
+            for batch_features, batch_targets in iter_features(
+                model, loader, runtime.device, f"{backbone.name} {split}"
+            ):
+                writer.add(split, batch_features, batch_targets, row_ids[split][done : done + len(batch_targets)])
+                done += len(batch_targets)
+                features.append(batch_features)
+                targets.append(batch_targets)
+            splits[split] = (
+                (torch.cat(features), torch.cat(targets))
+                if features
+                else (torch.empty(0, backbone.num_features), torch.empty(0, dtype=torch.long))
+            )
+        seconds = time.perf_counter() - start
+        images = sum(len(ids) for ids in row_ids.values())
+        cost = backbone_cost(backbone, runtime.device)
+        extraction = {
+            "seconds": round(seconds, 3),
+            "images": images,
+            "images_per_second": round(images / max(seconds, 1e-9), 2),
+            "device": str(runtime.device),
+        }
+        entry = writer.commit(extraction, cost)
+    except BaseException:
+        writer.abort()
+        raise
+    logger.info(
+        "%s features of %d images in %.1f s (%.1f images/s on %s), cached in %s",
+        backbone.name,
+        images,
+        seconds,
+        images / max(seconds, 1e-9),
+        runtime.device,
+        entry,
+    )
+    return FeatureSet(splits, False, entry, time.perf_counter() - start, seconds, cost)
+
+
+def backbone_cost(backbone: Backbone, device: torch.device) -> dict[str, Any]:
+    """Parameters, FLOPs per image, and measured latency of one image on ``device``."""
+    size = backbone.data_config.input_size
+    return {
+        "params": count_parameters(backbone.model),
+        "flops": count_flops(backbone.model, size),
+        "latency_ms": round(1000 * measure_latency(backbone.model, size, device), 3),
+        "device": str(device),
+    }
