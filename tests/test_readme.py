@@ -492,6 +492,8 @@ DEMO = ".venv/bin/tlops run"
 MY_IMAGES = "tlops run --data ./my_images"
 LABELS_CSV = "tlops run --data ./labels.csv"
 TAR_GZ = "tlops run --data ./flowers.tar.gz"
+THREE_BACKBONES = "tlops run --data ./my_images --backbones efficientnet_lite0,efficientnet_lite1,efficientnet_lite2"
+RUN_TWICE = {"test_three_backbones_are_ranked_and_a_second_run_reads_the_cache"}
 
 
 @dataclass
@@ -499,6 +501,7 @@ class LocalRun:
     cwd: Path
     given: dict[str, int]
     result: subprocess.CompletedProcess[str] | None = None
+    second: subprocess.CompletedProcess[str] | None = None
 
 
 # test name -> (README command, dataset writer: (shapes, cwd) -> counts, extra environment)
@@ -508,6 +511,11 @@ LOCAL_RUNS: dict[str, tuple[str, Callable[[Path, Path], dict[str, int]], dict[st
     "test_run_on_a_pre_split_folder": (MY_IMAGES, lambda s, cwd: write_presplit(s, cwd / "my_images"), {}),
     "test_run_on_a_csv_manifest": (LABELS_CSV, lambda s, cwd: write_labels_csv(s, cwd / "labels.csv"), {}),
     "test_run_on_an_archive": (TAR_GZ, lambda s, cwd: write_tar_gz(s, cwd / "flowers.tar.gz"), {}),
+    "test_three_backbones_are_ranked_and_a_second_run_reads_the_cache": (
+        THREE_BACKBONES,
+        lambda s, cwd: write_imagefolder(s, cwd / "my_images"),
+        {"TLOPS_CACHE_DIR": "{cwd}/cache"},  # a cache of its own: the first run misses, the second hits
+    ),
 }
 
 
@@ -528,7 +536,11 @@ def local_runs(
 
     def start(job: tuple[str, Command, dict[str, str]]) -> None:
         name, command, env = job
-        runs[name].result = run(command, runs[name].cwd, env)
+        cwd = runs[name].cwd
+        env = {key: value.format(cwd=cwd) for key, value in env.items()}
+        runs[name].result = run(command, cwd, env)
+        if name in RUN_TWICE and runs[name].result.returncode == 0:
+            runs[name].second = run(command, cwd, env)
 
     with ThreadPoolExecutor(max_workers=PARALLEL_RUNS) as pool:
         list(pool.map(start, jobs))
@@ -572,6 +584,37 @@ def test_run_on_an_imagefolder(local_runs: dict[str, LocalRun]) -> None:
     )
     assert summary["backbone"] == "efficientnet_lite0"
     check_local_registry(output)
+
+
+@pytest.mark.pipeline
+@covers(THREE_BACKBONES)
+def test_three_backbones_are_ranked_and_a_second_run_reads_the_cache(local_runs: dict[str, LocalRun]) -> None:
+    run_ = local_runs["test_three_backbones_are_ranked_and_a_second_run_reads_the_cache"]
+    first = succeeded(run_.result)
+    summary = check_summary(run_.cwd / "tlops-run", list(SHAPES), "image-folder")
+    selection = summary["selection"]
+    names = [row["name"] for row in selection["ranking"]]
+    assert sorted(names[:3]) == ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+    assert names[3] == "pixels" and selection["ranking"][3]["status"] == "baseline"
+    chosen = [row for row in selection["ranking"] if row["status"] == "chosen"]
+    assert [row["name"] for row in chosen] == [summary["backbone"]] == [selection["chosen"]]
+    assert selection["reasons"][0].startswith(summary["backbone"])  # why it won
+    assert any(reason.startswith("transfer") for reason in selection["reasons"])  # versus raw pixels
+    # The table and the reasons are printed; this run extracted every candidate and cached it.
+    assert "raw pixels 32x32" in first and selection["reasons"][0] in first
+    assert "efficientnet_lite2" in first and "extracted in" in first
+    assert selection["feature_cache"]["hits"] == 0
+    # The second, identical run reads every candidate and the chosen one's features from the cache.
+    second = succeeded(run_.second)
+    assert "cache hit for all 4 scored: no backbone ran" in second, second[-3000:]
+    summary = json.loads((run_.cwd / "tlops-run" / "run_summary.json").read_text())
+    assert (
+        summary["selection"]["feature_cache"]["hits"] == 4
+        and summary["selection"]["feature_cache"]["saved_seconds"] > 0
+    )
+    assert summary["version"] == 2
+    (entries,) = {len(list((run_.cwd / "cache" / "features").glob("*/*/index.json")))}
+    assert entries == 4
 
 
 @pytest.mark.pipeline
@@ -753,7 +796,10 @@ def test_register_then_promote_and_roll_back(steps: Steps, mlflow_uri: str) -> N
 
 # --- S3 and the MLflow server -----------------------------------------------------------------------------------------
 
-S3_RUN = "tlops run --data s3://bucket/datasets/flowers --backbones efficientnet_lite0,efficientnet_lite1 --epochs 5"
+S3_RUN = (
+    "tlops run --data s3://bucket/datasets/flowers --backbones efficientnet_lite0,efficientnet_lite1 --epochs 5 "
+    "--feature-cache s3://bucket/tlops/features"
+)
 SERVER_RUN = "MLFLOW_TRACKING_URI=http://mlflow:5000 tlops run ..."
 
 
@@ -788,6 +834,10 @@ def test_run_from_s3_tracked_on_the_mlflow_server(
     assert "efficientnet_lite1" in json.dumps(ranked) and "efficientnet_lite0" in json.dumps(ranked)
     (training,) = (tmp_path / "tlops-run" / "pipeline_root").rglob("training.json")
     assert json.loads(training.read_text())["config"]["epochs"] == 5
+    # The features of both candidates and the baseline went to the S3 cache, each entry an index and its shards.
+    cached = [item["Key"] for item in s3_client.list_objects_v2(Bucket=bucket, Prefix="tlops/features/")["Contents"]]
+    assert sum(key.endswith("/index.json") for key in cached) == 3
+    assert {row["cache_entry"].split("/")[2] for row in summary["selection"]["ranking"]} == {bucket}
     version = client.get_model_version_by_alias("tlops-classifier", "champion")
     assert version.version == "1" and version.tags["dataset_digest"] == dataset["digest"]
 

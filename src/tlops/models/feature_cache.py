@@ -12,6 +12,7 @@ Layout: ``ROOT/<digest[:2]>/<digest>/index.json`` and ``.../<split>-<n>.safetens
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -43,7 +44,8 @@ class FeatureKey:
     """What determines a backbone's features of a dataset.
 
     Attributes:
-        dataset_digest: The prepared dataset's digest (every image's sha256, label and split).
+        dataset_digest: sha256 over every image's checksum, split by split in manifest order (labels excluded:
+            they do not change features).
         backbone: The backbone name.
         weights_sha256: Checksum of the backbone's weights (:func:`tlops.models.extraction.weights_checksum`).
         preprocessing: Input size, mean, std, interpolation and crop fraction, as given to the transform.
@@ -264,11 +266,14 @@ class CacheWriter:
             shutil.rmtree(self.staging, ignore_errors=True)
             return entry
         target = Path(entry)
-        if target.exists():  # a stale or damaged entry (or one a concurrent run just wrote): replace it
-            shutil.rmtree(target, ignore_errors=True)
+        if target.exists():  # a damaged or stale entry, or one a concurrent run just wrote: move it aside first
+            trash = target.with_name(f"{target.name}.old-{uuid.uuid4().hex[:8]}")
+            with contextlib.suppress(OSError):
+                target.replace(trash)
+            shutil.rmtree(trash, ignore_errors=True)
         try:
             self.staging.replace(target)
-        except OSError:  # another writer committed the same key first: its entry is as good as ours
+        except OSError:  # another writer committed the same key in between: its entry is as good as ours
             shutil.rmtree(self.staging, ignore_errors=True)
         return entry
 

@@ -56,11 +56,11 @@ def extract_and_probe(
             cache cannot be written.
     """
     check_backbone_name(backbone_name)
-    prepared = PreparedData.read(data_dir)
+    PreparedData.read(data_dir)
     cache = open_feature_cache(feature_cache, runtime)
     manifest, classes = localized_manifest(data_dir, runtime)
     backbone = load_backbone(backbone_name, image_size=image_size or None, s3=runtime.s3, cache_dir=runtime.cache_dir)
-    features = dataset_features(backbone, manifest, classes, prepared.digest, runtime, cache)
+    features = dataset_features(backbone, manifest, classes, runtime, cache)
     splits = features.splits
     write_features(features_dir, splits)
     probe = fit_linear_head(splits["train"], splits["val"], len(classes), seed=seed, class_weighted=class_weighted)

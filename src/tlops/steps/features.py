@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -61,10 +62,19 @@ def open_feature_cache(uri: str, runtime: Runtime) -> FeatureCache:
     return cache
 
 
-def feature_key(backbone: Backbone, dataset_digest: str) -> FeatureKey:
-    """The cache key of ``backbone``'s features of the dataset with ``dataset_digest``."""
+def images_digest(row_ids: dict[str, list[str]]) -> str:
+    """sha256 over each split's image checksums in order: what the features depend on (labels do not matter)."""
+    digest = hashlib.sha256()
+    for split in sorted(row_ids):
+        for sha256 in row_ids[split]:
+            digest.update(f"{split}\t{sha256}\n".encode())
+    return digest.hexdigest()
+
+
+def feature_key(backbone: Backbone, row_ids: dict[str, list[str]]) -> FeatureKey:
+    """The cache key of ``backbone``'s features of the images listed per split in ``row_ids``."""
     return FeatureKey(
-        dataset_digest=dataset_digest,
+        dataset_digest=images_digest(row_ids),
         backbone=backbone.name,
         weights_sha256=weights_checksum(backbone.model),
         preprocessing=asdict(backbone.data_config),
@@ -75,7 +85,6 @@ def dataset_features(
     backbone: Backbone,
     manifest: pd.DataFrame,
     classes: list[str],
-    dataset_digest: str,
     runtime: Runtime,
     cache: FeatureCache,
 ) -> FeatureSet:
@@ -85,15 +94,19 @@ def dataset_features(
         backbone: The frozen backbone with its preprocessing.
         manifest: The localized manifest (``local_path`` column).
         classes: Class names; a label's index is its class id.
-        dataset_digest: The prepared dataset's digest (part of the key).
         runtime: Device, workers and batch size.
         cache: Where entries are read and written.
     """
     start = time.perf_counter()
-    key = feature_key(backbone, dataset_digest)
     row_ids = {split: list(manifest.loc[manifest["split"] == split, "sha256"]) for split in SPLITS}
+    key = feature_key(backbone, row_ids)
     hit = cache.load(key, row_ids)
     if hit is not None:
+        # The key covers the images, not their labels: the class ids come from this manifest.
+        index = {label: i for i, label in enumerate(classes)}
+        for split, (features, _) in hit.splits.items():
+            labels = manifest.loc[manifest["split"] == split, "label"]
+            hit.splits[split] = (features, torch.tensor([index[label] for label in labels], dtype=torch.long))
         seconds = time.perf_counter() - start
         extraction = float(hit.index.extraction.get("seconds", 0.0))
         logger.info(

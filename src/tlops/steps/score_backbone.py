@@ -12,6 +12,7 @@ from tlops.errors import TlopsError
 from tlops.evaluation.transferability import knn_accuracy, logme, probe_accuracy
 from tlops.models.backbones import load_backbone
 from tlops.models.names import PIXELS_BASELINE, check_backbone_name
+from tlops.models.threads import single_blas_thread
 from tlops.steps.common import localized_manifest
 from tlops.steps.config import DEFAULTS
 from tlops.steps.features import dataset_features, open_feature_cache
@@ -64,15 +65,16 @@ def score_backbone(
     cache = open_feature_cache(feature_cache, runtime)
     manifest, classes = localized_manifest(data_dir, runtime)
     backbone = load_backbone(backbone_name, image_size=image_size or None, s3=runtime.s3, cache_dir=runtime.cache_dir)
-    features = dataset_features(backbone, manifest, classes, prepared.digest, runtime, cache)
+    features = dataset_features(backbone, manifest, classes, runtime, cache)
     x, y = (tensor.numpy() for tensor in features.splits["train"])
     if scoring_images_per_class:
         rows = _sample_per_class(y, scoring_images_per_class, seed)
         x, y = x[rows], y[rows]
     start = time.perf_counter()
-    probe = probe_accuracy(x, y, folds=folds, seed=seed, class_weighted=class_weighted)
-    knn = knn_accuracy(x, y, folds=folds, seed=seed)
-    evidence = logme(x, y)
+    with single_blas_thread():
+        probe = probe_accuracy(x, y, folds=folds, seed=seed, class_weighted=class_weighted)
+        knn = knn_accuracy(x, y, folds=folds, seed=seed)
+        evidence = logme(x, y)
     score = BackboneScore(
         name=backbone_name,
         probe_accuracy=probe.mean,

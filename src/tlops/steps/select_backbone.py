@@ -10,14 +10,15 @@ import logging
 import re
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlops.errors import TlopsError
 from tlops.models.names import PIXELS_BASELINE, check_backbone_name
 from tlops.steps.config import DEFAULT_BACKBONE, DEFAULTS, SELECTION_METRICS, check_selection_options
 from tlops.steps.outputs import SELECTION_TABLE_FILE, BackboneScore, PreparedData, Selection
-from tlops.steps.runtime import Runtime
-from tlops.steps.score_backbone import score_backbone
+
+if TYPE_CHECKING:
+    from tlops.steps.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ def select_backbone(
         TlopsError: when no candidate is given, a name is unknown, ``data_dir`` is not a prepare-data output, an
             option is invalid, or no candidate fits the budgets.
     """
+    from tlops.steps.score_backbone import score_backbone  # torch: not needed to choose from scores
+
     candidates = list(dict.fromkeys(candidates))
     if not candidates:
         raise TlopsError(f"no candidate backbones given; pass at least one, e.g. --backbones {DEFAULT_BACKBONE}")

@@ -60,14 +60,14 @@ def run_summary(
 def _selection_summary(selection: Selection) -> dict:
     """The ranking rows (the baseline last), the reasons, and what the feature cache saved."""
     rows = [*selection.ranking, *([selection.baseline] if selection.baseline else [])]
-    keep = ("name", "rank", "status", "probe_accuracy", "probe_std_error", "knn_accuracy", "logme", "params")
+    keep = ("name", "rank", "status", "probe_accuracy", "probe_std_error", "knn_accuracy", "logme", "params", "flops")
     hits = [row for row in rows if row.get("cache_hit")]
     return {
         "chosen": selection.chosen,
         "metric": selection.metric,
         "reasons": selection.reasons,
         "transfer_helps": selection.transfer_helps,
-        "ranking": [{key: row.get(key) for key in (*keep, "flops", "latency_ms", "cache_hit")} for row in rows],
+        "ranking": [{key: row.get(key) for key in (*keep, "latency_ms", "cache_hit", "cache_entry")} for row in rows],
         "feature_cache": {
             "hits": len(hits),
             "scored": len(rows),

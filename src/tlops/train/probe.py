@@ -10,29 +10,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from sklearn.base import BaseEstimator, TransformerMixin
 from torch import nn
-from torch.utils.data import DataLoader
 
-from tlops.io.progress import progress
-from tlops.models.device import autocast
-
-
-@torch.inference_mode()
-def extract_features(
-    model: nn.Module, loader: DataLoader, device: torch.device, desc: str = "features"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run a frozen feature extractor over a loader.
-
-    Returns:
-        float32 features ``(N, D)`` and int64 targets ``(N,)``, on the CPU.
-    """
-    model.eval().to(device)
-    features, targets = [], []
-    for images, labels in progress(loader, desc, unit="batch"):
-        with autocast(device):
-            output = model(images.to(device, non_blocking=True))
-        features.append(output.float().cpu())
-        targets.append(labels)
-    return torch.cat(features), torch.cat(targets).long()
+from tlops.models.threads import single_blas_thread
 
 
 @dataclass
@@ -86,8 +65,21 @@ def fit_linear_head(
     With ``class_weighted`` each class's loss is weighted inversely to its frequency (scikit-learn's
     ``balanced``), and C is chosen by balanced accuracy.
 
-    The scaling is folded into the returned ``nn.Linear``, so it applies to raw features.
+    The scaling is folded into the returned ``nn.Linear``, so it applies to raw features. The fits run with one
+    BLAS thread (:func:`~tlops.models.threads.single_blas_thread`).
     """
+    with single_blas_thread():
+        return _fit_linear_head(train, val, num_classes, grid, seed, class_weighted)
+
+
+def _fit_linear_head(
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    num_classes: int,
+    grid: tuple[float, ...],
+    seed: int,
+    class_weighted: bool,
+) -> ProbeResult:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score
 
