@@ -100,6 +100,26 @@ def _cases(inputs: dict[str, Path]) -> dict[str, tuple[list[str], list[str]]]:
             ["select-backbone", "--dataset", prepared, "--image-size", "-8"],
             ["--image-size must be positive, got -8"],
         ),
+        "select-backbone negative budget": (
+            ["select-backbone", "--dataset", prepared, "--max-params", "-5"],
+            ["--max-params and --max-latency-ms must be 0 (no limit) or positive"],
+        ),
+        "select-backbone more scoring images than the split has": (
+            ["select-backbone", "--dataset", prepared, "--scoring-images-per-class", "1000"],
+            ["--scoring-images-per-class 1000 asks for more images than the training split has", "or fewer"],
+        ),
+        "select-backbone feature cache not writable": (
+            ["select-backbone", "--dataset", prepared, "--feature-cache", f"{inputs['file']}/cache"],
+            [f"--feature-cache {inputs['file']}/cache"],
+        ),
+        "score-backbone misspelt backbone": (
+            ["score-backbone", "--dataset", prepared, "--backbone", "efficientnet_lite9"],
+            ["unknown backbone 'efficientnet_lite9' (did you mean efficientnet_lite"],
+        ),
+        "extract-features misspelt timm architecture": (
+            ["extract-features", "--dataset", prepared, "--backbone", "timm:resnet5O"],
+            ["timm has no model 'resnet5O' (did you mean resnet50"],
+        ),
         "extract-features dataset is a file": (
             ["extract-features", "--dataset", str(inputs["file"])],
             [f"{inputs['file']} {not_prepared} (a file, not a folder)"],
