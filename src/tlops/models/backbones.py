@@ -193,6 +193,8 @@ def _load_timm(name: str, arch: str, pretrained: bool, weights: Path | None) -> 
     if not timm.is_model(arch):  # accepts pretrained tags (resnet18.a1_in1k), which list_models() omits
         raise TlopsError(f"timm has no model {arch!r}{did_you_mean(arch, timm.list_models())}; see timm.list_models()")
     overlay = {"file": str(weights)} if weights else None
+    if weights is not None:
+        _check_checkpoint(weights)
     try:
         model = timm.create_model(arch, pretrained=pretrained, num_classes=0, pretrained_cfg_overlay=overlay)
     except (OSError, RuntimeError) as error:
@@ -222,6 +224,23 @@ def _strip_last_linear(model: nn.Module) -> int:
     return int(linear.in_features)
 
 
+def _check_checkpoint(path: Path) -> None:
+    """Check that a weights file is a safetensors file or a torch state dict (loaded without pickled code).
+
+    Raises:
+        TlopsError: naming the file and what it should be.
+    """
+    try:
+        state = _load_state_file(path)
+    except Exception as error:  # safetensors, pickle and zip errors alike: the file is not a checkpoint
+        raise TlopsError(
+            f"weights file {path} is not a checkpoint ({type(error).__name__}: {str(error).splitlines()[0][:120]}); "
+            "give a .safetensors file or a torch state dict saved with torch.save(model.state_dict(), path)"
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise TlopsError(f"weights file {path} holds no state dict of tensors; save model.state_dict()")
+
+
 def _load_state_file(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -248,7 +267,14 @@ def _load_torchvision(name: str, arch: str, pretrained: bool, weights_file: Path
             "give a weights file: torchvision:NAME@/path/or/s3/weights.pth"
         ) from None
     if weights_file is not None:
-        model.load_state_dict(_load_state_file(weights_file))
+        _check_checkpoint(weights_file)
+        try:
+            model.load_state_dict(_load_state_file(weights_file))
+        except RuntimeError as error:
+            raise TlopsError(
+                f"weights file {weights_file} does not fit torchvision's {arch} ({str(error).splitlines()[0][:150]}); "
+                "give weights saved from that architecture"
+            ) from None
     num_features = _strip_last_linear(model)
     preset = weights_enum.transforms()
     crop = int(preset.crop_size[0])
