@@ -43,14 +43,16 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple
     """
     from torch.fx import GraphModule
 
+    memory_format = torch.contiguous_format
     if isinstance(model, GraphModule):
         device = torch.device("cpu")
-    else:
-        model.eval().to(device)
+    else:  # channels_last: faster convolutions on CUDA and on the CPU
+        memory_format = torch.channels_last
+        model.eval().to(device=device, memory_format=memory_format)
     probabilities, targets = [], []
     for images, labels in progress(loader, "evaluating", unit="batch"):
         with autocast(device):
-            logits = model(images.to(device, non_blocking=True))
+            logits = model(images.to(device, non_blocking=True).contiguous(memory_format=memory_format))
         probabilities.append(logits.float().softmax(1).cpu().numpy())
         targets.append(labels.numpy())
     return np.concatenate(probabilities), np.concatenate(targets)
