@@ -1,6 +1,6 @@
 """Ranking quality of the transferability scores, and what scoring costs next to one fine-tuning epoch.
 
-Usage (run by hand; about 10 minutes on 2 CPU cores)::
+Usage (run by hand; about 10 minutes on 2 busy CPU cores)::
 
     python bench/ranking.py --workdir /tmp/tlops-bench-ranking --output /tmp/tlops-bench-ranking/ranking.json
 
@@ -33,10 +33,11 @@ the step's shuffled training loader (``make_loader`` is patched in ``tlops.steps
 from __future__ import annotations
 
 import argparse
-import inspect
+import gc
 import json
 import logging
 import os
+import resource
 import shutil
 import sys
 import time
@@ -140,16 +141,10 @@ def linear_head_accuracy(
     data_dir: Path, name: str, runtime: Runtime, cache_root: Path, image_size: int
 ) -> dict[str, Any]:
     """Test accuracy of ``fit_linear_head`` on ``name``'s cached training features, C chosen on val."""
-    prepared = PreparedData.read(data_dir)
     cache = open_feature_cache(str(cache_root), runtime)
     manifest, classes = localized_manifest(data_dir, runtime)
     backbone = load_backbone(name, image_size=image_size or None, cache_dir=runtime.cache_dir)
-    extra = {}
-    if "dataset_digest" in inspect.signature(dataset_features).parameters:  # tlops before the cache keyed by images
-        extra["dataset_digest"] = prepared.digest
-    features = dataset_features(
-        backbone=backbone, manifest=manifest, classes=classes, runtime=runtime, cache=cache, **extra
-    )
+    features = dataset_features(backbone=backbone, manifest=manifest, classes=classes, runtime=runtime, cache=cache)
     if not features.cache_hit:
         raise RuntimeError(f"{name}: the features of {data_dir} were not in the cache that score_backbone filled")
     splits = features.splits
@@ -163,6 +158,16 @@ def linear_head_accuracy(
         "C": probe.C,
         "test_images": len(y_test),
     }
+
+
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process and its finished children (DataLoader workers, once reaped).
+
+    Less sensitive than wall time to other jobs on a shared machine (though spinning threads still count).
+    """
+    gc.collect()  # drop finished loaders, so their worker processes are joined and counted
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 class TimedLoader:
@@ -208,18 +213,22 @@ def fine_tune_epoch(data_dir: Path, workdir: Path, runtime: Runtime, cache_root:
 
     config = TrainConfig(strategy="full", epochs=1)
     with mock.patch.object(fine_tune_step, "make_loader", timed_make_loader):
-        start = time.perf_counter()
+        cpu, start = cpu_seconds(), time.perf_counter()
         training = fine_tune_step.fine_tune(data_dir, out / "probe", out / "model", config, runtime)
         step_seconds = time.perf_counter() - start
     if len(timed) != 1 or len(timed[0].passes) != 1:
         raise RuntimeError("the fine-tune step did not run exactly one training epoch through its loader")
+    train_images, epoch_seconds = len(timed[0].loader.dataset), timed[0].passes[0]
+    timed.clear()  # the last reference to the training loader: its workers exit and count as finished children
+    step_cpu = cpu_seconds() - cpu
     return {
         "backbone": FINE_TUNED,
-        "train_images": len(timed[0].loader.dataset),
+        "train_images": train_images,
         "extract_and_probe_seconds": round(probe_seconds, 2),
         "probe_cache_hit": summary.cache_hit,
         "step_seconds": round(step_seconds, 2),
-        "epoch_seconds": round(timed[0].passes[0], 2),
+        "step_cpu_seconds": round(step_cpu, 2),
+        "epoch_seconds": round(epoch_seconds, 2),
         "strategy": training.strategy,
         "val_accuracy": training.val_accuracy,
         "probe_val_accuracy": training.probe_val_accuracy,
@@ -245,7 +254,7 @@ def bench_dataset(name: str, args: argparse.Namespace, runtime: Runtime) -> dict
     rows = []
     for candidate in CANDIDATES:
         print(f"{name}: scoring {candidate} ...", file=sys.stderr)
-        start = time.perf_counter()
+        cpu, start = cpu_seconds(), time.perf_counter()
         score = score_backbone(
             data_dir,
             candidate,
@@ -255,9 +264,11 @@ def bench_dataset(name: str, args: argparse.Namespace, runtime: Runtime) -> dict
             feature_cache=str(cache_root),
         )
         seconds = time.perf_counter() - start
+        cpu = cpu_seconds() - cpu
         row = {
             "candidate": candidate,
             "score_seconds": round(seconds, 2),
+            "score_cpu_seconds": round(cpu, 2),
             "extraction_seconds": score.extraction_seconds,
             "scoring_seconds": score.scoring_seconds,
             "cache_hit": score.cache_hit,
@@ -279,6 +290,7 @@ def bench_dataset(name: str, args: argparse.Namespace, runtime: Runtime) -> dict
     print(f"{name}: one fine-tuning epoch of {FINE_TUNED} ...", file=sys.stderr)
     epoch = fine_tune_epoch(data_dir, args.workdir, runtime, cache_root, args.image_size)
     scoring_total = sum(row["score_seconds"] for row in rows)
+    scoring_cpu = sum(row["score_cpu_seconds"] for row in rows)
     return {
         "dataset": name,
         "classes": len(prepared.classes),
@@ -289,6 +301,8 @@ def bench_dataset(name: str, args: argparse.Namespace, runtime: Runtime) -> dict
         "scoring_seconds_total": round(scoring_total, 2),
         "scoring_over_epoch": round(scoring_total / epoch["epoch_seconds"], 3),
         "scoring_over_step": round(scoring_total / epoch["step_seconds"], 3),
+        "scoring_cpu_seconds_total": round(scoring_cpu, 2),
+        "scoring_over_step_cpu": round(scoring_cpu / epoch["step_cpu_seconds"], 3),
     }
 
 
@@ -324,7 +338,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"Scoring all 4 candidates (cold cache): {result['scoring_seconds_total']:.1f} s; one fine-tuning epoch of "
         f"{epoch['backbone']} on {epoch['train_images']} training images: {epoch['epoch_seconds']:.1f} s "
         f"(the whole fine-tune step: {epoch['step_seconds']:.1f} s); scoring / epoch = "
-        f"{result['scoring_over_epoch']:.2f}, scoring / step = {result['scoring_over_step']:.2f}.",
+        f"{result['scoring_over_epoch']:.2f}, scoring / step = {result['scoring_over_step']:.2f}; in CPU seconds "
+        f"(this process and its loader workers): scoring {result['scoring_cpu_seconds_total']:.0f}, step "
+        f"{epoch['step_cpu_seconds']:.0f}, scoring / step = {result['scoring_over_step_cpu']:.2f}.",
     ]
     return "\n".join(lines)
 
@@ -334,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/tlops-bench-ranking"))
     parser.add_argument("--output", type=Path, help="write the results as JSON here")
-    parser.add_argument("--per-class", type=int, default=60, help="images a class of digits and textures (60)")
+    parser.add_argument("--per-class", type=int, default=40, help="images a class of digits and textures (40)")
     parser.add_argument("--image-size", type=int, default=0, help="input size of the backbones; 0: their own")
     parser.add_argument("--datasets", default=",".join(DATASETS), help=f"comma-separated, of {', '.join(DATASETS)}")
     parser.add_argument(
