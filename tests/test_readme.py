@@ -976,3 +976,49 @@ def test_bench_prepare_data_with_s3(tmp_path: Path) -> None:
         assert [source for source, _w, images in _bench_rows(stdout) if images == 60] == ["local", "local", "s3", "s3"]
         assert set(json.loads(report.read_text())["speedup_default_over_1_worker"]) == {"local", "s3"}
     assert not (tmp_path / "bench" / "services" / "pids").exists()  # its services were stopped
+
+
+EXTRACTION = (
+    "python bench/extraction.py --workdir /tmp/tlops-bench-extraction "
+    "--output /tmp/tlops-bench-extraction/extraction.json"
+)
+EXTRACTION_USAGE = (
+    "python bench/extraction.py [--workdir DIR] [--images N] [--batch-size B] [--backbones LIST] [--output FILE]"
+)
+EXTRACTION_SIZE = ["--images", "8", "--batch-size", "4", "--stage-images", "4", "--repeats", "1"]
+EXTRACTION_SIZE += ["--forward-batches", "1", "--paired-batches", "1"]  # instead of 256 images in batches of 64
+RANKING = "python bench/ranking.py --workdir /tmp/tlops-bench-ranking --output /tmp/tlops-bench-ranking/ranking.json"
+RANKING_USAGE = "python bench/ranking.py [--workdir DIR] [--per-class N] [--image-size S] [--output FILE]"
+
+
+@covers(EXTRACTION, EXTRACTION_USAGE)
+def test_bench_extraction(tmp_path: Path) -> None:
+    shown = readme_command(EXTRACTION, {"/tmp/tlops-bench-extraction": str(tmp_path / "bench")})
+    usage = readme_command(
+        EXTRACTION_USAGE,
+        {"[--workdir DIR]": f"--workdir {tmp_path / 'usage'}", "[--output FILE]": f"--output {tmp_path / 'usage.json'}"}
+        | {"[--images N] [--batch-size B] [--backbones LIST]": "--backbones efficientnet_lite0"},
+    )
+    for command, report in ((shown, tmp_path / "bench" / "extraction.json"), (usage, tmp_path / "usage.json")):
+        command.argv += EXTRACTION_SIZE
+        stdout = succeeded(run(command, REPO, timeout=SHORT_TIMEOUT_S))
+        assert "efficiency" in stdout
+        result = json.loads(report.read_text())
+        assert "efficientnet_lite0" in json.dumps(result)
+
+
+@covers(RANKING, RANKING_USAGE)
+def test_bench_ranking(tmp_path: Path) -> None:
+    """Both forms on the digits alone, 5 images a class at 64 px (instead of three datasets at 40 and native size)."""
+    shown = readme_command(RANKING, {"/tmp/tlops-bench-ranking": str(tmp_path / "bench")})
+    usage = readme_command(
+        RANKING_USAGE,
+        {"[--workdir DIR]": f"--workdir {tmp_path / 'usage'}", "[--output FILE]": f"--output {tmp_path / 'usage.json'}"}
+        | {"[--per-class N] [--image-size S]": "--per-class 5 --image-size 64"},
+    )
+    shown.argv += ["--per-class", "5", "--image-size", "64"]
+    for command, report in ((shown, tmp_path / "bench" / "ranking.json"), (usage, tmp_path / "usage.json")):
+        command.argv += ["--datasets", "digits"]
+        stdout = succeeded(run(command, REPO, timeout=SHORT_TIMEOUT_S))
+        assert "probe_accuracy" in stdout and "scoring / epoch" in stdout
+        assert "pixels" in json.dumps(json.loads(report.read_text()))

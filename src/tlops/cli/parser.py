@@ -83,8 +83,19 @@ def _add_feature_cache_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
+    """What scoring one candidate takes: the feature cache and the sample size."""
     _add_feature_cache_argument(parser)
+    parser.add_argument(
+        "--scoring-images-per-class",
+        type=int,
+        default=DEFAULTS.scoring_images_per_class,
+        help="training images per class the selection scores use (default: 0, all of them)",
+    )
+
+
+def _add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_scoring_arguments(parser)
     parser.add_argument(
         "--selection-metric",
         default=DEFAULTS.selection_metric,
@@ -104,12 +115,6 @@ def _add_selection_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=DEFAULTS.max_latency_ms,
         help="budget: slowest latency per image, measured on this run's device (default: 0, no limit)",
-    )
-    parser.add_argument(
-        "--scoring-images-per-class",
-        type=int,
-        default=DEFAULTS.scoring_images_per_class,
-        help="training images per class the selection scores use (default: 0, all of them)",
     )
 
 
@@ -218,13 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--backbone", default=DEFAULT_BACKBONE, help="the candidate, or pixels for the no-transfer baseline"
     )
     score.add_argument("--output", type=Path, required=True, help="folder for the score record")
-    _add_feature_cache_argument(score)
-    score.add_argument(
-        "--scoring-images-per-class",
-        type=int,
-        default=DEFAULTS.scoring_images_per_class,
-        help="training images per class the scores use (default: 0, all of them)",
-    )
+    _add_scoring_arguments(score)
     _add_image_size_argument(score)
     _add_seed_argument(score)
     score.add_argument(

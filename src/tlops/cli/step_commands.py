@@ -95,21 +95,14 @@ def _run_step(args: argparse.Namespace) -> object:
     from tlops.steps.runtime import runtime_from_environment
 
     runtime = runtime_from_environment(os.environ)
+    scoring = {
+        option: getattr(args, option, None)
+        for option in ("image_size", "feature_cache", "scoring_images_per_class", "class_weighted", "seed")
+    }
     if args.command == "score-backbone":
         from tlops.steps.score_backbone import score_backbone
 
-        score = score_backbone(
-            args.dataset,
-            args.backbone,
-            args.output,
-            runtime,
-            image_size=args.image_size,
-            feature_cache=args.feature_cache,
-            scoring_images_per_class=args.scoring_images_per_class,
-            class_weighted=args.class_weighted,
-            seed=args.seed,
-        )
-        return score.to_dict()
+        return score_backbone(args.dataset, args.backbone, args.output, runtime, **scoring).to_dict()
     if args.command == "select-backbone":
         from tlops.steps.select_backbone import select_backbone, selection_table
 
@@ -118,14 +111,10 @@ def _run_step(args: argparse.Namespace) -> object:
             args.backbones,
             args.output,
             runtime,
-            image_size=args.image_size,
-            feature_cache=args.feature_cache,
-            scoring_images_per_class=args.scoring_images_per_class,
-            class_weighted=args.class_weighted,
+            **scoring,
             metric=args.selection_metric,
             max_params=args.max_params,
             max_latency_ms=args.max_latency_ms,
-            seed=args.seed,
         )
         print(selection_table(selection))
         return selection.ranking
