@@ -315,7 +315,7 @@ def test_failed_pipeline_leaves_no_partial_run_and_no_colour(tmp_path: Path, mon
             "Inner task failed: \x1b[96m'prepare-data'\x1b[0m."
         )
 
-    monkeypatch.setattr(tlops.pipeline.pipeline, "transfer_learning_pipeline", failing_pipeline)
+    monkeypatch.setattr(tlops.pipeline.pipeline, "build_pipeline", lambda **_options: failing_pipeline)
     monkeypatch.setattr(sys, "stderr", io.StringIO())  # no terminal, even under pytest -s
     with pytest.raises(PipelineFailed) as failed:
         run_locally({}, tmp_path)

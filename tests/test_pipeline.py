@@ -221,3 +221,13 @@ def test_tlops_run_executes_the_pipeline_from_s3_to_the_mlflow_server(
     assert version.tags["dataset_digest"] == summary["dataset"]["digest"]
     task_dirs = {p.name for p in next((output / "pipeline_root").iterdir()).iterdir()}
     assert task_dirs == STEPS
+
+
+def test_tlops_run_scores_candidates_one_at_a_time_and_a_cluster_in_parallel() -> None:
+    from tlops.pipeline.pipeline import MAX_PARALLEL_SCORING, build_pipeline, transfer_learning_pipeline
+
+    def limit(pipeline) -> int:
+        return pipeline.pipeline_spec.root.dag.tasks["for-loop-1"].iterator_policy.parallelism_limit
+
+    assert limit(build_pipeline(scoring_parallelism=1)) == 1  # kfp.local: one after the other on this machine
+    assert limit(transfer_learning_pipeline) == MAX_PARALLEL_SCORING > 1

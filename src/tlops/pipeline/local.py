@@ -54,7 +54,7 @@ def run_locally(parameters: dict[str, Any], output_dir: Path) -> RunSummary:
     """
     from kfp import local
 
-    from tlops.pipeline.pipeline import transfer_learning_pipeline
+    from tlops.pipeline.pipeline import build_pipeline
     from tlops.steps.outputs import RunSummary
 
     root = (output_dir / PIPELINE_ROOT).resolve()
@@ -67,7 +67,7 @@ def run_locally(parameters: dict[str, Any], output_dir: Path) -> RunSummary:
                 # kfp.local warns that images and Kubernetes settings are ignored locally: expected here.
                 warnings.filterwarnings("ignore", category=UserWarning, module=r"kfp\.local")
                 warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"kfp\.local")
-                task = transfer_learning_pipeline(**parameters)
+                task = build_pipeline(scoring_parallelism=1)(**parameters)
         except RuntimeError as error:
             text = strip_ansi(str(error)).strip()
             raise PipelineFailed(text.splitlines()[-1] if text else "a step failed") from None

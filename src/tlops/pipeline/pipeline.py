@@ -2,6 +2,7 @@
 
 from kfp import dsl, kubernetes
 from kfp.dsl import Artifact
+from kfp.dsl.graph_component import GraphComponent
 
 from tlops.pipeline import components
 from tlops.steps.config import DEFAULTS
@@ -55,106 +56,119 @@ def _cpu_node(task: dsl.PipelineTask, cpus: int, memory_gb: int, shared_memory: 
     return _shared_memory(task, shared_memory) if shared_memory else task
 
 
-@dsl.pipeline(
-    name=PIPELINE_NAME,
-    description="Turn a pretrained vision backbone into a registered image classifier: prepare data, select a "
-    "backbone, extract features, fine-tune, evaluate, register in MLflow.",
-)
-def transfer_learning_pipeline(
-    data_uri: str,
-    tracking_uri: str,
-    backbones: list = DEFAULT_BACKBONES,
-    strategy: str = DEFAULTS.strategy,
-    epochs: int = DEFAULTS.epochs,
-    batch_size: int = DEFAULTS.batch_size,
-    learning_rate: float = DEFAULTS.learning_rate,
-    image_size: int = DEFAULTS.image_size,
-    seed: int = DEFAULTS.seed,
-    class_weighted: bool = DEFAULTS.class_weighted,
-    val_fraction: float = DEFAULTS.val_fraction,
-    test_fraction: float = DEFAULTS.test_fraction,
-    experiment: str = DEFAULTS.experiment,
-    model_name: str = DEFAULTS.model_name,
-    feature_cache: str = DEFAULTS.feature_cache,
-    selection_metric: str = DEFAULTS.selection_metric,
-    max_params: int = DEFAULTS.max_params,
-    max_latency_ms: float = DEFAULTS.max_latency_ms,
-    scoring_images_per_class: int = DEFAULTS.scoring_images_per_class,
-    credentials_secret: str = "tlops-credentials",
-) -> Artifact:
-    """Run the six steps; the output is the register step's folder holding ``run_summary.json``.
+def build_pipeline(scoring_parallelism: int = MAX_PARALLEL_SCORING) -> GraphComponent:
+    """The transfer-learning pipeline, scoring at most ``scoring_parallelism`` candidates at once.
 
-    The defaults are :data:`tlops.steps.config.DEFAULTS`. ``image_size`` 0 means each backbone's own input size
-    (kfp.local cannot take a ``None`` default).
+    The compiled pipeline scores :data:`MAX_PARALLEL_SCORING` at once, each in its own pod; ``tlops run`` builds
+    the same pipeline with 1, so that kfp.local scores the candidates one after the other instead of making them
+    share this machine's cores.
     """
-    data = components.prepare_data(
-        data_uri=data_uri, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
-    ).set_display_name("prepare data")
-    scoring = {
-        "dataset": data.outputs["dataset"],
-        "feature_cache": feature_cache,
-        "scoring_images_per_class": scoring_images_per_class,
-        "class_weighted": class_weighted,
-        "seed": seed,
-    }
-    with dsl.ParallelFor(backbones, parallelism=MAX_PARALLEL_SCORING) as candidate:
-        scored = components.score_backbone(backbone=candidate, image_size=image_size, **scoring)
-        scored.set_display_name("score backbone")
-        _credentials(scored, credentials_secret)
-        _gpu_node_pool(scored)
-    baseline = components.score_baseline(**scoring).set_display_name("score raw pixels (no transfer)")
-    selection = components.select_backbone(
-        scores=dsl.Collected(scored.outputs["score"]),
-        baseline=baseline.outputs["score"],
-        metric=selection_metric,
-        max_params=max_params,
-        max_latency_ms=max_latency_ms,
-    ).set_display_name("select backbone")
-    features = components.extract_features(
-        dataset=data.outputs["dataset"],
-        backbone=selection.outputs["Output"],
-        image_size=image_size,
-        seed=seed,
-        class_weighted=class_weighted,
-        feature_cache=feature_cache,
-    ).set_display_name("extract features")
-    training = components.fine_tune(
-        dataset=data.outputs["dataset"],
-        probe=features.outputs["probe"],
-        strategy=strategy,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        seed=seed,
-        class_weighted=class_weighted,
-    ).set_display_name("fine-tune")
-    evaluation = components.evaluate(
-        dataset=data.outputs["dataset"],
-        model=training.outputs["model"],
-        tracking_uri=tracking_uri,
-        model_name=model_name,
-    ).set_display_name("evaluate")
-    registration = (
-        components.register(
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Turn a pretrained vision backbone into a registered image classifier: prepare data, select a "
+        "backbone, extract features, fine-tune, evaluate, register in MLflow.",
+    )
+    def transfer_learning_pipeline(
+        data_uri: str,
+        tracking_uri: str,
+        backbones: list = DEFAULT_BACKBONES,
+        strategy: str = DEFAULTS.strategy,
+        epochs: int = DEFAULTS.epochs,
+        batch_size: int = DEFAULTS.batch_size,
+        learning_rate: float = DEFAULTS.learning_rate,
+        image_size: int = DEFAULTS.image_size,
+        seed: int = DEFAULTS.seed,
+        class_weighted: bool = DEFAULTS.class_weighted,
+        val_fraction: float = DEFAULTS.val_fraction,
+        test_fraction: float = DEFAULTS.test_fraction,
+        experiment: str = DEFAULTS.experiment,
+        model_name: str = DEFAULTS.model_name,
+        feature_cache: str = DEFAULTS.feature_cache,
+        selection_metric: str = DEFAULTS.selection_metric,
+        max_params: int = DEFAULTS.max_params,
+        max_latency_ms: float = DEFAULTS.max_latency_ms,
+        scoring_images_per_class: int = DEFAULTS.scoring_images_per_class,
+        credentials_secret: str = "tlops-credentials",
+    ) -> Artifact:
+        """Run the six steps; the output is the register step's folder holding ``run_summary.json``.
+
+        The defaults are :data:`tlops.steps.config.DEFAULTS`. ``image_size`` 0 means each backbone's own input size
+        (kfp.local cannot take a ``None`` default).
+        """
+        data = components.prepare_data(
+            data_uri=data_uri, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
+        ).set_display_name("prepare data")
+        scoring = {
+            "dataset": data.outputs["dataset"],
+            "feature_cache": feature_cache,
+            "scoring_images_per_class": scoring_images_per_class,
+            "class_weighted": class_weighted,
+            "seed": seed,
+        }
+        with dsl.ParallelFor(backbones, parallelism=scoring_parallelism) as candidate:
+            scored = components.score_backbone(backbone=candidate, image_size=image_size, **scoring)
+            scored.set_display_name("score backbone")
+            _credentials(scored, credentials_secret)
+            _gpu_node_pool(scored)
+        baseline = components.score_baseline(**scoring).set_display_name("score raw pixels (no transfer)")
+        selection = components.select_backbone(
+            scores=dsl.Collected(scored.outputs["score"]),
+            baseline=baseline.outputs["score"],
+            metric=selection_metric,
+            max_params=max_params,
+            max_latency_ms=max_latency_ms,
+        ).set_display_name("select backbone")
+        features = components.extract_features(
+            dataset=data.outputs["dataset"],
+            backbone=selection.outputs["Output"],
+            image_size=image_size,
+            seed=seed,
+            class_weighted=class_weighted,
+            feature_cache=feature_cache,
+        ).set_display_name("extract features")
+        training = components.fine_tune(
+            dataset=data.outputs["dataset"],
+            probe=features.outputs["probe"],
+            strategy=strategy,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            seed=seed,
+            class_weighted=class_weighted,
+        ).set_display_name("fine-tune")
+        evaluation = components.evaluate(
             dataset=data.outputs["dataset"],
             model=training.outputs["model"],
-            evaluation=evaluation.outputs["evaluation"],
-            selection=selection.outputs["selection"],
             tracking_uri=tracking_uri,
-            experiment=experiment,
             model_name=model_name,
+        ).set_display_name("evaluate")
+        registration = (
+            components.register(
+                dataset=data.outputs["dataset"],
+                model=training.outputs["model"],
+                evaluation=evaluation.outputs["evaluation"],
+                selection=selection.outputs["selection"],
+                tracking_uri=tracking_uri,
+                experiment=experiment,
+                model_name=model_name,
+            )
+            .set_display_name("register")
+            .set_caching_options(False)
         )
-        .set_display_name("register")
-        .set_caching_options(False)
-    )
-    for task in (data, baseline, selection, features, training, evaluation, registration):
-        _credentials(task, credentials_secret)
-    # Where each step runs: the two on the GPU image on the GPU node pool, the others sized for their work.
-    _cpu_node(data, cpus=2, memory_gb=4)  # decode-checks every image (threads)
-    _cpu_node(baseline, cpus=4, memory_gb=8, shared_memory="2Gi")  # decodes every image at 32x32
-    _cpu_node(selection, cpus=1, memory_gb=2)  # reads the scores
-    _gpu_node_pool(features)
-    _gpu_node_pool(training)
-    _cpu_node(evaluation, cpus=4, memory_gb=8, shared_memory="2Gi")  # runs the model and the champion
-    _cpu_node(registration, cpus=2, memory_gb=4)  # exports and uploads the model
-    return registration.outputs["registration"]
+        for task in (data, baseline, selection, features, training, evaluation, registration):
+            _credentials(task, credentials_secret)
+        # Where each step runs: the two on the GPU image on the GPU node pool, the others sized for their work.
+        _cpu_node(data, cpus=2, memory_gb=4)  # decode-checks every image (threads)
+        _cpu_node(baseline, cpus=4, memory_gb=8, shared_memory="2Gi")  # decodes every image at 32x32
+        _cpu_node(selection, cpus=1, memory_gb=2)  # reads the scores
+        _gpu_node_pool(features)
+        _gpu_node_pool(training)
+        _cpu_node(evaluation, cpus=4, memory_gb=8, shared_memory="2Gi")  # runs the model and the champion
+        _cpu_node(registration, cpus=2, memory_gb=4)  # exports and uploads the model
+        return registration.outputs["registration"]
+
+    return transfer_learning_pipeline
+
+
+transfer_learning_pipeline = build_pipeline()
