@@ -219,8 +219,10 @@ def test_tlops_run_executes_the_pipeline_from_s3_to_the_mlflow_server(
     version = MlflowClient(mlflow_uri).get_model_version_by_alias(model_name, "champion")
     assert version.version == "1"
     assert version.tags["dataset_digest"] == summary["dataset"]["digest"]
-    task_dirs = {p.name for p in next((output / "pipeline_root").iterdir()).iterdir()}
-    assert task_dirs == STEPS
+    run_root = next((output / "pipeline_root").iterdir())
+    task_dirs = {p.name for p in run_root.iterdir()}
+    assert task_dirs == STEPS - {"score-backbone"} | {"for-loop-1-iteration-0"}  # one candidate: one iteration
+    assert (run_root / "for-loop-1-iteration-0" / "score-backbone" / "score" / "score.json").is_file()
 
 
 def test_tlops_run_scores_candidates_one_at_a_time_and_a_cluster_in_parallel() -> None:

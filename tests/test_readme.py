@@ -737,9 +737,14 @@ def test_per_step_commands(steps: Steps) -> None:
     cwd = steps.cwd
     ranking = printed_json(steps.stdout[STEPS[1]])
     assert {entry["name"] for entry in ranking} == {"efficientnet_lite0", "efficientnet_lite1"}
-    assert all(0.0 <= entry["cv_accuracy"] <= 1.0 for entry in ranking)
+    assert all(0.0 <= entry[score] <= 1.0 for entry in ranking for score in ("probe_accuracy", "knn_accuracy"))
     selection = json.loads((cwd / "selection" / "selection.json").read_text())
-    assert selection["ranking"] == ranking and selection["chosen"] == ranking[0]["name"]
+    (chosen,) = [entry["name"] for entry in ranking if entry["status"] == "chosen"]
+    assert selection["ranking"] == ranking and selection["chosen"] == chosen
+    assert selection["baseline"]["name"] == "pixels"
+    assert "| raw pixels 32x32 (no transfer) |" in steps.stdout[STEPS[1]]  # the table is printed
+    # select-backbone scored (and cached) efficientnet_lite0: extract-features reads its features, runs no backbone.
+    assert printed_json(steps.stdout[STEPS[2]])["cache_hit"] is True
     probe = printed_json(steps.stdout[STEPS[2]])
     assert probe["backbone"] == "efficientnet_lite0" and probe["val_accuracy"] > 1 / 3
     assert any((cwd / "features" / "features").iterdir()) and any((cwd / "features" / "probe").iterdir())
