@@ -118,6 +118,12 @@ def _add_selection_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_class_weighted_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--class-weighted", action="store_true", default=DEFAULTS.class_weighted, help="balanced class weights"
+    )
+
+
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="fine-tuning epochs (default: %(default)s)")
     parser.add_argument(
@@ -226,9 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scoring_arguments(score)
     _add_image_size_argument(score)
     _add_seed_argument(score)
-    score.add_argument(
-        "--class-weighted", action="store_true", default=DEFAULTS.class_weighted, help="balanced class weights"
-    )
+    _add_class_weighted_argument(score)
 
     select = commands.add_parser(
         "select-backbone",
@@ -247,9 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_selection_arguments(select)
     _add_image_size_argument(select)
     _add_seed_argument(select)
-    select.add_argument(
-        "--class-weighted", action="store_true", default=DEFAULTS.class_weighted, help="balanced class weights"
-    )
+    _add_class_weighted_argument(select)
 
     extract = commands.add_parser("extract-features", help="cache backbone features and fit the linear probe")
     extract.add_argument("--dataset", type=Path, required=True, help=dataset_help)
@@ -258,9 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_feature_cache_argument(extract)
     _add_image_size_argument(extract)
     _add_seed_argument(extract)
-    extract.add_argument(
-        "--class-weighted", action="store_true", default=DEFAULTS.class_weighted, help="balanced class weights"
-    )
+    _add_class_weighted_argument(extract)
 
     tune = commands.add_parser("fine-tune", help="train the classifier from the probe with a strategy")
     tune.add_argument("--dataset", type=Path, required=True, help=dataset_help)
@@ -269,9 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--strategy", default=DEFAULTS.strategy, choices=STRATEGIES, help="(default: %(default)s)")
     _add_training_arguments(tune)
     _add_seed_argument(tune)
-    tune.add_argument(
-        "--class-weighted", action="store_true", default=DEFAULTS.class_weighted, help="balanced class weights"
-    )
+    _add_class_weighted_argument(tune)
 
     evaluate = commands.add_parser(
         "evaluate",

@@ -40,23 +40,6 @@ def iter_features(
         yield output.float().cpu(), labels.long()
 
 
-def extract_features(
-    model: nn.Module, loader: DataLoader, device: torch.device, desc: str = "features"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run a frozen feature extractor over a loader.
-
-    Returns:
-        float32 features ``(N, D)`` and int64 targets ``(N,)``, on the CPU.
-    """
-    features, targets = [], []
-    for batch_features, batch_targets in iter_features(model, loader, device, desc):
-        features.append(batch_features)
-        targets.append(batch_targets)
-    if not features:
-        return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
-    return torch.cat(features), torch.cat(targets)
-
-
 def weights_checksum(model: nn.Module) -> str:
     """sha256 over a model's state (names, dtypes, shapes and bytes): the same weights give the same checksum."""
     digest = hashlib.sha256()

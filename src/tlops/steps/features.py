@@ -103,10 +103,10 @@ def dataset_features(
     hit = cache.load(key, row_ids)
     if hit is not None:
         # The key covers the images, not their labels: the class ids come from this manifest.
-        index = {label: i for i, label in enumerate(classes)}
+        transform = eval_transform(backbone.data_config)
         for split, (features, _) in hit.splits.items():
-            labels = manifest.loc[manifest["split"] == split, "label"]
-            hit.splits[split] = (features, torch.tensor([index[label] for label in labels], dtype=torch.long))
+            targets = split_dataset(manifest, split, classes, transform).targets
+            hit.splits[split] = (features, torch.tensor(targets, dtype=torch.long))
         seconds = time.perf_counter() - start
         extraction = float(hit.index.extraction.get("seconds", 0.0))
         logger.info(
@@ -121,11 +121,11 @@ def dataset_features(
     writer = cache.writer(key)
     try:
         splits = {}
+        model = feature_extractor(backbone)
         for split in SPLITS:
             dataset = split_dataset(manifest, split, classes, eval_transform(backbone.data_config))
             loader = make_loader(dataset, runtime.batch_size, workers=runtime.workers, pin_memory=runtime.pin_memory)
             features, targets, done = [], [], 0
-            model = feature_extractor(backbone)
             for batch_features, batch_targets in iter_features(
                 model, loader, runtime.device, f"{backbone.name} {split}"
             ):

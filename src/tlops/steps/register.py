@@ -76,9 +76,7 @@ def register(
         artifacts=artifact_files(folders),
         promote=comparison.promote if same_registry else None,
         compared_champion=comparison.champion_version,
-        tables={SELECTION_TABLE_ARTIFACT: [*selection.ranking, *filter(None, [selection.baseline])]}
-        if selection
-        else {},
+        tables={SELECTION_TABLE_ARTIFACT: selection.rows} if selection else {},
     )
     registration = register_model(record, config, client=client)
     logger.info("registered %s version %s: %s", config.model_name, registration.version, registration.champion_reason)

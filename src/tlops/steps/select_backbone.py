@@ -222,7 +222,7 @@ def selection_table(selection: Selection) -> str:
         "| rank | backbone | probe acc. | kNN acc. (k) | LogME | params | GFLOPs | latency ms | seconds | "
         "features | status |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
-    rows = [*selection.ranking, *([selection.baseline] if selection.baseline else [])]
+    rows = selection.rows
     lines = []
     for row in rows:
         name = row["name"] if row["name"] != PIXELS_BASELINE else "raw pixels 32x32 (no transfer)"

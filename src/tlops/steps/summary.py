@@ -59,7 +59,7 @@ def run_summary(
 
 def _selection_summary(selection: Selection) -> dict:
     """The ranking rows (the baseline last), the reasons, and what the feature cache saved."""
-    rows = [*selection.ranking, *([selection.baseline] if selection.baseline else [])]
+    rows = selection.rows
     keep = ("name", "rank", "status", "probe_accuracy", "probe_std_error", "knn_accuracy", "logme", "params", "flops")
     hits = [row for row in rows if row.get("cache_hit")]
     return {
