@@ -197,13 +197,14 @@ def test_help_mentions_the_strategies(tmp_path: Path) -> None:
     top = _tlops("--help", cwd=tmp_path)
     run = _tlops("run", "--help", cwd=tmp_path)
     assert top.returncode == 0 and run.returncode == 0
-    for strategy in ("linear-probe", "full", "auto"):
+    for strategy in ("linear-probe", "mlp-probe", "partial", "surgical", "lp-ft", "gradual", "auto"):
         assert strategy in top.stdout, top.stdout
         assert strategy in run.stdout, run.stdout
     assert "run" in top.stdout and "prepare-data" in top.stdout
     for flag in ("--data", "--output", "--strategy", "--backbones", "--epochs", "--tracking-uri"):
         assert flag in run.stdout
-    assert "LP-FT" in run.stdout
+    for flag in ("--unfreeze-blocks", "--layer-decay", "--swa-epochs", "--checkpoint-uri", "--gpu-node-selector"):
+        assert flag in run.stdout
 
 
 def test_prepare_data_command(tmp_path: Path) -> None:

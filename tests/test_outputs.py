@@ -140,13 +140,13 @@ def test_classes_named_like_missing_values_survive_every_step(tmp_path: Path) ->
 
     prepared = prepare_data(str(images), data)
     summary = extract_and_probe(data, "efficientnet_lite0", features, probe, runtime, image_size=32)
-    training = fine_tune(data, probe, model, TrainConfig(strategy="full", epochs=1, batch_size=8), runtime)
+    training = fine_tune(data, probe, model, TrainConfig(strategy="lp-ft", epochs=1, batch_size=8), runtime)
     evaluated = evaluate(data, model, evaluation, runtime, tracking_uri=f"sqlite:///{tmp_path / 'none.db'}")
 
     assert prepared.classes == NA_CLASSES
     manifest, loaded = load_prepared(data)
     assert sorted(manifest["label"].unique()) == NA_CLASSES and loaded.classes == NA_CLASSES
-    assert summary.num_features == 1280 and training.strategy == "full"
+    assert summary.num_features == 1280 and training.strategy == "lp-ft"
     assert ModelConfig.read(model).classes == NA_CLASSES
     assert evaluated.evaluation.classes == NA_CLASSES
     assert set(evaluated.evaluation.report) >= set(NA_CLASSES)

@@ -51,6 +51,36 @@ def _step_tasks(spec: dict) -> dict[str, dict]:
     return found
 
 
+def _reference(parameter: str) -> str:
+    """How kfp writes a pipeline parameter into a step's resources: a placeholder for the task input it adds."""
+    return f"{{{{$.inputs.parameters['pipelinechannel--{parameter}']}}}}"
+
+
+def _with_default_parameters(spec: dict, value):
+    """``value`` with each pipeline-parameter placeholder in it replaced by the parameter's default, as a run would."""
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    if isinstance(value, dict):
+        return {key: _with_default_parameters(spec, item) for key, item in value.items()}
+    name = next((name for name in parameters if value == _reference(name)), None)
+    if name is None:
+        return value
+    default = parameters[name]["defaultValue"]
+    return str(int(default)) if parameters[name]["parameterType"] == "NUMBER_INTEGER" else str(default)
+
+
+def _tolerations(spec: dict, settings: dict) -> list[dict]:
+    """A step's tolerations, those bound to a pipeline parameter read from the parameter's default."""
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    found = []
+    for toleration in settings.get("tolerations", []):
+        if "tolerationJson" in toleration:
+            name = toleration["tolerationJson"]["componentInputParameter"].removeprefix("pipelinechannel--")
+            found += parameters[name]["defaultValue"]
+        else:
+            found.append(toleration)
+    return found
+
+
 def test_checked_in_yaml_matches_a_fresh_compile(compiled: Path):
     fresh = sorted(p.relative_to(compiled) for p in compiled.rglob("*.yaml"))
     checked_in = sorted(
@@ -99,11 +129,11 @@ def test_fine_tune_runs_on_a_gpu_node_pool_with_pinned_images(compiled: Path):
     spec, platform = _documents(compiled / "pipelines" / PIPELINE_FILE)
     executors = spec["deploymentSpec"]["executors"]
     fine_tune = executors["exec-fine-tune"]["container"]
-    assert fine_tune["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
-    assert fine_tune["resources"]["accelerator"]["resourceCount"] == "1"
+    accelerator = _with_default_parameters(spec, fine_tune["resources"]["accelerator"])  # with the default gpu_*
+    assert accelerator == {"resourceType": "nvidia.com/gpu", "resourceCount": "1"}
     assert "tlops-gpu:" in fine_tune["image"]
     kubernetes = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-fine-tune"]
-    assert kubernetes["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert _tolerations(spec, kubernetes)[0]["key"] == "nvidia.com/gpu"
     assert kubernetes["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
     for name, settings in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].items():
         secret = settings["secretAsEnv"][0]
@@ -136,9 +166,10 @@ def test_tasks_on_the_gpu_image_and_only_they_get_the_gpu_node_pool(compiled: Pa
     gpu_tasks = {task for task, image in images.items() if image == GPU_IMAGE}
     assert gpu_tasks == {"score-backbone", "extract-features", "fine-tune"}
     for task, executor in executor_of.items():
-        resources = executors[executor]["container"]["resources"]
+        # The GPU steps' settings are pipeline parameters (gpu_*): checked here with their defaults.
+        resources = _with_default_parameters(spec, executors[executor]["container"]["resources"])
         settings = kubernetes.get(executor, {})
-        tolerations = {(t["key"], t.get("effect")) for t in settings.get("tolerations", [])}
+        tolerations = {(t["key"], t.get("effect")) for t in _tolerations(spec, settings)}
         shm = [m for m in settings.get("emptyDirMounts", []) if m["mountPath"] == "/dev/shm"]
         # Every step asks for CPU and memory, with a memory limit above the request.
         assert float(resources["resourceCpuRequest"]) >= 1, task
@@ -199,7 +230,7 @@ def test_tlops_run_executes_the_pipeline_from_s3_to_the_mlflow_server(
     assert dataset["layout"] == "pre-split"
     assert len(summary["dataset"]["digest"]) == 64
     assert summary["backbone"] == "efficientnet_lite0"
-    assert summary["strategy"] == "full"
+    assert summary["strategy"] == "lp-ft"  # --strategy full is read as lp-ft
     # The accuracy is the evaluate step's predictions' accuracy, recomputed here on its output artifact.
     predictions = list((output / "pipeline_root").rglob("predictions.safetensors"))
     assert len(predictions) == 1, predictions
@@ -233,3 +264,170 @@ def test_tlops_run_scores_candidates_one_at_a_time_and_a_cluster_in_parallel() -
 
     assert limit(build_pipeline(scoring_parallelism=1)) == 1  # kfp.local: one after the other on this machine
     assert limit(transfer_learning_pipeline) == MAX_PARALLEL_SCORING > 1
+
+
+GPU_STEPS = {"score-backbone", "extract-features", "fine-tune"}
+GPU_RESOURCE_PARAMETERS = (
+    "gpu_accelerator_type",
+    "gpu_count",
+    "gpu_cpu_request",
+    "gpu_memory_request",
+    "gpu_memory_limit",
+)
+
+
+def _executor(spec: dict, task: dict) -> str:
+    return spec["components"][task["componentRef"]["name"]]["executorLabel"]
+
+
+def _pipeline_parameter(spec: dict, step: str, component_input: str) -> str:
+    """The pipeline parameter that ``component_input`` of the DAG around ``step`` is (a loop passes it on).
+
+    A loop's DAG must both declare the input and get it from the pipeline: kfp 2.17 leaves out the parameters a
+    step inside a loop uses only in its resources unless the step registers them.
+    """
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    for loop in spec["root"]["dag"]["tasks"].values():
+        component = spec["components"][loop["componentRef"]["name"]]
+        if step in component.get("dag", {}).get("tasks", {}):
+            assert component_input in component["inputDefinitions"]["parameters"], (step, component_input)
+            component_input = loop["inputs"]["parameters"][component_input]["componentInputParameter"]
+            break
+    assert component_input in parameters, (step, component_input)
+    return component_input
+
+
+def _paths_to(value, text: str, path: tuple = ()) -> list[tuple]:
+    """Where in a YAML document a string containing ``text`` is."""
+    if isinstance(value, dict):
+        return [found for key, item in value.items() for found in _paths_to(item, text, (*path, key))]
+    if isinstance(value, list):
+        return [found for index, item in enumerate(value) for found in _paths_to(item, text, (*path, index))]
+    return [path] if isinstance(value, str) and text in value else []
+
+
+def test_gpu_steps_resources_are_the_gpu_pipeline_parameters(compiled: Path):
+    spec = _documents(compiled / "pipelines" / PIPELINE_FILE)[0]
+    executors = spec["deploymentSpec"]["executors"]
+    tasks = _step_tasks(spec)
+    for step in GPU_STEPS:
+        assert executors[_executor(spec, tasks[step])]["container"]["resources"] == {
+            "accelerator": {
+                "resourceType": _reference("gpu_accelerator_type"),
+                "resourceCount": _reference("gpu_count"),
+            },
+            "resourceCpuRequest": _reference("gpu_cpu_request"),
+            "resourceMemoryRequest": _reference("gpu_memory_request"),
+            "resourceMemoryLimit": _reference("gpu_memory_limit"),
+        }, step
+        # Each placeholder names a task input that is the pipeline parameter (through the loop for score-backbone).
+        inputs = tasks[step]["inputs"]["parameters"]
+        for parameter in GPU_RESOURCE_PARAMETERS:
+            bound = inputs[f"pipelinechannel--{parameter}"]["componentInputParameter"]
+            assert _pipeline_parameter(spec, step, bound) == parameter, (step, parameter)
+
+
+def test_gpu_steps_node_selector_and_tolerations_are_the_gpu_pipeline_parameters(compiled: Path):
+    spec, platform = _documents(compiled / "pipelines" / PIPELINE_FILE)
+    kubernetes = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for step, task in _step_tasks(spec).items():
+        settings = kubernetes.get(_executor(spec, task), {})
+        if step not in GPU_STEPS:
+            assert "nodeSelector" not in settings and "tolerations" not in settings, step
+            continue
+        # One selector and one toleration entry, each a reference to a pipeline input: no constant label or taint.
+        ((selector_kind, selector),) = settings["nodeSelector"].items()
+        assert selector_kind == "nodeSelectorJson" and list(selector) == ["componentInputParameter"], step
+        assert _pipeline_parameter(spec, step, selector["componentInputParameter"]) == "gpu_node_selector", step
+        (toleration,) = settings["tolerations"]
+        assert list(toleration) == ["tolerationJson"] and list(toleration["tolerationJson"]) == [
+            "componentInputParameter"
+        ], step
+        bound = toleration["tolerationJson"]["componentInputParameter"]
+        assert _pipeline_parameter(spec, step, bound) == "gpu_tolerations", step
+
+
+def test_gpu_steps_retry_with_exponential_backoff_and_the_others_do_not(compiled: Path):
+    from tlops.pipeline.pipeline import GPU_STEP_RETRIES
+
+    spec = _documents(compiled / "pipelines" / PIPELINE_FILE)[0]
+    tasks = _step_tasks(spec)
+    assert GPU_STEP_RETRIES >= 1
+    for step in GPU_STEPS:  # a spot node can be reclaimed mid-step: retry after 60 s, 120 s, ...
+        assert tasks[step]["retryPolicy"] == {
+            "maxRetryCount": GPU_STEP_RETRIES,
+            "backoffDuration": "60s",
+            "backoffFactor": 2.0,
+            "backoffMaxDuration": "3600s",
+        }, step
+    assert "retryPolicy" not in tasks["register"]  # registering twice would make two model versions
+    assert not any("retryPolicy" in task for step, task in tasks.items() if step not in GPU_STEPS)
+
+
+def test_gpu_pipeline_parameters_default_to_the_defaults(compiled: Path):
+    from tlops.steps.config import DEFAULTS
+
+    parameters = _documents(compiled / "pipelines" / PIPELINE_FILE)[0]["root"]["inputDefinitions"]["parameters"]
+    kinds = {
+        "gpu_accelerator_type": "STRING",
+        "gpu_count": "NUMBER_INTEGER",
+        "gpu_node_selector": "STRUCT",
+        "gpu_tolerations": "LIST",
+        "gpu_cpu_request": "STRING",
+        "gpu_memory_request": "STRING",
+        "gpu_memory_limit": "STRING",
+    }
+    assert {name for name in parameters if name.startswith("gpu_")} == set(kinds)
+    for name, kind in kinds.items():
+        assert parameters[name]["parameterType"] == kind, name
+        assert parameters[name]["defaultValue"] == getattr(DEFAULTS, name), name
+    assert DEFAULTS.gpu_accelerator_type == "nvidia.com/gpu" and DEFAULTS.gpu_node_selector == {}
+    assert DEFAULTS.gpu_tolerations == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def test_another_gpu_node_pool_is_only_other_parameter_values(compiled: Path, tmp_path: Path):
+    from kfp import compiler
+
+    from tlops.pipeline.pipeline import transfer_learning_pipeline
+
+    default_spec, default_platform = _documents(compiled / "pipelines" / PIPELINE_FILE)
+    # With the defaults, "nvidia.com/gpu" is only in the defaults of the two parameters: no step has it as a constant.
+    assert _paths_to(default_spec, "nvidia.com/gpu") == [
+        ("root", "inputDefinitions", "parameters", "gpu_accelerator_type", "defaultValue"),
+        ("root", "inputDefinitions", "parameters", "gpu_tolerations", "defaultValue", 0, "key"),
+    ]
+    assert _paths_to(default_platform, "nvidia.com/gpu") == []
+    overrides = {
+        "gpu_accelerator_type": "amd.com/gpu",
+        "gpu_count": 2,
+        "gpu_node_selector": {"cloud.google.com/gke-spot": "true", "node.kubernetes.io/instance-type": "mi300x"},
+        "gpu_tolerations": [
+            {"key": "amd.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+            {"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true", "effect": "NoSchedule"},
+        ],
+        "gpu_cpu_request": "8",
+        "gpu_memory_request": "48G",
+        "gpu_memory_limit": "64G",
+    }
+    path = tmp_path / "amd.yaml"
+    compiler.Compiler().compile(transfer_learning_pipeline, str(path), pipeline_parameters=overrides)
+    assert "nvidia.com/gpu" not in path.read_text()
+    spec, platform = _documents(path)
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert {name: parameters[name]["defaultValue"] for name in overrides} == overrides
+    # The steps and their Kubernetes settings are unchanged: only the values the run gets differ.
+    assert spec["root"]["dag"] == default_spec["root"]["dag"]
+    assert spec["components"] == default_spec["components"]
+    assert spec["deploymentSpec"] == default_spec["deploymentSpec"]
+    assert platform == default_platform
+    fine_tune = _with_default_parameters(spec, spec["deploymentSpec"]["executors"]["exec-fine-tune"]["container"])
+    assert fine_tune["resources"] == {
+        "accelerator": {"resourceType": "amd.com/gpu", "resourceCount": "2"},
+        "resourceCpuRequest": "8",
+        "resourceMemoryRequest": "48G",
+        "resourceMemoryLimit": "64G",
+    }
+    assert (
+        _tolerations(spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-fine-tune"])
+        == (overrides["gpu_tolerations"])
+    )

@@ -467,7 +467,7 @@ def check_summary(output: Path, classes: list[str], layout: str) -> dict[str, An
     assert summary["version"] == 1
     assert sorted(summary["aliases"]) == ["challenger", "champion"]
     assert summary["model_uri"] == "models:/tlops-classifier/1"
-    assert summary["strategy"] in ("linear-probe", "full") and summary["strategy_reasons"]
+    assert summary["strategy"] in ("linear-probe", "mlp-probe", "partial", "lp-ft") and summary["strategy_reasons"]
     accuracy = summary["metrics"]["test_accuracy"]
     assert isinstance(accuracy, float) and 1 / len(classes) < accuracy <= 1.0, summary["metrics"]
     assert summary["metrics"]["test_images"] == dataset["num_test"]
@@ -749,7 +749,7 @@ def test_per_step_commands(steps: Steps) -> None:
     assert probe["backbone"] == "efficientnet_lite0" and probe["val_accuracy"] > 1 / 3
     assert any((cwd / "features" / "features").iterdir()) and any((cwd / "features" / "probe").iterdir())
     tuned = printed_json(steps.stdout[STEPS[3]])
-    assert tuned["requested_strategy"] == "auto" and tuned["strategy"] in ("linear-probe", "full")
+    assert tuned["requested_strategy"] == "auto" and tuned["strategy"] in ("linear-probe", "mlp-probe", "partial", "lp-ft")
     assert (cwd / "model" / "model.safetensors").is_file()
     metrics = printed_json(steps.stdout[STEPS[4]])
     assert 1 / 3 < metrics["test_accuracy"] <= 1.0 and metrics["test_images"] == 6

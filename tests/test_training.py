@@ -49,7 +49,8 @@ from tlops.steps.outputs import (
     write_probe,
 )
 from tlops.steps.runtime import Runtime
-from tlops.train.finetune import STRATEGIES, TrainConfig, decide_strategy
+from tlops.train.auto import Evidence, decide
+from tlops.train.config import STRATEGIES, TrainConfig
 from tlops.train.probe import ProbeResult, fit_linear_head, load_features, save_features
 
 IMAGE_SIZE = 64
@@ -225,48 +226,84 @@ def test_probe_and_features_files_round_trip(tmp_path: Path) -> None:
 # --- strategy and config ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("strategy", ["linear-probe", "full"])
+def _evidence(probe_val: float, counts: dict[str, int], **extra) -> Evidence:
+    return Evidence(train_images_per_class=counts, val_images=100, linear_probe_val=probe_val, **extra)
+
+
+@pytest.mark.parametrize("strategy", ["linear-probe", "mlp-probe", "partial", "surgical", "lp-ft", "gradual"])
 def test_explicit_strategy_passes_through(strategy: str) -> None:
     # Even a perfect probe and tiny classes do not override an explicit choice.
-    chosen, reasons = decide_strategy(TrainConfig(strategy=strategy), 1.0, {"a": 1, "b": 2})
+    chosen, reasons = decide(TrainConfig(strategy=strategy), _evidence(1.0, {"a": 1, "b": 2}))
     assert chosen == strategy
     assert reasons == [f"strategy {strategy!r} was requested"]
 
 
+def test_full_is_read_as_lp_ft() -> None:
+    assert TrainConfig(strategy="full").strategy == "lp-ft"
+
+
 def test_auto_keeps_probe_when_features_already_separate_classes() -> None:
-    chosen, reasons = decide_strategy(TrainConfig(strategy="auto"), 0.985, {"a": 50, "b": 60})
+    chosen, reasons = decide(TrainConfig(strategy="auto"), _evidence(0.985, {"a": 50, "b": 60}))
     assert chosen == "linear-probe"
-    assert len(reasons) == 1 and "0.985" in reasons[0] and "0.97" in reasons[0]
-    # The threshold is inclusive.
-    assert decide_strategy(TrainConfig(auto_probe_accuracy=0.9), 0.9, {"a": 50, "b": 60})[0] == "linear-probe"
+    assert reasons[0].startswith("evidence: smallest class 50 training images, linear probe val 0.985")
+    assert len(reasons) == 2 and "0.985" in reasons[1] and ">= 0.97" in reasons[1]
+    # The threshold is inclusive; a better MLP probe is the one kept.
+    config = TrainConfig(auto_probe_accuracy=0.9)
+    assert decide(config, _evidence(0.9, {"a": 50, "b": 60}))[0] == "linear-probe"
+    assert decide(config, _evidence(0.9, {"a": 50, "b": 60}, mlp_probe_val=0.93))[0] == "mlp-probe"
 
 
 def test_auto_keeps_probe_when_smallest_class_is_small() -> None:
-    chosen, reasons = decide_strategy(TrainConfig(strategy="auto"), 0.5, {"a": 50, "b": 7, "c": 30})
+    chosen, reasons = decide(TrainConfig(strategy="auto"), _evidence(0.5, {"a": 50, "b": 7, "c": 30}))
     assert chosen == "linear-probe"
-    assert len(reasons) == 1 and "7 training images" in reasons[0] and "< 10" in reasons[0]
-    chosen, _ = decide_strategy(TrainConfig(auto_min_images_per_class=5), 0.5, {"a": 50, "b": 7})
-    assert chosen == "full"
+    assert "7 training images" in reasons[-1] and "< 10" in reasons[-1]
+    chosen, _ = decide(TrainConfig(auto_min_images_per_class=5), _evidence(0.5, {"a": 50, "b": 7}))
+    assert chosen == "partial"
 
 
-def test_auto_fine_tunes_otherwise() -> None:
-    chosen, reasons = decide_strategy(TrainConfig(strategy="auto"), 0.8, {"a": 50, "b": 10, "c": 30})
-    assert chosen == "full"
-    assert len(reasons) == 1
-    assert "0.800" in reasons[0] and "< 0.97" in reasons[0] and "10+ training images" in reasons[0]
+def test_auto_fine_tunes_the_top_blocks_on_moderate_data_and_everything_on_much() -> None:
+    chosen, reasons = decide(TrainConfig(strategy="auto"), _evidence(0.8, {"a": 50, "b": 10, "c": 30}))
+    assert chosen == "partial"
+    assert "0.800 < 0.97" in reasons[-1] and "top 2 blocks" in reasons[-1]
+    chosen, reasons = decide(TrainConfig(strategy="auto"), _evidence(0.8, {"a": 150, "b": 100}))
+    assert chosen == "lp-ft" and "100+ training images per class" in reasons[-1]
+    # Raw pixels as good as the pretrained features: the target is far from the source, fine-tune everything.
+    far = _evidence(0.8, {"a": 50, "b": 30}, baseline_probe=0.9, backbone_probe=0.85, knn_accuracy=0.7)
+    chosen, reasons = decide(TrainConfig(strategy="auto"), far)
+    assert chosen == "lp-ft" and "far from the source" in reasons[-1]
+    assert "kNN 0.700" in reasons[0] and "raw pixels 0.900 vs backbone 0.850" in reasons[0]
+
+
+def test_auto_keeps_a_fine_tuned_model_only_beyond_one_standard_error() -> None:
+    from tlops.train.auto import keep_fine_tuned, standard_error
+
+    evidence = _evidence(0.8, {"a": 50}, mlp_probe_val=0.82)
+    error = standard_error(0.82, 100)
+    assert error == pytest.approx((0.82 * 0.18 / 100) ** 0.5)
+    assert keep_fine_tuned(0.82 + error + 1e-9, evidence)[0] is True
+    kept, why = keep_fine_tuned(0.82 + error - 1e-9, evidence)
+    assert kept is False and why.startswith("kept the mlp-probe")
+    assert standard_error(1.0, 50) == pytest.approx(0.01)  # never 0: half an image's share
 
 
 def test_train_config_rejects_bad_settings() -> None:
-    assert set(STRATEGIES) == {"auto", "linear-probe", "full"}
-    with pytest.raises(TlopsError, match=r"unknown strategy 'freeze'.*auto, linear-probe, full"):
+    assert set(STRATEGIES) == {"auto", "linear-probe", "mlp-probe", "partial", "surgical", "lp-ft", "gradual"}
+    with pytest.raises(TlopsError, match=r"unknown strategy 'freeze'.*auto, linear-probe, mlp-probe"):
         TrainConfig(strategy="freeze")
-    with pytest.raises(TlopsError, match="epochs"):
-        TrainConfig(epochs=0)
-    with pytest.raises(TlopsError):
-        TrainConfig(batch_size=0)
-    with pytest.raises(TlopsError):
-        TrainConfig(lr=0.0)
-    assert TrainConfig(strategy="full", epochs=1).epochs == 1
+    for bad in (
+        {"epochs": 0},
+        {"batch_size": 0},
+        {"lr": 0.0},
+        {"unfreeze_blocks": 0},
+        {"layer_decay": 1.5},
+        {"swa_epochs": 4, "epochs": 3},
+        {"batch_size": 30, "grad_accumulation": 4},
+        {"surgical_blocks": "top"},
+        {"mixup": -1.0},
+    ):
+        with pytest.raises(TlopsError):
+            TrainConfig(**bad)
+    assert TrainConfig(strategy="lp-ft", epochs=1).epochs == 1
 
 
 # --- evaluation metrics ----------------------------------------------------------------------------------------
@@ -422,7 +459,7 @@ def test_extract_and_probe_writes_features_and_head(probed: dict[str, Path]) -> 
 
 def test_full_fine_tune_then_evaluate(probed: dict[str, Path], runtime: Runtime, tmp_path: Path) -> None:
     model_dir, evaluation_dir = tmp_path / "model", tmp_path / "evaluation"
-    config = TrainConfig(strategy="full", epochs=1, batch_size=16)
+    config = TrainConfig(strategy="lp-ft", epochs=1, batch_size=16)
 
     summary = fine_tune(probed["data"], probed["probe"], model_dir, config, runtime).to_dict()
 
@@ -430,16 +467,16 @@ def test_full_fine_tune_then_evaluate(probed: dict[str, Path], runtime: Runtime,
         assert (model_dir / name).is_file(), name
     assert Image.open(model_dir / "learning_curves.png").format == "PNG"
     assert summary == json.loads((model_dir / TRAINING_FILE).read_text())
-    assert summary["strategy"] == "full" and summary["requested_strategy"] == "full"
-    assert summary["reasons"] == ["strategy 'full' was requested"]
+    assert summary["strategy"] == "lp-ft" and summary["requested_strategy"] == "lp-ft"
+    assert summary["reasons"] == ["strategy 'lp-ft' was requested"]
     assert [r["epoch"] for r in summary["history"]] == [0, 1]
     assert summary["history"][0]["train_loss"] is None
     assert summary["history"][1]["train_loss"] > 0
-    assert summary["best_epoch"] == 1  # an explicit 'full' keeps the fine-tuned weights
+    assert summary["best_epoch"] == 1  # an explicit 'lp-ft' keeps the fine-tuned weights
     assert summary["val_accuracy"] == summary["history"][1]["val_accuracy"]
     assert summary["probe_val_accuracy"] == summary["history"][0]["val_accuracy"]
     model_config = ModelConfig.read(model_dir)
-    assert model_config.strategy == "full" and model_config.data_config["input_size"] == IMAGE_SIZE
+    assert model_config.strategy == "lp-ft" and model_config.data_config["input_size"] == IMAGE_SIZE
     assert model_config.classes == sorted(DIGIT_NAMES)
 
     # Every layer was trained: backbone and head weights differ from the probe classifier's.
@@ -484,7 +521,7 @@ def test_full_fine_tune_then_evaluate(probed: dict[str, Path], runtime: Runtime,
     assert metrics["test_accuracy"] == pytest.approx(np.trace(confusion) / test_count)
     assert metrics["test_accuracy"] > 0.1  # above chance for 10 classes
     assert evaluation["classes"] == sorted(DIGIT_NAMES)
-    assert evaluation["strategy"] == "full" and evaluation["backbone"] == "efficientnet_lite0"
+    assert evaluation["strategy"] == "lp-ft" and evaluation["backbone"] == "efficientnet_lite0"
     assert evaluation["report"]["zero"]["support"] == 2
 
 
@@ -518,7 +555,7 @@ def test_linear_probe_strategy_model_is_the_probe(probed: dict[str, Path], runti
 def test_auto_keeps_the_probe_when_fine_tuning_does_not_improve(
     probed: dict[str, Path], runtime: Runtime, tmp_path: Path
 ) -> None:
-    # auto picks 'full' (threshold out of reach, no minimum class size); a learning rate far too high for
+    # auto picks 'partial' (threshold out of reach, no minimum class size); a learning rate far too high for
     # fine-tuning wrecks the network, so epoch 1 validates worse and the probe (epoch 0) must be kept.
     config = TrainConfig(
         strategy="auto", epochs=1, batch_size=16, lr=1.0, auto_probe_accuracy=1.01, auto_min_images_per_class=1
@@ -533,8 +570,8 @@ def test_auto_keeps_the_probe_when_fine_tuning_does_not_improve(
     assert summary["strategy"] == "linear-probe"
     assert summary["best_epoch"] == 0
     assert summary["val_accuracy"] == summary["probe_val_accuracy"] == history[0]["val_accuracy"]
-    assert "< 1.01" in summary["reasons"][0]
-    assert "kept the probe" in summary["reasons"][-1]
+    assert "< 1.01" in summary["reasons"][1] and "(partial)" in summary["reasons"][1]
+    assert summary["reasons"][-1].startswith("kept the linear-probe")
     assert ModelConfig.read(tmp_path).strategy == "linear-probe"
     assert (tmp_path / "learning_curves.png").is_file()
 
@@ -562,14 +599,14 @@ def test_fine_tune_command_logs_lines_not_progress_bars(
     assert b"\r" not in result.stderr and b"\r" not in result.stdout
     stderr = result.stderr.decode()
     logged = [line for line in stderr.splitlines() if re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO tlops\.", line)]
-    assert any(line.endswith("tlops.steps.fine_tune: strategy full: strategy 'full' was requested") for line in logged)
+    assert any(line.endswith("tlops.steps.fine_tune: strategy lp-ft: strategy 'lp-ft' was requested") for line in logged)
     for epoch in (1, 2):
-        assert any(f"tlops.train.finetune: epoch {epoch}: train loss " in line for line in logged), stderr
+        assert any(f"tlops.train.finetune: epoch {epoch}: 8 blocks trained, train loss " in line for line in logged), stderr
     # 2 epochs of 5 batches: at most one progress line per 30 s and loop, plus each loop's closing line.
     progress_lines = [line for line in logged if " tlops.io.progress: " in line]
     assert len(progress_lines) <= 2 * (elapsed // 30 + 1), progress_lines
     assert not re.search(r"\d%\|", stderr), stderr  # no tqdm bar (" 40%|####      | 2/5 [...]") anywhere
-    assert json.loads(result.stdout)["strategy"] == "full"  # stdout holds the result only
+    assert json.loads(result.stdout)["strategy"] == "lp-ft"  # stdout holds the result only
 
 
 def test_balanced_class_weights_match_scikit_learn() -> None:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from tlops import __version__
 from tlops.steps.config import DEFAULT_BACKBONE, DEFAULTS, SELECTION_METRICS
-from tlops.train.config import STRATEGIES
+from tlops.train.config import ALIASES, STRATEGIES, SURGICAL_BLOCKS
 
+STRATEGY_CHOICES = (*STRATEGIES, *ALIASES)
 DEMO_IMAGE_SIZE = 128
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Keep at most this many demo images per class (all 1,797 digits when unset); tests use it to shrink the demo.
@@ -19,7 +20,7 @@ examples:
   tlops run                                  train on the built-in demo data (scikit-learn digits)
   tlops run --data ./photos --epochs 5       an ImageFolder: one subfolder per class
   tlops run --data s3://bucket/dataset       S3 or SeaweedFS (AWS_ENDPOINT_URL, AWS credentials)
-  tlops run --strategy linear-probe          --strategy: linear-probe (frozen backbone), full (LP-FT) or auto
+  tlops run --strategy partial               linear-probe, mlp-probe, partial, surgical, lp-ft, gradual, auto
   MLFLOW_TRACKING_URI=http://mlflow:5000 tlops run --data ...   track and register on a server
   tlops compile                              rewrite components/*.yaml and pipelines/*.yaml
   tlops schedule --host http://kfp:8080 --data s3://bucket/ds --tracking-uri http://mlflow:5000 --cron '0 0 3 * * *'
@@ -43,13 +44,18 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--strategy",
         default=DEFAULTS.strategy,
-        choices=STRATEGIES,
-        help="linear-probe: frozen backbone + head on cached features; full: fine-tune all layers from the probe "
-        "head (LP-FT); auto: freeze when the features already fit or data is small, else fine-tune, never keeping "
-        "a model that validates worse than the probe (default: %(default)s)",
+        choices=STRATEGY_CHOICES,
+        metavar="STRATEGY",
+        help="linear-probe: frozen backbone + linear head on cached features; mlp-probe: a hidden layer with dropout "
+        "on cached features; partial: fine-tune the top --unfreeze-blocks blocks; surgical: only the first, middle "
+        "or last blocks; lp-ft (or full): every layer from the probe head; gradual: unfreeze one more block per "
+        "epoch from the top; auto: decide from images per class and probe/kNN accuracy, and keep a fine-tuned "
+        "model only when it beats the best probe on validation by more than one standard error (default: "
+        "%(default)s)",
     )
     _add_selection_arguments(parser)
     _add_training_arguments(parser)
+    _add_node_pool_arguments(parser)
     parser.add_argument(
         "--image-size",
         type=int,
@@ -125,13 +131,115 @@ def _add_class_weighted_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="fine-tuning epochs (default: %(default)s)")
-    parser.add_argument(
-        "--batch-size", type=int, default=DEFAULTS.batch_size, help="fine-tuning batch size (default: %(default)s)"
+    training = parser.add_argument_group("fine-tuning")
+    training.add_argument(
+        "--epochs",
+        type=int,
+        default=DEFAULTS.epochs,
+        help="fine-tuning epochs (also auto's budget) (default: %(default)s)",
     )
-    parser.add_argument(
-        "--lr", type=float, default=DEFAULTS.learning_rate, help="fine-tuning learning rate (default: %(default)s)"
+    training.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULTS.batch_size,
+        help="images per optimizer step over all processes (default: %(default)s)",
     )
+    training.add_argument(
+        "--lr", type=float, default=DEFAULTS.learning_rate, help="peak learning rate of the head (default: %(default)s)"
+    )
+    training.add_argument(
+        "--unfreeze-blocks",
+        type=int,
+        default=DEFAULTS.unfreeze_blocks,
+        help="partial: train the top N blocks of the backbone's stages; surgical: train N blocks "
+        "(default: %(default)s)",
+    )
+    training.add_argument(
+        "--surgical-blocks",
+        default=DEFAULTS.surgical_blocks,
+        choices=SURGICAL_BLOCKS,
+        help="surgical: first (input-level shift: colour, blur, sensor), middle (feature-level) or last (output-level) "
+        "blocks (default: %(default)s)",
+    )
+    training.add_argument(
+        "--layer-decay",
+        type=float,
+        default=DEFAULTS.layer_decay,
+        help="layer-wise learning-rate decay: block i from the top trains at lr * decay**i; 1 turns it off "
+        "(default: %(default)s)",
+    )
+    training.add_argument(
+        "--swa-epochs", type=int, default=DEFAULTS.swa_epochs, help="average the weights of the last N epochs (SWA)"
+    )
+    training.add_argument(
+        "--hflip", action="store_true", help="random horizontal flips (only when a mirrored image keeps its class)"
+    )
+    training.add_argument("--trivial-augment", action="store_true", help="TrivialAugmentWide on training images")
+    training.add_argument("--mixup", type=float, default=DEFAULTS.mixup, help="MixUp alpha (default: 0, off)")
+    training.add_argument("--cutmix", type=float, default=DEFAULTS.cutmix, help="CutMix alpha (default: 0, off)")
+    training.add_argument(
+        "--grad-accumulation",
+        type=int,
+        default=DEFAULTS.grad_accumulation,
+        help="micro-batches per optimizer step, to reach --batch-size on a small GPU (default: %(default)s)",
+    )
+    training.add_argument(
+        "--checkpoint-uri",
+        default=DEFAULTS.checkpoint_uri,
+        help="folder or s3:// prefix for the per-epoch checkpoint a restarted fine-tune resumes from (default: "
+        "OUTPUT/checkpoints for tlops run and fine-tune; none on Kubeflow unless given)",
+    )
+
+
+def _json_option(kind: type):
+    """An argparse type reading a JSON object or list (``--gpu-node-selector '{"pool": "a100"}'``)."""
+
+    def parse(text: str):
+        import json
+
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise argparse.ArgumentTypeError(f"not JSON ({error.msg}): {text!r}") from None
+        if not isinstance(value, kind):
+            raise argparse.ArgumentTypeError(f"expected a JSON {kind.__name__}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _add_node_pool_arguments(parser: argparse.ArgumentParser) -> None:
+    pool = parser.add_argument_group("GPU node pool of the GPU steps on Kubeflow (submit, schedule)")
+    pool.add_argument(
+        "--processes-per-node",
+        type=int,
+        default=DEFAULTS.processes_per_node,
+        help="fine-tuning processes in the fine-tune pod (DistributedDataParallel under torchrun, one per GPU; "
+        "default: %(default)s)",
+    )
+    pool.add_argument(
+        "--gpu-accelerator-type",
+        default=DEFAULTS.gpu_accelerator_type,
+        help="accelerator resource name (default: %(default)s)",
+    )
+    pool.add_argument(
+        "--gpu-count", type=int, default=DEFAULTS.gpu_count, help="accelerators per GPU step (default: 1)"
+    )
+    pool.add_argument(
+        "--gpu-node-selector",
+        type=_json_option(dict),
+        default=DEFAULTS.gpu_node_selector,
+        help='node labels as JSON, e.g. \'{"cloud.google.com/gke-accelerator": "nvidia-l4"}\' (default: any node)',
+    )
+    pool.add_argument(
+        "--gpu-tolerations",
+        type=_json_option(list),
+        default=DEFAULTS.gpu_tolerations,
+        help="tolerations as a JSON list (default: tolerate the nvidia.com/gpu taint)",
+    )
+    pool.add_argument("--gpu-cpu-request", default=DEFAULTS.gpu_cpu_request, help="(default: %(default)s)")
+    pool.add_argument("--gpu-memory-request", default=DEFAULTS.gpu_memory_request, help="(default: %(default)s)")
+    pool.add_argument("--gpu-memory-limit", default=DEFAULTS.gpu_memory_limit, help="(default: %(default)s)")
 
 
 def _add_split_arguments(parser: argparse.ArgumentParser) -> None:
@@ -266,7 +374,19 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--dataset", type=Path, required=True, help=dataset_help)
     tune.add_argument("--probe", type=Path, required=True, help="the probe/ folder of the extract-features output")
     tune.add_argument("--output", type=Path, required=True, help="folder for the model and its training record")
-    tune.add_argument("--strategy", default=DEFAULTS.strategy, choices=STRATEGIES, help="(default: %(default)s)")
+    tune.add_argument(
+        "--strategy",
+        default=DEFAULTS.strategy,
+        choices=STRATEGY_CHOICES,
+        metavar="STRATEGY",
+        help=f"one of {', '.join(STRATEGIES)} (see tlops run --help) (default: %(default)s)",
+    )
+    tune.add_argument(
+        "--features",
+        type=Path,
+        help="the features/ folder of extract-features (mlp-probe needs it; default: beside --probe when present)",
+    )
+    tune.add_argument("--selection", type=Path, help="the select-backbone output, whose table auto reads (optional)")
     _add_training_arguments(tune)
     _add_seed_argument(tune)
     _add_class_weighted_argument(tune)

@@ -7,9 +7,32 @@ import os
 import sys
 from pathlib import Path
 
-from tlops.cli.checks import archive_limits, backbone_list, check_positive
+from tlops.cli.checks import archive_limits, backbone_list, check_positive, train_config
 from tlops.cli.parser import DEMO_IMAGE_SIZE, DEMO_IMAGES_PER_CLASS_ENV
 from tlops.errors import TlopsError
+
+TRAINING_OPTIONS = (
+    "unfreeze_blocks",
+    "surgical_blocks",
+    "layer_decay",
+    "swa_epochs",
+    "hflip",
+    "trivial_augment",
+    "mixup",
+    "cutmix",
+    "grad_accumulation",
+    "checkpoint_uri",
+    "processes_per_node",
+)
+NODE_POOL_OPTIONS = (
+    "gpu_accelerator_type",
+    "gpu_count",
+    "gpu_node_selector",
+    "gpu_tolerations",
+    "gpu_cpu_request",
+    "gpu_memory_request",
+    "gpu_memory_limit",
+)
 
 
 def _pipeline_parameters(
@@ -36,6 +59,7 @@ def _pipeline_parameters(
         "max_params": args.max_params,
         "max_latency_ms": args.max_latency_ms,
         "scoring_images_per_class": args.scoring_images_per_class,
+        **{name: getattr(args, name) for name in TRAINING_OPTIONS + NODE_POOL_OPTIONS},
     }
     return parameters
 
@@ -63,6 +87,7 @@ def command_remote(args: argparse.Namespace) -> int:
     check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size or None)
     check_image_size(args.image_size or None)
     _check_selection_arguments(args)
+    train_config(args)
     if not args.host:
         raise TlopsError("no Kubeflow Pipelines host: pass --host URL or set KFP_HOST")
     if args.data is None:
@@ -114,6 +139,7 @@ def command_run(args: argparse.Namespace) -> int:
     check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size or None)
     check_image_size(args.image_size or None)
     _check_selection_arguments(args)
+    train_config(args)
     split = SplitConfig(args.val_fraction, args.test_fraction, args.seed, archive_limits=archive_limits())
     backbones = backbone_list(args.backbones)
     output = args.output.resolve()
@@ -139,6 +165,12 @@ def command_run(args: argparse.Namespace) -> int:
             print(f"no --data given: using the built-in demo data (scikit-learn digits) in {data_uri}")
         s3 = make_s3_client() if data_uri.startswith("s3://") else None
         prepared = preflight_dataset(data_uri, split, s3)
+        train_images = prepared.num_images.get("train", 0)
+        if args.batch_size > train_images:
+            raise TlopsError(
+                f"--batch-size {args.batch_size} is larger than the training split ({train_images} images): "
+                f"use at most {train_images}"
+            )
     except BaseException:
         if created:
             shutil.rmtree(output, ignore_errors=True)
@@ -149,6 +181,8 @@ def command_run(args: argparse.Namespace) -> int:
 
     output.mkdir(parents=True, exist_ok=True)
     parameters = _pipeline_parameters(args, data_uri, tracking_uri, backbones, image_size)
+    # A run killed during fine-tuning and started again with the same command resumes from the last epoch.
+    parameters["checkpoint_uri"] = args.checkpoint_uri or str(output / "checkpoints")
     images = sum(prepared.num_images.values())
     print(
         f"running the tlops pipeline locally ({images} images, {len(prepared.quarantined)} quarantined; tracking at "

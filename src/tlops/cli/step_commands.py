@@ -16,8 +16,6 @@ def command_step(args: argparse.Namespace) -> int:
 
     The arguments are checked before the step starts; a failing step leaves no ``--output`` folder it created.
     """
-    import shutil
-
     from tlops.io.paths import check_writable_dir
 
     _check_step_arguments(args)
@@ -29,10 +27,23 @@ def command_step(args: argparse.Namespace) -> int:
         result = _run_step(args)
     except BaseException:
         if created:
-            shutil.rmtree(output, ignore_errors=True)
+            _remove_output(output)
         raise
     print(json.dumps(result, indent=2))
     return 0
+
+
+def _remove_output(output: Path) -> None:
+    """Remove a failed step's output folder, except a fine-tune checkpoint (a re-run resumes from it)."""
+    import shutil
+
+    keep = output / "checkpoints"
+    if not keep.is_dir() or not any(keep.iterdir()):
+        shutil.rmtree(output, ignore_errors=True)
+        return
+    for path in output.iterdir():
+        if path != keep:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def _check_step_arguments(args: argparse.Namespace) -> None:
@@ -134,19 +145,25 @@ def _run_step(args: argparse.Namespace) -> object:
         )
         return summary.to_dict()
     if args.command == "fine-tune":
+        from tlops.cli.checks import distributed_from_environment, train_config
         from tlops.steps.fine_tune import fine_tune
-        from tlops.train.config import TrainConfig
 
-        config = TrainConfig(
-            strategy=args.strategy,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            seed=args.seed,
-            class_weighted=args.class_weighted,
+        features = args.features
+        if features is None and (args.probe.parent / "features").is_dir():
+            features = args.probe.parent / "features"
+        checkpoint_uri = args.checkpoint_uri or str(args.output / "checkpoints")
+        training = fine_tune(
+            args.dataset,
+            args.probe,
+            args.output,
+            train_config(args),
+            runtime,
+            features_dir=features,
+            selection_dir=args.selection,
+            checkpoint_uri=checkpoint_uri,
+            distributed=distributed_from_environment(os.environ),
         )
-        training = fine_tune(args.dataset, args.probe, args.output, config, runtime)
-        return {k: v for k, v in training.to_dict().items() if k != "history"}
+        return {k: v for k, v in training.to_dict().items() if k != "history"} if training else {}
     if args.command == "evaluate":
         from tlops.steps.evaluate import evaluate
 

@@ -49,15 +49,25 @@ def eval_transform(config: DataConfig) -> transforms.Compose:
     )
 
 
-def train_transform(config: DataConfig, hflip: bool = False) -> transforms.Compose:
-    """Light augmentation for fine-tuning: random resized crop, optional horizontal flip."""
+def train_transform(
+    config: DataConfig, hflip: bool = False, crop_scale: float = 0.6, trivial_augment: bool = False
+) -> transforms.Compose:
+    """Augmentation for fine-tuning: a random resized crop, and flips or TrivialAugmentWide when asked for.
+
+    Args:
+        config: The weights' preprocessing (input size, interpolation).
+        hflip: Random horizontal flips (only for images whose mirror image has the same class).
+        crop_scale: Smallest share of the image area a crop keeps (a floor keeps small objects in view).
+        trivial_augment: One random photometric or geometric operation per image (TrivialAugmentWide).
+    """
+    interpolation = InterpolationMode(config.interpolation)
     steps: list[transforms.Transform] = [
         transforms.ToImage(),
-        transforms.RandomResizedCrop(
-            config.input_size, scale=(0.6, 1.0), interpolation=InterpolationMode(config.interpolation)
-        ),
+        transforms.RandomResizedCrop(config.input_size, scale=(crop_scale, 1.0), interpolation=interpolation),
     ]
     if hflip:
         steps.append(transforms.RandomHorizontalFlip())
+    if trivial_augment:
+        steps.append(transforms.TrivialAugmentWide(interpolation=interpolation))
     steps.append(transforms.ToDtype(torch.float32, scale=True))
     return transforms.Compose(steps)

@@ -63,13 +63,16 @@ def feature_extractor(backbone: Backbone) -> nn.Sequential:
     return nn.Sequential(Normalize(backbone.data_config.mean, backbone.data_config.std), backbone.model)
 
 
-def build_classifier(backbone: Backbone, num_classes: int, head: nn.Linear | None = None) -> nn.Sequential:
-    """Stack normalization, the backbone and a linear head into one classifier.
+def build_classifier(backbone: Backbone, num_classes: int, head: nn.Module | None = None) -> nn.Sequential:
+    """Stack normalization, the backbone and a head (linear, or :func:`~tlops.models.heads.mlp_head`) into one.
 
     The result takes ``(N, 3, S, S)`` float images in 0..1 (``S = data_config.input_size``) and returns logits.
     """
-    head = head or nn.Linear(backbone.num_features, num_classes)
-    if head.in_features != backbone.num_features or head.out_features != num_classes:
+    from tlops.models.heads import head_shape
+
+    head = head if head is not None else nn.Linear(backbone.num_features, num_classes)
+    in_features, _, out_features = head_shape(head)
+    if in_features != backbone.num_features or out_features != num_classes:
         raise ValueError(f"head {head} does not fit {backbone.num_features} features and {num_classes} classes")
     normalize = Normalize(backbone.data_config.mean, backbone.data_config.std)
     return nn.Sequential(normalize, backbone.model, head)

@@ -179,23 +179,44 @@ def extract_features(
 def fine_tune(
     dataset: Input[Dataset],
     probe: Input[Model],
+    features: Input[Dataset],
+    selection: Input[Artifact],
     strategy: str,
     epochs: int,
     batch_size: int,
     learning_rate: float,
     seed: int,
     class_weighted: bool,
+    unfreeze_blocks: int,
+    surgical_blocks: str,
+    layer_decay: float,
+    swa_epochs: int,
+    hflip: bool,
+    trivial_augment: bool,
+    mixup: float,
+    cutmix: float,
+    grad_accumulation: int,
+    checkpoint_uri: str,
+    processes_per_node: int,
     model: Output[Model],
     learning_curves: Output[HTML],
 ) -> str:
-    """Produce the classifier with the chosen strategy (linear-probe, full LP-FT, or auto); return the strategy."""
+    """Produce the classifier with the chosen transfer strategy (auto: decided and validated); return the strategy.
+
+    With ``processes_per_node`` > 1 the same ``tlops fine-tune`` entry point runs under torchrun
+    (DistributedDataParallel, one process per GPU); ``checkpoint_uri`` (an ``s3://`` prefix) lets a retried pod
+    resume from the last epoch.
+    """
     import html
     import os
+    import subprocess
+    import sys
     from pathlib import Path
 
     from tlops.evaluation.plots import html_page
     from tlops.io.logs import configure_logging
     from tlops.steps.fine_tune import fine_tune as run
+    from tlops.steps.outputs import Training
     from tlops.steps.runtime import runtime_from_environment
     from tlops.train.config import TrainConfig
 
@@ -207,8 +228,35 @@ def fine_tune(
         lr=learning_rate,
         seed=seed,
         class_weighted=class_weighted,
+        unfreeze_blocks=unfreeze_blocks,
+        surgical_blocks=surgical_blocks,
+        layer_decay=layer_decay,
+        swa_epochs=swa_epochs,
+        hflip=hflip,
+        trivial_augment=trivial_augment,
+        mixup=mixup,
+        cutmix=cutmix,
+        grad_accumulation=grad_accumulation,
     )
-    training = run(Path(dataset.path), Path(probe.path), Path(model.path), config, runtime_from_environment(os.environ))
+    inputs = {"features_dir": Path(features.path), "selection_dir": Path(selection.path)}
+    if processes_per_node > 1:
+        from tlops.steps.fine_tune import torchrun_command
+
+        command = torchrun_command(
+            processes_per_node, Path(dataset.path), Path(probe.path), Path(model.path), config, checkpoint_uri, **inputs
+        )
+        subprocess.run([sys.executable, "-m", *command], check=True)
+        training = Training.read(Path(model.path))
+    else:
+        training = run(
+            Path(dataset.path),
+            Path(probe.path),
+            Path(model.path),
+            config,
+            runtime_from_environment(os.environ),
+            checkpoint_uri=checkpoint_uri,
+            **inputs,
+        )
     model.metadata.update({k: getattr(training, k) for k in ("strategy", "reasons", "best_epoch", "val_accuracy")})
     curves = sorted(Path(model.path).glob("*.png"))
     Path(learning_curves.path).write_text(

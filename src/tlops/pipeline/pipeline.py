@@ -3,6 +3,7 @@
 from kfp import dsl, kubernetes
 from kfp.dsl import Artifact
 from kfp.dsl.graph_component import GraphComponent
+from kfp.dsl.pipeline_channel import PipelineParameterChannel
 
 from tlops.pipeline import components
 from tlops.steps.config import DEFAULTS
@@ -11,6 +12,9 @@ PIPELINE_NAME = "tlops-transfer-learning"
 DEFAULT_BACKBONES = list(DEFAULTS.backbones)  # KFP wants a list default for a list parameter
 # Candidates scored at once on a cluster, each in its own pod on the GPU node pool (kfp.local runs at most two).
 MAX_PARALLEL_SCORING = 4
+# Retries of a failed GPU step (a spot node can be reclaimed). A constant: kfp 2.17's set_retry writes num_retries
+# into the int field of the task's retry policy at compile time, so it cannot be a pipeline parameter.
+GPU_STEP_RETRIES = 2
 CREDENTIAL_KEYS = (
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
@@ -36,14 +40,31 @@ def _shared_memory(task: dsl.PipelineTask, size: str) -> dsl.PipelineTask:
     return kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=size)
 
 
-def _gpu_node_pool(task: dsl.PipelineTask, gpus: int = 1) -> dsl.PipelineTask:
-    """Ask for GPUs, tolerate the GPU taint, and give PyTorch's data loaders a large /dev/shm.
+def _gpu_node_pool(
+    task: dsl.PipelineTask,
+    accelerator_type: PipelineParameterChannel,
+    count: PipelineParameterChannel,
+    node_selector: PipelineParameterChannel,
+    tolerations: PipelineParameterChannel,
+    cpu_request: PipelineParameterChannel,
+    memory_request: PipelineParameterChannel,
+    memory_limit: PipelineParameterChannel,
+) -> dsl.PipelineTask:
+    """Put a step on the GPU node pool the pipeline parameters describe, and give its data loaders a large /dev/shm.
 
-    For the steps on the GPU image (the runtime picks CUDA when a GPU is visible and pins host memory).
+    For the steps on the GPU image (the runtime picks CUDA when a GPU is visible and pins host memory). Every
+    setting but the retries is a pipeline parameter (``gpu_*``), so one compiled pipeline fits any cluster; a
+    spot node can be reclaimed mid-step, hence :data:`GPU_STEP_RETRIES` retries with exponential backoff.
     """
-    task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
-    task.set_cpu_request("4").set_memory_request("16G").set_memory_limit("32G")
-    kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+    task.set_accelerator_type(accelerator_type).set_accelerator_limit(count)
+    task.set_cpu_request(cpu_request).set_memory_request(memory_request).set_memory_limit(memory_limit)
+    # kfp 2.17 turns parameters in resources into task inputs only when it writes the task, after it has chosen the
+    # inputs of the DAGs around it: inside the ParallelFor, score-backbone's would then read inputs its loop never
+    # gets. Registering them as inputs of the task (as kfp.kubernetes does for its JSON settings) passes them in.
+    task.register_pipeline_channels([accelerator_type, count, cpu_request, memory_request, memory_limit])
+    kubernetes.add_node_selector_json(task, node_selector)
+    kubernetes.add_toleration_json(task, tolerations)
+    task.set_retry(GPU_STEP_RETRIES, backoff_duration="60s", backoff_factor=2.0, backoff_max_duration="3600s")
     return _shared_memory(task, "8Gi")
 
 
@@ -89,13 +110,42 @@ def build_pipeline(scoring_parallelism: int = MAX_PARALLEL_SCORING) -> GraphComp
         max_params: int = DEFAULTS.max_params,
         max_latency_ms: float = DEFAULTS.max_latency_ms,
         scoring_images_per_class: int = DEFAULTS.scoring_images_per_class,
+        unfreeze_blocks: int = DEFAULTS.unfreeze_blocks,
+        surgical_blocks: str = DEFAULTS.surgical_blocks,
+        layer_decay: float = DEFAULTS.layer_decay,
+        swa_epochs: int = DEFAULTS.swa_epochs,
+        hflip: bool = DEFAULTS.hflip,
+        trivial_augment: bool = DEFAULTS.trivial_augment,
+        mixup: float = DEFAULTS.mixup,
+        cutmix: float = DEFAULTS.cutmix,
+        grad_accumulation: int = DEFAULTS.grad_accumulation,
+        checkpoint_uri: str = DEFAULTS.checkpoint_uri,
+        processes_per_node: int = DEFAULTS.processes_per_node,
+        gpu_accelerator_type: str = DEFAULTS.gpu_accelerator_type,
+        gpu_count: int = DEFAULTS.gpu_count,
+        gpu_node_selector: dict = DEFAULTS.gpu_node_selector,
+        gpu_tolerations: list = DEFAULTS.gpu_tolerations,
+        gpu_cpu_request: str = DEFAULTS.gpu_cpu_request,
+        gpu_memory_request: str = DEFAULTS.gpu_memory_request,
+        gpu_memory_limit: str = DEFAULTS.gpu_memory_limit,
         credentials_secret: str = "tlops-credentials",
     ) -> Artifact:
         """Run the six steps; the output is the register step's folder holding ``run_summary.json``.
 
         The defaults are :data:`tlops.steps.config.DEFAULTS`. ``image_size`` 0 means each backbone's own input size
-        (kfp.local cannot take a ``None`` default).
+        (kfp.local cannot take a ``None`` default). The ``gpu_*`` parameters place the score-backbone,
+        extract-features and fine-tune steps: accelerator resource and count, node selector (a label dict),
+        tolerations (a list of Kubernetes toleration dicts), CPU and memory; kfp.local ignores them.
         """
+        gpu_pool = {
+            "accelerator_type": gpu_accelerator_type,
+            "count": gpu_count,
+            "node_selector": gpu_node_selector,
+            "tolerations": gpu_tolerations,
+            "cpu_request": gpu_cpu_request,
+            "memory_request": gpu_memory_request,
+            "memory_limit": gpu_memory_limit,
+        }
         data = components.prepare_data(
             data_uri=data_uri, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
         ).set_display_name("prepare data")
@@ -110,7 +160,7 @@ def build_pipeline(scoring_parallelism: int = MAX_PARALLEL_SCORING) -> GraphComp
             scored = components.score_backbone(backbone=candidate, image_size=image_size, **scoring)
             scored.set_display_name("score backbone")
             _credentials(scored, credentials_secret)
-            _gpu_node_pool(scored)
+            _gpu_node_pool(scored, **gpu_pool)
         baseline = components.score_baseline(**scoring).set_display_name("score raw pixels (no transfer)")
         selection = components.select_backbone(
             scores=dsl.Collected(scored.outputs["score"]),
@@ -130,12 +180,25 @@ def build_pipeline(scoring_parallelism: int = MAX_PARALLEL_SCORING) -> GraphComp
         training = components.fine_tune(
             dataset=data.outputs["dataset"],
             probe=features.outputs["probe"],
+            features=features.outputs["features"],
+            selection=selection.outputs["selection"],
             strategy=strategy,
             epochs=epochs,
             batch_size=batch_size,
             learning_rate=learning_rate,
             seed=seed,
             class_weighted=class_weighted,
+            unfreeze_blocks=unfreeze_blocks,
+            surgical_blocks=surgical_blocks,
+            layer_decay=layer_decay,
+            swa_epochs=swa_epochs,
+            hflip=hflip,
+            trivial_augment=trivial_augment,
+            mixup=mixup,
+            cutmix=cutmix,
+            grad_accumulation=grad_accumulation,
+            checkpoint_uri=checkpoint_uri,
+            processes_per_node=processes_per_node,
         ).set_display_name("fine-tune")
         evaluation = components.evaluate(
             dataset=data.outputs["dataset"],
@@ -162,8 +225,8 @@ def build_pipeline(scoring_parallelism: int = MAX_PARALLEL_SCORING) -> GraphComp
         _cpu_node(data, cpus=2, memory_gb=4)  # decode-checks every image (threads)
         _cpu_node(baseline, cpus=4, memory_gb=8, shared_memory="2Gi")  # decodes every image at 32x32
         _cpu_node(selection, cpus=1, memory_gb=2)  # reads the scores
-        _gpu_node_pool(features)
-        _gpu_node_pool(training)
+        _gpu_node_pool(features, **gpu_pool)
+        _gpu_node_pool(training, **gpu_pool)
         _cpu_node(evaluation, cpus=4, memory_gb=8, shared_memory="2Gi")  # runs the model and the champion
         _cpu_node(registration, cpus=2, memory_gb=4)  # exports and uploads the model
         return registration.outputs["registration"]

@@ -8,7 +8,7 @@ here: fine-tuning in :class:`~tlops.train.finetune.TrainConfig`, the split in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tlops.data.config import SplitConfig
 from tlops.errors import TlopsError
@@ -27,11 +27,23 @@ class Defaults:
         backbones: Candidate backbones; more than one are ranked by the select-backbone step.
         image_size: Input size; 0 means each backbone's own (kfp.local cannot take a ``None`` default).
         seed: Seed of the split, the sampling and the training.
-        strategy: Transfer strategy: ``auto``, ``linear-probe`` or ``full``.
+        strategy: Transfer strategy (:data:`tlops.train.config.STRATEGIES`).
         epochs: Fine-tuning epochs.
         batch_size: Fine-tuning batch size.
         learning_rate: Fine-tuning peak learning rate.
         class_weighted: Weight each class's loss inversely to its frequency.
+        unfreeze_blocks: ``partial``/``surgical``: how many backbone blocks train.
+        surgical_blocks: ``surgical``: ``first``, ``middle`` or ``last`` blocks.
+        layer_decay: Layer-wise learning-rate decay.
+        swa_epochs: Average the weights of the last N epochs (0: off).
+        hflip: Random horizontal flips.
+        trivial_augment: TrivialAugmentWide.
+        mixup: MixUp alpha (0: off).
+        cutmix: CutMix alpha (0: off).
+        grad_accumulation: Micro-batches per optimizer step.
+        checkpoint_uri: Folder or ``s3://`` prefix of the fine-tune checkpoint (``""``: none; ``tlops run`` uses
+            ``OUTPUT/checkpoints``).
+        processes_per_node: Training processes in the fine-tune pod (DDP under torchrun; one per GPU).
         val_fraction: Share of each class held out for validation.
         test_fraction: Share of each class held out for the test.
         experiment: MLflow experiment.
@@ -43,6 +55,14 @@ class Defaults:
         max_params: Largest backbone, in parameters, a candidate may have (0: no limit).
         max_latency_ms: Slowest measured latency per image on the run's device a candidate may have (0: none).
         scoring_images_per_class: Training images per class the scores use (0: all of them).
+        gpu_accelerator_type: Accelerator resource the GPU steps ask for (the extended resource name on the nodes).
+        gpu_count: Accelerators each GPU step asks for.
+        gpu_node_selector: Node labels the GPU steps' pods must match (``{}``: any node with the accelerator).
+        gpu_tolerations: Kubernetes tolerations of the GPU steps' pods; the default tolerates the
+            ``nvidia.com/gpu`` taint GPU node pools usually carry.
+        gpu_cpu_request: CPU request of each GPU step.
+        gpu_memory_request: Memory request of each GPU step.
+        gpu_memory_limit: Memory limit of each GPU step (the /dev/shm mount counts against it).
     """
 
     backbones: tuple[str, ...] = (DEFAULT_BACKBONE,)
@@ -53,6 +73,17 @@ class Defaults:
     batch_size: int = TrainConfig.batch_size
     learning_rate: float = TrainConfig.lr
     class_weighted: bool = TrainConfig.class_weighted
+    unfreeze_blocks: int = TrainConfig.unfreeze_blocks
+    surgical_blocks: str = TrainConfig.surgical_blocks
+    layer_decay: float = TrainConfig.layer_decay
+    swa_epochs: int = TrainConfig.swa_epochs
+    hflip: bool = TrainConfig.hflip
+    trivial_augment: bool = TrainConfig.trivial_augment
+    mixup: float = TrainConfig.mixup
+    cutmix: float = TrainConfig.cutmix
+    grad_accumulation: int = TrainConfig.grad_accumulation
+    checkpoint_uri: str = ""
+    processes_per_node: int = 1
     val_fraction: float = SplitConfig.val_fraction
     test_fraction: float = SplitConfig.test_fraction
     experiment: str = RegistryConfig.experiment
@@ -62,6 +93,16 @@ class Defaults:
     max_params: int = 0
     max_latency_ms: float = 0.0
     scoring_images_per_class: int = 0
+    # GPU node pool
+    gpu_accelerator_type: str = "nvidia.com/gpu"
+    gpu_count: int = 1
+    gpu_node_selector: dict[str, str] = field(default_factory=dict)  # KFP wants a dict default for a dict parameter
+    gpu_tolerations: list[dict[str, str]] = field(
+        default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    )
+    gpu_cpu_request: str = "4"
+    gpu_memory_request: str = "16G"
+    gpu_memory_limit: str = "32G"
 
 
 DEFAULTS = Defaults()

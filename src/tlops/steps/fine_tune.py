@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 from tlops.data.loading import make_loader, split_dataset
 from tlops.data.preprocessing import eval_transform, train_transform
 from tlops.errors import TlopsError
+from tlops.io.storage import check_writable_location
 from tlops.models.backbones import build_classifier, load_backbone
 from tlops.steps.common import localized_manifest
 from tlops.steps.outputs import (
@@ -16,28 +19,57 @@ from tlops.steps.outputs import (
     ModelConfig,
     PreparedData,
     ProbeSummary,
+    Selection,
     Training,
+    read_features,
     read_head,
     save_model,
 )
 from tlops.steps.runtime import Runtime
-from tlops.train.finetune import TrainConfig, balanced_class_weights, decide_strategy, fine_tune_all_layers
+from tlops.train.auto import Evidence, decide, keep_fine_tuned
+from tlops.train.blocks import block_groups, check_unfreeze_blocks
+from tlops.train.config import FINE_TUNING, TrainConfig
+from tlops.train.finetune import SINGLE_PROCESS, Distributed, EpochRecord, balanced_class_weights, train_classifier
+from tlops.train.resume import CheckpointStore
 
 logger = logging.getLogger(__name__)
 
 
-def fine_tune(data_dir: Path, probe_dir: Path, output_dir: Path, config: TrainConfig, runtime: Runtime) -> Training:
+def fine_tune(
+    data_dir: Path,
+    probe_dir: Path,
+    output_dir: Path,
+    config: TrainConfig,
+    runtime: Runtime,
+    *,
+    features_dir: Path | None = None,
+    selection_dir: Path | None = None,
+    checkpoint_uri: str = "",
+    distributed: Distributed = SINGLE_PROCESS,
+) -> Training | None:
     """Produce the final classifier with the chosen transfer strategy, starting from the probe head.
 
     Writes the model (``model.safetensors``, ``model_config.json``), ``training.json`` and, when layers were
-    fine-tuned, ``learning_curves.png`` into ``output_dir``.
+    fine-tuned, ``learning_curves.png`` into ``output_dir`` (on rank 0 only under torchrun).
+
+    Args:
+        data_dir: Output of the prepare-data step.
+        probe_dir: The probe/ folder of the extract-features step.
+        output_dir: Where the model goes.
+        config: The strategy and every training setting.
+        runtime: Device, workers, S3 client.
+        features_dir: The features/ folder of extract-features (``mlp-probe`` needs it; ``auto`` uses it).
+        selection_dir: The select-backbone output, whose table ``auto`` reads (optional).
+        checkpoint_uri: Folder or ``s3://`` prefix for the per-epoch checkpoint a restarted step resumes from
+            (``""``: none).
+        distributed: Rank and world size when started by torchrun.
 
     Returns:
-        The training record: strategy, reasons, history, best epoch, val accuracy.
+        The training record (``None`` on ranks other than 0).
 
     Raises:
-        TlopsError: when ``data_dir`` is not a prepare-data output, ``probe_dir`` not an extract-features probe,
-            or the probe was fitted on other classes.
+        TlopsError: for inputs of the wrong kind or of other classes, options the data or backbone cannot take,
+            or a checkpoint of another run.
     """
     from tlops.evaluation.plots import learning_curves_figure, save_png
 
@@ -48,28 +80,62 @@ def fine_tune(data_dir: Path, probe_dir: Path, output_dir: Path, config: TrainCo
             f"the probe in {probe_dir} was fitted on other classes than the dataset in {data_dir} has: "
             "run tlops extract-features on this dataset"
         )
-    head = read_head(probe_dir)
+    if config.strategy == "mlp-probe" and features_dir is None:
+        raise TlopsError(
+            "--strategy mlp-probe trains on the cached features: pass --features (extract-features' features/)"
+        )
+    if checkpoint_uri:
+        check_writable_location(checkpoint_uri, runtime.s3, "--checkpoint-uri")
+    linear_head = read_head(probe_dir)
     manifest, classes = localized_manifest(data_dir, runtime)
-    backbone = load_backbone(
-        probe_summary.backbone, image_size=probe_summary.image_size, s3=runtime.s3, cache_dir=runtime.cache_dir
+    train_rows = manifest[manifest["split"] == "train"]
+    class_weights = (
+        balanced_class_weights([classes.index(label) for label in train_rows["label"]], len(classes))
+        if config.class_weighted
+        else None
     )
-    model = build_classifier(backbone, len(classes), head=head)
-    train_counts = manifest[manifest["split"] == "train"]["label"].value_counts().to_dict()
-    strategy, reasons = decide_strategy(config, probe_summary.val_accuracy, train_counts)
+
+    evidence = Evidence(
+        train_images_per_class=train_rows["label"].value_counts().to_dict(),
+        val_images=int((manifest["split"] == "val").sum()),
+        linear_probe_val=probe_summary.val_accuracy,
+    )
+    _add_selection_evidence(evidence, selection_dir, probe_summary.backbone)
+    mlp = None
+    if features_dir is not None and config.strategy in ("mlp-probe", "auto"):
+        from tlops.train.mlp import fit_mlp_head
+
+        splits = read_features(features_dir)
+        mlp = fit_mlp_head(
+            splits["train"],
+            splits["val"],
+            len(classes),
+            config.mlp_hidden,
+            config.mlp_dropout,
+            seed=config.seed,
+            class_weights=class_weights,
+        )
+        evidence.mlp_probe_val = mlp.val_accuracy
+        logger.info("MLP probe on cached features: val accuracy %.4f (epoch %d)", mlp.val_accuracy, mlp.best_epoch)
+    strategy, reasons = decide(config, evidence)
     for reason in reasons:
         logger.info("strategy %s: %s", strategy, reason)
 
-    history, best_epoch = [], 0
-    if strategy == "full":
-        train_set = split_dataset(manifest, "train", classes, train_transform(backbone.data_config, config.hflip))
-        class_weights = balanced_class_weights(train_set.targets, len(classes)) if config.class_weighted else None
-        train_loader = make_loader(
-            train_set,
-            config.batch_size,
-            shuffle=True,
-            workers=runtime.workers,
-            seed=config.seed,
-            pin_memory=runtime.pin_memory,
+    backbone = load_backbone(
+        probe_summary.backbone, image_size=probe_summary.image_size, s3=runtime.s3, cache_dir=runtime.cache_dir
+    )
+    history: list[EpochRecord] = []
+    best_epoch, resumed_from, head = 0, None, linear_head
+    model = None
+    if strategy in FINE_TUNING:
+        blocks = block_groups(backbone.model)
+        if strategy in ("partial", "surgical"):
+            check_unfreeze_blocks(config.unfreeze_blocks, len(blocks))
+        train_set = split_dataset(
+            manifest,
+            "train",
+            classes,
+            train_transform(backbone.data_config, config.hflip, config.crop_scale, config.trivial_augment),
         )
         val_loader = make_loader(
             split_dataset(manifest, "val", classes, eval_transform(backbone.data_config)),
@@ -77,34 +143,57 @@ def fine_tune(data_dir: Path, probe_dir: Path, output_dir: Path, config: TrainCo
             workers=runtime.workers,
             pin_memory=runtime.pin_memory,
         )
-        model, records, best_epoch = fine_tune_all_layers(
-            model,
-            train_loader,
+        pretrained = copy.deepcopy(backbone.model.state_dict())  # training updates the backbone in place
+        run = train_classifier(
+            build_classifier(backbone, len(classes), head=linear_head),
+            train_set,
             val_loader,
             config,
             runtime.device,
-            keep_probe_if_better=config.strategy == "auto",
+            strategy=strategy,
+            blocks=blocks,
+            num_classes=len(classes),
+            workers=runtime.workers,
+            pin_memory=runtime.pin_memory,
             class_weights=class_weights,
+            keep_probe=False,
+            checkpoints=CheckpointStore(checkpoint_uri, runtime.s3) if checkpoint_uri else None,
+            fingerprint=_fingerprint(probe_summary.backbone, classes, manifest, strategy, config),
+            distributed=distributed,
         )
-        history = [asdict(r) for r in records]
-        if best_epoch == 0:
-            strategy = "linear-probe"
-            reasons.append(
-                f"no fine-tuned epoch beat the probe's val accuracy {records[0].val_accuracy:.3f}: kept the probe"
-            )
+        if not distributed.is_main:
+            return None
+        history, best_epoch, resumed_from, model = run.history, run.best_epoch, run.resumed_from, run.model
+        if resumed_from is not None:
+            reasons.append(f"resumed from the checkpoint of epoch {resumed_from}")
+        tuned_val = next(r.val_accuracy for r in reversed(history) if r.epoch == best_epoch)
+        keep, why = keep_fine_tuned(tuned_val, evidence) if config.strategy == "auto" else (True, "")
+        if not keep:
+            reasons.append(why)
+            strategy, model, best_epoch = evidence.best_probe[0], None, 0
+            backbone.model.load_state_dict(pretrained)
+            head = read_head(probe_dir)
+        elif why:
+            reasons.append(why)
         output_dir.mkdir(parents=True, exist_ok=True)
-        save_png(learning_curves_figure(records), output_dir / LEARNING_CURVES_FILE)
-    else:
-        history = [
-            {
-                "epoch": 0,
-                "train_loss": None,
-                "train_accuracy": probe_summary.train_accuracy,
-                "val_loss": None,
-                "val_accuracy": probe_summary.val_accuracy,
-            }
-        ]
-    val_accuracy = next(r["val_accuracy"] for r in history if r["epoch"] == best_epoch)
+        save_png(learning_curves_figure([r for r in history if not r.swa]), output_dir / LEARNING_CURVES_FILE)
+    elif not distributed.is_main:
+        return None
+    if strategy == "mlp-probe":
+        assert mlp is not None
+        head = mlp.head
+    if model is None:
+        model = build_classifier(backbone, len(classes), head=head).eval()
+    probe_train, probe_val = (
+        (mlp.train_accuracy, mlp.val_accuracy)
+        if strategy == "mlp-probe" and mlp is not None
+        else (probe_summary.train_accuracy, probe_summary.val_accuracy)
+    )
+    records = [asdict(r) for r in history] or [asdict(EpochRecord(0, None, probe_train, float("nan"), probe_val))]
+    val_accuracy = (
+        probe_val if best_epoch == 0 else next(r["val_accuracy"] for r in reversed(records) if r["epoch"] == best_epoch)
+    )
+    throughput = [r["images_per_second"] for r in records if r.get("images_per_second")]
     training = Training(
         strategy=strategy,
         requested_strategy=config.strategy,
@@ -112,12 +201,87 @@ def fine_tune(data_dir: Path, probe_dir: Path, output_dir: Path, config: TrainCo
         best_epoch=best_epoch,
         val_accuracy=val_accuracy,
         probe_val_accuracy=probe_summary.val_accuracy,
-        history=history,
+        history=[{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in records],
         config=asdict(config),
+        evidence=asdict(evidence),
+        resumed_from=resumed_from,
+        images_per_second=round(sum(throughput) / len(throughput), 2) if throughput else None,
     )
+    hidden = config.mlp_hidden if strategy == "mlp-probe" else 0
     model_config = ModelConfig(
-        backbone=backbone.name, classes=classes, data_config=asdict(backbone.data_config), strategy=strategy
+        backbone=backbone.name,
+        classes=classes,
+        data_config=asdict(backbone.data_config),
+        strategy=strategy,
+        head_hidden=hidden,
     )
     save_model(output_dir, model, model_config)
     training.write(output_dir)
+    if checkpoint_uri:
+        CheckpointStore(checkpoint_uri, runtime.s3).remove()
     return training
+
+
+def _add_selection_evidence(evidence: Evidence, selection_dir: Path | None, backbone: str) -> None:
+    """Copy the chosen backbone's kNN and probe scores and the raw-pixel baseline's from the selection table."""
+    if selection_dir is None:
+        return
+    selection = Selection.read(selection_dir)
+    row = next((r for r in selection.ranking if r.get("name") == backbone), None)
+    if row is not None:
+        evidence.knn_accuracy = row.get("knn_accuracy")
+        evidence.backbone_probe = row.get("probe_accuracy")
+    if selection.baseline:
+        evidence.baseline_probe = selection.baseline.get("probe_accuracy")
+
+
+def _fingerprint(backbone: str, classes: list[str], manifest, strategy: str, config: TrainConfig) -> dict:
+    """What a checkpoint must match to be resumed: backbone, classes, training images, strategy and settings."""
+    rows = manifest[manifest["split"].isin(["train", "val"])]
+    digest = hashlib.sha256("\n".join(sorted(rows["split"] + ":" + rows["sha256"])).encode()).hexdigest()
+    return {
+        "backbone": backbone,
+        "classes": list(classes),
+        "dataset": digest,
+        "strategy": strategy,
+        "config": {k: v for k, v in sorted(asdict(config).items())},
+    }
+
+
+def fine_tune_arguments(
+    data_dir: Path,
+    probe_dir: Path,
+    output_dir: Path,
+    config: TrainConfig,
+    checkpoint_uri: str = "",
+    features_dir: Path | None = None,
+    selection_dir: Path | None = None,
+) -> list[str]:
+    """The ``tlops fine-tune`` arguments that run this step with these settings (for torchrun and TrainJobs)."""
+    arguments = [
+        "fine-tune", "--dataset", str(data_dir), "--probe", str(probe_dir), "--output", str(output_dir),
+        "--strategy", config.strategy, "--epochs", str(config.epochs), "--batch-size", str(config.batch_size),
+        "--lr", repr(config.lr), "--seed", str(config.seed), "--unfreeze-blocks", str(config.unfreeze_blocks),
+        "--surgical-blocks", config.surgical_blocks, "--layer-decay", repr(config.layer_decay),
+        "--swa-epochs", str(config.swa_epochs), "--mixup", repr(config.mixup), "--cutmix", repr(config.cutmix),
+        "--grad-accumulation", str(config.grad_accumulation),
+    ]  # fmt: skip
+    for flag, on in (("--class-weighted", config.class_weighted), ("--hflip", config.hflip),
+                     ("--trivial-augment", config.trivial_augment)):  # fmt: skip
+        if on:
+            arguments.append(flag)
+    for option, value in (("--checkpoint-uri", checkpoint_uri), ("--features", features_dir),
+                          ("--selection", selection_dir)):  # fmt: skip
+        if value:
+            arguments += [option, str(value)]
+    return arguments
+
+
+def torchrun_command(processes: int, *args, **kwargs) -> list[str]:
+    """``torch.distributed.run`` module arguments that start :func:`fine_tune_arguments` in ``processes`` processes.
+
+    Run as ``python -m <these>``; every process joins one process group (gloo on CPUs, NCCL on GPUs) and rank 0
+    writes the outputs.
+    """
+    return ["torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", "-m", "tlops.cli",
+            *fine_tune_arguments(*args, **kwargs)]  # fmt: skip

@@ -292,12 +292,14 @@ class ModelConfig(JsonRecord):
         classes: Class names; a class's index is its output.
         data_config: The preprocessing of the weights (``DataConfig`` as a dict).
         strategy: The transfer strategy that produced the weights.
+        head_hidden: Hidden width of the MLP head (``mlp-probe``); 0 for a linear head.
     """
 
     backbone: str
     classes: list[str]
     data_config: dict[str, Any]
     strategy: str
+    head_hidden: int = 0
 
     FILE = MODEL_CONFIG_FILE
     STEP = "fine-tune"
@@ -327,6 +329,9 @@ class Training(JsonRecord):
         probe_val_accuracy: Validation accuracy of the probe.
         history: Loss and accuracy per epoch.
         config: The ``TrainConfig`` as a dict.
+        evidence: What ``auto`` decided from (images per class, probe, MLP probe and kNN accuracy, baseline).
+        resumed_from: The epoch whose checkpoint the step resumed from (``None``: it started afresh).
+        images_per_second: Mean training throughput over the fine-tuning epochs (``None``: nothing fine-tuned).
     """
 
     strategy: str
@@ -337,6 +342,9 @@ class Training(JsonRecord):
     probe_val_accuracy: float
     history: list[dict[str, Any]]
     config: dict[str, Any]
+    evidence: dict[str, Any] | None = None
+    resumed_from: int | None = None
+    images_per_second: float | None = None
 
     FILE = TRAINING_FILE
     STEP = "fine-tune"
@@ -367,7 +375,9 @@ def load_model(folder: Path) -> tuple[nn.Module, ModelConfig]:
     weights = Path(folder) / WEIGHTS_FILE
     if not weights.is_file():
         raise TlopsError(f"{folder} is not a fine-tune output (no {WEIGHTS_FILE}): run tlops fine-tune first")
-    model = rebuild_classifier(config.backbone, config.preprocessing, len(config.classes), load_file(str(weights)))
+    model = rebuild_classifier(
+        config.backbone, config.preprocessing, len(config.classes), load_file(str(weights)), config.head_hidden
+    )
     return model, config
 
 

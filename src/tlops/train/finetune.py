@@ -1,67 +1,100 @@
-"""Parameter-based transfer: fine-tune the backbone from the probe head (LP-FT), or keep the probe.
+"""Parameter-based transfer: the one training loop every fine-tuning strategy runs.
 
-Strategies:
-    ``linear-probe``  keep the frozen backbone and the head fitted on cached features.
-    ``full``          fine-tune every layer, starting from the probe head (LP-FT), at a low learning rate.
-    ``auto``          freeze when the features already separate the classes or data is small; otherwise
-                      fine-tune, and never keep a fine-tuned model that validates worse than the probe.
+The strategies differ only in which backbone blocks train in each epoch (:func:`~tlops.train.blocks.trained_blocks`):
+``partial`` (the last N), ``surgical`` (the first, middle or last N), ``lp-ft`` (all, from the probe head) and
+``gradual`` (one more from the top each epoch). The loop adds layer-wise learning-rate decay, warm-up and cosine
+decay, gradient accumulation and clipping, MixUp/CutMix, SWA, bf16 autocast and channels_last, a checkpoint per
+epoch that a restarted step resumes from, and DistributedDataParallel when started by torchrun.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
+from tlops.data.sampling import EpochSampler, SeededAugmentation
+from tlops.errors import TlopsError
 from tlops.io.progress import progress
 from tlops.models.device import autocast
-from tlops.train.config import STRATEGIES as STRATEGIES  # re-exported
+from tlops.train.blocks import trained_blocks
 from tlops.train.config import TrainConfig
+from tlops.train.optim import parameter_groups, set_trainable, warmup_cosine
+from tlops.train.resume import CheckpointStore, rng_state, set_rng_state
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class EpochRecord:
-    """Loss and accuracy after one epoch (epoch 0 is the probe before fine-tuning)."""
+    """Loss and accuracy after one epoch (epoch 0 is the probe before fine-tuning).
+
+    Attributes:
+        epoch: The epoch (0: the probe).
+        train_loss: Mean training loss (``None`` for the probe).
+        train_accuracy: Training accuracy on the augmented images (``None`` for the probe).
+        val_loss: Validation cross-entropy.
+        val_accuracy: Validation accuracy.
+        seconds: Training time of the epoch.
+        images_per_second: Training throughput over all processes.
+        blocks: How many backbone blocks trained.
+        swa: The record of the weight average (after the last epoch).
+    """
 
     epoch: int
     train_loss: float | None
     train_accuracy: float | None
     val_loss: float
     val_accuracy: float
+    seconds: float | None = None
+    images_per_second: float | None = None
+    blocks: int | None = None
+    swa: bool = False
 
 
-def decide_strategy(
-    config: TrainConfig, probe_val_accuracy: float, train_counts: dict[str, int]
-) -> tuple[str, list[str]]:
-    """Pick ``linear-probe`` or ``full`` for ``auto`` (explicit strategies pass through), with reasons.
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a distributed run (one process: rank 0 of 1).
 
-    Freeze when the source features already fit the target (high probe accuracy: the domains are close) or
-    when there is too little data to fine-tune safely; fine-tune otherwise.
+    Attributes:
+        rank: Global rank.
+        world_size: Processes in the run.
     """
-    if config.strategy != "auto":
-        return config.strategy, [f"strategy {config.strategy!r} was requested"]
-    smallest = min(train_counts.values())
-    if probe_val_accuracy >= config.auto_probe_accuracy:
-        return "linear-probe", [
-            f"the frozen features already separate the classes (probe val accuracy {probe_val_accuracy:.3f} "
-            f">= {config.auto_probe_accuracy}): target is close to the source, keep the backbone frozen"
-        ]
-    if smallest < config.auto_min_images_per_class:
-        return "linear-probe", [
-            f"the smallest class has {smallest} training images (< {config.auto_min_images_per_class}): "
-            "too little data to fine-tune without overfitting, keep the backbone frozen"
-        ]
-    return "full", [
-        f"probe val accuracy {probe_val_accuracy:.3f} < {config.auto_probe_accuracy}: the target differs from "
-        f"the source, and {smallest}+ training images per class support fine-tuning all layers (LP-FT)"
-    ]
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process evaluates, checkpoints and writes the outputs."""
+        return self.rank == 0
+
+
+SINGLE_PROCESS = Distributed()
+
+
+@dataclass
+class TrainingRun:
+    """What :func:`train_classifier` returns.
+
+    Attributes:
+        model: The classifier with the kept weights, in eval mode.
+        history: One record per epoch (the probe first).
+        best_epoch: The kept epoch (0: the probe; the last epoch for an SWA average).
+        resumed_from: The epoch the run resumed after, or ``None``.
+    """
+
+    model: nn.Module
+    history: list[EpochRecord] = field(default_factory=list)
+    best_epoch: int = 0
+    resumed_from: int | None = None
 
 
 def balanced_class_weights(targets: list[int], num_classes: int) -> torch.Tensor:
@@ -95,80 +128,252 @@ def evaluate_loss(model: nn.Module, loader: DataLoader, device: torch.device) ->
     return total_loss / count, correct / count
 
 
-def fine_tune_all_layers(
-    model: nn.Module,
-    train_loader: DataLoader,
+def micro_batch_size(config: TrainConfig, train_images: int, world_size: int) -> int:
+    """Images per forward pass of one process: the global batch over processes and accumulation steps.
+
+    Raises:
+        TlopsError: when the batch is larger than the training split or does not divide evenly.
+    """
+    if config.batch_size > train_images:
+        raise TlopsError(
+            f"--batch-size {config.batch_size} is larger than the training split ({train_images} images): "
+            f"use at most {train_images}"
+        )
+    parts = world_size * config.grad_accumulation
+    if config.batch_size % parts:
+        raise TlopsError(
+            f"--batch-size {config.batch_size} does not split over {world_size} processes x "
+            f"{config.grad_accumulation} accumulation steps: use a multiple of {parts}"
+        )
+    return config.batch_size // parts
+
+
+def _batch_mixer(config: TrainConfig, num_classes: int):
+    from torchvision.transforms import v2 as transforms
+
+    mixers = []
+    if config.mixup > 0:
+        mixers.append(transforms.MixUp(alpha=config.mixup, num_classes=num_classes))
+    if config.cutmix > 0:
+        mixers.append(transforms.CutMix(alpha=config.cutmix, num_classes=num_classes))
+    if not mixers:
+        return None
+    return mixers[0] if len(mixers) == 1 else transforms.RandomChoice(mixers)
+
+
+def train_classifier(
+    classifier: nn.Module,
+    train_set: Dataset,
     val_loader: DataLoader,
     config: TrainConfig,
     device: torch.device,
-    keep_probe_if_better: bool,
+    *,
+    strategy: str,
+    blocks: list[list[str]],
+    num_classes: int,
+    workers: int = 0,
+    pin_memory: bool = False,
     class_weights: torch.Tensor | None = None,
-) -> tuple[nn.Module, list[EpochRecord], int]:
-    """LP-FT: train every layer of a classifier whose head is already fitted, keeping the best epoch.
+    keep_probe: bool = False,
+    checkpoints: CheckpointStore | None = None,
+    fingerprint: dict | None = None,
+    distributed: Distributed = SINGLE_PROCESS,
+) -> TrainingRun:
+    """Fine-tune a classifier whose head is already fitted (the probe), keeping the epoch that validates best.
 
     Args:
-        model: Classifier with the probe head in place.
-        train_loader: Augmented training images.
+        classifier: ``Sequential(normalize, backbone, head)`` with the probe head.
+        train_set: Training images with their augmentation (indexed by position).
         val_loader: Validation images (evaluation preprocessing).
-        config: Learning rate, epochs and the rest.
+        config: Every training setting.
         device: Where to train.
-        keep_probe_if_better: Let epoch 0 (the probe) win when no epoch validates better.
-        class_weights: Per-class loss weights, or ``None`` for an unweighted loss.
+        strategy: ``partial``, ``surgical``, ``lp-ft`` or ``gradual``.
+        blocks: The backbone's block groups.
+        num_classes: Outputs (for MixUp/CutMix targets).
+        workers: DataLoader worker processes.
+        pin_memory: Page-locked batches (CUDA).
+        class_weights: Per-class loss weights, or ``None``.
+        keep_probe: Let epoch 0 (the probe) win when no epoch validates better.
+        checkpoints: Where to write a checkpoint each epoch and resume from; ``None``: no checkpoints.
+        fingerprint: What identifies this run (a checkpoint with another one is refused).
+        distributed: Rank and world size under torchrun (the process group must be initialised).
 
     Returns:
-        The model with the best weights loaded, the history and the best epoch.
-    """
-    torch.manual_seed(config.seed)
-    # channels_last: faster convolutions on CUDA and on this CPU too (about 1.5x for a training step here).
-    model = model.to(device=device, memory_format=torch.channels_last)
-    val_loss, val_accuracy = evaluate_loss(model, val_loader, device)
-    history = [EpochRecord(0, None, None, val_loss, val_accuracy)]
-    best_epoch, best_accuracy = 0, val_accuracy if keep_probe_if_better else -1.0
-    best_state = copy.deepcopy(model.state_dict()) if keep_probe_if_better else None
+        The model with the kept weights, the history and the kept epoch.
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    total_steps = config.epochs * len(train_loader)
-    warmup = max(1, int(config.warmup_fraction * total_steps))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: (
-            (step + 1) / warmup
-            if step < warmup
-            else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
-        ),
+    Raises:
+        TlopsError: for a batch that does not fit the data, or a checkpoint of another run.
+    """
+    micro_batch = micro_batch_size(config, len(train_set), distributed.world_size)  # type: ignore[arg-type]
+    torch.manual_seed(config.seed)
+    classifier = classifier.to(device=device, memory_format=torch.channels_last)
+    sampler = EpochSampler(len(train_set), config.seed, distributed.world_size, distributed.rank)  # type: ignore[arg-type]
+    loader = DataLoader(
+        SeededAugmentation(train_set, config.seed),
+        batch_size=micro_batch,
+        sampler=sampler,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(config.seed),
     )
-    weight = class_weights.to(device) if class_weights is not None else None
-    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
-    for epoch in range(1, config.epochs + 1):
-        _set_train_mode(model, config.freeze_batchnorm)
-        running_loss, correct, count = 0.0, 0, 0
-        batches = progress(train_loader, f"fine-tune epoch {epoch}/{config.epochs}", unit="batch")
-        for images, targets in batches:
+    ever_trained = sorted(
+        {i for e in range(1, config.epochs + 1) for i in trained_blocks(strategy, len(blocks), config, e)}
+    )
+    optimizer = torch.optim.AdamW(parameter_groups(classifier, blocks, ever_trained, config))
+    steps_per_epoch = math.ceil(len(loader) / config.grad_accumulation)
+    schedule = warmup_cosine(optimizer, config.epochs * steps_per_epoch, config.warmup_fraction)
+    swa_model = torch.optim.swa_utils.AveragedModel(classifier) if config.swa_epochs else None
+    criterion = nn.CrossEntropyLoss(
+        weight=class_weights.to(device) if class_weights is not None else None, label_smoothing=config.label_smoothing
+    )
+    mixer = _batch_mixer(config, num_classes)
+    forward = torch.compile(classifier) if config.compile else classifier
+
+    run = TrainingRun(model=classifier)
+    best_accuracy, best_state = -1.0, None
+    if distributed.is_main:
+        val_loss, val_accuracy = evaluate_loss(classifier, val_loader, device)
+        run.history.append(EpochRecord(0, None, None, val_loss, val_accuracy))
+        if keep_probe:
+            best_accuracy, best_state = val_accuracy, copy.deepcopy(classifier.state_dict())
+    start = 1
+    saved = checkpoints.load(fingerprint or {}) if checkpoints is not None else None
+    if saved is not None:
+        classifier.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["scheduler"])
+        if swa_model is not None and saved.get("swa") is not None:
+            swa_model.load_state_dict(saved["swa"])
+        run.history = [EpochRecord(**record) for record in saved["history"]]
+        run.best_epoch, best_accuracy, best_state = saved["best_epoch"], saved["best_accuracy"], saved["best_state"]
+        set_rng_state(saved["rng"])
+        start = saved["epoch"] + 1
+        run.resumed_from = saved["epoch"]
+        logger.info("resuming from epoch %d of %d (checkpoint %s)", saved["epoch"], config.epochs, checkpoints.location)
+
+    for epoch in range(start, config.epochs + 1):
+        trainable = trained_blocks(strategy, len(blocks), config, epoch)
+        set_trainable(classifier, blocks, trainable)
+        model = forward
+        if distributed.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            model = DistributedDataParallel(classifier, device_ids=[device.index] if device.type == "cuda" else None)
+        _set_train_mode(classifier, config.freeze_batchnorm)
+        sampler.set_epoch(epoch)
+        started = time.perf_counter()
+        totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, images
+        desc = f"fine-tune epoch {epoch}/{config.epochs}"
+        batches = progress(loader, desc, unit="batch") if distributed.is_main else _Quiet(loader)
+        for step, (images, targets) in enumerate(batches):
             images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             targets = targets.to(device, non_blocking=True)
-            with autocast(device):
-                logits = model(images)
-            loss = criterion(logits.float(), targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            running_loss += loss.item() * len(targets)
-            correct += (logits.argmax(1) == targets).sum().item()
-            count += len(targets)
-            batches.set_postfix(loss=f"{running_loss / count:.3f}")
-        val_loss, val_accuracy = evaluate_loss(model, val_loader, device)
-        history.append(EpochRecord(epoch, running_loss / count, correct / count, val_loss, val_accuracy))
-        logger.info(
-            "epoch %d: train loss %.4f, val loss %.4f, val acc %.4f",
-            epoch,
-            running_loss / count,
-            val_loss,
-            val_accuracy,
+            labels = targets
+            if mixer is not None:
+                images, targets = mixer(images, targets)
+            boundary = (step + 1) % config.grad_accumulation == 0 or step + 1 == len(loader)
+            sync = model.no_sync() if distributed.world_size > 1 and not boundary else contextlib.nullcontext()
+            with sync:
+                with autocast(device):
+                    logits = model(images)
+                loss = criterion(logits.float(), targets)
+                (loss / config.grad_accumulation).backward()
+            if boundary:
+                if config.clip_grad_norm > 0:
+                    nn.utils.clip_grad_norm_(
+                        [p for p in classifier.parameters() if p.grad is not None], config.clip_grad_norm
+                    )
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                schedule.step()
+            totals += torch.tensor(
+                [loss.item() * len(labels), (logits.argmax(1) == labels).sum().item(), len(labels)], dtype=torch.float64
+            )
+            batches.set_postfix(loss=f"{totals[0] / totals[2]:.3f}")
+        seconds = time.perf_counter() - started
+        if distributed.world_size > 1:
+            torch.distributed.all_reduce(totals)
+        if swa_model is not None and epoch > config.epochs - config.swa_epochs:
+            swa_model.update_parameters(classifier)
+        if distributed.is_main:
+            val_loss, val_accuracy = evaluate_loss(classifier, val_loader, device)
+            record = EpochRecord(
+                epoch,
+                float(totals[0] / totals[2]),
+                float(totals[1] / totals[2]),
+                val_loss,
+                val_accuracy,
+                round(seconds, 3),
+                round(float(totals[2]) / seconds, 2),
+                len(trainable),
+            )
+            run.history.append(record)
+            logger.info(
+                "epoch %d: %d blocks trained, train loss %.4f, val loss %.4f, val acc %.4f, %.1f images/s",
+                epoch,
+                len(trainable),
+                record.train_loss,
+                val_loss,
+                val_accuracy,
+                record.images_per_second,
+            )
+            if swa_model is None and val_accuracy > best_accuracy:
+                run.best_epoch, best_accuracy, best_state = epoch, val_accuracy, copy.deepcopy(classifier.state_dict())
+            if checkpoints is not None:
+                checkpoints.save(
+                    {
+                        "epoch": epoch,
+                        "model": classifier.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": schedule.state_dict(),
+                        "swa": swa_model.state_dict() if swa_model is not None else None,
+                        "history": [vars(r) for r in run.history],
+                        "best_epoch": run.best_epoch,
+                        "best_accuracy": best_accuracy,
+                        "best_state": best_state,
+                        "rng": rng_state(),
+                    },
+                    fingerprint or {},
+                )
+        if distributed.world_size > 1:
+            torch.distributed.barrier()
+
+    if swa_model is not None and distributed.is_main:
+        best_accuracy, best_state = _keep_average(
+            run, swa_model, classifier, loader, val_loader, config, device, best_accuracy, best_state
         )
-        if val_accuracy > best_accuracy:
-            best_epoch, best_accuracy = epoch, val_accuracy
-            best_state = copy.deepcopy(model.state_dict())
-    assert best_state is not None
-    model.load_state_dict(best_state)
-    return model.to(memory_format=torch.contiguous_format).eval(), history, best_epoch
+    if best_state is not None:
+        classifier.load_state_dict(best_state)
+    run.model = classifier.to(memory_format=torch.contiguous_format).eval()
+    return run
+
+
+def _keep_average(run, swa_model, classifier, loader, val_loader, config, device, probe_accuracy, probe_state):
+    """Evaluate the weight average; keep it unless the probe validates better."""
+    classifier.load_state_dict(swa_model.module.state_dict())
+    if not config.freeze_batchnorm:  # the statistics of the averaged weights (frozen ones stay the pretrained ones)
+        _set_train_mode(classifier, False)
+        torch.optim.swa_utils.update_bn(loader, classifier, device)
+    val_loss, val_accuracy = evaluate_loss(classifier, val_loader, device)
+    run.history.append(EpochRecord(config.epochs, None, None, val_loss, val_accuracy, swa=True))
+    logger.info(
+        "weight average of the last %d epochs: val loss %.4f, val acc %.4f", config.swa_epochs, val_loss, val_accuracy
+    )
+    if val_accuracy > probe_accuracy:
+        run.best_epoch = config.epochs
+        return val_accuracy, copy.deepcopy(classifier.state_dict())
+    return probe_accuracy, probe_state
+
+
+class _Quiet:
+    """A loop without progress output (the other ranks of a distributed run)."""
+
+    def __init__(self, iterable) -> None:
+        self.iterable = iterable
+
+    def __iter__(self):
+        return iter(self.iterable)
+
+    def set_postfix(self, **_: object) -> None:
+        """Show nothing."""
