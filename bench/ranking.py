@@ -43,7 +43,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import numpy as np
 import torch
@@ -170,22 +169,6 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-class TimedLoader:
-    """A loader whose passes are timed from the first batch asked for to exhaustion (the work between included)."""
-
-    def __init__(self, loader: Any) -> None:
-        self.loader = loader
-        self.passes: list[float] = []
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self):
-        start = time.perf_counter()
-        yield from self.loader
-        self.passes.append(time.perf_counter() - start)
-
-
 def fine_tune_epoch(data_dir: Path, workdir: Path, runtime: Runtime, cache_root: Path, image_size: int) -> dict:
     """One full fine-tuning epoch of :data:`FINE_TUNED` through the project's steps; the step and the epoch timed."""
     out = workdir / "fine-tune" / data_dir.name
@@ -201,25 +184,15 @@ def fine_tune_epoch(data_dir: Path, workdir: Path, runtime: Runtime, cache_root:
         feature_cache=str(cache_root),
     )
     probe_seconds = time.perf_counter() - start
-    timed: list[TimedLoader] = []
-    make_loader = fine_tune_step.make_loader
-
-    def timed_make_loader(*args: Any, **kwargs: Any) -> Any:
-        loader = make_loader(*args, **kwargs)
-        if kwargs.get("shuffle"):  # the training loader
-            timed.append(TimedLoader(loader))
-            return timed[-1]
-        return loader
-
-    config = TrainConfig(strategy="full", epochs=1)
-    with mock.patch.object(fine_tune_step, "make_loader", timed_make_loader):
-        cpu, start = cpu_seconds(), time.perf_counter()
-        training = fine_tune_step.fine_tune(data_dir, out / "probe", out / "model", config, runtime)
-        step_seconds = time.perf_counter() - start
-    if len(timed) != 1 or len(timed[0].passes) != 1:
-        raise RuntimeError("the fine-tune step did not run exactly one training epoch through its loader")
-    train_images, epoch_seconds = len(timed[0].loader.dataset), timed[0].passes[0]
-    timed.clear()  # the last reference to the training loader: its workers exit and count as finished children
+    config = TrainConfig(strategy="lp-ft", epochs=1)
+    cpu, start = cpu_seconds(), time.perf_counter()
+    training = fine_tune_step.fine_tune(data_dir, out / "probe", out / "model", config, runtime)
+    step_seconds = time.perf_counter() - start
+    epochs = [r for r in training.history if r["epoch"] == 1]
+    if len(epochs) != 1:
+        raise RuntimeError("the fine-tune step did not run exactly one training epoch")
+    epoch_seconds = epochs[0]["seconds"]
+    train_images = round(epochs[0]["images_per_second"] * epoch_seconds)
     step_cpu = cpu_seconds() - cpu
     return {
         "backbone": FINE_TUNED,

@@ -156,13 +156,14 @@ def test_swa_keeps_the_average_of_the_last_epochs(lite0) -> None:
     assert run.history[-1].val_accuracy == run.history[-1].val_accuracy  # evaluated, not NaN
 
 
-def test_a_batch_larger_than_the_training_split_is_refused(lite0) -> None:
-    with pytest.raises(TlopsError, match=r"--batch-size 32 is larger than the training split \(16 images\)"):
-        data = _images()
-        train_classifier(
-            build_classifier(lite0, 2), data, DataLoader(data), TrainConfig(batch_size=32), torch.device("cpu"),
-            strategy="lp-ft", blocks=block_groups(lite0.model), num_classes=2,
-        )  # fmt: skip
+def test_a_batch_larger_than_the_training_split_is_cut_to_it(caplog: pytest.LogCaptureFixture) -> None:
+    from tlops.train.finetune import micro_batch_size
+
+    assert micro_batch_size(TrainConfig(batch_size=32), 16, 1) == 16
+    assert "--batch-size 32 is larger than the training split (16 images): training with batches of 16" in caplog.text
+    assert micro_batch_size(TrainConfig(batch_size=32, grad_accumulation=2), 15, 2) == 3  # 12 = 2 x 2 x 3
+    with pytest.raises(TlopsError, match=r"--batch-size 8 does not split over 4 processes x 2 accumulation steps"):
+        micro_batch_size(TrainConfig(batch_size=8, grad_accumulation=2), 6, 4)
 
 
 def test_each_images_augmentation_depends_on_seed_epoch_and_image_only() -> None:

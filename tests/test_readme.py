@@ -749,7 +749,12 @@ def test_per_step_commands(steps: Steps) -> None:
     assert probe["backbone"] == "efficientnet_lite0" and probe["val_accuracy"] > 1 / 3
     assert any((cwd / "features" / "features").iterdir()) and any((cwd / "features" / "probe").iterdir())
     tuned = printed_json(steps.stdout[STEPS[3]])
-    assert tuned["requested_strategy"] == "auto" and tuned["strategy"] in ("linear-probe", "mlp-probe", "partial", "lp-ft")
+    assert tuned["requested_strategy"] == "auto" and tuned["strategy"] in (
+        "linear-probe",
+        "mlp-probe",
+        "partial",
+        "lp-ft",
+    )
     assert (cwd / "model" / "model.safetensors").is_file()
     metrics = printed_json(steps.stdout[STEPS[4]])
     assert 1 / 3 < metrics["test_accuracy"] <= 1.0 and metrics["test_images"] == 6

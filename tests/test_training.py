@@ -599,9 +599,11 @@ def test_fine_tune_command_logs_lines_not_progress_bars(
     assert b"\r" not in result.stderr and b"\r" not in result.stdout
     stderr = result.stderr.decode()
     logged = [line for line in stderr.splitlines() if re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO tlops\.", line)]
-    assert any(line.endswith("tlops.steps.fine_tune: strategy lp-ft: strategy 'lp-ft' was requested") for line in logged)
+    requested = "tlops.steps.fine_tune: strategy lp-ft: strategy 'lp-ft' was requested"
+    assert any(line.endswith(requested) for line in logged)
     for epoch in (1, 2):
-        assert any(f"tlops.train.finetune: epoch {epoch}: 8 blocks trained, train loss " in line for line in logged), stderr
+        trained = f"tlops.train.finetune: epoch {epoch}: 8 blocks trained, train loss "
+        assert any(trained in line for line in logged), stderr
     # 2 epochs of 5 batches: at most one progress line per 30 s and loop, plus each loop's closing line.
     progress_lines = [line for line in logged if " tlops.io.progress: " in line]
     assert len(progress_lines) <= 2 * (elapsed // 30 + 1), progress_lines

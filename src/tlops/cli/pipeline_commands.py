@@ -165,12 +165,6 @@ def command_run(args: argparse.Namespace) -> int:
             print(f"no --data given: using the built-in demo data (scikit-learn digits) in {data_uri}")
         s3 = make_s3_client() if data_uri.startswith("s3://") else None
         prepared = preflight_dataset(data_uri, split, s3)
-        train_images = prepared.num_images.get("train", 0)
-        if args.batch_size > train_images:
-            raise TlopsError(
-                f"--batch-size {args.batch_size} is larger than the training split ({train_images} images): "
-                f"use at most {train_images}"
-            )
     except BaseException:
         if created:
             shutil.rmtree(output, ignore_errors=True)

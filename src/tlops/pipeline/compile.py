@@ -58,11 +58,12 @@ def compile_all(root: Path) -> list[Path]:
     from kfp import compiler
 
     from tlops.pipeline.components import ALL_COMPONENTS
+    from tlops.pipeline.launcher import launch_trainjob
 
     (root / "pipelines").mkdir(parents=True, exist_ok=True)
     (root / "components").mkdir(parents=True, exist_ok=True)
     written = [compile_pipeline(root / "pipelines" / PIPELINE_FILE)]
-    for component in ALL_COMPONENTS:
+    for component in (*ALL_COMPONENTS, launch_trainjob):
         path = root / "components" / f"{component.name.replace('-', '_')}.yaml"
         compiler.Compiler().compile(component, str(path))
         written.append(path)

@@ -131,21 +131,27 @@ def evaluate_loss(model: nn.Module, loader: DataLoader, device: torch.device) ->
 def micro_batch_size(config: TrainConfig, train_images: int, world_size: int) -> int:
     """Images per forward pass of one process: the global batch over processes and accumulation steps.
 
+    A global batch larger than the training split is cut to the split (rounded down to a multiple of the
+    processes x accumulation steps), with a warning: small datasets train with the default batch size.
+
     Raises:
-        TlopsError: when the batch is larger than the training split or does not divide evenly.
+        TlopsError: when the training split cannot give every process one image per step.
     """
-    if config.batch_size > train_images:
-        raise TlopsError(
-            f"--batch-size {config.batch_size} is larger than the training split ({train_images} images): "
-            f"use at most {train_images}"
-        )
     parts = world_size * config.grad_accumulation
-    if config.batch_size % parts:
+    batch = config.batch_size
+    if batch > train_images:
+        batch = train_images - train_images % parts
+        logger.warning(
+            "--batch-size %d is larger than the training split (%d images): training with batches of %d",
+            config.batch_size, train_images, batch,
+        )  # fmt: skip
+    if batch < parts or batch % parts:
         raise TlopsError(
             f"--batch-size {config.batch_size} does not split over {world_size} processes x "
-            f"{config.grad_accumulation} accumulation steps: use a multiple of {parts}"
+            f"{config.grad_accumulation} accumulation steps with {train_images} training images: use a multiple "
+            f"of {parts} no larger than {train_images}"
         )
-    return config.batch_size // parts
+    return batch // parts
 
 
 def _batch_mixer(config: TrainConfig, num_classes: int):
