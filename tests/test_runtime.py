@@ -56,3 +56,15 @@ def test_every_step_loader_takes_its_workers_from_the_runtime() -> None:
     for name, call in calls:
         keywords = {k.arg: ast.unparse(k.value) for k in call.keywords}
         assert keywords.get("workers") == "runtime.workers", (name, call.lineno)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where no GPU is visible")
+def test_cuda_requested_where_none_exists_is_a_clear_error(tmp_path: Path) -> None:
+    from tlops.errors import TlopsError
+
+    environ = {"TLOPS_CACHE_DIR": str(tmp_path)}
+    with pytest.raises(TlopsError, match=r"TLOPS_DEVICE='cuda' asks for CUDA but 0 CUDA devices are visible"):
+        runtime_from_environment(environ | {"TLOPS_DEVICE": "cuda"})
+    with pytest.raises(TlopsError, match=r"TLOPS_DEVICE='gpu0' is not a device: use auto, cpu, cuda or cuda:N"):
+        runtime_from_environment(environ | {"TLOPS_DEVICE": "gpu0"})
+    assert runtime_from_environment(environ | {"TLOPS_DEVICE": "auto"}).device == torch.device("cpu")

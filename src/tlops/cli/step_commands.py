@@ -152,6 +152,12 @@ def _run_step(args: argparse.Namespace) -> object:
         if features is None and (args.probe.parent / "features").is_dir():
             features = args.probe.parent / "features"
         checkpoint_uri = args.checkpoint_uri or str(args.output / "checkpoints")
+        distributed = distributed_from_environment(os.environ)
+        if distributed.world_size > 1 and runtime.device.type == "cuda":  # torchrun: one GPU per process
+            import torch
+
+            runtime.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(runtime.device)
         training = fine_tune(
             args.dataset,
             args.probe,
@@ -161,7 +167,7 @@ def _run_step(args: argparse.Namespace) -> object:
             features_dir=features,
             selection_dir=args.selection,
             checkpoint_uri=checkpoint_uri,
-            distributed=distributed_from_environment(os.environ),
+            distributed=distributed,
         )
         return {k: v for k, v in training.to_dict().items() if k != "history"} if training else {}
     if args.command == "evaluate":

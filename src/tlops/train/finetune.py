@@ -46,6 +46,7 @@ class EpochRecord:
         images_per_second: Training throughput over all processes.
         blocks: How many backbone blocks trained.
         swa: The record of the weight average (after the last epoch).
+        checkpoint_seconds: Time to write the epoch's checkpoint (the price of resumability).
     """
 
     epoch: int
@@ -57,6 +58,7 @@ class EpochRecord:
     images_per_second: float | None = None
     blocks: int | None = None
     swa: bool = False
+    checkpoint_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -327,6 +329,7 @@ def train_classifier(
             if swa_model is None and val_accuracy > best_accuracy:
                 run.best_epoch, best_accuracy, best_state = epoch, val_accuracy, copy.deepcopy(classifier.state_dict())
             if checkpoints is not None:
+                saving = time.perf_counter()
                 checkpoints.save(
                     {
                         "epoch": epoch,
@@ -342,6 +345,7 @@ def train_classifier(
                     },
                     fingerprint or {},
                 )
+                record.checkpoint_seconds = round(time.perf_counter() - saving, 3)
         if distributed.world_size > 1:
             torch.distributed.barrier()
 
