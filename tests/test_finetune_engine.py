@@ -312,3 +312,30 @@ def test_two_gloo_processes_train_what_one_process_trains(probed: dict[str, Path
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5)
     assert json.loads((tmp_path / "ddp" / "training.json").read_text())["history"][1]["epoch"] == 1
+
+
+@pytest.mark.integration
+def test_fine_tune_reads_and_writes_step_folders_on_s3(probed: dict[str, Path], services, s3_client, bucket) -> None:
+    """As the pods of a multi-node TrainJob do: every folder an s3:// prefix, the checkpoint on S3 too."""
+    from tlops.io.storage import upload_folder
+
+    base = f"s3://{bucket}/run-1"
+    for name in ("data", "probe", "features"):
+        upload_folder(probed[name], f"{base}/{name}", s3_client)
+    command = [sys.executable, "-m", "tlops.cli", "fine-tune", "--dataset", f"{base}/data", "--probe",
+               f"{base}/probe", "--features", f"{base}/features", "--output", f"{base}/model", "--strategy",
+               "partial", "--epochs", "1", "--batch-size", "8"]  # fmt: skip
+    env = _environment(probed) | services.env()
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    keys = {item["Key"] for item in s3_client.list_objects_v2(Bucket=bucket, Prefix="run-1/model/")["Contents"]}
+    assert {"run-1/model/model.safetensors", "run-1/model/model_config.json", "run-1/model/training.json"} <= keys
+    assert not any("checkpoint" in key for key in keys)  # written to run-1/model/checkpoints/, removed at the end
+    assert json.loads(result.stdout)["strategy"] == "partial"
+
+    missing = subprocess.run([*command[:5], f"s3://{bucket}/nothing", *command[6:]], env=env, capture_output=True,
+                             text=True, timeout=600, check=False)  # fmt: skip
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == (
+        f"tlops: error: s3://{bucket}/nothing holds no object: give the s3:// prefix of a step's output folder"
+    )

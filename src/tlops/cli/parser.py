@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from tlops import __version__
+from tlops.cli.staging import path_or_s3
 from tlops.steps.config import DEFAULT_BACKBONE, DEFAULTS, SELECTION_METRICS
 from tlops.train.config import ALIASES, STRATEGIES, SURGICAL_BLOCKS
 
@@ -371,9 +372,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_class_weighted_argument(extract)
 
     tune = commands.add_parser("fine-tune", help="train the classifier from the probe with a strategy")
-    tune.add_argument("--dataset", type=Path, required=True, help=dataset_help)
-    tune.add_argument("--probe", type=Path, required=True, help="the probe/ folder of the extract-features output")
-    tune.add_argument("--output", type=Path, required=True, help="folder for the model and its training record")
+    tune.add_argument("--dataset", type=path_or_s3, required=True, help=dataset_help + " (or its s3:// prefix)")
+    tune.add_argument(
+        "--probe", type=path_or_s3, required=True, help="the probe/ folder of extract-features (or its s3:// prefix)"
+    )
+    tune.add_argument(
+        "--output",
+        type=path_or_s3,
+        required=True,
+        help="folder or s3:// prefix for the model and its training record",
+    )
     tune.add_argument(
         "--strategy",
         default=DEFAULTS.strategy,
@@ -383,10 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tune.add_argument(
         "--features",
-        type=Path,
+        type=path_or_s3,
         help="the features/ folder of extract-features (mlp-probe needs it; default: beside --probe when present)",
     )
-    tune.add_argument("--selection", type=Path, help="the select-backbone output, whose table auto reads (optional)")
+    tune.add_argument(
+        "--selection", type=path_or_s3, help="the select-backbone output, whose table auto reads (optional)"
+    )
     _add_training_arguments(tune)
     _add_seed_argument(tune)
     _add_class_weighted_argument(tune)

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from tlops.cli.checks import archive_limits, backbone_list, check_positive
+from tlops.cli.staging import staged_folders, upload_output
 from tlops.errors import TlopsError
 
 
@@ -18,17 +19,22 @@ def command_step(args: argparse.Namespace) -> int:
     """
     from tlops.io.paths import check_writable_dir
 
-    _check_step_arguments(args)
-    output = args.output
-    if output is not None:
-        check_writable_dir(output)
-    created = output is not None and not output.exists()
-    try:
-        result = _run_step(args)
-    except BaseException:
-        if created:
-            _remove_output(output)
-        raise
+    with staged_folders(args) as output_uri:
+        if output_uri and getattr(args, "checkpoint_uri", None) == "":
+            args.checkpoint_uri = f"{output_uri.rstrip('/')}/checkpoints"  # pods share no disk: resume from S3
+        _check_step_arguments(args)
+        output = args.output
+        if output is not None:
+            check_writable_dir(output)
+        created = output is not None and not output.exists()
+        try:
+            result = _run_step(args)
+        except BaseException:
+            if created:
+                _remove_output(output)
+            raise
+        if output_uri and os.environ.get("RANK", "0") == "0":
+            upload_output(output, output_uri)
     print(json.dumps(result, indent=2))
     return 0
 

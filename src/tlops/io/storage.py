@@ -203,3 +203,27 @@ def check_writable_location(uri: str, s3: S3Client | None, what: str) -> None:
         raise TlopsError(f"{what} {uri} is on S3 but no S3 client is configured: set AWS_ENDPOINT_URL")
     else:
         check_writable_prefix(s3, uri, what)
+
+
+def download_prefix(uri: str, destination: Path, s3: S3Client) -> Path:
+    """Copy every object under an s3:// prefix into ``destination``, keeping the key paths below the prefix.
+
+    Raises:
+        TlopsError: when the prefix holds no object, the bucket is missing or access is refused.
+    """
+    location = parse_s3_uri(uri)
+    prefix = location.key.rstrip("/") + "/" if location.key else ""
+    count = 0
+    for key, _ in iter_objects(s3, uri):
+        download(f"s3://{location.bucket}/{key}", destination / key[len(prefix) :], s3)
+        count += 1
+    if not count:
+        raise TlopsError(f"{uri} holds no object: give the s3:// prefix of a step's output folder")
+    return destination
+
+
+def upload_folder(folder: Path, uri: str, s3: S3Client) -> None:
+    """Upload every file under ``folder`` to the s3:// prefix ``uri`` (relative paths become keys)."""
+    base = uri.rstrip("/")
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        upload_file(path, f"{base}/{path.relative_to(folder).as_posix()}", s3)

@@ -8,9 +8,15 @@ passed through to the TrainJob's nodes (``task_config_passthroughs`` without ``a
 pod itself stays small on the CPU image; the task's environment goes to both. Wire it as::
 
     launch_trainjob(
-        image=GPU_IMAGE, command=["torchrun", ...], num_nodes=2,
+        image=GPU_IMAGE, num_nodes=2,
+        command=["torchrun", "-m", "tlops.cli", "fine-tune", "--dataset", "s3://b/run/data", "--probe",
+                 "s3://b/run/probe", "--features", "s3://b/run/features", "--output", "s3://b/run/model"],
         run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, task_id=dsl.PIPELINE_TASK_ID_PLACEHOLDER,
     ).set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+
+torchrun reads the node count, rank and rendezvous from the ``PET_*`` variables the runtime sets; the nodes share no
+disk, so every folder is an ``s3://`` prefix (``tlops fine-tune`` downloads the inputs, rank 0 uploads the model,
+and the per-epoch checkpoint goes to ``<output>/checkpoints`` on S3, so a restarted job resumes).
 
 The run and task ids name the TrainJob, so a retry of the task finds and resumes the job of its previous attempt.
 The pipeline's service account needs create/get/delete on ``trainjobs.trainer.kubeflow.org``, list on ``pods``
