@@ -134,7 +134,7 @@ def run_strategy(
 ) -> dict[str, Any]:
     """Fine-tune with ``strategy`` at the epoch budget, then evaluate on the test split."""
     shutil.rmtree(out, ignore_errors=True)
-    config = TrainConfig(strategy=strategy, epochs=args.epochs, seed=args.seed)
+    config = TrainConfig(strategy=strategy, epochs=args.epochs, seed=args.seed, layer_decay=args.layer_decay)
     start = time.perf_counter()
     training = fine_tune(
         data_dir,
@@ -332,6 +332,12 @@ def main(argv: list[str] | None = None) -> int:
         "--strategies", type=strategy_list, default=list(ORDER), help=f"comma-separated (default: {','.join(ORDER)})"
     )
     parser.add_argument("--seed", type=int, default=0, help="TrainConfig.seed (default 0)")
+    parser.add_argument(
+        "--layer-decay",
+        type=float,
+        default=TrainConfig.layer_decay,
+        help=f"TrainConfig.layer_decay of the fine-tuning strategies (default {TrainConfig.layer_decay})",
+    )
     parser.add_argument(
         "--no-selection",
         dest="selection",

@@ -267,10 +267,10 @@ def test_auto_fine_tunes_the_top_blocks_on_moderate_data_and_everything_on_much(
     assert "0.800 < 0.97" in reasons[-1] and "top 2 blocks" in reasons[-1]
     chosen, reasons = decide(TrainConfig(strategy="auto"), _evidence(0.8, {"a": 150, "b": 100}))
     assert chosen == "lp-ft" and "100+ training images per class" in reasons[-1]
-    # Raw pixels as good as the pretrained features: the target is far from the source, fine-tune everything.
+    # Raw pixels as good as the pretrained features: low-level statistics differ, tune the first blocks.
     far = _evidence(0.8, {"a": 50, "b": 30}, baseline_probe=0.9, backbone_probe=0.85, knn_accuracy=0.7)
     chosen, reasons = decide(TrainConfig(strategy="auto"), far)
-    assert chosen == "lp-ft" and "far from the source" in reasons[-1]
+    assert chosen == "surgical" and "first 2 blocks (surgical, input-level shift)" in reasons[-1]
     assert "kNN 0.700" in reasons[0] and "raw pixels 0.900 vs backbone 0.850" in reasons[0]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from tlops.data.loading import make_loader, split_dataset
@@ -118,6 +118,8 @@ def fine_tune(
         evidence.mlp_probe_val = mlp.val_accuracy
         logger.info("MLP probe on cached features: val accuracy %.4f (epoch %d)", mlp.val_accuracy, mlp.best_epoch)
     strategy, reasons = decide(config, evidence)
+    if config.strategy == "auto" and strategy == "surgical":
+        config = replace(config, surgical_blocks="first")  # auto's reason: an input-level shift
     for reason in reasons:
         logger.info("strategy %s: %s", strategy, reason)
 

@@ -6,9 +6,10 @@ Rule (freeze when the target is close to the source and data is small, fine-tune
    little data to fine-tune without overfitting);
 2. the linear probe already reaches ``auto_probe_accuracy`` on validation -> the better probe (the source's
    features fit the target: it is close to the source);
-3. ``auto_lp_ft_images_per_class`` images per class or more, or raw pixels score as well as the backbone's
-   features (the target is far from the source) -> ``lp-ft`` (every block, from the probe head);
-4. otherwise -> ``partial`` (the top ``unfreeze_blocks`` blocks: enough data to adapt the task-specific layers,
+3. ``auto_lp_ft_images_per_class`` images per class or more -> ``lp-ft`` (every block, from the probe head);
+4. raw pixels score as well as the backbone's features (the target's low-level statistics are far from the
+   source's) -> ``surgical`` on the first ``unfreeze_blocks`` blocks (Lee et al. 2023: input-level shift);
+5. otherwise -> ``partial`` (the top ``unfreeze_blocks`` blocks: enough data to adapt the task-specific layers,
    not the generic ones).
 
 A fine-tuned model is then kept only when its validation accuracy beats the best probe's by more than one
@@ -100,13 +101,20 @@ def decide(config: TrainConfig, evidence: Evidence) -> tuple[str, list[str]]:
         and evidence.backbone_probe is not None
         and evidence.baseline_probe >= evidence.backbone_probe
     )
-    if smallest >= config.auto_lp_ft_images_per_class or far:
-        why = (
-            "raw pixels fit as well as the pretrained features: the target is far from the source"
-            if far
-            else f"{smallest}+ training images per class (>= {config.auto_lp_ft_images_per_class}) support it"
-        )
-        return "lp-ft", [*reasons, f"fine-tune every block from the probe head (lp-ft): {why}"]
+    if smallest >= config.auto_lp_ft_images_per_class:
+        return "lp-ft", [
+            *reasons,
+            f"fine-tune every block from the probe head (lp-ft): {smallest}+ training images per class "
+            f"(>= {config.auto_lp_ft_images_per_class}) support it",
+        ]
+    if far:
+        return "surgical", [
+            *reasons,
+            f"raw pixels fit as well as the pretrained features (probe {evidence.baseline_probe:.3f} vs "
+            f"{evidence.backbone_probe:.3f}): the low-level statistics differ from the source, and {smallest} images "
+            f"per class (< {config.auto_lp_ft_images_per_class}) are too few for every block: fine-tune the first "
+            f"{config.unfreeze_blocks} blocks (surgical, input-level shift)",
+        ]
     return "partial", [
         *reasons,
         f"probe val {probe_val:.3f} < {config.auto_probe_accuracy} with {smallest} images per class (between "

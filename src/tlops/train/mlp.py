@@ -33,9 +33,9 @@ def _accuracy(head: nn.Module, features: torch.Tensor, targets: torch.Tensor, ba
     head.eval()
     with torch.no_grad():
         predicted = head(features).argmax(1)
-    if not balanced:
-        return float((predicted == targets).float().mean())
-    recalls = [float((predicted[targets == c] == c).float().mean()) for c in targets.unique()]
+    if not balanced:  # exact counts: a float32 mean would break ties with the linear probe by rounding
+        return int((predicted == targets).sum()) / len(targets)
+    recalls = [int((predicted[targets == c] == c).sum()) / int((targets == c).sum()) for c in targets.unique()]
     return sum(recalls) / len(recalls)
 
 
