@@ -46,6 +46,7 @@ def fit_mlp_head(
     hidden: int = 512,
     dropout: float = 0.2,
     epochs: int = 100,
+    patience: int = 20,
     seed: int = 0,
     class_weights: torch.Tensor | None = None,
 ) -> MlpProbeResult:
@@ -60,7 +61,8 @@ def fit_mlp_head(
         num_classes: Outputs.
         hidden: Hidden width.
         dropout: Dropout before the output layer.
-        epochs: Passes over the training features (mini-batches of 256).
+        epochs: Most passes over the training features (mini-batches of 256).
+        patience: Stop after this many epochs without a better validation accuracy.
         seed: Seed of the initialisation and the order.
         class_weights: Per-class loss weights (class-weighted training; then balanced validation accuracy).
     """
@@ -85,6 +87,8 @@ def fit_mlp_head(
             score = _accuracy(head, x_val, y_val, balanced)
             if score > best[0]:
                 best = (score, epoch, copy.deepcopy(head.state_dict()))
+            elif epoch - best[1] >= patience:
+                break
     score, best_epoch, state = best
     head.load_state_dict(state)
     train_accuracy = _accuracy(head, x_train, y_train, balanced)
