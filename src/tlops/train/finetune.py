@@ -9,7 +9,6 @@ epoch that a restarted step resumes from, and DistributedDataParallel when start
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import math
@@ -26,6 +25,7 @@ from tlops.io.progress import progress
 from tlops.models.device import autocast
 from tlops.train.blocks import trained_blocks
 from tlops.train.config import TrainConfig
+from tlops.train.epoch import OptimizerStep, Quiet, batch_mixer, train_epoch
 from tlops.train.optim import parameter_groups, set_trainable, warmup_cosine
 from tlops.train.resume import CheckpointStore, rng_state, set_rng_state
 
@@ -156,19 +156,6 @@ def micro_batch_size(config: TrainConfig, train_images: int, world_size: int) ->
     return batch // parts
 
 
-def _batch_mixer(config: TrainConfig, num_classes: int):
-    from torchvision.transforms import v2 as transforms
-
-    mixers = []
-    if config.mixup > 0:
-        mixers.append(transforms.MixUp(alpha=config.mixup, num_classes=num_classes))
-    if config.cutmix > 0:
-        mixers.append(transforms.CutMix(alpha=config.cutmix, num_classes=num_classes))
-    if not mixers:
-        return None
-    return mixers[0] if len(mixers) == 1 else transforms.RandomChoice(mixers)
-
-
 def train_classifier(
     classifier: nn.Module,
     train_set: Dataset,
@@ -235,7 +222,7 @@ def train_classifier(
     criterion = nn.CrossEntropyLoss(
         weight=class_weights.to(device) if class_weights is not None else None, label_smoothing=config.label_smoothing
     )
-    mixer = _batch_mixer(config, num_classes)
+    mixer = batch_mixer(config, num_classes)
     forward = torch.compile(classifier) if config.compile else classifier
 
     run = TrainingRun(model=classifier)
@@ -271,34 +258,10 @@ def train_classifier(
         _set_train_mode(classifier, config.freeze_batchnorm)
         sampler.set_epoch(epoch)
         started = time.perf_counter()
-        totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, images
         desc = f"fine-tune epoch {epoch}/{config.epochs}"
-        batches = progress(loader, desc, unit="batch") if distributed.is_main else _Quiet(loader)
-        for step, (images, targets) in enumerate(batches):
-            images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            targets = targets.to(device, non_blocking=True)
-            labels = targets
-            if mixer is not None:
-                images, targets = mixer(images, targets)
-            boundary = (step + 1) % config.grad_accumulation == 0 or step + 1 == len(loader)
-            sync = model.no_sync() if distributed.world_size > 1 and not boundary else contextlib.nullcontext()
-            with sync:
-                with autocast(device):
-                    logits = model(images)
-                loss = criterion(logits.float(), targets)
-                (loss / config.grad_accumulation).backward()
-            if boundary:
-                if config.clip_grad_norm > 0:
-                    nn.utils.clip_grad_norm_(
-                        [p for p in classifier.parameters() if p.grad is not None], config.clip_grad_norm
-                    )
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                schedule.step()
-            totals += torch.tensor(
-                [loss.item() * len(labels), (logits.argmax(1) == labels).sum().item(), len(labels)], dtype=torch.float64
-            )
-            batches.set_postfix(loss=f"{totals[0] / totals[2]:.3f}")
+        batches = progress(loader, desc, unit="batch") if distributed.is_main else Quiet(loader)
+        step = OptimizerStep(optimizer, schedule, classifier, config.grad_accumulation, config.clip_grad_norm)
+        totals = train_epoch(model, batches, len(loader), criterion, step, mixer, device, distributed.world_size > 1)
         seconds = time.perf_counter() - started
         if distributed.world_size > 1:
             torch.distributed.all_reduce(totals)
@@ -330,21 +293,11 @@ def train_classifier(
                 run.best_epoch, best_accuracy, best_state = epoch, val_accuracy, copy.deepcopy(classifier.state_dict())
             if checkpoints is not None:
                 saving = time.perf_counter()
-                checkpoints.save(
-                    {
-                        "epoch": epoch,
-                        "model": classifier.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": schedule.state_dict(),
-                        "swa": swa_model.state_dict() if swa_model is not None else None,
-                        "history": [vars(r) for r in run.history],
-                        "best_epoch": run.best_epoch,
-                        "best_accuracy": best_accuracy,
-                        "best_state": best_state,
-                        "rng": rng_state(),
-                    },
-                    fingerprint or {},
-                )
+                state = {"epoch": epoch, "model": classifier.state_dict(), "optimizer": optimizer.state_dict()}
+                state |= {"scheduler": schedule.state_dict(), "history": [vars(r) for r in run.history]}
+                state |= {"swa": swa_model.state_dict() if swa_model is not None else None, "rng": rng_state()}
+                state |= {"best_epoch": run.best_epoch, "best_accuracy": best_accuracy, "best_state": best_state}
+                checkpoints.save(state, fingerprint or {})
                 record.checkpoint_seconds = round(time.perf_counter() - saving, 3)
         if distributed.world_size > 1:
             torch.distributed.barrier()
@@ -374,16 +327,3 @@ def _keep_average(run, swa_model, classifier, loader, val_loader, config, device
         run.best_epoch = config.epochs
         return val_accuracy, copy.deepcopy(classifier.state_dict())
     return probe_accuracy, probe_state
-
-
-class _Quiet:
-    """A loop without progress output (the other ranks of a distributed run)."""
-
-    def __init__(self, iterable) -> None:
-        self.iterable = iterable
-
-    def __iter__(self):
-        return iter(self.iterable)
-
-    def set_postfix(self, **_: object) -> None:
-        """Show nothing."""
