@@ -339,3 +339,59 @@ def test_fine_tune_reads_and_writes_step_folders_on_s3(probed: dict[str, Path], 
     assert missing.stderr.strip() == (
         f"tlops: error: s3://{bucket}/nothing holds no object: give the s3:// prefix of a step's output folder"
     )
+
+
+def test_fine_tune_bad_input_is_one_line_and_leaves_nothing(probed: dict[str, Path], tmp_path: Path) -> None:
+    env = _environment(probed)
+    cases = [
+        (("--strategy", "partial", "--unfreeze-blocks", "20"), {},
+         "tlops: error: --unfreeze-blocks 20 is more than the backbone's 8 blocks: use at most 8 (or --strategy lp-ft "
+         "to train every block)"),
+        (("--strategy", "freeze"), {}, "argument --strategy: invalid choice: 'freeze'"),
+        (("--epochs", "1"), {"TLOPS_DEVICE": "cuda"},
+         "tlops: error: TLOPS_DEVICE='cuda' asks for CUDA but 0 CUDA devices are visible: use TLOPS_DEVICE=cpu or "
+         "auto, or run on a GPU node (check the driver and CUDA_VISIBLE_DEVICES)"),
+    ]  # fmt: skip
+    if torch.cuda.is_available():
+        cases.pop()
+    for options, extra, message in cases:
+        output = tmp_path / "out"
+        command = _fine_tune_command(probed, output)
+        command = command[: command.index("--strategy")] + list(options)
+        result = subprocess.run(command, env=env | extra, capture_output=True, text=True, timeout=600, check=False)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert message in result.stderr.strip().splitlines()[-1], result.stderr[-2000:]
+        assert "Traceback" not in result.stderr and not output.exists()
+
+    # A checkpoint written for another run in the output's checkpoint folder: refused, kept, nothing else written.
+    output = tmp_path / "resumed"
+    CheckpointStore(str(output / "checkpoints")).save({"epoch": 1}, {"backbone": "resnet50", "classes": ["a"]})
+    result = subprocess.run(_fine_tune_command(probed, output, "--epochs", "1"), env=env, capture_output=True,
+                            text=True, timeout=600, check=False)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"tlops: error: the checkpoint {output / 'checkpoints' / 'fine-tune-checkpoint.pt'} belongs to another "
+        "training run (different backbone, classes, config, dataset, strategy): delete it, or give this run its own "
+        "--checkpoint-uri"
+    )
+    assert sorted(p.name for p in output.rglob("*")) == ["checkpoints", "fine-tune-checkpoint.pt"]
+
+
+def test_the_torchrun_command_carries_every_setting(tmp_path: Path) -> None:
+    """What torchrun and TrainJob pods run parses back to the same settings (no option silently dropped)."""
+    from tlops.cli import build_parser
+    from tlops.cli.checks import train_config
+    from tlops.steps.fine_tune import torchrun_command
+
+    config = TrainConfig(
+        strategy="surgical", epochs=4, batch_size=16, lr=3e-4, layer_decay=0.8, unfreeze_blocks=3,
+        surgical_blocks="middle", swa_epochs=2, hflip=True, trivial_augment=True, mixup=0.2, cutmix=1.0,
+        grad_accumulation=2, torch_compile=True, seed=7, class_weighted=True,
+    )  # fmt: skip
+    command = torchrun_command(2, tmp_path / "d", tmp_path / "p", tmp_path / "o", config, "s3://b/ckpt",
+                               features_dir=tmp_path / "f", selection_dir=tmp_path / "s")  # fmt: skip
+    assert command[:4] == ["torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m"]
+    assert command[4] == "tlops.cli"
+    args = build_parser().parse_args(command[5:])
+    assert train_config(args) == config
+    assert (args.checkpoint_uri, args.features, args.selection) == ("s3://b/ckpt", tmp_path / "f", tmp_path / "s")

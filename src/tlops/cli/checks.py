@@ -58,6 +58,7 @@ def train_config(args) -> TrainConfig:
         mixup=args.mixup,
         cutmix=args.cutmix,
         grad_accumulation=args.grad_accumulation,
+        torch_compile=args.torch_compile,
     )
 
 

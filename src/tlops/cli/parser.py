@@ -185,6 +185,9 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
         help="micro-batches per optimizer step, to reach --batch-size on a small GPU (default: %(default)s)",
     )
     training.add_argument(
+        "--torch-compile", action="store_true", help="torch.compile the model for fine-tuning (worth it on GPUs)"
+    )
+    training.add_argument(
         "--checkpoint-uri",
         default=DEFAULTS.checkpoint_uri,
         help="folder or s3:// prefix for the per-epoch checkpoint a restarted fine-tune resumes from (default: "

@@ -21,6 +21,7 @@ TRAINING_OPTIONS = (
     "mixup",
     "cutmix",
     "grad_accumulation",
+    "torch_compile",
     "checkpoint_uri",
     "processes_per_node",
 )

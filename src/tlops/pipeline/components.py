@@ -196,6 +196,7 @@ def fine_tune(
     mixup: float,
     cutmix: float,
     grad_accumulation: int,
+    torch_compile: bool,
     checkpoint_uri: str,
     processes_per_node: int,
     model: Output[Model],
@@ -237,6 +238,7 @@ def fine_tune(
         mixup=mixup,
         cutmix=cutmix,
         grad_accumulation=grad_accumulation,
+        torch_compile=torch_compile,
     )
     inputs = {"features_dir": Path(features.path), "selection_dir": Path(selection.path)}
     if processes_per_node > 1:

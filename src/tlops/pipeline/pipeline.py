@@ -119,6 +119,7 @@ def build_pipeline(scoring_parallelism: int = MAX_PARALLEL_SCORING) -> GraphComp
         mixup: float = DEFAULTS.mixup,
         cutmix: float = DEFAULTS.cutmix,
         grad_accumulation: int = DEFAULTS.grad_accumulation,
+        torch_compile: bool = DEFAULTS.torch_compile,
         checkpoint_uri: str = DEFAULTS.checkpoint_uri,
         processes_per_node: int = DEFAULTS.processes_per_node,
         gpu_accelerator_type: str = DEFAULTS.gpu_accelerator_type,
@@ -197,6 +198,7 @@ def build_pipeline(scoring_parallelism: int = MAX_PARALLEL_SCORING) -> GraphComp
             mixup=mixup,
             cutmix=cutmix,
             grad_accumulation=grad_accumulation,
+            torch_compile=torch_compile,
             checkpoint_uri=checkpoint_uri,
             processes_per_node=processes_per_node,
         ).set_display_name("fine-tune")

@@ -41,6 +41,7 @@ class Defaults:
         mixup: MixUp alpha (0: off).
         cutmix: CutMix alpha (0: off).
         grad_accumulation: Micro-batches per optimizer step.
+        torch_compile: ``torch.compile`` the model for fine-tuning.
         checkpoint_uri: Folder or ``s3://`` prefix of the fine-tune checkpoint (``""``: none; ``tlops run`` uses
             ``OUTPUT/checkpoints``).
         processes_per_node: Training processes in the fine-tune pod (DDP under torchrun; one per GPU).
@@ -82,6 +83,7 @@ class Defaults:
     mixup: float = TrainConfig.mixup
     cutmix: float = TrainConfig.cutmix
     grad_accumulation: int = TrainConfig.grad_accumulation
+    torch_compile: bool = TrainConfig.torch_compile
     checkpoint_uri: str = ""
     processes_per_node: int = 1
     val_fraction: float = SplitConfig.val_fraction

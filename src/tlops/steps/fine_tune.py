@@ -268,10 +268,9 @@ def fine_tune_arguments(
         "--swa-epochs", str(config.swa_epochs), "--mixup", repr(config.mixup), "--cutmix", repr(config.cutmix),
         "--grad-accumulation", str(config.grad_accumulation),
     ]  # fmt: skip
-    for flag, on in (("--class-weighted", config.class_weighted), ("--hflip", config.hflip),
-                     ("--trivial-augment", config.trivial_augment)):  # fmt: skip
-        if on:
-            arguments.append(flag)
+    flags = {"--class-weighted": config.class_weighted, "--hflip": config.hflip}
+    flags |= {"--trivial-augment": config.trivial_augment, "--torch-compile": config.torch_compile}
+    arguments += [flag for flag, on in flags.items() if on]
     for option, value in (("--checkpoint-uri", checkpoint_uri), ("--features", features_dir),
                           ("--selection", selection_dir)):  # fmt: skip
         if value:

@@ -44,7 +44,7 @@ class TrainConfig:
         cutmix: CutMix alpha (0: off).
         grad_accumulation: Micro-batches per optimizer step (reach ``batch_size`` on a small GPU).
         clip_grad_norm: Clip the gradient norm to this (0: off).
-        compile: ``torch.compile`` the model for training.
+        torch_compile: ``torch.compile`` the model for training (pays off on GPUs, over many steps).
         auto_probe_accuracy: ``auto`` keeps a probe when its validation accuracy reaches this.
         auto_min_images_per_class: ``auto`` keeps a probe below this many training images in the smallest class.
         auto_lp_ft_images_per_class: ``auto`` fine-tunes every layer from this many images per class, fewer
@@ -74,7 +74,7 @@ class TrainConfig:
     cutmix: float = 0.0
     grad_accumulation: int = 1
     clip_grad_norm: float = 1.0
-    compile: bool = False
+    torch_compile: bool = False
     auto_probe_accuracy: float = 0.97
     auto_min_images_per_class: int = 10
     auto_lp_ft_images_per_class: int = 100

@@ -223,7 +223,7 @@ def train_classifier(
         weight=class_weights.to(device) if class_weights is not None else None, label_smoothing=config.label_smoothing
     )
     mixer = batch_mixer(config, num_classes)
-    forward = torch.compile(classifier) if config.compile else classifier
+    forward = torch.compile(classifier) if config.torch_compile else classifier
 
     run = TrainingRun(model=classifier)
     best_accuracy, best_state = -1.0, None
