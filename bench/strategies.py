@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from ranking import write_lfw  # bench/ is on sys.path when run as python bench/strategies.py
 
 from tlops.data.demo import write_digits_imagefolder
 from tlops.data.prepare import SplitConfig, prepare_data
@@ -69,18 +70,6 @@ TOLERANCE = 1e-9
 
 
 # --- datasets ----------------------------------------------------------------------------------------------------
-
-
-def write_lfw(root: Path) -> Path:
-    """scikit-image's ``lfw_subset`` as ``root/face/`` and ``root/non_face/`` 25x25 grey PNGs."""
-    import skimage.data
-
-    images = skimage.data.lfw_subset()
-    for index, image in enumerate(images):
-        folder = root / ("face" if index < len(images) // 2 else "non_face")
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray((image * 255).round().astype(np.uint8), mode="L").save(folder / f"{index:03d}.png")
-    return root
 
 
 def write_digits_far(root: Path, per_class: int, seed: int = 0) -> Path:
