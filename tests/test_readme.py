@@ -41,6 +41,8 @@ import pytest
 import yaml
 from PIL import Image, ImageDraw
 
+from tlops.train.config import STRATEGIES
+
 REPO = Path(__file__).resolve().parents[1]
 READMES = ("README.md", "bench/README.md", "docker/README.md")
 BIN = Path(sys.executable).parent
@@ -468,7 +470,7 @@ def check_summary(output: Path, classes: list[str], layout: str) -> dict[str, An
     assert summary["version"] == 1
     assert sorted(summary["aliases"]) == ["challenger", "champion"]
     assert summary["model_uri"] == "models:/tlops-classifier/1"
-    assert summary["strategy"] in ("linear-probe", "mlp-probe", "partial", "lp-ft") and summary["strategy_reasons"]
+    assert summary["strategy"] in STRATEGIES and summary["strategy"] != "auto" and summary["strategy_reasons"]
     accuracy = summary["metrics"]["test_accuracy"]
     assert isinstance(accuracy, float) and 1 / len(classes) < accuracy <= 1.0, summary["metrics"]
     assert summary["metrics"]["test_images"] == dataset["num_test"]
@@ -750,12 +752,7 @@ def test_per_step_commands(steps: Steps) -> None:
     assert probe["backbone"] == "efficientnet_lite0" and probe["val_accuracy"] > 1 / 3
     assert any((cwd / "features" / "features").iterdir()) and any((cwd / "features" / "probe").iterdir())
     tuned = printed_json(steps.stdout[STEPS[3]])
-    assert tuned["requested_strategy"] == "auto" and tuned["strategy"] in (
-        "linear-probe",
-        "mlp-probe",
-        "partial",
-        "lp-ft",
-    )
+    assert tuned["requested_strategy"] == "auto" and tuned["strategy"] in STRATEGIES and tuned["strategy"] != "auto"
     assert (cwd / "model" / "model.safetensors").is_file()
     metrics = printed_json(steps.stdout[STEPS[4]])
     assert 1 / 3 < metrics["test_accuracy"] <= 1.0 and metrics["test_images"] == 6
@@ -1086,7 +1083,7 @@ def test_bench_strategies(tmp_path: Path) -> None:
 
     # auto's decision is reported: the rule's choice, what it kept, and both checks of its promise.
     verdict = dataset["auto"]
-    assert verdict["decided"] in ("linear-probe", "mlp-probe", "partial", "lp-ft")
+    assert verdict["decided"] in STRATEGIES and verdict["decided"] != "auto"
     assert verdict["kept"] in ("linear-probe", "mlp-probe", verdict["decided"])
     assert verdict["kept"] == rows["auto"]["applied"]
     assert verdict["val_at_least_best_probe"] is True  # by construction: a fine-tuned model must beat the probes
