@@ -12,7 +12,7 @@ from tlops.data.loading import make_loader, split_dataset
 from tlops.data.preprocessing import eval_transform, train_transform
 from tlops.errors import TlopsError
 from tlops.io.storage import check_writable_location
-from tlops.models.backbones import build_classifier, load_backbone
+from tlops.models.backbones import Backbone, build_classifier, load_backbone
 from tlops.steps.common import localized_manifest
 from tlops.steps.outputs import (
     LEARNING_CURVES_FILE,
@@ -29,7 +29,15 @@ from tlops.steps.runtime import Runtime
 from tlops.train.auto import Evidence, decide, keep_fine_tuned
 from tlops.train.blocks import block_groups, check_unfreeze_blocks
 from tlops.train.config import FINE_TUNING, TrainConfig
-from tlops.train.finetune import SINGLE_PROCESS, Distributed, EpochRecord, balanced_class_weights, train_classifier
+from tlops.train.finetune import (
+    SINGLE_PROCESS,
+    Distributed,
+    EpochRecord,
+    TrainingRun,
+    balanced_class_weights,
+    train_classifier,
+)
+from tlops.train.mlp import MlpProbeResult, fit_mlp_head
 from tlops.train.resume import CheckpointStore
 
 logger = logging.getLogger(__name__)
@@ -88,35 +96,15 @@ def fine_tune(
         check_writable_location(checkpoint_uri, runtime.s3, "--checkpoint-uri")
     linear_head = read_head(probe_dir)
     manifest, classes = localized_manifest(data_dir, runtime)
-    train_rows = manifest[manifest["split"] == "train"]
     class_weights = (
-        balanced_class_weights([classes.index(label) for label in train_rows["label"]], len(classes))
+        balanced_class_weights(
+            [classes.index(label) for label in manifest[manifest["split"] == "train"]["label"]], len(classes)
+        )
         if config.class_weighted
         else None
     )
 
-    evidence = Evidence(
-        train_images_per_class=train_rows["label"].value_counts().to_dict(),
-        val_images=int((manifest["split"] == "val").sum()),
-        linear_probe_val=probe_summary.val_accuracy,
-    )
-    _add_selection_evidence(evidence, selection_dir, probe_summary.backbone)
-    mlp = None
-    if features_dir is not None and config.strategy in ("mlp-probe", "auto"):
-        from tlops.train.mlp import fit_mlp_head
-
-        splits = read_features(features_dir)
-        mlp = fit_mlp_head(
-            splits["train"],
-            splits["val"],
-            len(classes),
-            config.mlp_hidden,
-            config.mlp_dropout,
-            seed=config.seed,
-            class_weights=class_weights,
-        )
-        evidence.mlp_probe_val = mlp.val_accuracy
-        logger.info("MLP probe on cached features: val accuracy %.4f (epoch %d)", mlp.val_accuracy, mlp.best_epoch)
+    evidence, mlp = _evidence(manifest, classes, probe_summary, config, features_dir, selection_dir, class_weights)
     strategy, reasons = decide(config, evidence)
     if config.strategy == "auto" and strategy == "surgical":
         config = replace(config, surgical_blocks="first")  # auto's reason: an input-level shift
@@ -133,32 +121,17 @@ def fine_tune(
         blocks = block_groups(backbone.model)
         if strategy in ("partial", "surgical"):
             check_unfreeze_blocks(config.unfreeze_blocks, len(blocks))
-        train_set = split_dataset(
-            manifest,
-            "train",
-            classes,
-            train_transform(backbone.data_config, config.hflip, config.crop_scale, config.trivial_augment),
-        )
-        val_loader = make_loader(
-            split_dataset(manifest, "val", classes, eval_transform(backbone.data_config)),
-            runtime.batch_size,
-            workers=runtime.workers,
-            pin_memory=runtime.pin_memory,
-        )
         pretrained = copy.deepcopy(backbone.model.state_dict())  # training updates the backbone in place
-        run = train_classifier(
-            build_classifier(backbone, len(classes), head=linear_head),
-            train_set,
-            val_loader,
+        run = _train_backbone(
+            backbone,
+            linear_head,
+            manifest,
+            classes,
+            strategy,
+            blocks,
             config,
-            runtime.device,
-            strategy=strategy,
-            blocks=blocks,
-            num_classes=len(classes),
-            workers=runtime.workers,
-            pin_memory=runtime.pin_memory,
+            runtime,
             class_weights=class_weights,
-            keep_probe=False,
             checkpoints=CheckpointStore(checkpoint_uri, runtime.s3) if checkpoint_uri else None,
             fingerprint=_fingerprint(probe_summary.backbone, classes, manifest, strategy, config),
             distributed=distributed,
@@ -222,6 +195,80 @@ def fine_tune(
     if checkpoint_uri:
         CheckpointStore(checkpoint_uri, runtime.s3).remove()
     return training
+
+
+def _evidence(
+    manifest,
+    classes: list[str],
+    probe_summary: ProbeSummary,
+    config: TrainConfig,
+    features_dir: Path | None,
+    selection_dir: Path | None,
+    class_weights,
+) -> tuple[Evidence, MlpProbeResult | None]:
+    """What ``auto`` decides from; fits the MLP probe on the cached features when it may be used."""
+    train_rows = manifest[manifest["split"] == "train"]
+    evidence = Evidence(
+        train_images_per_class=train_rows["label"].value_counts().to_dict(),
+        val_images=int((manifest["split"] == "val").sum()),
+        linear_probe_val=probe_summary.val_accuracy,
+    )
+    _add_selection_evidence(evidence, selection_dir, probe_summary.backbone)
+    if features_dir is None or config.strategy not in ("mlp-probe", "auto"):
+        return evidence, None
+    splits = read_features(features_dir)
+    mlp = fit_mlp_head(
+        splits["train"],
+        splits["val"],
+        len(classes),
+        config.mlp_hidden,
+        config.mlp_dropout,
+        seed=config.seed,
+        class_weights=class_weights,
+    )
+    evidence.mlp_probe_val = mlp.val_accuracy
+    logger.info("MLP probe on cached features: val accuracy %.4f (epoch %d)", mlp.val_accuracy, mlp.best_epoch)
+    return evidence, mlp
+
+
+def _train_backbone(
+    backbone: Backbone,
+    head,
+    manifest,
+    classes: list[str],
+    strategy: str,
+    blocks: list[list[str]],
+    config: TrainConfig,
+    runtime: Runtime,
+    **loop_options,
+) -> TrainingRun:
+    """Fine-tune the backbone's blocks the strategy names, from the probe head, on the augmented training split."""
+    train_set = split_dataset(
+        manifest,
+        "train",
+        classes,
+        train_transform(backbone.data_config, config.hflip, config.crop_scale, config.trivial_augment),
+    )
+    val_loader = make_loader(
+        split_dataset(manifest, "val", classes, eval_transform(backbone.data_config)),
+        runtime.batch_size,
+        workers=runtime.workers,
+        pin_memory=runtime.pin_memory,
+    )
+    return train_classifier(
+        build_classifier(backbone, len(classes), head=head),
+        train_set,
+        val_loader,
+        config,
+        runtime.device,
+        strategy=strategy,
+        blocks=blocks,
+        num_classes=len(classes),
+        workers=runtime.workers,
+        pin_memory=runtime.pin_memory,
+        keep_probe=False,
+        **loop_options,
+    )
 
 
 def _add_selection_evidence(evidence: Evidence, selection_dir: Path | None, backbone: str) -> None:
