@@ -142,12 +142,28 @@ def test_gradual_unfreezes_one_more_block_per_epoch(lite0) -> None:
 
 
 def test_gradient_accumulation_equals_the_whole_batch(lite0) -> None:
-    whole, _ = _train(lite0, "partial", clip_grad_norm=0.0)
-    accumulated, _ = _train(lite0, "partial", clip_grad_norm=0.0, grad_accumulation=2)
-    for key, value in whole.model.state_dict().items():
-        torch.testing.assert_close(
-            accumulated.model.state_dict()[key], value, rtol=1e-3, atol=1e-4
-        )  # Adam: float noise
+    """Two micro-batches of 4 leave the gradient one batch of 8 leaves (compared before the optimizer, which would
+    turn float noise on near-zero gradients into whole steps)."""
+    from tlops.train.epoch import OptimizerStep, train_epoch
+
+    class Capture(OptimizerStep):
+        def __call__(self) -> None:
+            self.grads = {n: p.grad.clone() for n, p in self.model.named_parameters() if p.grad is not None}
+
+    data = _images(8)
+    gradients = []
+    for micro, accumulation in ((8, 1), (4, 2)):
+        torch.manual_seed(0)
+        classifier = build_classifier(copy.deepcopy(lite0), 2).eval()  # eval: BatchNorm statistics frozen
+        optimizer = torch.optim.SGD(classifier.parameters(), lr=0.0)
+        step = Capture(optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0), classifier, accumulation)
+        batches = [(data.tensors[0][i : i + micro], data.tensors[1][i : i + micro]) for i in range(0, 8, micro)]
+        loader = type("Batches", (list,), {"set_postfix": lambda self, **_: None})(batches)
+        train_epoch(classifier, loader, len(batches), nn.CrossEntropyLoss(), step, None, torch.device("cpu"), False)
+        gradients.append(step.grads)
+    assert gradients[0].keys() == gradients[1].keys() and len(gradients[0]) > 100
+    for name, gradient in gradients[0].items():
+        torch.testing.assert_close(gradients[1][name], gradient, rtol=1e-4, atol=1e-6)
 
 
 def test_swa_keeps_the_average_of_the_last_epochs(lite0) -> None:

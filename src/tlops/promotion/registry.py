@@ -141,8 +141,6 @@ def register_model(record: RunRecord, config: RegistryConfig, client=None) -> Re
                 mlflow.set_tag("tlops.promotion.gate", " | ".join(comparison["reasons"]))
                 numbers = ("difference", "ci_low", "ci_high", "mcnemar_p", "worst_class_regression")
                 mlflow.log_metrics({f"gate.{k}": comparison[k] for k in numbers if comparison.get(k) is not None})
-            if training.get("evidence"):
-                mlflow.log_dict(training["evidence"], "report/strategy_evidence.json")
             for epoch in training["history"]:
                 if epoch.get("swa"):  # the weight average: not an epoch of the curves
                     mlflow.log_metric("swa.val_accuracy", epoch["val_accuracy"])
