@@ -169,6 +169,8 @@ def register_model(record: RunRecord, config: RegistryConfig, client=None) -> Re
                 signature=signature,
                 input_example=example,
                 serialization_format="pt2",
+                # Named, not inferred: inference loads the model in a subprocess (about 12 s a registration).
+                pip_requirements=mlflow.pytorch.get_default_pip_requirements(),
                 metadata={
                     "classes": prepared.classes,
                     "data_config": record.data_config,
