@@ -210,14 +210,11 @@ def fine_tune(
     """
     import html
     import os
-    import subprocess
-    import sys
     from pathlib import Path
 
     from tlops.evaluation.plots import html_page
     from tlops.io.logs import configure_logging
-    from tlops.steps.fine_tune import fine_tune as run
-    from tlops.steps.outputs import Training
+    from tlops.steps.fine_tune import fine_tune_on_processes as run
     from tlops.steps.runtime import runtime_from_environment
     from tlops.train.config import TrainConfig
 
@@ -240,25 +237,17 @@ def fine_tune(
         grad_accumulation=grad_accumulation,
         torch_compile=torch_compile,
     )
-    inputs = {"features_dir": Path(features.path), "selection_dir": Path(selection.path)}
-    if processes_per_node > 1:
-        from tlops.steps.fine_tune import torchrun_command
-
-        command = torchrun_command(
-            processes_per_node, Path(dataset.path), Path(probe.path), Path(model.path), config, checkpoint_uri, **inputs
-        )
-        subprocess.run([sys.executable, "-m", *command], check=True)
-        training = Training.read(Path(model.path))
-    else:
-        training = run(
-            Path(dataset.path),
-            Path(probe.path),
-            Path(model.path),
-            config,
-            runtime_from_environment(os.environ),
-            checkpoint_uri=checkpoint_uri,
-            **inputs,
-        )
+    training = run(
+        processes_per_node,
+        Path(dataset.path),
+        Path(probe.path),
+        Path(model.path),
+        config,
+        runtime_from_environment(os.environ),
+        checkpoint_uri=checkpoint_uri,
+        features_dir=Path(features.path),
+        selection_dir=Path(selection.path),
+    )
     model.metadata.update({k: getattr(training, k) for k in ("strategy", "reasons", "best_epoch", "val_accuracy")})
     curves = sorted(Path(model.path).glob("*.png"))
     Path(learning_curves.path).write_text(

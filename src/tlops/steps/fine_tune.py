@@ -266,7 +266,6 @@ def _train_backbone(
         num_classes=len(classes),
         workers=runtime.workers,
         pin_memory=runtime.pin_memory,
-        keep_probe=False,
         **loop_options,
     )
 
@@ -333,3 +332,34 @@ def torchrun_command(processes: int, *args, **kwargs) -> list[str]:
     """
     return ["torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", "-m", "tlops.cli",
             *fine_tune_arguments(*args, **kwargs)]  # fmt: skip
+
+
+def fine_tune_on_processes(
+    processes: int,
+    data_dir: Path,
+    probe_dir: Path,
+    output_dir: Path,
+    config: TrainConfig,
+    runtime: Runtime,
+    *,
+    checkpoint_uri: str = "",
+    features_dir: Path | None = None,
+    selection_dir: Path | None = None,
+) -> Training:
+    """:func:`fine_tune` in this process, or in ``processes`` DDP processes under torchrun (rank 0 writes).
+
+    Raises:
+        TlopsError: as :func:`fine_tune`; or when the torchrun processes fail.
+    """
+    inputs = {"features_dir": features_dir, "selection_dir": selection_dir}
+    if processes <= 1:
+        training = fine_tune(data_dir, probe_dir, output_dir, config, runtime, checkpoint_uri=checkpoint_uri, **inputs)
+        assert training is not None  # one process is rank 0
+        return training
+    import subprocess
+    import sys
+
+    command = torchrun_command(processes, data_dir, probe_dir, output_dir, config, checkpoint_uri, **inputs)
+    if subprocess.run([sys.executable, "-m", *command], check=False).returncode != 0:
+        raise TlopsError(f"fine-tuning in {processes} torchrun processes failed: see their log above")
+    return Training.read(output_dir)

@@ -169,7 +169,6 @@ def train_classifier(
     workers: int = 0,
     pin_memory: bool = False,
     class_weights: torch.Tensor | None = None,
-    keep_probe: bool = False,
     checkpoints: CheckpointStore | None = None,
     fingerprint: dict | None = None,
     distributed: Distributed = SINGLE_PROCESS,
@@ -188,7 +187,6 @@ def train_classifier(
         workers: DataLoader worker processes.
         pin_memory: Page-locked batches (CUDA).
         class_weights: Per-class loss weights, or ``None``.
-        keep_probe: Let epoch 0 (the probe) win when no epoch validates better.
         checkpoints: Where to write a checkpoint each epoch and resume from; ``None``: no checkpoints.
         fingerprint: What identifies this run (a checkpoint with another one is refused).
         distributed: Rank and world size under torchrun (the process group must be initialised).
@@ -230,8 +228,6 @@ def train_classifier(
     if distributed.is_main:
         val_loss, val_accuracy = evaluate_loss(classifier, val_loader, device)
         run.history.append(EpochRecord(0, None, None, val_loss, val_accuracy))
-        if keep_probe:
-            best_accuracy, best_state = val_accuracy, copy.deepcopy(classifier.state_dict())
     start = 1
     saved = checkpoints.load(fingerprint or {}) if checkpoints is not None else None
     if saved is not None:
