@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -192,68 +187,6 @@ def test_tasks_on_the_gpu_image_and_only_they_get_the_gpu_node_pool(compiled: Pa
         if any(m["mountPath"] == "/dev/shm" for m in kubernetes.get(executor, {}).get("emptyDirMounts", []))
     }
     assert with_shm == loaders
-
-
-@pytest.mark.integration
-@pytest.mark.pipeline
-def test_tlops_run_executes_the_pipeline_from_s3_to_the_mlflow_server(
-    small_imagefolder: Path, s3_env, s3_client, bucket: str, mlflow_uri: str, tmp_path: Path
-):
-    from mlflow import MlflowClient
-
-    from tlops.steps.outputs import read_predictions
-
-    # A pre-split layout (train/ val/ test/ ImageFolders) on S3: the pipeline must keep the splits as given.
-    given = {"train": 0, "val": 0, "test": 0}
-    for class_dir in sorted(p for p in small_imagefolder.iterdir() if p.is_dir()):
-        for index, path in enumerate(sorted(class_dir.glob("*.png"))):
-            split = "train" if index < 5 else "val" if index < 7 else "test"
-            given[split] += 1
-            s3_client.upload_file(str(path), bucket, f"digits/{split}/{class_dir.name}/{path.name}")
-    model_name = f"pipeline-{uuid.uuid4().hex[:8]}"
-    output = tmp_path / "run"
-    command = [
-        sys.executable, "-m", "tlops.cli", "run", "--data", f"s3://{bucket}/digits", "--output", str(output),
-        "--image-size", "64", "--epochs", "1", "--strategy", "full", "--backbones", "efficientnet_lite0",
-        "--model-name", model_name, "--tracking-uri", mlflow_uri,
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy(), timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-
-    summary = json.loads((output / "run_summary.json").read_text())
-    dataset = summary["dataset"]
-    assert (dataset["num_train"], dataset["num_val"], dataset["num_test"]) == (
-        given["train"],
-        given["val"],
-        given["test"],
-    )
-    assert dataset["layout"] == "pre-split"
-    assert len(summary["dataset"]["digest"]) == 64
-    assert summary["backbone"] == "efficientnet_lite0"
-    assert summary["strategy"] == "lp-ft"  # --strategy full is read as lp-ft
-    # The accuracy is the evaluate step's predictions' accuracy, recomputed here on its output artifact.
-    predictions = list((output / "pipeline_root").rglob("predictions.safetensors"))
-    assert len(predictions) == 1, predictions
-    probabilities, targets = read_predictions(predictions[0].parent)
-    assert len(targets) == given["test"]
-    assert summary["metrics"]["test_accuracy"] == pytest.approx(float((probabilities.argmax(1) == targets).mean()))
-    assert summary["version"] == 1
-    assert sorted(summary["aliases"]) == ["challenger", "champion"]
-    assert summary["gate"] == {
-        "promote": True,
-        "champion_version": None,
-        "reasons": ["no champion yet: the first becomes it"],
-    }
-    assert summary["tracking_uri"] == mlflow_uri
-    assert f"accuracy {summary['metrics']['test_accuracy']:.4f}" in result.stdout
-
-    version = MlflowClient(mlflow_uri).get_model_version_by_alias(model_name, "champion")
-    assert version.version == "1"
-    assert version.tags["dataset_digest"] == summary["dataset"]["digest"]
-    run_root = next((output / "pipeline_root").iterdir())
-    task_dirs = {p.name for p in run_root.iterdir()}
-    assert task_dirs == STEPS - {"score-backbone"} | {"for-loop-1-iteration-0"}  # one candidate: one iteration
-    assert (run_root / "for-loop-1-iteration-0" / "score-backbone" / "score" / "score.json").is_file()
 
 
 def test_tlops_run_scores_candidates_one_at_a_time_and_a_cluster_in_parallel() -> None:

@@ -594,6 +594,23 @@ def test_run_on_an_imagefolder(local_runs: dict[str, LocalRun]) -> None:
         6,
     )
     assert summary["backbone"] == "efficientnet_lite0"
+    gate = summary["gate"]
+    assert gate["promote"] and gate["champion_version"] is None
+    assert gate["reasons"] == ["no champion yet: the first becomes it"]
+    assert gate["thresholds"].startswith("promote when accuracy improves: 95% paired-bootstrap CI lower bound > 0")
+    # The accuracy is the evaluate step's predictions' accuracy, recomputed here on its output artifact.
+    from tlops.steps.outputs import read_predictions
+
+    (predictions,) = (output / "pipeline_root").rglob("predictions.safetensors")
+    probabilities, targets = read_predictions(predictions.parent)
+    assert len(targets) == 6
+    assert summary["metrics"]["test_accuracy"] == pytest.approx(float((probabilities.argmax(1) == targets).mean()))
+    # One candidate backbone (the default): one iteration of the scoring loop.
+    (run_root,) = (output / "pipeline_root").iterdir()
+    tasks = {path.name for path in run_root.iterdir()}
+    steps = {"prepare-data", "score-baseline", "select-backbone", "extract-features", "fine-tune", "evaluate"}
+    assert tasks == steps | {"register", "for-loop-1-iteration-0"}
+    assert (run_root / "for-loop-1-iteration-0" / "score-backbone" / "score" / "score.json").is_file()
     check_local_registry(output)
 
 

@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
             from tlops.cli.promote import command_promote
 
             return command_promote(args)
+        if args.command == "models":
+            from tlops.cli.models import command_models
+
+            return command_models(args)
         if args.command == "demo-data":
             from tlops.data.demo import write_digits_imagefolder
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tlops import __version__
 from tlops.cli.staging import path_or_s3
+from tlops.promotion.gate import GATE_METRICS
 from tlops.steps.config import DEFAULT_BACKBONE, DEFAULTS, SELECTION_METRICS
 from tlops.train.config import ALIASES, STRATEGIES, SURGICAL_BLOCKS
 
@@ -26,6 +27,7 @@ examples:
   tlops compile                              rewrite components/*.yaml and pipelines/*.yaml
   tlops schedule --host http://kfp:8080 --data s3://bucket/ds --tracking-uri http://mlflow:5000 --cron '0 0 3 * * *'
   tlops promote --version 3                  make version 3 the champion (tlops promote --rollback undoes it)
+  tlops models                               list the registered versions, their metrics and gate decisions
 """
 
 
@@ -56,6 +58,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _add_selection_arguments(parser)
     _add_training_arguments(parser)
+    _add_gate_arguments(parser)
     _add_node_pool_arguments(parser)
     parser.add_argument(
         "--image-size",
@@ -195,6 +198,59 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_gate_arguments(parser: argparse.ArgumentParser) -> None:
+    gate = parser.add_argument_group(
+        "promotion gate",
+        "The new version replaces the champion only when every check passes: the paired-bootstrap confidence "
+        "interval of the score difference clears the margin, the paired test is significant, no class loses more "
+        "test images net than allowed, and calibration does not get worse than allowed.",
+    )
+    gate.add_argument(
+        "--gate-metric",
+        choices=GATE_METRICS,
+        default=DEFAULTS.gate_metric,
+        help="the score that must improve; macro-f1 weighs every class equally (default: %(default)s)",
+    )
+    gate.add_argument(
+        "--gate-margin",
+        type=float,
+        default=DEFAULTS.gate_margin,
+        help="gain the interval's lower bound must exceed, e.g. 0.01 for one point (default: %(default)s)",
+    )
+    gate.add_argument(
+        "--gate-confidence",
+        type=float,
+        default=DEFAULTS.gate_confidence,
+        help="level of the paired bootstrap interval (default: %(default)s)",
+    )
+    gate.add_argument(
+        "--gate-alpha",
+        type=float,
+        default=DEFAULTS.gate_alpha,
+        help="significance level of the paired test (McNemar; a randomization test for macro-f1) "
+        "(default: %(default)s)",
+    )
+    gate.add_argument(
+        "--gate-max-class-drop",
+        type=float,
+        default=DEFAULTS.gate_max_class_drop,
+        help="largest net recall drop of any class, as a share of its test images (default: %(default)s) ...",
+    )
+    gate.add_argument(
+        "--gate-class-drop-images",
+        type=int,
+        default=DEFAULTS.gate_class_drop_images,
+        help="... but a class may always lose this many images net, so one image does not veto a small class "
+        "(default: %(default)s)",
+    )
+    gate.add_argument(
+        "--gate-max-ece-increase",
+        type=float,
+        default=DEFAULTS.gate_max_ece_increase,
+        help="how much higher the new version's expected calibration error may be (default: %(default)s)",
+    )
+
+
 def _json_option(kind: type):
     """An argparse type reading a JSON object or list (``--gpu-node-selector '{"pool": "a100"}'``)."""
 
@@ -281,6 +337,14 @@ def _add_tracking_argument(parser: argparse.ArgumentParser, fallback: str) -> No
         "--tracking-uri",
         default=os.environ.get("MLFLOW_TRACKING_URI"),
         help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else {fallback})",
+    )
+
+
+def _add_registry_uri_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI"),
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)",
     )
 
 
@@ -413,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output", type=Path, required=True, help="folder for metrics, plots, the gate")
     _add_tracking_argument(evaluate, "sqlite:///./mlflow.db: the registry whose champion the gate compares against")
     _add_model_name_argument(evaluate)
+    _add_gate_arguments(evaluate)
 
     register = commands.add_parser(
         "register", help="log and register an evaluated model in MLflow, moving champion as the gate decided"
@@ -449,19 +514,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     promote = commands.add_parser(
         "promote",
-        help="make a model version the champion (or roll back to the previous champion)",
+        help="make a model version the champion (or roll back, or copy it into another registered model)",
         description="Move the 'champion' alias of a registered model. The replaced version keeps the alias "
-        "'previous-champion', so --rollback undoes the last promotion.",
+        "'previous-champion', so --rollback undoes the last promotion. Each move is recorded on the promoted "
+        "version as the tags promotion.by, promotion.reason, promotion.forced and promotion.time.",
     )
     _add_model_name_argument(promote)
     target = promote.add_mutually_exclusive_group()
-    target.add_argument("--version", type=int, help="version to promote (default: the current challenger)")
+    target.add_argument(
+        "--version", type=int, help="version to promote (default: the current challenger; with --copy-to: the champion)"
+    )
     target.add_argument("--rollback", action="store_true", help="make the previous champion the champion again")
     promote.add_argument(
-        "--tracking-uri",
-        default=os.environ.get("MLFLOW_TRACKING_URI"),
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)",
+        "--force",
+        action="store_true",
+        help="promote a version the promotion gate refused (its tag gate.decision is 'keep'); needs --reason",
     )
+    promote.add_argument(
+        "--reason", metavar="TEXT", help="why it is promoted by hand, recorded on the version (promotion.reason)"
+    )
+    promote.add_argument(
+        "--copy-to",
+        metavar="NAME",
+        help="copy the version (--version N; default: the current champion) into registered model NAME, e.g. "
+        "from staging to prod, and make it that model's champion (its champion stays as previous-champion); "
+        "refused when NAME's champion predicts other classes",
+    )
+    _add_registry_uri_argument(promote)
+
+    models = commands.add_parser(
+        "models",
+        help="list the versions of a registered model: aliases, test metrics, gate decision, lineage",
+        description="List the versions of a registered model, newest first. Columns: version; aliases "
+        "(champion, challenger, previous-champion); created (UTC); accuracy, macro-F1 and ECE on the test split; "
+        "gate: the promotion gate's decision (promote, keep: refused, first: no champion to compare with; "
+        "'(forced)': promoted by hand against it); digest: the training data's digest (first 12 characters); "
+        "backbone; strategy. --json prints every field, with the full digest, the gate metric and the run id.",
+    )
+    _add_model_name_argument(models)
+    _add_registry_uri_argument(models)
+    models.add_argument("--json", action="store_true", help="print a JSON list of versions instead of a table")
 
     demo = commands.add_parser("demo-data", help="write the built-in demo dataset as an ImageFolder")
     demo.add_argument("--output", type=Path, required=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 from tlops.cli.checks import archive_limits, backbone_list, check_positive, train_config
 from tlops.cli.parser import DEMO_IMAGE_SIZE, DEMO_IMAGES_PER_CLASS_ENV
 from tlops.errors import TlopsError
+from tlops.steps.config import GATE_OPTIONS, gate_config
 
 TRAINING_OPTIONS = (
     "unfreeze_blocks",
@@ -60,7 +61,7 @@ def _pipeline_parameters(
         "max_params": args.max_params,
         "max_latency_ms": args.max_latency_ms,
         "scoring_images_per_class": args.scoring_images_per_class,
-        **{name: getattr(args, name) for name in TRAINING_OPTIONS + NODE_POOL_OPTIONS},
+        **{name: getattr(args, name) for name in TRAINING_OPTIONS + GATE_OPTIONS + NODE_POOL_OPTIONS},
     }
     return parameters
 
@@ -70,6 +71,7 @@ def _check_selection_arguments(args: argparse.Namespace) -> None:
     from tlops.steps.config import check_selection_options
 
     check_selection_options(args.selection_metric, args.max_params, args.max_latency_ms)
+    gate_config(**{name: getattr(args, name) for name in GATE_OPTIONS})  # refuses a threshold out of range
     if args.scoring_images_per_class < 0:
         raise TlopsError(
             f"--scoring-images-per-class {args.scoring_images_per_class} is negative: give a count, or 0 for all"

@@ -10,6 +10,7 @@ from pathlib import Path
 from tlops.cli.checks import archive_limits, backbone_list, check_positive
 from tlops.cli.staging import staged_folders, upload_output
 from tlops.errors import TlopsError
+from tlops.steps.config import GATE_OPTIONS, gate_config
 
 
 def command_step(args: argparse.Namespace) -> int:
@@ -90,6 +91,8 @@ def _check_step_arguments(args: argparse.Namespace) -> None:
         check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
     if getattr(args, "image_size", None) is not None:
         check_positive(image_size=args.image_size or None)
+    if args.command == "evaluate":
+        args.gate = gate_config(**{name: getattr(args, name) for name in GATE_OPTIONS})
     if args.command in ("evaluate", "register"):
         args.tracking_uri = resolve_tracking_uri(args.tracking_uri, Path.cwd())
         check_tracking_server(args.tracking_uri)
@@ -180,7 +183,13 @@ def _run_step(args: argparse.Namespace) -> object:
         from tlops.steps.evaluate import evaluate
 
         evaluated = evaluate(
-            args.dataset, args.model, args.output, runtime, tracking_uri=args.tracking_uri, model_name=args.model_name
+            args.dataset,
+            args.model,
+            args.output,
+            runtime,
+            tracking_uri=args.tracking_uri,
+            model_name=args.model_name,
+            gate=args.gate,
         )
         return evaluated.evaluation.metrics
     from tlops.promotion.config import RegistryConfig
@@ -188,6 +197,12 @@ def _run_step(args: argparse.Namespace) -> object:
 
     config = RegistryConfig(tracking_uri=args.tracking_uri, experiment=args.experiment, model_name=args.model_name)
     summary = register(
-        args.dataset, args.model, args.evaluation, config, output_dir=args.output, selection_dir=args.selection
+        args.dataset,
+        args.model,
+        args.evaluation,
+        config,
+        output_dir=args.output,
+        selection_dir=args.selection,
+        lineage={"git_commit": os.environ.get("TLOPS_GIT_COMMIT", "")},  # set in images built from a commit
     )
     return summary.to_dict()

@@ -34,9 +34,15 @@ class Evaluation:
     probabilities: np.ndarray
 
 
-@torch.inference_mode()
 def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities and true targets for every image of a loader.
+    """Class probabilities (softmax of the logits) and true targets for every image of a loader."""
+    logits, targets = predict_logits(model, loader, device)
+    return torch.from_numpy(logits).softmax(1).numpy(), targets
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Logits (float32) and true targets for every image of a loader.
 
     A model loaded back from the registry is an exported (pt2) program: it has no train/eval switch and runs
     on the CPU it was exported on.
@@ -49,13 +55,13 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple
     else:  # channels_last: faster convolutions on CUDA and on the CPU
         memory_format = torch.channels_last
         model.eval().to(device=device, memory_format=memory_format)
-    probabilities, targets = [], []
+    outputs, targets = [], []
     for images, labels in progress(loader, "evaluating", unit="batch"):
         with autocast(device):
             logits = model(images.to(device, non_blocking=True).contiguous(memory_format=memory_format))
-        probabilities.append(logits.float().softmax(1).cpu().numpy())
+        outputs.append(logits.float().cpu().numpy())
         targets.append(labels.numpy())
-    return np.concatenate(probabilities), np.concatenate(targets)
+    return np.concatenate(outputs), np.concatenate(targets)
 
 
 def expected_calibration_error(probabilities: np.ndarray, targets: np.ndarray, bins: int = 15) -> float:

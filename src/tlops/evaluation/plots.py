@@ -35,21 +35,41 @@ def confusion_matrix_figure(confusion: list[list[int]], classes: list[str]) -> F
     return figure
 
 
-def reliability_figure(probabilities: np.ndarray, targets: np.ndarray, bins: int = 15) -> Figure:
-    """Accuracy against confidence per bin, with the diagonal of perfect calibration."""
+def _reliability_bins(probabilities: np.ndarray, targets: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centres of the non-empty equal-width confidence bins and the accuracy in each."""
     confidence = probabilities.max(1)
     correct = probabilities.argmax(1) == targets
     edges = np.linspace(0, 1, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    centers, accuracy = [], []
-    for b in range(bins):
-        if (which == b).any():
-            centers.append((edges[b] + edges[b + 1]) / 2)
-            accuracy.append(correct[which == b].mean())
+    filled = [b for b in range(bins) if (which == b).any()]
+    centers = np.array([(edges[b] + edges[b + 1]) / 2 for b in filled])
+    return centers, np.array([correct[which == b].mean() for b in filled])
+
+
+def reliability_figure(
+    probabilities: np.ndarray, targets: np.ndarray, calibrated: np.ndarray | None = None, bins: int = 15
+) -> Figure:
+    """Accuracy against confidence per bin, with the diagonal of perfect calibration.
+
+    Args:
+        probabilities: Predicted class probabilities ``(N, C)`` (before calibration, ``T = 1``).
+        targets: True class ids.
+        calibrated: The same images' probabilities after temperature scaling; drawn as a second series.
+        bins: Equal-width confidence bins.
+    """
+    from tlops.evaluation.metrics import expected_calibration_error
+
     figure = _figure(5, 5)
     axes = figure.add_subplot()
     axes.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
-    axes.bar(centers, accuracy, width=1 / bins, alpha=0.7, edgecolor="black", label="accuracy")
+    centers, accuracy = _reliability_bins(probabilities, targets, bins)
+    ece = expected_calibration_error(probabilities, targets, bins)
+    label = f"accuracy (ECE {ece:.3f})" if calibrated is None else f"before (T=1), ECE {ece:.3f}"
+    axes.bar(centers, accuracy, width=1 / bins, alpha=0.7, edgecolor="black", label=label)
+    if calibrated is not None:
+        centers, accuracy = _reliability_bins(calibrated, targets, bins)
+        ece = expected_calibration_error(calibrated, targets, bins)
+        axes.plot(centers, accuracy, "o-", color="tab:red", label=f"after temperature scaling, ECE {ece:.3f}")
     axes.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title="Reliability diagram (test)")
     axes.legend(loc="upper left")
     return figure

@@ -262,35 +262,56 @@ def evaluate(
     model: Input[Model],
     tracking_uri: str,
     model_name: str,
+    gate_metric: str,
+    gate_margin: float,
+    gate_confidence: float,
+    gate_alpha: float,
+    gate_max_class_drop: float,
+    gate_class_drop_images: int,
+    gate_max_ece_increase: float,
     evaluation: Output[Artifact],
     metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
     plots: Output[HTML],
+    gate_report: Output[Markdown],
 ):
-    """Evaluate on the test split, then compare with the registered champion on the same images (the gate)."""
+    """Evaluate on the test split (calibrated), then compare with the registered champion on the same images."""
     import os
     from pathlib import Path
 
     from tlops.evaluation.plots import html_page
     from tlops.io.logs import configure_logging
+    from tlops.steps.config import gate_config
     from tlops.steps.evaluate import evaluate as run
+    from tlops.steps.gate_report import gate_report as report
     from tlops.steps.runtime import runtime_from_environment
 
     configure_logging()
     runtime = runtime_from_environment(os.environ)
-    result, gate = run(
+    gate = gate_config(
+        gate_metric=gate_metric,
+        gate_margin=gate_margin,
+        gate_confidence=gate_confidence,
+        gate_alpha=gate_alpha,
+        gate_max_class_drop=gate_max_class_drop,
+        gate_class_drop_images=gate_class_drop_images,
+        gate_max_ece_increase=gate_max_ece_increase,
+    )
+    result, comparison = run(
         Path(dataset.path),
         Path(model.path),
         Path(evaluation.path),
         runtime,
         tracking_uri=tracking_uri,
         model_name=model_name,
+        gate=gate,
     )
-    evaluation.metadata.update({"promote": gate.promote, "gate": gate.reasons})
+    evaluation.metadata.update({"promote": comparison.promote, "gate": comparison.reasons})
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
     confusion.log_confusion_matrix(result.classes, result.confusion)
     Path(plots.path).write_text(html_page("Evaluation", sorted(Path(evaluation.path).glob("*.png"))))
+    Path(gate_report.path).write_text(report(comparison))
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -303,8 +324,12 @@ def register(
     experiment: str,
     model_name: str,
     registration: Output[Artifact],
+    kfp_run_id: str = "",
+    kfp_run_name: str = "",
+    kfp_pipeline_name: str = "",
 ) -> NamedTuple("Registered", [("version", int), ("model_uri", str)]):
     """Log the run to MLflow, register the model version as challenger (champion when the gate's verdict holds)."""
+    import os
     from collections import namedtuple
     from pathlib import Path
 
@@ -321,6 +346,12 @@ def register(
         config,
         output_dir=Path(registration.path),
         selection_dir=Path(selection.path),
+        lineage={
+            "kfp_run_id": kfp_run_id,
+            "kfp_run_name": kfp_run_name,
+            "kfp_pipeline_name": kfp_pipeline_name,
+            "git_commit": os.environ.get("TLOPS_GIT_COMMIT", ""),  # baked into the images at build time
+        },
     )
     registration.metadata.update(
         {"version": summary.version, "model_uri": summary.model_uri, "aliases": summary.aliases}

@@ -110,6 +110,13 @@ def build_pipeline(scoring_parallelism: int = MAX_PARALLEL_SCORING) -> GraphComp
         max_params: int = DEFAULTS.max_params,
         max_latency_ms: float = DEFAULTS.max_latency_ms,
         scoring_images_per_class: int = DEFAULTS.scoring_images_per_class,
+        gate_metric: str = DEFAULTS.gate_metric,
+        gate_margin: float = DEFAULTS.gate_margin,
+        gate_confidence: float = DEFAULTS.gate_confidence,
+        gate_alpha: float = DEFAULTS.gate_alpha,
+        gate_max_class_drop: float = DEFAULTS.gate_max_class_drop,
+        gate_class_drop_images: int = DEFAULTS.gate_class_drop_images,
+        gate_max_ece_increase: float = DEFAULTS.gate_max_ece_increase,
         unfreeze_blocks: int = DEFAULTS.unfreeze_blocks,
         surgical_blocks: str = DEFAULTS.surgical_blocks,
         layer_decay: float = DEFAULTS.layer_decay,
@@ -207,6 +214,13 @@ def build_pipeline(scoring_parallelism: int = MAX_PARALLEL_SCORING) -> GraphComp
             model=training.outputs["model"],
             tracking_uri=tracking_uri,
             model_name=model_name,
+            gate_metric=gate_metric,
+            gate_margin=gate_margin,
+            gate_confidence=gate_confidence,
+            gate_alpha=gate_alpha,
+            gate_max_class_drop=gate_max_class_drop,
+            gate_class_drop_images=gate_class_drop_images,
+            gate_max_ece_increase=gate_max_ece_increase,
         ).set_display_name("evaluate")
         registration = (
             components.register(
@@ -217,6 +231,9 @@ def build_pipeline(scoring_parallelism: int = MAX_PARALLEL_SCORING) -> GraphComp
                 tracking_uri=tracking_uri,
                 experiment=experiment,
                 model_name=model_name,
+                kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                kfp_pipeline_name=PIPELINE_NAME,
             )
             .set_display_name("register")
             .set_caching_options(False)

@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from tlops.errors import TlopsError
 from tlops.promotion.config import RegistryConfig as RegistryConfig  # re-exported
 from tlops.promotion.tracking import check_tracking_server
@@ -23,6 +21,20 @@ if TYPE_CHECKING:
     from torch import nn
 
     from tlops.data.prepare import PreparedData
+
+GATE_NUMBERS = (
+    "challenger_score",
+    "champion_score",
+    "difference",
+    "ci_low",
+    "ci_high",
+    "mcnemar_p",
+    "worst_class_regression",
+    "challenger_ece",
+    "champion_ece",
+)
+VERSION_METRICS = ("test_accuracy", "test_macro_f1", "test_ece")
+TAG_VALUE_LIMIT = 5000  # MLflow's limit on a model version tag's value (8000 on recent servers; kept below)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -47,6 +59,9 @@ class RunRecord:
         promote: The gate's verdict for this registry, ``None`` when no gate compared against it.
         compared_champion: The champion version the gate compared against (``None``: there was none).
         tables: MLflow table artifacts: artifact file (``report/x.json``) -> rows (e.g. the backbone ranking).
+        temperature: The calibration temperature the served model divides the logits by.
+        lineage: Where the model came from, as tags (``weights_sha256``, ``tlops_version``, ``git_commit``,
+            ``kfp_run_id``, ...); empty values are left out.
     """
 
     prepared: PreparedData
@@ -61,6 +76,8 @@ class RunRecord:
     promote: bool | None = None
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     compared_champion: int | None = None
+    temperature: float = 1.0
+    lineage: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -84,13 +101,37 @@ class Registration:
     champion_reason: str = ""
 
 
-def _signature_and_example(input_size: int, num_classes: int):
-    from mlflow.models import infer_signature
+def version_tags(record: RunRecord, run_id: str) -> dict[str, str]:
+    """The tags a new model version carries: metrics, the gate's decision and numbers, and its lineage.
 
-    # Batch size 2: torch.export specializes a size-1 dimension, and the served model must take any batch.
-    example = np.full((2, 3, input_size, input_size), 0.5, dtype=np.float32)
-    signature = infer_signature(example, np.zeros((2, num_classes), dtype=np.float32))
-    return signature, example
+    ``gate.decision`` is ``first`` (no champion to compare with), ``promote`` or ``keep`` (the gate's verdict), or
+    ``none`` (no gate compared against this registry); ``tlops promote`` asks for ``--force`` on a ``keep``.
+    """
+    import json
+
+    prepared, comparison = record.prepared, record.comparison
+    tags = {
+        "dataset_digest": prepared.digest,
+        "dataset_source": prepared.source or "",
+        "backbone": record.backbone,
+        "strategy": record.training["strategy"],
+        "strategy_reasons": " | ".join(record.training["reasons"]),
+        "mlflow_run_id": run_id,
+        "temperature": f"{record.temperature:.4f}",
+        **{key: f"{record.metrics[key]:.4f}" for key in VERSION_METRICS if key in record.metrics},
+        **{key: value for key, value in record.lineage.items() if value},
+    }
+    if comparison is None or record.promote is None:
+        tags["gate.decision"] = "none"
+    else:
+        first = comparison.get("champion_version") is None
+        tags["gate.decision"] = "first" if first else "promote" if record.promote else "keep"
+        tags["gate.champion_version"] = "" if first else str(comparison["champion_version"])
+        tags["gate.reasons"] = " | ".join(comparison["reasons"])
+        tags["gate.metric"] = comparison.get("metric") or ""
+        tags["gate.config"] = json.dumps(comparison.get("config") or {}, sort_keys=True)
+        tags.update({f"gate.{k}": f"{comparison[k]:.6g}" for k in GATE_NUMBERS if comparison.get(k) is not None})
+    return {key: str(value)[:TAG_VALUE_LIMIT] for key, value in tags.items() if value != ""}
 
 
 def register_model(record: RunRecord, config: RegistryConfig, client=None) -> Registration:
@@ -105,8 +146,10 @@ def register_model(record: RunRecord, config: RegistryConfig, client=None) -> Re
         TlopsError: when the tracking server does not answer or registration fails (nothing is left registered).
     """
     import mlflow
-    import mlflow.pytorch
     from mlflow import MlflowClient
+
+    from tlops.serving.model import ServingConfig
+    from tlops.serving.package import log_served_model
 
     check_tracking_server(config.tracking_uri)
     mlflow.set_tracking_uri(config.tracking_uri)
@@ -132,6 +175,7 @@ def register_model(record: RunRecord, config: RegistryConfig, client=None) -> Re
             )
             mlflow.set_tags(
                 {"tlops.dataset_digest": prepared.digest, "tlops.strategy_reasons": " | ".join(training["reasons"])}
+                | {f"tlops.{key}": value for key, value in record.lineage.items() if value}
             )
             mlflow.log_metrics(
                 record.metrics
@@ -139,8 +183,7 @@ def register_model(record: RunRecord, config: RegistryConfig, client=None) -> Re
             )
             if comparison is not None:
                 mlflow.set_tag("tlops.promotion.gate", " | ".join(comparison["reasons"]))
-                numbers = ("difference", "ci_low", "ci_high", "mcnemar_p", "worst_class_regression")
-                mlflow.log_metrics({f"gate.{k}": comparison[k] for k in numbers if comparison.get(k) is not None})
+                mlflow.log_metrics({f"gate.{k}": comparison[k] for k in GATE_NUMBERS if comparison.get(k) is not None})
             for epoch in training["history"]:
                 if epoch.get("swa"):  # the weight average: not an epoch of the curves
                     mlflow.log_metric("swa.val_accuracy", epoch["val_accuracy"])
@@ -162,33 +205,17 @@ def register_model(record: RunRecord, config: RegistryConfig, client=None) -> Re
                 import pandas
 
                 mlflow.log_table(pandas.DataFrame(rows), artifact_file=artifact_file)
-            signature, example = _signature_and_example(input_size, len(prepared.classes))
-            logged = mlflow.pytorch.log_model(
-                record.model,
-                name="model",
-                signature=signature,
-                input_example=example,
-                serialization_format="pt2",
-                # Named, not inferred: inference loads the model in a subprocess (about 12 s a registration).
-                pip_requirements=mlflow.pytorch.get_default_pip_requirements(),
-                metadata={
-                    "classes": prepared.classes,
-                    "data_config": record.data_config,
-                    "backbone": record.backbone,
-                },
+            serving = ServingConfig(
+                classes=prepared.classes, data_config=record.data_config, temperature=record.temperature
             )
+            metadata = {"classes": prepared.classes, "data_config": record.data_config, "backbone": record.backbone}
+            logged = log_served_model(record.model, serving, metadata)
             version = mlflow.register_model(
-                logged.model_uri,
-                config.model_name,
-                tags={
-                    "dataset_digest": prepared.digest,
-                    "backbone": record.backbone,
-                    "strategy": training["strategy"],
-                    "test_accuracy": f"{record.metrics['test_accuracy']:.4f}",
-                },
+                logged.model_uri, config.model_name, tags=version_tags(record, run.info.run_id)
             )
             moved = assign_aliases(client, config.model_name, version.version, record.promote, record.compared_champion)
             mlflow.set_tag("tlops.champion", moved.reason)
+            client.set_model_version_tag(config.model_name, version.version, "champion.reason", moved.reason)
         except Exception as error:
             if version is not None:
                 client.delete_model_version(config.model_name, version.version)
@@ -306,11 +333,18 @@ def _describe(version: int | None) -> str:
 
 @dataclass
 class Promotion:
-    """An alias move in the registry: which version is champion now, and which one it replaced."""
+    """An alias move in the registry: which version is champion now, and which one it replaced.
+
+    Attributes:
+        forced: Whether the move overrode the promotion gate's refusal (``--force``).
+        reason: Why the version was moved by hand (``--reason``; empty when none was given).
+    """
 
     registered_model: str
     champion: int
     previous: int | None
+    forced: bool = False
+    reason: str = ""
 
 
 def _version_of_alias(client, model_name: str, alias: str) -> int | None:
@@ -322,20 +356,34 @@ def _version_of_alias(client, model_name: str, alias: str) -> int | None:
         return None
 
 
-def promote(client, model_name: str, version: int | None = None, rollback: bool = False) -> Promotion:
+def promote(
+    client,
+    model_name: str,
+    version: int | None = None,
+    rollback: bool = False,
+    *,
+    force: bool = False,
+    reason: str | None = None,
+) -> Promotion:
     """Make a version the ``champion``, keeping the one it replaces as ``previous-champion`` for a rollback.
+
+    A move is recorded on the promoted version as the tags ``promotion.by``, ``promotion.reason``,
+    ``promotion.forced`` and ``promotion.time``. A version the promotion gate refused (tag ``gate.decision`` is
+    ``keep``) needs ``force`` and a ``reason``; a rollback returns to the former champion and needs neither.
 
     Args:
         client: ``MlflowClient`` of the registry.
         model_name: Registered model name.
         version: Version to promote; ``None`` promotes the current ``challenger``.
         rollback: Promote the ``previous-champion`` instead (``version`` must be ``None``).
+        force: Promote a version the gate refused.
+        reason: Why the version is promoted by hand (required with ``force``).
 
     Raises:
-        TlopsError: when the model, the version or the alias to promote does not exist (nothing is moved).
+        TlopsError: when the model, the version or the alias to promote does not exist, the gate refused the
+            version and ``force`` is not set, or ``force`` comes without a reason (nothing is moved).
     """
-    from mlflow.exceptions import MlflowException
-
+    reason = check_override(force, reason)
     if not _registered_model_exists(client, model_name):
         raise TlopsError(f"registered model {model_name!r} does not exist; check --model-name and the tracking URI")
     if rollback:
@@ -346,14 +394,102 @@ def promote(client, model_name: str, version: int | None = None, rollback: bool 
         version = _version_of_alias(client, model_name, CHALLENGER)
         if version is None:
             raise TlopsError(f"{model_name!r} has no {CHALLENGER!r}; pass --version N")
-    try:
-        client.get_model_version(model_name, str(version))
-    except MlflowException:
-        raise TlopsError(f"{model_name!r} has no version {version}; list versions in the MLflow UI") from None
+    found = get_version(client, model_name, version)
     current = _version_of_alias(client, model_name, CHAMPION)
     if current == version:
         return Promotion(model_name, version, _version_of_alias(client, model_name, PREVIOUS_CHAMPION))
+    forced = False if rollback else check_gate(found, force)
+    move_champion(client, model_name, version, current)
+    record_promotion(client, model_name, version, reason, forced)
+    return Promotion(model_name, version, current, forced, reason)
+
+
+PROMOTED_BY = "tlops promote"
+GATE_DECISION_TAG = "gate.decision"
+GATE_REASONS_TAG = "gate.reasons"
+GATE_REFUSED = "keep"
+
+
+def check_override(force: bool, reason: str | None) -> str:
+    """The reason of a manual move, stripped; ``--force`` needs one.
+
+    Raises:
+        TlopsError: when ``force`` is set and the reason is missing or blank.
+    """
+    reason = (reason or "").strip()
+    if force and not reason:
+        raise TlopsError("--force needs --reason TEXT (recorded on the version)")
+    return reason
+
+
+def get_version(client, model_name: str, version: int | str):
+    """The registered ``ModelVersion``.
+
+    Raises:
+        TlopsError: when the model has no such version, naming the command that lists them.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(model_name, str(version))
+    except MlflowException:
+        raise TlopsError(
+            f"{model_name!r} has no version {version}; list its versions with tlops models --model-name {model_name}"
+        ) from None
+
+
+def check_gate(model_version, force: bool) -> bool:
+    """Whether promoting ``model_version`` overrides the gate's refusal.
+
+    Raises:
+        TlopsError: when the gate refused the version (tag ``gate.decision`` is ``keep``) and ``force`` is unset.
+    """
+    tags = model_version.tags or {}
+    if tags.get(GATE_DECISION_TAG) != GATE_REFUSED:
+        return False
+    if force:
+        return True
+    first = _first_gate_reason(tags.get(GATE_REASONS_TAG, ""))
+    why = f" ({first})" if first else ""
+    raise TlopsError(
+        f"version {model_version.version} was refused by the gate{why}; pass --force --reason TEXT to override"
+    )
+
+
+def _first_gate_reason(reasons: str) -> str:
+    """The first of the gate's reasons, stored as a JSON list or joined by `` | `` or newlines."""
+    import json
+
+    text = reasons.strip()
+    if text.startswith("["):
+        try:
+            items = json.loads(text)
+        except ValueError:
+            items = None
+        if isinstance(items, list):
+            return str(items[0]).strip() if items else ""
+    return text.replace("\n", " | ").split(" | ")[0].strip()
+
+
+def move_champion(client, model_name: str, version: int, current: int | None) -> None:
+    """Point ``champion`` at ``version``; the replaced ``current`` becomes ``previous-champion``."""
     client.set_registered_model_alias(model_name, CHAMPION, str(version))
     if current is not None:
         client.set_registered_model_alias(model_name, PREVIOUS_CHAMPION, str(current))
-    return Promotion(model_name, version, current)
+
+
+def record_promotion(
+    client, model_name: str, version: int, reason: str, forced: bool, extra: dict[str, str] | None = None
+) -> None:
+    """Tag a manual move on the version: ``promotion.by``, ``.reason``, ``.forced``, ``.time`` (UTC) and ``extra``."""
+    from datetime import UTC, datetime
+
+    tags = {
+        "promotion.by": PROMOTED_BY,
+        "promotion.reason": reason,
+        "promotion.forced": "true" if forced else "false",
+        "promotion.time": datetime.now(UTC).isoformat(timespec="seconds"),
+        **(extra or {}),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, str(version), key, value)

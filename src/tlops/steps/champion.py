@@ -1,4 +1,9 @@
-"""The promotion gate's side of the evaluate step: the registered champion on the same test images."""
+"""The promotion gate's side of the evaluate step: the registered champion, as it is served, on the same images.
+
+The champion is loaded from the registry exactly as a serving platform loads it (``mlflow.pyfunc``) and given the
+test images' file bytes, so the comparison covers its decoding, preprocessing and calibration too. Versions
+registered before tlops served raw images (a ``pytorch`` flavour tensor model) are run on preprocessed tensors.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +19,13 @@ from tlops.data.preprocessing import DataConfig, eval_transform
 from tlops.evaluation.metrics import predict
 from tlops.promotion.gate import GateConfig, compare
 from tlops.promotion.registry import CHAMPION
+from tlops.serving.model import IMAGE_COLUMN
 from tlops.steps.outputs import Comparison
 from tlops.steps.runtime import Runtime
 
 logger = logging.getLogger(__name__)
+
+SERVED_IMAGES_PER_CALL = 64
 
 
 def compare_with_champion(
@@ -35,7 +43,7 @@ def compare_with_champion(
     Args:
         manifest: The localized manifest of the prepared data.
         classes: Its classes.
-        probabilities: The challenger's class probabilities on the test split, in manifest order.
+        probabilities: The challenger's calibrated class probabilities on the test split, in manifest order.
         targets: The true class ids of those images.
         tracking_uri: The MLflow registry.
         model_name: The registered model whose ``champion`` is compared against.
@@ -44,34 +52,65 @@ def compare_with_champion(
 
     Returns:
         The verdict: ``promote``, ``champion_version`` (``None`` when there is no champion yet), numbers, reasons,
-        and the registry it compared in.
+        the thresholds, and the registry it compared in. A champion that cannot be compared (other classes,
+        artifacts that cannot be loaded) is not replaced automatically; the reason says what to do.
     """
-    registry = {"tracking_uri": tracking_uri, "model_name": model_name}
+    gate = gate or GateConfig()
+    context = {"tracking_uri": tracking_uri, "model_name": model_name, "config": asdict(gate), "metric": gate.metric}
     version = _champion_version(tracking_uri, model_name)
     if version is None:
         first = Comparison(promote=True, champion_version=None, reasons=["no champion yet: the first becomes it"])
-        return _log(replace(first, **registry))
+        return _log(replace(first, **context))
     import mlflow
-    import mlflow.pytorch
 
     mlflow.set_tracking_uri(tracking_uri)
     uri = f"models:/{model_name}/{version}"
-    metadata = mlflow.models.get_model_info(uri).metadata or {}
-    if metadata.get("classes") != classes:
-        reason = "the champion was trained on other classes: not comparable; promote by hand (tlops promote)"
-        return _log(Comparison(promote=False, champion_version=version, reasons=[reason], **registry))
+    try:
+        info = mlflow.models.get_model_info(uri)
+        metadata = info.metadata or {}
+        if metadata.get("classes") != classes:
+            reason = (
+                f"the champion (version {version}) was trained on other classes: not comparable, so not replaced "
+                f"automatically; promote by hand (tlops promote --version N)"
+            )
+            return _log(Comparison(promote=False, champion_version=version, reasons=[reason], **context))
+        champion_probabilities = _champion_probabilities(uri, info, manifest, classes, runtime)
+    except Exception as error:  # deleted artifacts, an unreachable store, a model tlops cannot run
+        reason = (
+            f"the champion (version {version}) cannot be loaded or run ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:200] if str(error) else 'no message'}): not comparable, so not replaced "
+            "automatically; repair it, or promote by hand (tlops promote --version N)"
+        )
+        return _log(Comparison(promote=False, champion_version=version, reasons=[reason], **context))
+    result = compare(probabilities, champion_probabilities, targets, classes, gate)
+    fields = asdict(result) | {"tracking_uri": tracking_uri, "model_name": model_name}
+    return _log(Comparison(champion_version=version, **fields))
+
+
+def _champion_probabilities(uri: str, info, manifest: pd.DataFrame, classes: list[str], runtime: Runtime) -> np.ndarray:
+    """The champion's class probabilities on the test split, in manifest order."""
+    import mlflow
+
+    test = manifest[manifest["split"] == "test"]
+    if "python_function" in info.flavors and "pytorch" not in info.flavors:
+        served = mlflow.pyfunc.load_model(uri)
+        rows = []
+        paths = list(test["local_path"])
+        for start in range(0, len(paths), SERVED_IMAGES_PER_CALL):
+            chunk = [Path(path).read_bytes() for path in paths[start : start + SERVED_IMAGES_PER_CALL]]
+            rows.append(served.predict(pd.DataFrame({IMAGE_COLUMN: chunk})))
+        predictions = pd.concat(rows, ignore_index=True)
+        failed = predictions["error"].notna()
+        if failed.any():
+            raise ValueError(f"{int(failed.sum())} test images failed: {predictions['error'][failed].iloc[0]}")
+        return np.array([[row[name] for name in classes] for row in predictions["probabilities"]])
+    import mlflow.pytorch
+
     champion = mlflow.pytorch.load_model(uri)
-    data_config = DataConfig.from_dict(metadata["data_config"])
+    data_config = DataConfig.from_dict(info.metadata["data_config"])
     # The exported champion runs on the CPU (see predict): workers, but no pinned memory.
-    test_set = split_dataset(manifest, "test", classes, eval_transform(data_config))
-    loader = make_loader(test_set, runtime.batch_size, workers=runtime.workers)
-    champion_probabilities, champion_targets = predict(champion, loader, runtime.device)
-    if not np.array_equal(champion_targets, targets):
-        raise RuntimeError("the champion was evaluated on other images than the challenger")
-    result = compare(
-        probabilities.argmax(1) == targets, champion_probabilities.argmax(1) == targets, targets, classes, gate
-    )
-    return _log(Comparison(champion_version=version, **asdict(result), **registry))
+    loader = make_loader(split_dataset(manifest, "test", classes, eval_transform(data_config)), runtime.batch_size)
+    return predict(champion, loader, runtime.device)[0]
 
 
 def _champion_version(tracking_uri: str, model_name: str) -> int | None:

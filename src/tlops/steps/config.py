@@ -3,7 +3,8 @@
 The CLI's argparse defaults, the ``@dsl.pipeline`` signature and the step functions read them from
 :data:`DEFAULTS`. Settings that belong to a lower layer's dataclass are written there once and only referenced
 here: fine-tuning in :class:`~tlops.train.finetune.TrainConfig`, the split in
-:class:`~tlops.data.splits.SplitConfig`, the registry in :class:`~tlops.promotion.registry.RegistryConfig`.
+:class:`~tlops.data.splits.SplitConfig`, the registry in :class:`~tlops.promotion.registry.RegistryConfig`, the
+promotion gate in :class:`~tlops.promotion.gate.GateConfig`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from tlops.data.config import SplitConfig
 from tlops.errors import TlopsError
 from tlops.promotion.config import RegistryConfig
+from tlops.promotion.gate import GateConfig
 from tlops.train.config import TrainConfig
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -56,6 +58,13 @@ class Defaults:
         max_params: Largest backbone, in parameters, a candidate may have (0: no limit).
         max_latency_ms: Slowest measured latency per image on the run's device a candidate may have (0: none).
         scoring_images_per_class: Training images per class the scores use (0: all of them).
+        gate_metric: The score the promotion gate compares: ``accuracy`` or ``macro-f1``.
+        gate_margin: Gain the lower bound of the gate's confidence interval must exceed.
+        gate_confidence: Level of the gate's paired bootstrap interval.
+        gate_alpha: Significance level of the gate's paired test.
+        gate_max_class_drop: Largest net drop of any class's recall, as a share of its test images ...
+        gate_class_drop_images: ... but never fewer images than this.
+        gate_max_ece_increase: How much worse the challenger's calibration error may be than the champion's.
         gpu_accelerator_type: Accelerator resource the GPU steps ask for (the extended resource name on the nodes).
         gpu_count: Accelerators each GPU step asks for.
         gpu_node_selector: Node labels the GPU steps' pods must match (``{}``: any node with the accelerator).
@@ -95,6 +104,13 @@ class Defaults:
     max_params: int = 0
     max_latency_ms: float = 0.0
     scoring_images_per_class: int = 0
+    gate_metric: str = GateConfig.metric
+    gate_margin: float = GateConfig.margin
+    gate_confidence: float = GateConfig.confidence
+    gate_alpha: float = GateConfig.alpha
+    gate_max_class_drop: float = GateConfig.max_class_drop
+    gate_class_drop_images: int = GateConfig.class_drop_images
+    gate_max_ece_increase: float = GateConfig.max_ece_increase
     # GPU node pool
     gpu_accelerator_type: str = "nvidia.com/gpu"
     gpu_count: int = 1
@@ -120,3 +136,30 @@ def check_selection_options(metric: str, max_params: int, max_latency_ms: float)
         raise TlopsError(f"unknown selection metric {metric!r}: use one of {', '.join(SELECTION_METRICS)}")
     if max_params < 0 or max_latency_ms < 0:
         raise TlopsError("--max-params and --max-latency-ms must be 0 (no limit) or positive")
+
+
+GATE_OPTIONS = (
+    "gate_metric",
+    "gate_margin",
+    "gate_confidence",
+    "gate_alpha",
+    "gate_max_class_drop",
+    "gate_class_drop_images",
+    "gate_max_ece_increase",
+)
+
+
+def gate_config(**options: float | int | str) -> GateConfig:
+    """The gate's thresholds from the ``gate_*`` options (CLI, pipeline parameters), checked.
+
+    Raises:
+        TlopsError: naming the option out of range and the range.
+    """
+    try:
+        return GateConfig(**{name.removeprefix("gate_"): value for name, value in options.items()})
+    except ValueError as error:
+        field_name = str(error).split(" ", 1)[0].removeprefix("GateConfig.")
+        flag = "--gate-" + field_name.replace("_", "-")
+        raise TlopsError(
+            f"{flag}: {str(error).split(': ', 1)[-1]} (got {options.get('gate_' + field_name)!r})"
+        ) from None

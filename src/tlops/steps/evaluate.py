@@ -9,7 +9,8 @@ from typing import NamedTuple
 from tlops.data.loading import make_loader, split_dataset
 from tlops.data.preprocessing import eval_transform
 from tlops.errors import TlopsError
-from tlops.evaluation.metrics import compute_metrics, predict
+from tlops.evaluation.calibration import calibrate, softmax
+from tlops.evaluation.metrics import compute_metrics, predict_logits
 from tlops.promotion.gate import GateConfig
 from tlops.promotion.tracking import check_tracking_server
 from tlops.steps.champion import compare_with_champion
@@ -48,8 +49,11 @@ def evaluate(
 ) -> Evaluated:
     """Evaluate a trained classifier on the test split, then run the promotion gate against the champion.
 
-    Writes ``evaluation.json`` (metrics, per-class report, confusion matrix), ``predictions.safetensors``,
-    ``confusion_matrix.png``, ``reliability_diagram.png`` and the gate's ``comparison.json`` into ``output_dir``.
+    The model's probabilities are calibrated first: one temperature, fitted on the validation split by minimising
+    the negative log-likelihood, divides the logits (the served model applies the same). Writes
+    ``evaluation.json`` (metrics of the calibrated probabilities, calibration before and after, per-class report,
+    confusion matrix), ``predictions.safetensors`` (calibrated), ``confusion_matrix.png``,
+    ``reliability_diagram.png`` (before and after) and the gate's ``comparison.json`` into ``output_dir``.
 
     Args:
         data_dir: Output of the prepare-data step.
@@ -72,25 +76,48 @@ def evaluate(
     manifest, classes = localized_manifest(data_dir, runtime)
     if config.classes != classes:
         raise TlopsError("the model's classes differ from the dataset's; evaluate on the data it was trained on")
-    loader = make_loader(
-        split_dataset(manifest, "test", classes, eval_transform(config.preprocessing)),
-        runtime.batch_size,
-        workers=runtime.workers,
-        pin_memory=runtime.pin_memory,
+    logits = {}
+    for split in ("val", "test"):
+        loader = make_loader(
+            split_dataset(manifest, split, classes, eval_transform(config.preprocessing)),
+            runtime.batch_size,
+            workers=runtime.workers,
+            pin_memory=runtime.pin_memory,
+        )
+        logits[split] = predict_logits(model, loader, runtime.device)
+    (val_logits, val_targets), (test_logits, targets) = logits["val"], logits["test"]
+    calibration = calibrate(val_logits, val_targets, test_logits, targets, len(classes))
+    logger.info(
+        "temperature %.3f (fitted on %d validation images): test ECE %.4f -> %.4f, log loss %.4f -> %.4f",
+        calibration.temperature,
+        len(val_targets),
+        calibration.before["ece"],
+        calibration.after["ece"],
+        calibration.before["log_loss"],
+        calibration.after["log_loss"],
     )
-    probabilities, targets = predict(model, loader, runtime.device)
+    probabilities = softmax(test_logits, calibration.temperature)  # what the served model returns
     result = compute_metrics(probabilities, targets, classes)
+    metrics = result.metrics | {
+        "test_brier": calibration.after["brier"],
+        "test_ece_uncalibrated": calibration.before["ece"],
+        "test_log_loss_uncalibrated": calibration.before["log_loss"],
+        "test_brier_uncalibrated": calibration.before["brier"],
+        "temperature": calibration.temperature,
+    }
     output_dir.mkdir(parents=True, exist_ok=True)
     save_png(confusion_matrix_figure(result.confusion, classes), output_dir / CONFUSION_MATRIX_FILE)
-    save_png(reliability_figure(probabilities, targets), output_dir / RELIABILITY_DIAGRAM_FILE)
+    uncalibrated = softmax(test_logits)
+    save_png(reliability_figure(uncalibrated, targets, probabilities), output_dir / RELIABILITY_DIAGRAM_FILE)
     write_predictions(output_dir, probabilities, targets)
     evaluation = Evaluation(
-        metrics=result.metrics,
+        metrics=metrics,
         report=result.report,
         confusion=result.confusion,
         classes=classes,
         backbone=config.backbone,
         strategy=config.strategy,
+        calibration=calibration.to_dict(),
     )
     evaluation.write(output_dir)
     comparison = compare_with_champion(

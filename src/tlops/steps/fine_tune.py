@@ -13,6 +13,7 @@ from tlops.data.preprocessing import eval_transform, train_transform
 from tlops.errors import TlopsError
 from tlops.io.storage import check_writable_location
 from tlops.models.backbones import Backbone, build_classifier, load_backbone
+from tlops.models.extraction import weights_checksum
 from tlops.steps.common import localized_manifest
 from tlops.steps.outputs import (
     LEARNING_CURVES_FILE,
@@ -114,6 +115,7 @@ def fine_tune(
     backbone = load_backbone(
         probe_summary.backbone, image_size=probe_summary.image_size, s3=runtime.s3, cache_dir=runtime.cache_dir
     )
+    pretrained_checksum = weights_checksum(backbone.model)  # lineage: which pretrained weights this started from
     history: list[EpochRecord] = []
     best_epoch, resumed_from, head = 0, None, linear_head
     model = None
@@ -189,6 +191,7 @@ def fine_tune(
         data_config=asdict(backbone.data_config),
         strategy=strategy,
         head_hidden=hidden,
+        weights_sha256=pretrained_checksum,
     )
     save_model(output_dir, model, model_config)
     training.write(output_dir)

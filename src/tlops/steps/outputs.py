@@ -293,6 +293,7 @@ class ModelConfig(JsonRecord):
         data_config: The preprocessing of the weights (``DataConfig`` as a dict).
         strategy: The transfer strategy that produced the weights.
         head_hidden: Hidden width of the MLP head (``mlp-probe``); 0 for a linear head.
+        weights_sha256: Checksum of the pretrained backbone weights training started from (lineage).
     """
 
     backbone: str
@@ -300,6 +301,7 @@ class ModelConfig(JsonRecord):
     data_config: dict[str, Any]
     strategy: str
     head_hidden: int = 0
+    weights_sha256: str = ""
 
     FILE = MODEL_CONFIG_FILE
     STEP = "fine-tune"
@@ -395,6 +397,8 @@ class Evaluation(JsonRecord):
         classes: Class names.
         backbone: The model's backbone.
         strategy: The model's transfer strategy.
+        calibration: Temperature scaling fitted on the validation split: ``temperature``, and the test
+            split's ``ece``, ``log_loss`` and ``brier`` ``before`` and ``after`` it.
     """
 
     metrics: dict[str, float]
@@ -403,6 +407,7 @@ class Evaluation(JsonRecord):
     classes: list[str]
     backbone: str
     strategy: str
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     FILE = EVALUATION_FILE
     STEP = "evaluate"
@@ -424,10 +429,19 @@ class Comparison(JsonRecord):
         mcnemar_p: McNemar's exact p-value on the discordant pairs.
         challenger_only_correct: Images only the challenger gets right.
         champion_only_correct: Images only the champion gets right.
-        worst_class: The class whose recall drops most.
-        worst_class_regression: That drop.
+        worst_class: The class closest to (or furthest past) its allowed drop.
+        worst_class_regression: Its recall drop, as a share of its test images.
         tracking_uri: The registry the gate looked in.
         model_name: The registered model whose champion it compared against.
+        metric: The score compared (``accuracy`` or ``macro-f1``).
+        challenger_score: The challenger's score.
+        champion_score: The champion's score.
+        worst_class_images_lost: Images of the worst class lost net.
+        worst_class_images_allowed: Images that class may lose.
+        challenger_ece: Expected calibration error of the challenger (calibrated).
+        champion_ece: That of the champion as it is served.
+        checks: Each check's outcome (``better``, ``significant``, ``classes``, ``calibration``).
+        config: The gate's thresholds (:class:`~tlops.promotion.gate.GateConfig` as a dict).
     """
 
     promote: bool
@@ -445,6 +459,15 @@ class Comparison(JsonRecord):
     worst_class_regression: float | None = None
     tracking_uri: str | None = None
     model_name: str | None = None
+    metric: str | None = None
+    challenger_score: float | None = None
+    champion_score: float | None = None
+    worst_class_images_lost: int | None = None
+    worst_class_images_allowed: int | None = None
+    challenger_ece: float | None = None
+    champion_ece: float | None = None
+    checks: dict[str, bool] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
 
     FILE = COMPARISON_FILE
     STEP = "evaluate"
@@ -492,11 +515,13 @@ class RunSummary(JsonRecord):
         model_uri: ``models:/NAME/VERSION``.
         logged_model_uri: The logged model's URI.
         aliases: The aliases the new version holds.
-        gate: The gate's ``promote``, ``champion_version`` and ``reasons``; ``None`` without a comparison.
+        gate: The gate's ``promote``, ``champion_version``, ``reasons`` and ``thresholds``; ``None`` without a
+            comparison.
         champion: The champion after registration: ``version`` (``None`` when there is none) and ``reason``, why
             it is that version (the gate's verdict, or that the champion moved after the gate ran).
         selection: The backbone ranking (candidates and the raw-pixel baseline), the reasons, and what the
             feature cache saved; ``None`` when no selection was given.
+        calibration: The temperature the served model applies, why, and the test metrics before and after.
     """
 
     dataset: dict[str, Any]
@@ -515,6 +540,7 @@ class RunSummary(JsonRecord):
     gate: dict[str, Any] | None
     champion: dict[str, Any] = field(default_factory=dict)
     selection: dict[str, Any] | None = None
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     FILE = RUN_SUMMARY_FILE
     STEP = "register"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from tlops.io.provenance import git_commit, tlops_version
 from tlops.promotion.registry import RegistryConfig, RunRecord, register_model
 from tlops.promotion.tracking import check_tracking_server
 from tlops.steps.outputs import (
@@ -32,6 +33,7 @@ def register(
     *,
     output_dir: Path | None = None,
     selection_dir: Path | None = None,
+    lineage: dict[str, str] | None = None,
     client=None,
 ) -> RunSummary:
     """Register the evaluated model in MLflow and assemble the run summary.
@@ -47,6 +49,9 @@ def register(
         config: Tracking URI, experiment and registered model name.
         output_dir: Where ``run_summary.json`` is written, if given.
         selection_dir: Output of the select-backbone step, logged with the run when given.
+        lineage: Where the run happened, from the caller's environment (``kfp_run_id``, ``kfp_pipeline_name``,
+            ``git_commit`` of a container image, ...); the tlops version, the git commit of a source checkout and
+            the pretrained weights' checksum are added here.
         client: ``MlflowClient`` for the registry calls (one for ``config.tracking_uri`` when ``None``).
 
     Raises:
@@ -77,6 +82,8 @@ def register(
         promote=comparison.promote if same_registry else None,
         compared_champion=comparison.champion_version,
         tables={SELECTION_TABLE_ARTIFACT: selection.rows} if selection else {},
+        temperature=float(evaluation.calibration.get("temperature", 1.0)),
+        lineage=model_lineage(model_config.weights_sha256, lineage or {}),
     )
     registration = register_model(record, config, client=client)
     logger.info("registered %s version %s: %s", config.model_name, registration.version, registration.champion_reason)
@@ -84,6 +91,12 @@ def register(
     if output_dir is not None:
         summary.write(output_dir)
     return summary
+
+
+def model_lineage(weights_sha256: str, given: dict[str, str]) -> dict[str, str]:
+    """The lineage tags: the pretrained weights' checksum, the tlops version and commit, and what the caller gave."""
+    lineage = {"weights_sha256": weights_sha256, "tlops_version": tlops_version(), "git_commit": git_commit() or ""}
+    return lineage | {key: value for key, value in given.items() if value}
 
 
 def artifact_files(folders: list[Path]) -> list[tuple[Path, str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from tlops.promotion.gate import GateConfig, describe
 from tlops.steps.outputs import Comparison, Evaluation, ModelConfig, PreparedData, RunSummary, Selection, Training
 
 if TYPE_CHECKING:
@@ -51,9 +52,11 @@ def run_summary(
             "promote": comparison.promote,
             "champion_version": comparison.champion_version,
             "reasons": comparison.reasons,
+            "thresholds": describe(GateConfig(**comparison.config)) if comparison.config else None,
         },
         champion={"version": registration.champion, "reason": registration.champion_reason},
         selection=None if selection is None else _selection_summary(selection),
+        calibration=evaluation.calibration,
     )
 
 
@@ -90,6 +93,7 @@ def format_summary(summary: RunSummary) -> str:
             f"  strategy   {summary.strategy}: {'; '.join(summary.strategy_reasons)}",
             f"  test       accuracy {metrics['test_accuracy']:.4f}   macro-F1 {metrics['test_macro_f1']:.4f}   "
             f"ECE {metrics['test_ece']:.4f}",
+            *_calibration_lines(summary.calibration),
             f"  registered {summary.registered_model} version {summary.version} "
             f"[{', '.join(summary.aliases)}]  ({summary.model_uri})",
             f"  tracking   {summary.tracking_uri}",
@@ -123,8 +127,23 @@ def _selection_lines(selection: dict | None) -> list[str]:
     return [*lines, f"  features   {status}"]
 
 
-def _gate_lines(gate: dict | None) -> list[str]:
-    if gate is None or gate["champion_version"] is None:
+def _calibration_lines(calibration: dict) -> list[str]:
+    if not calibration:
         return []
-    verdict = "passed" if gate["promote"] else "did not pass"
-    return [f"  gate       {verdict} against version {gate['champion_version']}: " + "; ".join(gate["reasons"])]
+    before, after = calibration["before"], calibration["after"]
+    return [
+        f"  calibration {calibration['reason']}",
+        f"             test ECE {before['ece']:.4f} -> {after['ece']:.4f}, log loss {before['log_loss']:.4f} -> "
+        f"{after['log_loss']:.4f}, Brier {before['brier']:.4f} -> {after['brier']:.4f}",
+    ]
+
+
+def _gate_lines(gate: dict | None) -> list[str]:
+    if gate is None:
+        return []
+    thresholds = [f"             thresholds: {gate['thresholds']}"] if gate.get("thresholds") else []
+    if gate["champion_version"] is None:
+        return [f"  gate       {gate['reasons'][0]}", *thresholds]
+    verdict = "passed: promote" if gate["promote"] else "did not pass: keep the champion"
+    lines = [f"  gate       {verdict} (against version {gate['champion_version']})", *thresholds]
+    return lines + [f"             {reason}" for reason in gate["reasons"]]

@@ -1,0 +1,139 @@
+"""Packaging a trained classifier as the served MLflow model: export, signature, example, and logging.
+
+The registered model is the pyfunc of :mod:`tlops.serving.model` (raw images in, labels and calibrated
+probabilities out). The same network is logged beside it as ``tensor-model``, a ``pytorch`` flavour ``pt2``
+program taking preprocessed ``(N, 3, S, S)`` floats in 0..1 and returning logits, for users who batch their own
+tensors.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tlops.serving.model import (
+    IMAGE_COLUMN,
+    NETWORK_ARTIFACT,
+    NETWORK_FILE,
+    PREPROCESSING_ARTIFACT,
+    PREPROCESSING_FILE,
+    ServingConfig,
+)
+
+if TYPE_CHECKING:
+    from torch import nn
+
+SERVED_MODEL_NAME = "model"
+TENSOR_MODEL_NAME = "tensor-model"
+MAX_BATCH = 1024
+
+
+def export_network(model: nn.Module, input_size: int, path: Path) -> Path:
+    """Export the classifier for any batch size (1..1024) with ``torch.export`` and save it as a ``.pt2`` file."""
+    import torch
+
+    model = model.eval().to("cpu", memory_format=torch.contiguous_format)
+    example = torch.full((2, 3, input_size, input_size), 0.5)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    torch.export.save(program, path)
+    return path
+
+
+def served_signature(classes: list[str]) -> Any:
+    """Input: one binary column ``image``; output: label, probability, per-class probabilities, top-k, error."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import DataType
+    from mlflow.types.schema import Array, ColSpec, Map, Object, Property, Schema
+
+    top = Object([Property("label", DataType.string), Property("probability", DataType.double)])
+    outputs = Schema(
+        [
+            ColSpec(DataType.string, "label", required=False),
+            ColSpec(DataType.double, "probability", required=False),
+            ColSpec(Map(DataType.double), "probabilities", required=False),
+            ColSpec(Array(top), "top_k", required=False),
+            ColSpec(DataType.string, "error", required=False),
+        ]
+    )
+    return ModelSignature(inputs=Schema([ColSpec(DataType.binary, IMAGE_COLUMN)]), outputs=outputs)
+
+
+def example_images(size: int = 32) -> Any:
+    """A DataFrame of two small PNG images: the input example logged with the model."""
+    import pandas as pd
+    from PIL import Image
+
+    images = []
+    for value in (64, 192):
+        buffer = io.BytesIO()
+        Image.fromarray(np.full((size, size, 3), value, dtype=np.uint8)).save(buffer, format="PNG")
+        images.append(buffer.getvalue())
+    return pd.DataFrame({IMAGE_COLUMN: images})
+
+
+def served_requirements() -> list[str]:
+    """What the served model imports: torch, torchvision, Pillow, numpy, pandas and MLflow (pinned as installed)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("mlflow", "torch", "torchvision", "pillow", "numpy", "pandas")]
+
+
+def log_served_model(
+    model: nn.Module,
+    config: ServingConfig,
+    metadata: dict[str, Any],
+    *,
+    tensor_model: bool = True,
+) -> Any:
+    """Log the served pyfunc (and, unless told not to, the tensor model) into the active MLflow run.
+
+    Args:
+        model: The trained classifier (normalization inside, logits out).
+        config: Classes, preprocessing and temperature of the served model.
+        metadata: Stored in both models' ``MLmodel`` (classes, backbone, lineage).
+        tensor_model: Also log the ``pt2`` tensor model as ``tensor-model``.
+
+    Returns:
+        The served model's ``ModelInfo``.
+    """
+    import mlflow
+    import mlflow.pytorch
+
+    import tlops
+
+    input_size = int(config.data_config["input_size"])
+    package_dir = Path(tlops.__file__).parent
+    with tempfile.TemporaryDirectory(prefix="tlops-serving-") as scratch:
+        code = shutil.copytree(package_dir, Path(scratch) / "tlops", ignore=shutil.ignore_patterns("__pycache__"))
+        network = export_network(model, input_size, Path(scratch) / NETWORK_FILE)
+        preprocessing = config.write(Path(scratch) / PREPROCESSING_FILE)
+        info = mlflow.pyfunc.log_model(
+            name=SERVED_MODEL_NAME,
+            python_model=str(package_dir / "serving" / "served_model.py"),
+            artifacts={NETWORK_ARTIFACT: str(network), PREPROCESSING_ARTIFACT: str(preprocessing)},
+            code_paths=[str(code)],
+            signature=served_signature(config.classes),
+            input_example=example_images(),
+            pip_requirements=served_requirements(),
+            metadata=metadata,
+        )
+    if tensor_model:
+        from mlflow.models import infer_signature
+
+        example = np.full((2, 3, input_size, input_size), 0.5, dtype=np.float32)
+        mlflow.pytorch.log_model(
+            model,
+            name=TENSOR_MODEL_NAME,
+            signature=infer_signature(example, np.zeros((2, len(config.classes)), dtype=np.float32)),
+            input_example=example,
+            serialization_format="pt2",
+            pip_requirements=mlflow.pytorch.get_default_pip_requirements(),
+            metadata=metadata,
+        )
+    return info
