@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tlops.promotion.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, RegistryConfig
+from tlops.promotion.aliases import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
+from tlops.promotion.registry import RegistryConfig
 from tlops.steps.outputs import Comparison, RunSummary
 from tlops.steps.register import register
 
@@ -52,16 +53,21 @@ def test_a_manual_promotion_after_the_gate_keeps_the_champion(trained_model, tmp
     first = _register(trained_model, _evaluation(trained_model, tmp_path, True, None, registry), config)
     second = _register(trained_model, _evaluation(trained_model, tmp_path, False, 1, registry), config)
     assert (first.aliases, second.aliases) == ([CHALLENGER, CHAMPION], [CHALLENGER])
-    # The gate of a third run passes against version 1; before it registers, a person promotes version 2.
+    # The gate of a third run passes against version 1; before it registers, a person promotes version 2, which the
+    # gate refused: that takes --force and a reason.
     gated = _evaluation(trained_model, tmp_path, True, 1, registry)
-    promoted = subprocess.run(
-        [TLOPS, "promote", "--model-name", config.model_name, "--version", "2", "--tracking-uri", config.tracking_uri],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    command = [TLOPS, "promote", "--model-name", config.model_name, "--version", "2"]
+    command += ["--tracking-uri", config.tracking_uri]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
+        "tlops: error: version 2 was refused by the gate (constructed verdict: keep against 1); pass --force "
+        "--reason TEXT to override"
+    ]
+    assert _aliases(config) == {CHAMPION: 1, CHALLENGER: 2}
+    forced = [*command, "--force", "--reason", "the night shift needs it"]
+    promoted = subprocess.run(forced, capture_output=True, text=True, timeout=120, check=False)
     assert promoted.returncode == 0, promoted.stderr
+    assert promoted.stdout.strip().endswith("; forced: the night shift needs it")
     assert _aliases(config) == {CHAMPION: 2, PREVIOUS_CHAMPION: 1, CHALLENGER: 2}
 
     third = _register(trained_model, gated, config)
@@ -72,7 +78,12 @@ def test_a_manual_promotion_after_the_gate_keeps_the_champion(trained_model, tmp
     assert third.champion["reason"].startswith(
         "the champion changed after the gate compared against version 1: it is version 2 now, left alone; "
     )
-    assert third.gate == {"promote": True, "champion_version": 1, "reasons": ["constructed verdict: promote against 1"]}
+    assert third.gate == {
+        "promote": True,
+        "champion_version": 1,
+        "reasons": ["constructed verdict: promote against 1"],
+        "thresholds": None,  # a constructed verdict records no thresholds
+    }
 
 
 def test_a_verdict_that_still_holds_moves_the_champion(trained_model, tmp_path, config):

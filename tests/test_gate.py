@@ -194,3 +194,22 @@ def test_the_result_records_its_checks_and_config():
     assert len(result.reasons) == 4 and all("needs" in r or "allowed" in r for r in result.reasons)
     assert "accuracy" in describe(config) and "0.01" in describe(config)
     assert GATE_METRICS == ("accuracy", "macro-f1")
+
+
+def test_the_markdown_report_shows_the_decision_thresholds_numbers_and_reasons():
+    from dataclasses import asdict
+
+    from tlops.steps.gate_report import gate_report
+    from tlops.steps.outputs import Comparison
+
+    challenger, champion, targets = _outcomes(400, 0.7, 60)
+    config = GateConfig(metric="macro-f1", margin=0.01)
+    result = compare(challenger, champion, targets, CLASSES, config)
+    report = gate_report(Comparison(champion_version=4, **asdict(result)))
+    assert "Decision: **promote** (against champion version 4)" in report
+    assert "Thresholds: promote when macro-f1 improves: 95% paired-bootstrap CI lower bound > 0.01" in report
+    assert f"| score (macro-f1) | {result.challenger_score:.4f} | {result.champion_score:.4f} |" in report
+    assert "| classes | yes |" in report and "| calibration | yes |" in report
+    assert all(f"- {reason}" in report for reason in result.reasons)
+    first = gate_report(Comparison(True, None, ["no champion yet: the first becomes it"], config=asdict(config)))
+    assert "Decision: **promote**: no champion yet" in first and "| score" not in first

@@ -17,7 +17,7 @@ import pytest
 from tlops.cli import main
 from tlops.cli.models import COLUMNS
 from tlops.errors import TlopsError
-from tlops.promotion.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, promote
+from tlops.promotion.aliases import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, promote
 from tlops.promotion.versions import COPIED_FROM_TAG, copy_to, list_versions
 
 pytestmark = pytest.mark.integration

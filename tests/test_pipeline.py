@@ -118,6 +118,23 @@ def test_pipeline_steps_are_wired_by_artifacts(compiled: Path):
     assert outputs["evaluate"]["metrics"]["artifactType"]["schemaTitle"] == "system.Metrics"
     assert outputs["evaluate"]["confusion"]["artifactType"]["schemaTitle"] == "system.ClassificationMetrics"
     assert outputs["fine-tune"]["model"]["artifactType"]["schemaTitle"] == "system.Model"
+    assert outputs["evaluate"]["gate_report"]["artifactType"]["schemaTitle"] == "system.Markdown"
+
+
+def test_the_gate_thresholds_are_pipeline_parameters_and_register_records_the_kfp_run(compiled: Path):
+    from tlops.steps.config import DEFAULTS, GATE_OPTIONS
+
+    spec = _documents(compiled / "pipelines" / PIPELINE_FILE)[0]
+    tasks = _step_tasks(spec)
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    for option in GATE_OPTIONS:
+        bound = tasks["evaluate"]["inputs"]["parameters"][option]["componentInputParameter"]
+        assert bound == option
+        assert parameters[option]["defaultValue"] == getattr(DEFAULTS, option), option
+    register = tasks["register"]["inputs"]["parameters"]
+    assert register["kfp_run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    assert register["kfp_run_name"]["runtimeValue"]["constant"] == "{{$.pipeline_job_name}}"
+    assert register["kfp_pipeline_name"]["runtimeValue"]["constant"] == "tlops-transfer-learning"
 
 
 def test_fine_tune_runs_on_a_gpu_node_pool_with_pinned_images(compiled: Path):

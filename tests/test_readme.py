@@ -19,6 +19,7 @@ import contextlib
 import csv
 import functools
 import hashlib
+import io
 import json
 import math
 import os
@@ -250,7 +251,7 @@ def readme_command(text: str, substitutions: dict[str, str] | None = None, rest:
     program = words[0].removeprefix(".venv/bin/")
     if program in ("python", "python3"):
         words[0] = sys.executable
-    elif program in ("tlops", "ruff"):
+    elif program in ("tlops", "ruff", "mlflow"):
         words[0] = str(BIN / program)
     return Command(text, words, env)
 
@@ -497,6 +498,7 @@ LABELS_CSV = "tlops run --data ./labels.csv"
 TAR_GZ = "tlops run --data ./flowers.tar.gz"
 THREE_BACKBONES = "tlops run --data ./my_images --backbones efficientnet_lite0,efficientnet_lite1,efficientnet_lite2"
 RUN_TWICE = {"test_three_backbones_are_ranked_and_a_second_run_reads_the_cache"}
+USES_RUN = {"test_serve_the_demo_model": "test_demo_run"}  # a test that checks another test's run's output
 
 
 @dataclass
@@ -528,6 +530,7 @@ def local_runs(
 ) -> dict[str, LocalRun]:
     """Every local `tlops run` the selected tests check, started together (PARALLEL_RUNS at a time)."""
     selected = {item.name for item in request.session.items if item.module is sys.modules[__name__]}
+    selected |= {USES_RUN[name] for name in selected if name in USES_RUN}
     runs: dict[str, LocalRun] = {}
     jobs = []
     for name, (text, write, env) in LOCAL_RUNS.items():
@@ -578,6 +581,116 @@ def test_demo_run(local_runs: dict[str, LocalRun]) -> None:
     assert [entry["epoch"] for entry in history if entry["train_loss"] is not None] == [1, 2, 3]
     assert "tlops run finished" in stdout and f"accuracy {summary['metrics']['test_accuracy']:.4f}" in stdout
     check_local_registry(output)
+
+
+SERVE = (
+    "MLFLOW_TRACKING_URI=sqlite:///tlops-run/mlflow.db mlflow models serve -m models:/tlops-classifier@champion "
+    "--env-manager local --port 5001"
+)
+CURL = (
+    'curl -s localhost:5001/invocations -H \'Content-Type: application/json\' -d "{\\"dataframe_split\\": '
+    '{\\"columns\\": [\\"image\\"], \\"data\\": [[\\"$(base64 -w0 tlops-run/demo-data/seven/0007.png)\\"]]}}"'
+)
+
+
+def readme_python_block(section: str) -> str:
+    """The first ```python block under a README heading."""
+    text = (REPO / "README.md").read_text()
+    after = text[text.index(f"## {section}") :]
+    start = after.index("```python\n") + len("```python\n")
+    return after[start : after.index("```", start)]
+
+
+@pytest.mark.pipeline
+@covers(SERVE, CURL)
+def test_serve_the_demo_model(local_runs: dict[str, LocalRun], tmp_path: Path) -> None:
+    import base64
+
+    import requests
+
+    demo = local_runs["test_demo_run"]
+    succeeded(demo.result)
+    port = str(_unused_port())
+    serve = readme_command(SERVE, {"5001": port})
+    path = {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # an activated venv: mlflow starts `uvicorn` from PATH
+    log = tmp_path / "serve.log"
+    server = subprocess.Popen(
+        serve.argv,
+        cwd=demo.cwd,
+        env=base_env() | path | serve.env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SHORT_TIMEOUT_S
+        while True:
+            assert server.poll() is None, log.read_text()[-3000:]
+            with contextlib.suppress(requests.ConnectionError):
+                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        # The README's curl, through bash as a user types it (the port replaced).
+        readme_command(CURL, {"5001": port})
+        curl = subprocess.run(
+            ["bash", "-c", normalize(CURL).replace("5001", port)],
+            cwd=demo.cwd,
+            capture_output=True,
+            text=True,
+            timeout=SHORT_TIMEOUT_S,
+            check=False,
+        )
+        assert curl.returncode == 0, curl.stderr
+        (served,) = json.loads(curl.stdout)["predictions"]
+        digits = ["eight", "five", "four", "nine", "one", "seven", "six", "three", "two", "zero"]
+        assert served["error"] is None and served["label"] in digits
+        assert sorted(served["probabilities"]) == digits
+        assert sum(served["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert served["probability"] == max(served["probabilities"].values())
+        # The README's Python: the same label and probability in process.
+        snippet = subprocess.run(
+            [sys.executable, "-c", readme_python_block("Serve the model")],
+            cwd=demo.cwd,
+            env=base_env() | {"MLFLOW_TRACKING_URI": "sqlite:///tlops-run/mlflow.db"},
+            capture_output=True,
+            text=True,
+            timeout=SHORT_TIMEOUT_S,
+            check=False,
+        )
+        assert snippet.returncode == 0, snippet.stderr[-3000:]
+        label, probability = snippet.stdout.splitlines()[-1].split()[1:]
+        assert label == served["label"] and float(probability) == pytest.approx(served["probability"], abs=1e-5)
+
+        # Odd and bad rows: answered row by row; the server keeps serving.
+        def invoke(images: list[bytes]) -> list[dict[str, Any]]:
+            data = [[base64.b64encode(image).decode()] for image in images]
+            answer = requests.post(
+                f"{url}/invocations", json={"dataframe_split": {"columns": ["image"], "data": data}}, timeout=60
+            )
+            assert answer.status_code == 200, answer.text
+            return answer.json()["predictions"]
+
+        seven = (demo.cwd / "tlops-run" / "demo-data" / "seven" / "0007.png").read_bytes()
+        picture = Image.open(io.BytesIO(seven)).convert("RGB")
+        odd = [_png(picture.convert("L")), _png(picture.convert("RGBA")), _png(picture.convert("I;16"))]
+        for row in invoke(odd):
+            assert row["error"] is None and row["label"] in digits
+        bad, good = invoke([b"%PDF-1.7 not an image", seven])
+        assert bad["label"] is None and bad["error"].startswith("not an image")
+        assert good["label"] == served["label"]
+        assert invoke([]) == []
+        assert requests.get(f"{url}/ping", timeout=5).status_code == 200
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=60)
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 @pytest.mark.pipeline
@@ -647,6 +760,15 @@ def test_three_backbones_are_ranked_and_a_second_run_reads_the_cache(local_runs:
     assert summary["version"] == 2
     (entries,) = {len(list((run_.cwd / "cache" / "features").glob("*/*/index.json")))}
     assert entries == 4
+    # The second run's gate compared it with version 1 (the same recipe: not measurably better) and says how.
+    gate = summary["gate"]
+    assert gate["champion_version"] == 1 and gate["promote"] == (summary["champion"]["version"] == 2)
+    assert gate["thresholds"].startswith("promote when accuracy improves: 95% paired-bootstrap CI lower bound > 0")
+    verdict = "passed: promote" if gate["promote"] else "did not pass: keep the champion"
+    assert f"gate       {verdict} (against version 1)" in second
+    assert f"thresholds: {gate['thresholds']}" in second
+    assert [line.split()[0] for line in gate["reasons"]] == ["accuracy", "McNemar", "worst", "ECE"]
+    assert "calibration " in second and "test ECE" in second
 
 
 @pytest.mark.pipeline
@@ -711,6 +833,9 @@ REGISTER = (
     "tlops register --dataset ./prepared --model ./model --evaluation ./evaluation --tracking-uri http://mlflow:5000"
 )
 PROMOTE = "tlops promote --tracking-uri http://mlflow:5000"
+MODELS = "tlops models --tracking-uri http://mlflow:5000"
+FORCE = 'tlops promote --tracking-uri http://mlflow:5000 --version 2 --force --reason "relabelled night images"'
+COPY = "tlops promote --tracking-uri http://mlflow:5000 --copy-to tlops-classifier-prod"
 PROMOTE_VERSION = "tlops promote --tracking-uri http://mlflow:5000 --version 3"
 ROLLBACK = "tlops promote --tracking-uri http://mlflow:5000 --rollback"
 
@@ -796,13 +921,18 @@ def _fresh_registered_model(tracking_uri: str, name: str = "tlops-classifier") -
     return client
 
 
+def comparison_digest(steps: Steps) -> str:
+    """The digest of the prepared dataset the README's steps registered."""
+    return json.loads((steps.cwd / "prepared" / "prepare_summary.json").read_text())["digest"]
+
+
 def _aliases(client: Any, name: str = "tlops-classifier") -> dict[str, int]:
     return {alias: int(version) for alias, version in client.get_registered_model(name).aliases.items()}
 
 
 @pytest.mark.integration
 @pytest.mark.pipeline
-@covers(REGISTER, PROMOTE, PROMOTE_VERSION, ROLLBACK)
+@covers(REGISTER, PROMOTE, PROMOTE_VERSION, ROLLBACK, MODELS, FORCE, COPY)
 def test_register_then_promote_and_roll_back(steps: Steps, mlflow_uri: str) -> None:
     from mlflow import MlflowClient
 
@@ -829,6 +959,31 @@ def test_register_then_promote_and_roll_back(steps: Steps, mlflow_uri: str) -> N
     assert _aliases(client) == {"champion": 1, "challenger": 3, "previous-champion": 3}
     assert promote(PROMOTE_VERSION) == "tlops-classifier: champion is version 3 (was version 1)"
     assert _aliases(client) == {"champion": 3, "challenger": 3, "previous-champion": 1}
+
+    # By hand with a reason: recorded on the version (the gate did not refuse version 2, so nothing is forced).
+    assert promote(FORCE) == "tlops-classifier: champion is version 2 (was version 3); reason: relabelled night images"
+    tags = client.get_model_version("tlops-classifier", "2").tags
+    assert tags["promotion.reason"] == "relabelled night images" and tags["promotion.forced"] == "false"
+    assert tags["promotion.by"] == "tlops promote" and tags["gate.decision"] == "first"
+    # Lineage on every version, read back from the server.
+    assert tags["dataset_digest"] == comparison_digest(steps) and len(tags["weights_sha256"]) == 64
+    assert tags["tlops_version"] and tags["mlflow_run_id"] == registered[1]["run_id"]
+    assert tags["backbone"] == "efficientnet_lite0" and tags["strategy"] in STRATEGIES
+    assert float(tags["temperature"]) >= 1.0 and tags["tensor_model_uri"].startswith("models:/m-")
+
+    table = promote(MODELS).splitlines()
+    assert table[0].split()[:3] == ["version", "aliases", "created"]
+    rows = {line.split()[0]: line for line in table[1:]}
+    assert sorted(rows) == ["1", "2", "3"] and "champion" in rows["2"] and "previous-champion" in rows["3"]
+    assert all("first" in row for row in rows.values())
+
+    _fresh_registered_model(mlflow_uri, "tlops-classifier-prod")
+    prod_name = "tlops-classifier-prod"
+    assert promote(COPY) == f"copied tlops-classifier version 2 to {prod_name} as version 1: champion of {prod_name}"
+    assert _aliases(client, "tlops-classifier-prod") == {"champion": 1}
+    prod = client.get_model_version("tlops-classifier-prod", "1").tags
+    assert prod["promotion.copied_from"] == "models:/tlops-classifier/2"
+    assert prod["dataset_digest"] == tags["dataset_digest"]
 
 
 # --- S3 and the MLflow server -----------------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from tlops.errors import TlopsError
-from tlops.promotion.registry import CHALLENGER, CHAMPION, RegistryConfig
+from tlops.promotion.aliases import CHALLENGER, CHAMPION
+from tlops.promotion.gate import GateConfig, describe
+from tlops.promotion.registry import RegistryConfig
 from tlops.steps.outputs import load_model, read_predictions
 from tlops.steps.register import register
 
@@ -68,20 +70,40 @@ def test_second_version_becomes_challenger_and_champion_stays(trained_model, mlf
     assert client.get_model_version_by_alias(config.model_name, CHALLENGER).version == "2"
 
 
-def test_registered_model_loads_from_the_registry_and_predicts_like_the_trained_one(trained_model, mlflow_uri):
+def test_registered_model_serves_image_bytes_like_the_trained_model_and_keeps_the_tensor_model(
+    trained_model, mlflow_uri
+):
+    import mlflow
     import mlflow.pytorch
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    from tlops.data.images import decode_image
+    from tlops.data.preprocessing import eval_transform
+    from tlops.steps.outputs import Evaluation, load_prepared
 
     config = _config(mlflow_uri)
-    _register(trained_model, config)
+    registration = _register(trained_model, config)
     mlflow.set_tracking_uri(mlflow_uri)
-    served = mlflow.pytorch.load_model(f"models:/{config.model_name}@{CHAMPION}")
+    served = mlflow.pyfunc.load_model(f"models:/{config.model_name}@{CHAMPION}")
     local, model_config = load_model(trained_model["model"])
-    size = model_config.data_config["input_size"]
-    images = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(0))
+    temperature = Evaluation.read(trained_model["evaluation"]).calibration["temperature"]
+    manifest, _ = load_prepared(trained_model["data"])
+    files = list(manifest["uri"][:4])
+    images = [Path(uri).read_bytes() for uri in files]
+    predictions = served.predict(pd.DataFrame({"image": images}))
+    batch = torch.stack([eval_transform(model_config.preprocessing)(decode_image(data).image) for data in images])
     with torch.no_grad():
-        expected = local(images)
-        actual = served(images)
-    np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-4, atol=1e-4)
+        expected = torch.softmax(local(batch) / temperature, dim=1).numpy()
+    actual = np.array([[row[c] for c in model_config.classes] for row in predictions["probabilities"]])
+    np.testing.assert_allclose(actual, expected, atol=1e-5)
+    assert list(predictions["label"]) == [model_config.classes[i] for i in expected.argmax(1)]
+    # The tensor model: preprocessed (N, 3, S, S) floats in, logits out, for users who batch their own tensors.
+    tags = MlflowClient(mlflow_uri).get_model_version(config.model_name, "1").tags
+    assert tags["tensor_model_uri"] == registration.tensor_model_uri
+    tensors = mlflow.pytorch.load_model(registration.tensor_model_uri)
+    with torch.no_grad():
+        np.testing.assert_allclose(tensors(batch).numpy(), local(batch).numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_unreachable_server_is_a_clear_error(trained_model):
@@ -108,7 +130,8 @@ def test_failed_registration_leaves_no_version_or_alias(trained_model, mlflow_ur
     from mlflow.exceptions import MlflowException
 
     config = _config(mlflow_uri)
-    with pytest.raises(TlopsError, match=r"registering the model .* failed: connection reset"):
+    expected = r"failed \(connection reset while setting the alias\); version 1 was deleted again; fix the cause"
+    with pytest.raises(TlopsError, match=expected):
         _register(trained_model, config, client=_AliasFailingClient(mlflow_uri))
     client = MlflowClient(mlflow_uri)
     with pytest.raises(MlflowException):
@@ -135,7 +158,7 @@ def test_promote_and_roll_back(trained_model, mlflow_uri, tmp_path):
 
     from mlflow import MlflowClient
 
-    from tlops.promotion.registry import PREVIOUS_CHAMPION, promote
+    from tlops.promotion.aliases import PREVIOUS_CHAMPION, promote
 
     config = _config(mlflow_uri)
     _register(trained_model, config)
@@ -165,8 +188,10 @@ def test_promote_and_roll_back(trained_model, mlflow_uri, tmp_path):
     assert "champion is version 2 (was version 1)" in moved.stdout
     bad = subprocess.run([*command, "--version", "9", "--tracking-uri", mlflow_uri], capture_output=True, text=True)
     assert bad.returncode == 2
-    assert bad.stderr.strip().splitlines() == [f"tlops: error: {config.model_name!r} has no version 9; "
-                                               "list versions in the MLflow UI"]  # fmt: skip
+    assert bad.stderr.strip().splitlines() == [
+        f"tlops: error: {config.model_name!r} has no version 9; list its versions with tlops models --model-name "
+        f"{config.model_name}"
+    ]
     assert alias(CHAMPION) == "2"
 
 
@@ -201,7 +226,12 @@ def test_champion_gate_keeps_the_champion_against_an_identical_challenger(traine
     summary = _register(trained_model, config, evaluation=second)
     assert summary.version == 2 and summary.aliases == [CHALLENGER]
     assert summary.champion == {"version": 1, "reason": "the gate kept version 1"}
-    assert summary.gate == {"promote": False, "champion_version": 1, "reasons": comparison.reasons}
+    assert summary.gate == {
+        "promote": False,
+        "champion_version": 1,
+        "reasons": comparison.reasons,
+        "thresholds": describe(GateConfig()),
+    }
     client = MlflowClient(mlflow_uri)
     assert client.get_model_version_by_alias(config.model_name, CHAMPION).version == "1"
     assert client.get_run(summary.run_id).data.metrics["gate.mcnemar_p"] == 1.0
@@ -210,7 +240,7 @@ def test_champion_gate_keeps_the_champion_against_an_identical_challenger(traine
 def test_a_promoting_gate_moves_the_champion_and_keeps_the_previous(trained_model, mlflow_uri):
     from mlflow import MlflowClient
 
-    from tlops.promotion.registry import PREVIOUS_CHAMPION, assign_aliases
+    from tlops.promotion.aliases import PREVIOUS_CHAMPION, assign_aliases
 
     config = _config(mlflow_uri)
     _register(trained_model, config)

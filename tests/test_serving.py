@@ -1,16 +1,10 @@
-"""The served model: raw image bytes in, label and calibrated probabilities out, in process and over HTTP."""
+"""The served model: raw image bytes in, label and calibrated probabilities out (in process; over HTTP through
+`mlflow models serve` in tests/test_readme.py, which runs the README's serving commands)."""
 
 from __future__ import annotations
 
-import base64
 import io
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -53,7 +47,7 @@ def logged(classifier, tmp_path_factory: pytest.TempPathFactory) -> str:
     experiment = mlflow.create_experiment("serving", artifact_location=(store / "artifacts").as_uri())
     with mlflow.start_run(experiment_id=experiment):
         config = ServingConfig(CLASSES, asdict(data_config), temperature=TEMPERATURE, top_k=2)
-        info = log_served_model(model, config, {"classes": CLASSES}, tensor_model=False)
+        info = log_served_model(model, config, {"classes": CLASSES}, tensor_model=False).served
     return info.model_uri
 
 
@@ -171,84 +165,3 @@ def test_the_served_model_is_code_and_tensors_not_a_pickle(logged: str) -> None:
     mlmodel = (local / "MLmodel").read_text()
     assert "image" in mlmodel and "binary" in mlmodel
     assert json.loads((local / "artifacts" / "preprocessing.json").read_text())["temperature"] == TEMPERATURE
-
-
-# --- `mlflow models serve` against the registry on the MLflow server ----------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.mark.integration
-def test_mlflow_models_serve_answers_a_base64_png_like_in_process_prediction(
-    classifier, mlflow_uri: str, s3_env, tmp_path: Path
-) -> None:
-    import mlflow
-    import requests
-
-    from tlops.serving.package import log_served_model
-
-    model, data_config = classifier
-    name = f"served-{uuid.uuid4().hex[:8]}"
-    mlflow.set_tracking_uri(mlflow_uri)
-    with mlflow.start_run():
-        config = ServingConfig(CLASSES, asdict(data_config), temperature=TEMPERATURE)
-        info = log_served_model(model, config, {"classes": CLASSES}, tensor_model=False)
-    mlflow.register_model(info.model_uri, name)
-    uri = f"models:/{name}/1"
-    image = Image.fromarray(picture(5))
-    png = encode(image, "PNG")
-    grey = encode(image.convert("L"), "PNG")
-    expected = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({"image": [png, grey]}))
-
-    port = _free_port()
-    # `mlflow models serve` starts `uvicorn` from PATH, as from an activated virtual environment.
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    env = os.environ | {"MLFLOW_TRACKING_URI": mlflow_uri, "PATH": path}
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local"]
-    server = subprocess.Popen(
-        [*command, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=env,
-        stdout=(tmp_path / "serve.log").open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
-            time.sleep(0.5)
-
-        def invoke(images: list[bytes]) -> requests.Response:
-            data = [[base64.b64encode(item).decode()] for item in images]
-            payload = {"dataframe_split": {"columns": ["image"], "data": data}}
-            return requests.post(f"{url}/invocations", json=payload, timeout=60)
-
-        response = invoke([png, grey])
-        assert response.status_code == 200, response.text
-        served = response.json()["predictions"]
-        for got, want in zip(served, expected.to_dict("records"), strict=True):
-            assert got["label"] == want["label"]
-            assert got["probabilities"] == pytest.approx(want["probabilities"], abs=1e-6)
-            assert got["error"] is None
-        # Bytes that are no image: a per-row error, the server keeps serving.
-        bad = invoke([b"%PDF-1.4 not an image", png])
-        assert bad.status_code == 200, bad.text
-        first, second = bad.json()["predictions"]
-        assert first["label"] is None and "not an image" in first["error"]
-        assert second["label"] == expected["label"][0]
-        assert invoke([]).json()["predictions"] == []
-        assert requests.get(f"{url}/ping", timeout=5).status_code == 200
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)

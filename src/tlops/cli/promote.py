@@ -11,7 +11,7 @@ def command_promote(args: argparse.Namespace) -> int:
     """``tlops promote``: move the champion alias to a version, roll back, or copy a version (``--copy-to``)."""
     from mlflow import MlflowClient
 
-    from tlops.promotion.registry import promote
+    from tlops.promotion.aliases import promote
     from tlops.promotion.tracking import check_tracking_server
 
     if not args.tracking_uri:

@@ -2,17 +2,27 @@
 
 The new version becomes ``challenger``. It becomes ``champion`` when the promotion gate passed against the
 version that is still the champion, or when there is no champion and none was compared against; a champion that
-moved after the gate ran (a manual promotion, a concurrent run) is left alone. A failure after the version was
-created deletes it again, so no half-registered version or moved alias remains.
+moved after the gate ran (a manual promotion, a concurrent run) is left alone (:mod:`tlops.promotion.aliases`).
+A failure deletes a version it created and points the aliases back, so no half-registered version or moved alias
+remains; when the registry itself fails (the server stops), the error says what may be left.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tlops.errors import TlopsError
+from tlops.promotion.aliases import (
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS_CHAMPION,
+    assign_aliases,
+    registered_model_exists,
+    version_of_alias,
+)
 from tlops.promotion.config import RegistryConfig as RegistryConfig  # re-exported
 from tlops.promotion.tracking import check_tracking_server
 
@@ -21,6 +31,8 @@ if TYPE_CHECKING:
     from torch import nn
 
     from tlops.data.prepare import PreparedData
+
+logger = logging.getLogger(__name__)
 
 GATE_NUMBERS = (
     "challenger_score",
@@ -33,12 +45,9 @@ GATE_NUMBERS = (
     "challenger_ece",
     "champion_ece",
 )
+ALIASES = (CHAMPION, CHALLENGER, PREVIOUS_CHAMPION)
 VERSION_METRICS = ("test_accuracy", "test_macro_f1", "test_ece")
 TAG_VALUE_LIMIT = 5000  # MLflow's limit on a model version tag's value (8000 on recent servers; kept below)
-
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-PREVIOUS_CHAMPION = "previous-champion"
 
 
 @dataclass
@@ -85,8 +94,11 @@ class Registration:
     """A registered model version and where to find it.
 
     Attributes:
+        model_uri: ``models:/NAME/VERSION``: the served model (image bytes in).
+        logged_model_uri: The served model as MLflow logged it (``models:/m-...``).
         champion: The champion version after registration (``None`` when there is none).
         champion_reason: Why the champion is that version.
+        tensor_model_uri: The same network as a ``pytorch`` flavour taking preprocessed tensors.
     """
 
     tracking_uri: str
@@ -99,6 +111,7 @@ class Registration:
     aliases: list[str] = field(default_factory=list)
     champion: int | None = None
     champion_reason: str = ""
+    tensor_model_uri: str = ""
 
 
 def version_tags(record: RunRecord, run_id: str) -> dict[str, str]:
@@ -154,83 +167,45 @@ def register_model(record: RunRecord, config: RegistryConfig, client=None) -> Re
     check_tracking_server(config.tracking_uri)
     mlflow.set_tracking_uri(config.tracking_uri)
     client = client or MlflowClient(config.tracking_uri)
-    model_existed = _registered_model_exists(client, config.model_name)
-    prepared, training, comparison = record.prepared, record.training, record.comparison
-    input_size = record.data_config["input_size"]
+    model_existed = registered_model_exists(client, config.model_name)
+    prepared = record.prepared
     experiment = _experiment(client, config)
 
+    run = mlflow.start_run(experiment_id=experiment.experiment_id)
+    before = {alias: version_of_alias(client, config.model_name, alias) for alias in ALIASES} if model_existed else {}
     version = None
-    with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
-        try:
-            mlflow.log_params(
-                {
-                    "backbone": record.backbone,
-                    "strategy": training["strategy"],
-                    "requested_strategy": training["requested_strategy"],
-                    "input_size": input_size,
-                    "num_classes": len(prepared.classes),
-                    "dataset_digest": prepared.digest,
-                    **{f"train.{k}": v for k, v in training["config"].items()},
-                }
-            )
-            mlflow.set_tags(
-                {"tlops.dataset_digest": prepared.digest, "tlops.strategy_reasons": " | ".join(training["reasons"])}
-                | {f"tlops.{key}": value for key, value in record.lineage.items() if value}
-            )
-            mlflow.log_metrics(
-                record.metrics
-                | {"val_accuracy": training["val_accuracy"], "probe_val_accuracy": training["probe_val_accuracy"]}
-            )
-            if comparison is not None:
-                mlflow.set_tag("tlops.promotion.gate", " | ".join(comparison["reasons"]))
-                mlflow.log_metrics({f"gate.{k}": comparison[k] for k in GATE_NUMBERS if comparison.get(k) is not None})
-            for epoch in training["history"]:
-                if epoch.get("swa"):  # the weight average: not an epoch of the curves
-                    mlflow.log_metric("swa.val_accuracy", epoch["val_accuracy"])
-                    continue
-                for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
-                    if epoch.get(key) is not None:
-                        mlflow.log_metric(f"curve.{key}", epoch[key], step=epoch["epoch"])
-            dataset = mlflow.data.from_pandas(
-                record.manifest[["relpath", "sha256", "label", "split"]],
-                source=prepared.source or "unknown",
-                name=Path(prepared.source.rstrip("/")).name or "dataset",
-                digest=prepared.digest[:36],
-                targets="label",
-            )
-            mlflow.log_input(dataset, context="training")
-            for path, folder in record.artifacts:
-                mlflow.log_artifact(str(path), artifact_path=folder)
-            for artifact_file, rows in record.tables.items():
-                import pandas
-
-                mlflow.log_table(pandas.DataFrame(rows), artifact_file=artifact_file)
-            serving = ServingConfig(
-                classes=prepared.classes, data_config=record.data_config, temperature=record.temperature
-            )
-            metadata = {"classes": prepared.classes, "data_config": record.data_config, "backbone": record.backbone}
-            logged = log_served_model(record.model, serving, metadata)
-            version = mlflow.register_model(
-                logged.model_uri, config.model_name, tags=version_tags(record, run.info.run_id)
-            )
-            moved = assign_aliases(client, config.model_name, version.version, record.promote, record.compared_champion)
-            mlflow.set_tag("tlops.champion", moved.reason)
-            client.set_model_version_tag(config.model_name, version.version, "champion.reason", moved.reason)
-        except Exception as error:
-            if version is not None:
-                client.delete_model_version(config.model_name, version.version)
-                if not model_existed:
-                    client.delete_registered_model(config.model_name)
-            mlflow.set_tag("tlops.registration_failed", str(error)[:500])
-            if isinstance(error, TlopsError):
-                raise
-            raise TlopsError(f"registering the model in MLflow at {config.tracking_uri} failed: {error}") from error
+    try:
+        _log_run(record)
+        serving = ServingConfig(
+            classes=prepared.classes, data_config=record.data_config, temperature=record.temperature
+        )
+        metadata = {"classes": prepared.classes, "data_config": record.data_config, "backbone": record.backbone}
+        logged = log_served_model(record.model, serving, metadata)
+        tags = version_tags(record, run.info.run_id) | {"tensor_model_uri": logged.tensors.model_uri}
+        version = mlflow.register_model(logged.served.model_uri, config.model_name, tags=tags)
+        moved = assign_aliases(client, config.model_name, version.version, record.promote, record.compared_champion)
+    except Exception as error:
+        undone = _undo(client, config.model_name, version, model_existed, before)
+        _best_effort(mlflow.set_tag, "tlops.registration_failed", str(error)[:500])
+        _best_effort(mlflow.end_run, status="FAILED")
+        if isinstance(error, TlopsError):
+            raise
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        raise TlopsError(
+            f"registering the model in MLflow at {config.tracking_uri} failed ({first_line}); {undone}; "
+            "fix the cause and run the step again"
+        ) from error
+    # The registration stands: what follows only annotates it.
+    _best_effort(mlflow.set_tag, "tlops.champion", moved.reason)
+    _best_effort(client.set_model_version_tag, config.model_name, version.version, "champion.reason", moved.reason)
+    _best_effort(mlflow.end_run)
     return Registration(
         tracking_uri=config.tracking_uri,
         registered_model=config.model_name,
         version=int(version.version),
         model_uri=f"models:/{config.model_name}/{version.version}",
-        logged_model_uri=logged.model_uri,
+        logged_model_uri=logged.served.model_uri,
+        tensor_model_uri=logged.tensors.model_uri,
         run_id=run.info.run_id,
         experiment=config.experiment,
         aliases=moved.aliases,
@@ -239,14 +214,82 @@ def register_model(record: RunRecord, config: RegistryConfig, client=None) -> Re
     )
 
 
-def _registered_model_exists(client, name: str) -> bool:
-    from mlflow.exceptions import MlflowException
+def _log_run(record: RunRecord) -> None:
+    """Log params, tags, metrics, learning curves, the dataset, the step outputs and tables into the active run."""
+    import mlflow
 
+    prepared, training, comparison = record.prepared, record.training, record.comparison
+    mlflow.log_params(
+        {
+            "backbone": record.backbone,
+            "strategy": training["strategy"],
+            "requested_strategy": training["requested_strategy"],
+            "input_size": record.data_config["input_size"],
+            "num_classes": len(prepared.classes),
+            "dataset_digest": prepared.digest,
+            **{f"train.{k}": v for k, v in training["config"].items()},
+        }
+    )
+    mlflow.set_tags(
+        {"tlops.dataset_digest": prepared.digest, "tlops.strategy_reasons": " | ".join(training["reasons"])}
+        | {f"tlops.{key}": value for key, value in record.lineage.items() if value}
+    )
+    mlflow.log_metrics(
+        record.metrics
+        | {"val_accuracy": training["val_accuracy"], "probe_val_accuracy": training["probe_val_accuracy"]}
+    )
+    if comparison is not None:
+        mlflow.set_tag("tlops.promotion.gate", " | ".join(comparison["reasons"]))
+        mlflow.log_metrics({f"gate.{k}": comparison[k] for k in GATE_NUMBERS if comparison.get(k) is not None})
+    for epoch in training["history"]:
+        if epoch.get("swa"):  # the weight average: not an epoch of the curves
+            mlflow.log_metric("swa.val_accuracy", epoch["val_accuracy"])
+            continue
+        for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+            if epoch.get(key) is not None:
+                mlflow.log_metric(f"curve.{key}", epoch[key], step=epoch["epoch"])
+    dataset = mlflow.data.from_pandas(
+        record.manifest[["relpath", "sha256", "label", "split"]],
+        source=prepared.source or "unknown",
+        name=Path(prepared.source.rstrip("/")).name or "dataset",
+        digest=prepared.digest[:36],
+        targets="label",
+    )
+    mlflow.log_input(dataset, context="training")
+    for path, folder in record.artifacts:
+        mlflow.log_artifact(str(path), artifact_path=folder)
+    for artifact_file, rows in record.tables.items():
+        import pandas
+
+        mlflow.log_table(pandas.DataFrame(rows), artifact_file=artifact_file)
+
+
+def _undo(client, model_name: str, version, model_existed: bool, before: dict[str, int | None]) -> str:
+    """Delete a half-registered version and point the aliases back; says what it could do (best effort)."""
+    if version is None:
+        return "no version was registered and no alias was moved"
     try:
-        client.get_registered_model(name)
-    except MlflowException:
-        return False
-    return True
+        client.delete_model_version(model_name, version.version)
+        if not model_existed:
+            client.delete_registered_model(model_name)
+            return f"version {version.version} was deleted again"
+        for alias, previous in before.items():
+            if previous is not None and version_of_alias(client, model_name, alias) != previous:
+                client.set_registered_model_alias(model_name, alias, str(previous))
+    except Exception as error:  # the registry itself failed: say what may be left
+        return (
+            f"version {version.version} may remain and its aliases may have moved (cleaning up failed too: "
+            f"{type(error).__name__}); check tlops models --model-name {model_name}"
+        )
+    return f"version {version.version} was deleted again and the aliases point where they did"
+
+
+def _best_effort(call, *args, **kwargs) -> None:
+    """Call an MLflow function whose failure must not hide the error being reported (or undo a registration)."""
+    try:
+        call(*args, **kwargs)
+    except Exception as error:
+        logger.warning("MLflow call %s failed: %s", getattr(call, "__name__", call), error)
 
 
 def _experiment(client, config: RegistryConfig):
@@ -258,238 +301,3 @@ def _experiment(client, config: RegistryConfig):
     if config.tracking_uri.startswith("sqlite:///"):
         location = (Path(config.tracking_uri[len("sqlite:///") :]).parent / "mlartifacts").resolve().as_uri()
     return client.get_experiment(client.create_experiment(config.experiment, artifact_location=location))
-
-
-@dataclass
-class AliasMove:
-    """What :func:`assign_aliases` did.
-
-    Attributes:
-        aliases: The aliases the new version holds now.
-        champion: The champion version now (``None`` when there is none).
-        reason: Why the champion is that version.
-    """
-
-    aliases: list[str]
-    champion: int | None
-    reason: str
-
-
-def assign_aliases(
-    client, model_name: str, version: str | int, promote: bool | None = None, compared_champion: int | None = None
-) -> AliasMove:
-    """Make ``version`` the ``challenger``, and the ``champion`` when the gate's verdict still holds.
-
-    The gate compared the new version with ``compared_champion``. The champion moves only if it is still that
-    version (a compare-then-set: if a manual promotion or a concurrent run moved it meanwhile, the verdict is
-    stale and the champion is left alone).
-
-    Args:
-        client: ``MlflowClient`` of the registry.
-        model_name: Registered model name.
-        version: The new version.
-        promote: The promotion gate's verdict; ``None`` when no comparison was made (then only a model without a
-            champion gets one).
-        compared_champion: The champion version the gate compared against (``None``: there was none).
-    """
-    version = int(version)
-    client.set_registered_model_alias(model_name, CHALLENGER, str(version))
-    current = _version_of_alias(client, model_name, CHAMPION)
-    if promote is None:
-        move = current is None
-        reason = (
-            "no champion yet: the new version becomes it"
-            if move
-            else f"no gate compared against this registry's champion: version {current} stays"
-        )
-    elif current != compared_champion:
-        move = False
-        reason = (
-            f"the champion changed after the gate compared against {_describe(compared_champion)}: it is "
-            f"{_describe(current)} now, left alone; evaluate again, or promote by hand (tlops promote --version "
-            f"{version})"
-        )
-    elif promote:
-        move = True
-        reason = (
-            "no champion yet: the new version becomes it"
-            if current is None
-            else f"the gate passed against version {current}: the new version replaces it ({PREVIOUS_CHAMPION})"
-        )
-    else:
-        move = False
-        reason = f"the gate kept version {current}"
-    if not move:
-        return AliasMove([CHALLENGER], current, reason)
-    client.set_registered_model_alias(model_name, CHAMPION, str(version))
-    if current is not None:
-        client.set_registered_model_alias(model_name, PREVIOUS_CHAMPION, str(current))
-    return AliasMove([CHALLENGER, CHAMPION], version, reason)
-
-
-def _describe(version: int | None) -> str:
-    return "no champion" if version is None else f"version {version}"
-
-
-@dataclass
-class Promotion:
-    """An alias move in the registry: which version is champion now, and which one it replaced.
-
-    Attributes:
-        forced: Whether the move overrode the promotion gate's refusal (``--force``).
-        reason: Why the version was moved by hand (``--reason``; empty when none was given).
-    """
-
-    registered_model: str
-    champion: int
-    previous: int | None
-    forced: bool = False
-    reason: str = ""
-
-
-def _version_of_alias(client, model_name: str, alias: str) -> int | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return int(client.get_model_version_by_alias(model_name, alias).version)
-    except MlflowException:
-        return None
-
-
-def promote(
-    client,
-    model_name: str,
-    version: int | None = None,
-    rollback: bool = False,
-    *,
-    force: bool = False,
-    reason: str | None = None,
-) -> Promotion:
-    """Make a version the ``champion``, keeping the one it replaces as ``previous-champion`` for a rollback.
-
-    A move is recorded on the promoted version as the tags ``promotion.by``, ``promotion.reason``,
-    ``promotion.forced`` and ``promotion.time``. A version the promotion gate refused (tag ``gate.decision`` is
-    ``keep``) needs ``force`` and a ``reason``; a rollback returns to the former champion and needs neither.
-
-    Args:
-        client: ``MlflowClient`` of the registry.
-        model_name: Registered model name.
-        version: Version to promote; ``None`` promotes the current ``challenger``.
-        rollback: Promote the ``previous-champion`` instead (``version`` must be ``None``).
-        force: Promote a version the gate refused.
-        reason: Why the version is promoted by hand (required with ``force``).
-
-    Raises:
-        TlopsError: when the model, the version or the alias to promote does not exist, the gate refused the
-            version and ``force`` is not set, or ``force`` comes without a reason (nothing is moved).
-    """
-    reason = check_override(force, reason)
-    if not _registered_model_exists(client, model_name):
-        raise TlopsError(f"registered model {model_name!r} does not exist; check --model-name and the tracking URI")
-    if rollback:
-        version = _version_of_alias(client, model_name, PREVIOUS_CHAMPION)
-        if version is None:
-            raise TlopsError(f"{model_name!r} has no {PREVIOUS_CHAMPION!r} alias: there is nothing to roll back to")
-    elif version is None:
-        version = _version_of_alias(client, model_name, CHALLENGER)
-        if version is None:
-            raise TlopsError(f"{model_name!r} has no {CHALLENGER!r}; pass --version N")
-    found = get_version(client, model_name, version)
-    current = _version_of_alias(client, model_name, CHAMPION)
-    if current == version:
-        return Promotion(model_name, version, _version_of_alias(client, model_name, PREVIOUS_CHAMPION))
-    forced = False if rollback else check_gate(found, force)
-    move_champion(client, model_name, version, current)
-    record_promotion(client, model_name, version, reason, forced)
-    return Promotion(model_name, version, current, forced, reason)
-
-
-PROMOTED_BY = "tlops promote"
-GATE_DECISION_TAG = "gate.decision"
-GATE_REASONS_TAG = "gate.reasons"
-GATE_REFUSED = "keep"
-
-
-def check_override(force: bool, reason: str | None) -> str:
-    """The reason of a manual move, stripped; ``--force`` needs one.
-
-    Raises:
-        TlopsError: when ``force`` is set and the reason is missing or blank.
-    """
-    reason = (reason or "").strip()
-    if force and not reason:
-        raise TlopsError("--force needs --reason TEXT (recorded on the version)")
-    return reason
-
-
-def get_version(client, model_name: str, version: int | str):
-    """The registered ``ModelVersion``.
-
-    Raises:
-        TlopsError: when the model has no such version, naming the command that lists them.
-    """
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_model_version(model_name, str(version))
-    except MlflowException:
-        raise TlopsError(
-            f"{model_name!r} has no version {version}; list its versions with tlops models --model-name {model_name}"
-        ) from None
-
-
-def check_gate(model_version, force: bool) -> bool:
-    """Whether promoting ``model_version`` overrides the gate's refusal.
-
-    Raises:
-        TlopsError: when the gate refused the version (tag ``gate.decision`` is ``keep``) and ``force`` is unset.
-    """
-    tags = model_version.tags or {}
-    if tags.get(GATE_DECISION_TAG) != GATE_REFUSED:
-        return False
-    if force:
-        return True
-    first = _first_gate_reason(tags.get(GATE_REASONS_TAG, ""))
-    why = f" ({first})" if first else ""
-    raise TlopsError(
-        f"version {model_version.version} was refused by the gate{why}; pass --force --reason TEXT to override"
-    )
-
-
-def _first_gate_reason(reasons: str) -> str:
-    """The first of the gate's reasons, stored as a JSON list or joined by `` | `` or newlines."""
-    import json
-
-    text = reasons.strip()
-    if text.startswith("["):
-        try:
-            items = json.loads(text)
-        except ValueError:
-            items = None
-        if isinstance(items, list):
-            return str(items[0]).strip() if items else ""
-    return text.replace("\n", " | ").split(" | ")[0].strip()
-
-
-def move_champion(client, model_name: str, version: int, current: int | None) -> None:
-    """Point ``champion`` at ``version``; the replaced ``current`` becomes ``previous-champion``."""
-    client.set_registered_model_alias(model_name, CHAMPION, str(version))
-    if current is not None:
-        client.set_registered_model_alias(model_name, PREVIOUS_CHAMPION, str(current))
-
-
-def record_promotion(
-    client, model_name: str, version: int, reason: str, forced: bool, extra: dict[str, str] | None = None
-) -> None:
-    """Tag a manual move on the version: ``promotion.by``, ``.reason``, ``.forced``, ``.time`` (UTC) and ``extra``."""
-    from datetime import UTC, datetime
-
-    tags = {
-        "promotion.by": PROMOTED_BY,
-        "promotion.reason": reason,
-        "promotion.forced": "true" if forced else "false",
-        "promotion.time": datetime.now(UTC).isoformat(timespec="seconds"),
-        **(extra or {}),
-    }
-    for key, value in tags.items():
-        client.set_model_version_tag(model_name, str(version), key, value)

@@ -12,16 +12,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tlops.errors import TlopsError
-from tlops.promotion.registry import (
+from tlops.promotion.aliases import (
     CHAMPION,
     Promotion,
-    _registered_model_exists,
-    _version_of_alias,
     check_gate,
     check_override,
     get_version,
     move_champion,
     record_promotion,
+    registered_model_exists,
+    version_of_alias,
 )
 
 METRICS = ("test_accuracy", "test_macro_f1", "test_ece")
@@ -107,7 +107,7 @@ def list_versions(client, model_name: str) -> list[VersionRow]:
 
 
 def _check_model_exists(client, model_name: str) -> None:
-    if _registered_model_exists(client, model_name):
+    if registered_model_exists(client, model_name):
         return
     names = [model.name for model in client.search_registered_models(max_results=_SHOWN_MODELS)]
     known = f" (registered models: {', '.join(names)})" if names else " (the registry has no registered models)"
@@ -210,8 +210,8 @@ def copy_to(
     if target_name == model_name:
         raise TlopsError(f"--copy-to names {model_name!r} itself; promote within it with tlops promote --version N")
     forced = check_gate(source, force)
-    existed = _registered_model_exists(client, target_name)
-    current = _version_of_alias(client, target_name, CHAMPION) if existed else None
+    existed = registered_model_exists(client, target_name)
+    current = version_of_alias(client, target_name, CHAMPION) if existed else None
     if current is not None:
         _check_same_classes(client, (model_name, int(source.version)), (target_name, current))
     if not existed:
@@ -233,7 +233,7 @@ def _resolve(client, model_name: str, version_or_alias: int | str | None) -> int
         version_or_alias = CHAMPION
     if isinstance(version_or_alias, int) or str(version_or_alias).isdigit():
         return int(version_or_alias)
-    version = _version_of_alias(client, model_name, str(version_or_alias))
+    version = version_of_alias(client, model_name, str(version_or_alias))
     if version is None:
         raise TlopsError(f"{model_name!r} has no {version_or_alias!r} alias; pass --version N")
     return version

@@ -12,7 +12,7 @@ import io
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -31,6 +31,13 @@ if TYPE_CHECKING:
 SERVED_MODEL_NAME = "model"
 TENSOR_MODEL_NAME = "tensor-model"
 MAX_BATCH = 1024
+
+
+class LoggedModels(NamedTuple):
+    """What :func:`log_served_model` logged: MLflow ``ModelInfo`` objects."""
+
+    served: Any
+    tensors: Any | None
 
 
 def export_network(model: nn.Module, input_size: int, path: Path) -> Path:
@@ -90,7 +97,7 @@ def log_served_model(
     metadata: dict[str, Any],
     *,
     tensor_model: bool = True,
-) -> Any:
+) -> LoggedModels:
     """Log the served pyfunc (and, unless told not to, the tensor model) into the active MLflow run.
 
     Args:
@@ -100,7 +107,7 @@ def log_served_model(
         tensor_model: Also log the ``pt2`` tensor model as ``tensor-model``.
 
     Returns:
-        The served model's ``ModelInfo``.
+        The ``ModelInfo`` of the served model and of the tensor model (``None`` when not logged).
     """
     import mlflow
     import mlflow.pytorch
@@ -123,11 +130,12 @@ def log_served_model(
             pip_requirements=served_requirements(),
             metadata=metadata,
         )
+    tensors = None
     if tensor_model:
         from mlflow.models import infer_signature
 
         example = np.full((2, 3, input_size, input_size), 0.5, dtype=np.float32)
-        mlflow.pytorch.log_model(
+        tensors = mlflow.pytorch.log_model(
             model,
             name=TENSOR_MODEL_NAME,
             signature=infer_signature(example, np.zeros((2, len(config.classes)), dtype=np.float32)),
@@ -136,4 +144,4 @@ def log_served_model(
             pip_requirements=mlflow.pytorch.get_default_pip_requirements(),
             metadata=metadata,
         )
-    return info
+    return LoggedModels(info, tensors)

@@ -17,8 +17,8 @@ import pandas as pd
 from tlops.data.loading import make_loader, split_dataset
 from tlops.data.preprocessing import DataConfig, eval_transform
 from tlops.evaluation.metrics import predict
+from tlops.promotion.aliases import CHAMPION
 from tlops.promotion.gate import GateConfig, compare
-from tlops.promotion.registry import CHAMPION
 from tlops.serving.model import IMAGE_COLUMN
 from tlops.steps.outputs import Comparison
 from tlops.steps.runtime import Runtime

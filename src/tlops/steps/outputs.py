@@ -522,6 +522,7 @@ class RunSummary(JsonRecord):
         selection: The backbone ranking (candidates and the raw-pixel baseline), the reasons, and what the
             feature cache saved; ``None`` when no selection was given.
         calibration: The temperature the served model applies, why, and the test metrics before and after.
+        tensor_model_uri: The same network as a ``pytorch`` flavour model taking preprocessed tensors.
     """
 
     dataset: dict[str, Any]
@@ -541,6 +542,7 @@ class RunSummary(JsonRecord):
     champion: dict[str, Any] = field(default_factory=dict)
     selection: dict[str, Any] | None = None
     calibration: dict[str, Any] = field(default_factory=dict)
+    tensor_model_uri: str = ""
 
     FILE = RUN_SUMMARY_FILE
     STEP = "register"

@@ -57,6 +57,7 @@ def run_summary(
         champion={"version": registration.champion, "reason": registration.champion_reason},
         selection=None if selection is None else _selection_summary(selection),
         calibration=evaluation.calibration,
+        tensor_model_uri=registration.tensor_model_uri,
     )
 
 
