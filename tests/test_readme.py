@@ -1272,3 +1272,46 @@ def test_bench_strategies(tmp_path: Path) -> None:
     assert verdict["best_strategy"] in ("linear-probe", "mlp-probe", "partial")
     assert isinstance(verdict["test_within_one_se_of_best"], bool)
     assert f"auto decided **{verdict['decided']}**, kept **{verdict['kept']}**" in stdout
+
+
+GATE_BENCH = (
+    "OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TLOPS_WORKERS=0 .venv/bin/python bench/gate.py "
+    "--json /tmp/tlops-bench-gate/gate.json"
+)
+SERVING_BENCH = (
+    "OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python bench/serving.py --json /tmp/tlops-bench-serving/serving.json"
+)
+
+
+@covers(GATE_BENCH)
+def test_bench_gate(tmp_path: Path) -> None:
+    # Instead of 20 pairs a scenario, two power settings and the 13-a-class subset: 2 pairs, the 2-step champion.
+    command = readme_command(GATE_BENCH, {"/tmp/tlops-bench-gate": str(tmp_path)})
+    command.argv += ["--workdir", str(tmp_path / "work"), "--pairs", "2", "--champion-epochs", "0", "--small-test", "0"]
+    stdout = succeeded(run(command, REPO, timeout=SHORT_TIMEOUT_S))
+    assert "| scenario | test images | metric | class_drop_images | promoted |" in stdout
+    report = json.loads((tmp_path / "gate.json").read_text())
+    assert report["pairs"] == 2 and sum(report["counts"].values()) == 1797
+    results = {(r["scenario"], r["metric"], r["class_drop_images"]): r["summary"] for r in report["results"]}
+    assert len(results) == 8  # 2 scenarios x 2 metrics x with and without the image floor
+    for (scenario, _, _), summary in results.items():
+        assert summary["pairs"] == 2 and summary["wilson_low"] <= summary["rate"] <= summary["wilson_high"]
+        if scenario.startswith("power"):  # 27 points better: always promoted
+            assert summary["promoted"] == 2 and summary["mean_difference"] > 0.1, summary
+        else:  # the same recipe, other seeds: not promoted here
+            assert summary["promoted"] == 0, summary
+
+
+@covers(SERVING_BENCH)
+def test_bench_serving(tmp_path: Path) -> None:
+    command = readme_command(SERVING_BENCH, {"/tmp/tlops-bench-serving": str(tmp_path)})
+    command.argv += ["--workdir", str(tmp_path / "work"), "--requests", "3", "--batches", "1", "--batch-size", "4"]
+    command.argv += ["--image-size", "64"]
+    stdout = succeeded(run(command, REPO, timeout=SHORT_TIMEOUT_S))  # it puts the venv on PATH for the server
+    assert "| request | client | calls | median ms/image |" in stdout
+    report = json.loads((tmp_path / "serving.json").read_text())
+    for kind, calls in (("single", 3), ("batch", 1)):
+        timings = report["results"][kind]
+        assert timings["in-process"]["calls"] == timings["server"]["calls"] == calls
+        assert timings["in-process"]["labels"] == timings["server"]["labels"]  # both answer the same
+        assert all(timings[client]["median_ms"] > 0 for client in ("in-process", "server"))
