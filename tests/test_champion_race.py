@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tlops.errors import TlopsError
 from tlops.promotion.aliases import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
 from tlops.promotion.registry import RegistryConfig
 from tlops.steps.outputs import Comparison, RunSummary
@@ -129,3 +130,65 @@ def test_a_verdict_from_another_registry_does_not_move_the_champion(trained_mode
         "reason": "no gate compared against this registry's champion: version 1 stays",
     }
     assert _aliases(config) == {CHAMPION: 1, CHALLENGER: 2}
+
+
+def test_two_runs_registering_at_once_lose_no_update(trained_model, tmp_path, config):
+    from concurrent.futures import ThreadPoolExecutor
+
+    registry = (config.tracking_uri, config.model_name)
+    first = _register(trained_model, _evaluation(trained_model, tmp_path, True, None, registry), config)
+    assert first.version == 1
+    # Two pipelines' gates both passed against version 1; they register at the same time.
+    gated = [_evaluation(trained_model, tmp_path, True, 1, registry) for _ in range(2)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        summaries = list(pool.map(lambda evaluation: _register(trained_model, evaluation, config), gated))
+
+    assert sorted(s.version for s in summaries) == [2, 3]  # both versions exist
+    winners = [s for s in summaries if CHAMPION in s.aliases]
+    (winner,) = winners  # exactly one took the champion over version 1 ...
+    (loser,) = [s for s in summaries if s is not winner]
+    assert winner.champion["reason"].startswith("the gate passed against version 1")
+    # ... and the other saw that its verdict was stale, instead of overwriting the winner.
+    assert loser.champion == {
+        "version": winner.version,
+        "reason": f"the champion changed after the gate compared against version 1: it is version {winner.version} "
+        f"now, left alone; evaluate again, or promote by hand (tlops promote --version {loser.version})",
+    }
+    aliases = _aliases(config)
+    assert aliases[CHAMPION] == winner.version and aliases[PREVIOUS_CHAMPION] == 1
+
+
+def test_the_champion_lock_serializes_and_takes_over_a_dead_claim(mlflow_uri, config):
+    import threading
+    import time
+
+    from mlflow import MlflowClient
+
+    from tlops.promotion.aliases import LOCK_TAG, champion_lock
+
+    client = MlflowClient(mlflow_uri)
+    client.create_registered_model(config.model_name)
+    inside, overlaps = [], []
+
+    def critical_section() -> None:
+        with champion_lock(client, config.model_name, settle=0.3):
+            inside.append(threading.get_ident())
+            if len(inside) > 1:
+                overlaps.append(list(inside))
+            time.sleep(0.2)
+            inside.remove(threading.get_ident())
+
+    threads = [threading.Thread(target=critical_section) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert overlaps == [] and LOCK_TAG not in client.get_registered_model(config.model_name).tags
+    # A claim left by a process that died (older than the lease) does not block; a live one does, then times out.
+    client.set_registered_model_tag(config.model_name, LOCK_TAG, f"dead@{time.time() - 3600:.3f}")
+    with champion_lock(client, config.model_name, settle=0.1):
+        pass
+    client.set_registered_model_tag(config.model_name, LOCK_TAG, f"alive@{time.time():.3f}")
+    lock = champion_lock(client, config.model_name, settle=0.1, wait=0.5)
+    with pytest.raises(TlopsError, match="another run has held the champion lock"), lock:
+        pass

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tlops.data.demo import write_digits_imagefolder
+from tlops.promotion.gate import GateConfig, describe
 from tlops.steps.outputs import RunSummary
 
 pytestmark = pytest.mark.pipeline
@@ -88,6 +89,7 @@ def test_the_steps_one_by_one_register_what_tlops_run_registers(images: Path, tm
             "promote": True,
             "champion_version": None,
             "reasons": ["no champion yet: the first becomes it"],
+            "thresholds": describe(GateConfig()),
         }
         assert summary.champion == {"version": 1, "reason": "no champion yet: the new version becomes it"}
     assert by_steps.dataset == by_run.dataset  # same source path, digest, counts

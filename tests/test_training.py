@@ -501,8 +501,18 @@ def test_full_fine_tune_then_evaluate(probed: dict[str, Path], runtime: Runtime,
     for key in (*METRIC_KEYS, "test_top5_accuracy"):
         assert key in metrics, key
     # The metrics, recomputed with scikit-learn on predictions made here by the saved model, image by image.
-    probabilities, targets = _predict_test_images(probed["data"], model_dir)
+    raw, targets = _predict_test_images(probed["data"], model_dir)
+    # The reported probabilities are calibrated by the temperature fitted on the validation split.
+    calibration = evaluation["calibration"]
+    temperature = calibration["temperature"]
+    assert temperature >= 1.0 and calibration["reason"]
+    assert metrics["temperature"] == temperature
+    assert metrics["test_log_loss_uncalibrated"] == pytest.approx(sk.log_loss(targets, raw, labels=list(range(10))))
+    logits = np.log(np.clip(raw, 1e-30, 1.0)) / temperature
+    probabilities = np.exp(logits - logits.max(1, keepdims=True))
+    probabilities /= probabilities.sum(1, keepdims=True)
     predictions, labels = probabilities.argmax(1), list(range(10))
+    assert (predictions == raw.argmax(1)).all()  # a temperature never changes a prediction
     expected = {
         "test_accuracy": sk.accuracy_score(targets, predictions),
         "test_balanced_accuracy": sk.balanced_accuracy_score(targets, predictions),

@@ -7,6 +7,11 @@ asks for ``--force --reason`` to promote a version the gate refused.
 
 from __future__ import annotations
 
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from tlops.errors import TlopsError
@@ -48,8 +53,8 @@ def assign_aliases(
     """Make ``version`` the ``challenger``, and the ``champion`` when the gate's verdict still holds.
 
     The gate compared the new version with ``compared_champion``. The champion moves only if it is still that
-    version (a compare-then-set: if a manual promotion or a concurrent run moved it meanwhile, the verdict is
-    stale and the champion is left alone).
+    version (a compare-then-set under :func:`champion_lock`: if a manual promotion or a concurrent run moved it
+    meanwhile, the verdict is stale and the champion is left alone).
 
     Args:
         client: ``MlflowClient`` of the registry.
@@ -61,6 +66,13 @@ def assign_aliases(
     """
     version = int(version)
     client.set_registered_model_alias(model_name, CHALLENGER, str(version))
+    with champion_lock(client, model_name):
+        return _compare_then_set(client, model_name, version, promote, compared_champion)
+
+
+def _compare_then_set(
+    client, model_name: str, version: int, promote: bool | None, compared_champion: int | None
+) -> AliasMove:
     current = version_of_alias(client, model_name, CHAMPION)
     if promote is None:
         move = current is None
@@ -163,11 +175,12 @@ def promote(
         if version is None:
             raise TlopsError(f"{model_name!r} has no {CHALLENGER!r}; pass --version N")
     found = get_version(client, model_name, version)
-    current = version_of_alias(client, model_name, CHAMPION)
-    if current == version:
-        return Promotion(model_name, version, version_of_alias(client, model_name, PREVIOUS_CHAMPION))
-    forced = False if rollback else check_gate(found, force)
-    move_champion(client, model_name, version, current)
+    with champion_lock(client, model_name):
+        current = version_of_alias(client, model_name, CHAMPION)
+        if current == version:
+            return Promotion(model_name, version, version_of_alias(client, model_name, PREVIOUS_CHAMPION))
+        forced = False if rollback else check_gate(found, force)
+        move_champion(client, model_name, version, current)
     record_promotion(client, model_name, version, reason, forced)
     return Promotion(model_name, version, current, forced, reason)
 
@@ -261,3 +274,55 @@ def record_promotion(
     }
     for key, value in tags.items():
         client.set_model_version_tag(model_name, str(version), key, value)
+
+
+LOCK_TAG = "tlops.champion_lock"
+LOCK_SETTLE_S = 0.5  # a claim counts once it survived this long: a concurrent claim overwrites it within it
+LOCK_LEASE_S = 60.0  # a claim older than this was left by a process that died: ignored
+LOCK_WAIT_S = 120.0
+
+
+@contextlib.contextmanager
+def champion_lock(
+    client, model_name: str, *, settle: float = LOCK_SETTLE_S, lease: float = LOCK_LEASE_S, wait: float = LOCK_WAIT_S
+) -> Iterator[None]:
+    """Hold the registered model's champion lock while reading and moving the champion.
+
+    MLflow has no compare-and-set for aliases, so two runs that both read the champion and then both set it
+    would lose one update. The lock is a tag on the registered model: a run writes its claim, waits ``settle``
+    seconds and reads the tag back; only the last writer sees its own claim, the others wait and try again. A
+    claim older than ``lease`` seconds is stale (its process died) and is taken over. The critical section (read
+    the champion, set two aliases) takes well under ``settle``.
+
+    Raises:
+        TlopsError: when the lock stays held by others for ``wait`` seconds.
+    """
+    token = f"{uuid.uuid4().hex}@{time.time():.3f}"
+    deadline = time.monotonic() + wait
+    while True:
+        holder = (client.get_registered_model(model_name).tags or {}).get(LOCK_TAG)
+        if holder and not _stale(holder, lease):
+            if time.monotonic() > deadline:
+                raise TlopsError(
+                    f"another run has held the champion lock of {model_name!r} for over {wait:.0f} s (tag "
+                    f"{LOCK_TAG} = {holder}); retry, or delete the tag if no run is registering"
+                )
+            time.sleep(settle * (0.5 + random.random()))
+            continue
+        client.set_registered_model_tag(model_name, LOCK_TAG, token)
+        time.sleep(settle)
+        if (client.get_registered_model(model_name).tags or {}).get(LOCK_TAG) == token:
+            break
+    try:
+        yield
+    finally:
+        if (client.get_registered_model(model_name).tags or {}).get(LOCK_TAG) == token:
+            client.delete_registered_model_tag(model_name, LOCK_TAG)
+
+
+def _stale(claim: str, lease: float) -> bool:
+    """Whether a lock claim (``token@unix-time``) is older than the lease, or unreadable."""
+    try:
+        return time.time() - float(claim.rpartition("@")[2]) > lease
+    except ValueError:
+        return True

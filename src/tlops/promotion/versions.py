@@ -15,6 +15,7 @@ from tlops.errors import TlopsError
 from tlops.promotion.aliases import (
     CHAMPION,
     Promotion,
+    champion_lock,
     check_gate,
     check_override,
     get_version,
@@ -218,7 +219,9 @@ def copy_to(
         _create_model(client, target_name)
     copy = _copy(client, f"models:/{model_name}/{source.version}", target_name, existed)
     try:
-        move_champion(client, target_name, int(copy.version), current)
+        with champion_lock(client, target_name):
+            current = version_of_alias(client, target_name, CHAMPION)  # again: it may have moved meanwhile
+            move_champion(client, target_name, int(copy.version), current)
         extra = {COPIED_FROM_TAG: f"models:/{model_name}/{source.version}"}
         record_promotion(client, target_name, int(copy.version), reason, forced, extra)
     except Exception:

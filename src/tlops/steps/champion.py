@@ -109,7 +109,8 @@ def _champion_probabilities(uri: str, info, manifest: pd.DataFrame, classes: lis
     champion = mlflow.pytorch.load_model(uri)
     data_config = DataConfig.from_dict(info.metadata["data_config"])
     # The exported champion runs on the CPU (see predict): workers, but no pinned memory.
-    loader = make_loader(split_dataset(manifest, "test", classes, eval_transform(data_config)), runtime.batch_size)
+    test_set = split_dataset(manifest, "test", classes, eval_transform(data_config))
+    loader = make_loader(test_set, runtime.batch_size, workers=runtime.workers)
     return predict(champion, loader, runtime.device)[0]
 
 
