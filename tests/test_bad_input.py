@@ -200,6 +200,16 @@ CASES: dict[str, Case] = {
     "run-epochs-negative": Case(
         (*RUN, "--data", "{root}/valid", "--output", "{root}/out", "--epochs", "-1"), ("--epochs must be positive",)
     ),
+    # a registered model name MLflow refuses: before any training, not at the register step
+    "run-model-name": Case(
+        (*RUN, "--data", "{root}/valid", "--output", "{root}/out", "--model-name", "team/classifier"),
+        ("--model-name 'team/classifier' is not a name MLflow accepts", "cannot contain '/' or ':'"),
+    ),
+    # a gate threshold out of range, before any work
+    "run-gate-alpha": Case(
+        (*RUN, "--data", "{root}/valid", "--output", "{root}/out", "--gate-alpha", "1.5"),
+        ("--gate-alpha: must be in (0, 1) (got 1.5)",),
+    ),
 }
 
 

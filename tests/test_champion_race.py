@@ -133,29 +133,34 @@ def test_a_verdict_from_another_registry_does_not_move_the_champion(trained_mode
 
 
 def test_two_runs_registering_at_once_lose_no_update(trained_model, tmp_path, config):
-    from concurrent.futures import ThreadPoolExecutor
+    import json
 
     registry = (config.tracking_uri, config.model_name)
     first = _register(trained_model, _evaluation(trained_model, tmp_path, True, None, registry), config)
     assert first.version == 1
-    # Two pipelines' gates both passed against version 1; they register at the same time.
+    # Two pipelines' gates both passed against version 1; their register steps (processes) run at the same time.
     gated = [_evaluation(trained_model, tmp_path, True, 1, registry) for _ in range(2)]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        summaries = list(pool.map(lambda evaluation: _register(trained_model, evaluation, config), gated))
+    register = [TLOPS, "register", "--dataset", str(trained_model["data"]), "--model", str(trained_model["model"])]
+    target = ["--tracking-uri", config.tracking_uri, "--model-name", config.model_name]
+    commands = [[*register, "--evaluation", str(evaluation), *target] for evaluation in gated]
+    processes = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
+    outputs = [process.communicate(timeout=600) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], [err[-2000:] for _, err in outputs]
+    summaries = [json.loads(out[out.index("{") :]) for out, _ in outputs]
 
-    assert sorted(s.version for s in summaries) == [2, 3]  # both versions exist
-    winners = [s for s in summaries if CHAMPION in s.aliases]
-    (winner,) = winners  # exactly one took the champion over version 1 ...
+    assert sorted(s["version"] for s in summaries) == [2, 3]  # both versions exist
+    (winner,) = [s for s in summaries if CHAMPION in s["aliases"]]  # exactly one took the champion ...
     (loser,) = [s for s in summaries if s is not winner]
-    assert winner.champion["reason"].startswith("the gate passed against version 1")
+    assert winner["champion"]["reason"].startswith("the gate passed against version 1")
     # ... and the other saw that its verdict was stale, instead of overwriting the winner.
-    assert loser.champion == {
-        "version": winner.version,
-        "reason": f"the champion changed after the gate compared against version 1: it is version {winner.version} "
-        f"now, left alone; evaluate again, or promote by hand (tlops promote --version {loser.version})",
+    assert loser["champion"] == {
+        "version": winner["version"],
+        "reason": f"the champion changed after the gate compared against version 1: it is version "
+        f"{winner['version']} now, left alone; evaluate again, or promote by hand (tlops promote --version "
+        f"{loser['version']})",
     }
     aliases = _aliases(config)
-    assert aliases[CHAMPION] == winner.version and aliases[PREVIOUS_CHAMPION] == 1
+    assert aliases[CHAMPION] == winner["version"] and aliases[PREVIOUS_CHAMPION] == 1
 
 
 def test_the_champion_lock_serializes_and_takes_over_a_dead_claim(mlflow_uri, config):

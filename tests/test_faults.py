@@ -58,6 +58,13 @@ def _versions(uri: str, name: str) -> list[int]:
     return sorted(int(v.version) for v in MlflowClient(uri).search_model_versions(f"name='{name}'"))
 
 
+def _evaluate(trained_model: dict[str, Path], tmp_path: Path, uri: str, name: str):
+    """The evaluate step on the trained model, its gate against ``name``'s champion in the registry at ``uri``."""
+    runtime = Runtime(cache_dir=tmp_path / "cache")
+    data, model = trained_model["data"], trained_model["model"]
+    return evaluate(data, model, tmp_path / "evaluation", runtime, tracking_uri=uri, model_name=name)
+
+
 def _register(trained_model: dict[str, Path], uri: str, name: str):
     config = RegistryConfig(tracking_uri=uri, experiment="faults", model_name=name)
     return register(trained_model["data"], trained_model["model"], trained_model["evaluation"], config)
@@ -111,14 +118,7 @@ def test_a_champion_whose_artifacts_were_deleted_is_reported_not_a_crash(
     assert keys, location
     s3.delete_objects(Bucket=MLFLOW_BUCKET, Delete={"Objects": [{"Key": key} for key in keys]})
 
-    evaluated = evaluate(
-        trained_model["data"],
-        trained_model["model"],
-        tmp_path / "evaluation",
-        Runtime(cache_dir=tmp_path / "cache"),
-        tracking_uri=mlflow_uri,
-        model_name=name,
-    )
+    evaluated = _evaluate(trained_model, tmp_path, mlflow_uri, name)
     comparison = evaluated.comparison
     assert comparison.promote is False and comparison.champion_version == registration.version
     (reason,) = comparison.reasons
@@ -149,14 +149,7 @@ def test_a_champion_of_other_classes_is_not_replaced_and_the_reason_is_recorded(
     client = MlflowClient(mlflow_uri)
     client.set_registered_model_alias(name, CHAMPION, "1")
 
-    evaluated = evaluate(
-        trained_model["data"],
-        trained_model["model"],
-        tmp_path / "evaluation",
-        Runtime(cache_dir=tmp_path / "cache"),
-        tracking_uri=mlflow_uri,
-        model_name=name,
-    )
+    evaluated = _evaluate(trained_model, tmp_path, mlflow_uri, name)
     assert not evaluated.comparison.promote
     assert "trained on other classes: not comparable" in evaluated.comparison.reasons[0]
     config = RegistryConfig(tracking_uri=mlflow_uri, experiment="faults", model_name=name)

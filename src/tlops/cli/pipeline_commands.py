@@ -68,10 +68,12 @@ def _pipeline_parameters(
 
 def _check_selection_arguments(args: argparse.Namespace) -> None:
     """Check the backbone-selection options shared by ``run``, ``submit`` and ``schedule``."""
+    from tlops.promotion.config import check_model_name
     from tlops.steps.config import check_selection_options
 
     check_selection_options(args.selection_metric, args.max_params, args.max_latency_ms)
     gate_config(**{name: getattr(args, name) for name in GATE_OPTIONS})  # refuses a threshold out of range
+    check_model_name(args.model_name)
     if args.scoring_images_per_class < 0:
         raise TlopsError(
             f"--scoring-images-per-class {args.scoring_images_per_class} is negative: give a count, or 0 for all"

@@ -94,6 +94,9 @@ def _check_step_arguments(args: argparse.Namespace) -> None:
     if args.command == "evaluate":
         args.gate = gate_config(**{name: getattr(args, name) for name in GATE_OPTIONS})
     if args.command in ("evaluate", "register"):
+        from tlops.promotion.config import check_model_name
+
+        check_model_name(args.model_name)
         args.tracking_uri = resolve_tracking_uri(args.tracking_uri, Path.cwd())
         check_tracking_server(args.tracking_uri)
 

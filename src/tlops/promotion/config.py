@@ -1,8 +1,13 @@
-"""Where and under which name a model is registered: :class:`RegistryConfig` (no MLflow import, for the CLI)."""
+"""Where and under which name a model is registered: :class:`RegistryConfig`, and the check of a model name.
+
+Nothing here imports MLflow at import time (the CLI reads the defaults).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from tlops.errors import TlopsError
 
 
 @dataclass(frozen=True)
@@ -18,3 +23,18 @@ class RegistryConfig:
     tracking_uri: str
     experiment: str = "tlops"
     model_name: str = "tlops-classifier"
+
+
+def check_model_name(name: str, flag: str = "--model-name") -> None:
+    """Refuse a registered model name MLflow would refuse, before any work (MLflow's own rules).
+
+    Raises:
+        TlopsError: naming the flag, the name and the rule.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_model_name
+
+    try:
+        _validate_model_name(name)
+    except MlflowException as error:
+        raise TlopsError(f"{flag} {name!r} is not a name MLflow accepts: {error.message}") from None
