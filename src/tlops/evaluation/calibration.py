@@ -18,6 +18,8 @@ from tlops.evaluation.metrics import expected_calibration_error
 TEMPERATURE_BOUNDS = (0.05, 20.0)
 #: Folds of the cross-validation that checks a fitted temperature generalises.
 CHECK_FOLDS = 5
+#: Misclassified validation images needed before a temperature below 1 (sharpening) is trusted.
+MIN_SHARPEN_ERRORS = 10
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -125,20 +127,24 @@ def checked_temperature(logits: np.ndarray, targets: np.ndarray) -> tuple[float,
     """The fitted temperature when it generalises, else 1, with the reason.
 
     The validation split also chose the epoch, the strategy and the probe's regularisation, so its accuracy is
-    optimistic, and it can be small. A temperature fitted on it is kept only when it softens (``T > 1``: a
-    sharpening one trusts the optimistic accuracy; on the demo digits, ``T = 0.18`` fitted on 20 validation
-    images with one error raised the test log loss from 1.09 to 3.44), and when, in cross-validation over the
-    validation images, temperatures fitted on the other folds lower the held-out NLL below that of ``T = 1``.
+    optimistic, and it can be small. A fitted temperature is kept only when, in cross-validation over the
+    validation images, temperatures fitted on the other folds lower the held-out NLL below that of ``T = 1``; and
+    one below 1 (sharpening) only when at least ``MIN_SHARPEN_ERRORS`` validation images are misclassified: with
+    fewer, the fit weighs the many confident right answers against almost no mistakes. Measured on the digits
+    demo: with 269 validation images and 13 errors, ``T = 0.57`` cut the test ECE from 0.080 to 0.029 and the log
+    loss from 0.257 to 0.228; with 20 images and 1 error, ``T = 0.18`` passed the cross-validation but raised the
+    test log loss from 1.09 to 3.44.
     """
     logits = np.asarray(logits, dtype=np.float64)
     targets = np.asarray(targets, dtype=np.int64)
     if len(targets) < 2 * CHECK_FOLDS:
         return 1.0, f"kept T = 1: {len(targets)} validation images are too few to fit it (at least {2 * CHECK_FOLDS})"
     temperature = fit_temperature(logits, targets)
-    if temperature <= 1.0:
+    errors = int((logits.argmax(1) != targets).sum())
+    if temperature < 1.0 and errors < MIN_SHARPEN_ERRORS:
         return 1.0, (
-            f"kept T = 1: the fitted temperature {temperature:.3f} would sharpen the probabilities, trusting the "
-            "validation split that chose the model"
+            f"kept T = 1: the fitted temperature {temperature:.3f} would sharpen the probabilities on the strength "
+            f"of {errors} misclassified validation images (at least {MIN_SHARPEN_ERRORS} needed)"
         )
     unscaled = float(-special.log_softmax(logits, axis=1)[np.arange(len(targets)), targets].mean())
     cross_validated = held_out_nll(logits, targets)
