@@ -291,7 +291,7 @@ def _reasons(result: GateResult, guard: _ClassGuard, config: GateConfig, signifi
         f"(difference {result.difference:+.4f}, {config.confidence:.0%} CI [{result.ci_low:+.4f}, "
         f"{result.ci_high:+.4f}]; needs lower bound > {config.margin:g})",
         significant,
-        f"worst class {guard.name!r}: recall {-guard.drop:+.4f} ({_plural(guard.lost)} lost net, "
+        f"worst class {guard.name!r}: recall {0.0 - guard.drop:+.4f} ({_plural(guard.lost)} lost net, "
         f"allowed {guard.allowed} of {guard.images})",
         f"ECE {result.challenger_ece:.3f} vs champion {result.champion_ece:.3f} ({ece_change:+.3f}; "
         f"allowed +{config.max_ece_increase:g})",
