@@ -593,6 +593,7 @@ def test_demo_run(local_runs: dict[str, LocalRun]) -> None:
     assert tags["dataset_digest"] == summary["dataset"]["digest"]
 
 
+ACTIVATE = "source .venv/bin/activate"
 SERVE = (
     "MLFLOW_TRACKING_URI=sqlite:///tlops-run/mlflow.db mlflow models serve -m models:/tlops-classifier@champion "
     "--env-manager local --port 5001"
@@ -612,7 +613,7 @@ def readme_python_block(section: str) -> str:
 
 
 @pytest.mark.pipeline
-@covers(SERVE, CURL)
+@covers(ACTIVATE, SERVE, CURL)
 def test_serve_the_demo_model(local_runs: dict[str, LocalRun], tmp_path: Path) -> None:
     import base64
 
@@ -622,7 +623,9 @@ def test_serve_the_demo_model(local_runs: dict[str, LocalRun], tmp_path: Path) -
     succeeded(demo.result)
     port = str(_unused_port())
     serve = readme_command(SERVE, {"5001": port})
-    path = {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # an activated venv: mlflow starts `uvicorn` from PATH
+    # `source .venv/bin/activate` puts the venv's bin first on PATH (mlflow starts `uvicorn` from there).
+    assert readme_command(ACTIVATE).argv == ["source", ".venv/bin/activate"]
+    path = {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     log = tmp_path / "serve.log"
     server = subprocess.Popen(
         serve.argv,
