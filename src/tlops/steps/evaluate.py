@@ -50,7 +50,9 @@ def evaluate(
     """Evaluate a trained classifier on the test split, then run the promotion gate against the champion.
 
     The model's probabilities are calibrated first: one temperature, fitted on the validation split by minimising
-    the negative log-likelihood, divides the logits (the served model applies the same). Writes
+    the negative log-likelihood and kept only when it generalises
+    (:func:`~tlops.evaluation.calibration.checked_temperature`), divides the logits (the served model applies the
+    same). Writes
     ``evaluation.json`` (metrics of the calibrated probabilities, calibration before and after, per-class report,
     confusion matrix), ``predictions.safetensors`` (calibrated), ``confusion_matrix.png``,
     ``reliability_diagram.png`` (before and after) and the gate's ``comparison.json`` into ``output_dir``.
@@ -88,9 +90,8 @@ def evaluate(
     (val_logits, val_targets), (test_logits, targets) = logits["val"], logits["test"]
     calibration = calibrate(val_logits, val_targets, test_logits, targets, len(classes))
     logger.info(
-        "temperature %.3f (fitted on %d validation images): test ECE %.4f -> %.4f, log loss %.4f -> %.4f",
-        calibration.temperature,
-        len(val_targets),
+        "calibration: %s; test ECE %.4f -> %.4f, log loss %.4f -> %.4f",
+        calibration.reason,
         calibration.before["ece"],
         calibration.after["ece"],
         calibration.before["log_loss"],
