@@ -11,6 +11,7 @@ from tlops.pipeline.compile import PIPELINE_FILE, compile_all
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = {
+    "fingerprint-data",
     "prepare-data",
     "score-backbone",
     "score-baseline",
@@ -33,17 +34,31 @@ def _documents(path: Path) -> list[dict]:
     return list(yaml.safe_load_all(path.read_text()))
 
 
-def _step_tasks(spec: dict) -> dict[str, dict]:
-    """Every task that runs a container, inside loops too (a ParallelFor is a task whose component is a DAG)."""
+def _step_tasks(spec: dict, exit_handler: bool = False) -> dict[str, dict]:
+    """Every task that runs a container, inside loops too (a ParallelFor is a task whose component is a DAG).
+
+    The exit handler's task is left out unless ``exit_handler``.
+    """
     found, pending = {}, list(spec["root"]["dag"]["tasks"].items())
     while pending:
         name, task = pending.pop()
         component = spec["components"][task["componentRef"]["name"]]
         if "dag" in component:
             pending += component["dag"]["tasks"].items()
-        else:
+        elif exit_handler or name != "record-pipeline-status":
             found[name] = task
     return found
+
+
+def _dag_holding(spec: dict, task: str) -> dict:
+    """The DAG component whose tasks include ``task``."""
+    return next(c["dag"] for c in spec["components"].values() if task in c.get("dag", {}).get("tasks", {}))
+
+
+def _loop_name(spec: dict) -> str:
+    """The task name kfp gave the ParallelFor over the backbones."""
+    tasks = _dag_holding(spec, "select-backbone")["tasks"]
+    return next(name for name, task in tasks.items() if "parameterIterator" in task)
 
 
 def _reference(parameter: str) -> str:
@@ -77,9 +92,13 @@ def _tolerations(spec: dict, settings: dict) -> list[dict]:
 
 
 def test_checked_in_yaml_matches_a_fresh_compile(compiled: Path):
-    fresh = sorted(p.relative_to(compiled) for p in compiled.rglob("*.yaml"))
+    # The YAMLs and the component docs generated from them (components/*.md).
+    fresh = sorted(p.relative_to(compiled) for p in compiled.rglob("*") if p.suffix in (".yaml", ".md"))
     checked_in = sorted(
-        p.relative_to(REPO) for folder in ("pipelines", "components") for p in (REPO / folder).glob("*.yaml")
+        p.relative_to(REPO)
+        for folder in ("pipelines", "components")
+        for p in (REPO / folder).glob("*")
+        if p.suffix in (".yaml", ".md")
     )
     assert fresh == checked_in, "run `tlops compile` and commit the result"
     for relative in fresh:
@@ -93,17 +112,16 @@ def test_pipeline_steps_are_wired_by_artifacts(compiled: Path):
     tasks = _step_tasks(spec)
     assert set(tasks) == STEPS
     # Candidates are scored in parallel (a ParallelFor over the backbones parameter), gathered by select-backbone.
-    loop = spec["root"]["dag"]["tasks"]["for-loop-1"]
+    loop = _dag_holding(spec, "select-backbone")["tasks"][_loop_name(spec)]
     assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--backbones"
     assert loop["iteratorPolicy"]["parallelismLimit"] >= 2
     gathered = tasks["select-backbone"]["inputs"]["artifacts"]["scores"]["taskOutputArtifact"]
-    assert gathered["producerTask"] == "for-loop-1"
+    assert gathered["producerTask"] == _loop_name(spec)
     assert tasks["select-backbone"]["inputs"]["artifacts"]["baseline"]["taskOutputArtifact"]["producerTask"] == (
         "score-baseline"
     )
-    assert tasks["extract-features"]["inputs"]["parameters"]["feature_cache"]["componentInputParameter"] == (
-        "feature_cache"
-    )
+    feature_cache = tasks["extract-features"]["inputs"]["parameters"]["feature_cache"]["componentInputParameter"]
+    assert _pipeline_parameter(spec, "extract-features", feature_cache) == "feature_cache"
     assert tasks["fine-tune"]["inputs"]["artifacts"]["probe"]["taskOutputArtifact"]["producerTask"] == (
         "extract-features"
     )
@@ -111,7 +129,9 @@ def test_pipeline_steps_are_wired_by_artifacts(compiled: Path):
     assert tasks["extract-features"]["inputs"]["parameters"]["backbone"]["taskOutputParameter"]["producerTask"] == (
         "select-backbone"
     )
-    assert tasks["register"]["cachingOptions"] == {}  # caching disabled: registering must always happen
+    # prepare-data is keyed by the source's fingerprint, which a never-cached first step lists.
+    fingerprint = tasks["prepare-data"]["inputs"]["parameters"]["source_fingerprint"]["taskOutputParameter"]
+    assert fingerprint == {"producerTask": "fingerprint-data", "outputParameterKey": "Output"}
     outputs = {
         name: spec["components"][f"comp-{name}"]["outputDefinitions"]["artifacts"] for name in ("evaluate", "fine-tune")
     }
@@ -129,7 +149,7 @@ def test_the_gate_thresholds_are_pipeline_parameters_and_register_records_the_kf
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     for option in GATE_OPTIONS:
         bound = tasks["evaluate"]["inputs"]["parameters"][option]["componentInputParameter"]
-        assert bound == option
+        assert _pipeline_parameter(spec, "evaluate", bound) == option
         assert parameters[option]["defaultValue"] == getattr(DEFAULTS, option), option
     register = tasks["register"]["inputs"]["parameters"]
     assert register["kfp_run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
@@ -183,8 +203,9 @@ def test_tasks_on_the_gpu_image_and_only_they_get_the_gpu_node_pool(compiled: Pa
         settings = kubernetes.get(executor, {})
         tolerations = {(t["key"], t.get("effect")) for t in _tolerations(spec, settings)}
         shm = [m for m in settings.get("emptyDirMounts", []) if m["mountPath"] == "/dev/shm"]
-        # Every step asks for CPU and memory, with a memory limit above the request.
+        # Every step asks for CPU and memory, with limits above the requests.
         assert float(resources["resourceCpuRequest"]) >= 1, task
+        assert float(resources["resourceCpuLimit"]) > float(resources["resourceCpuRequest"]), task
         assert _memory_bytes(resources["resourceMemoryLimit"]) > _memory_bytes(resources["resourceMemoryRequest"])
         if task in gpu_tasks:
             assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu", task
@@ -210,7 +231,9 @@ def test_tlops_run_scores_candidates_one_at_a_time_and_a_cluster_in_parallel() -
     from tlops.pipeline.pipeline import MAX_PARALLEL_SCORING, build_pipeline, transfer_learning_pipeline
 
     def limit(pipeline) -> int:
-        return pipeline.pipeline_spec.root.dag.tasks["for-loop-1"].iterator_policy.parallelism_limit
+        (dag,) = (c.dag for c in pipeline.pipeline_spec.components.values() if "select-backbone" in c.dag.tasks)
+        (loop,) = (task for task in dag.tasks.values() if task.parameter_iterator.item_input)
+        return loop.iterator_policy.parallelism_limit
 
     assert limit(build_pipeline(scoring_parallelism=1)) == 1  # kfp.local: one after the other on this machine
     assert limit(transfer_learning_pipeline) == MAX_PARALLEL_SCORING > 1
@@ -221,6 +244,7 @@ GPU_RESOURCE_PARAMETERS = (
     "gpu_accelerator_type",
     "gpu_count",
     "gpu_cpu_request",
+    "gpu_cpu_limit",
     "gpu_memory_request",
     "gpu_memory_limit",
 )
@@ -230,19 +254,32 @@ def _executor(spec: dict, task: dict) -> str:
     return spec["components"][task["componentRef"]["name"]]["executorLabel"]
 
 
-def _pipeline_parameter(spec: dict, step: str, component_input: str) -> str:
-    """The pipeline parameter that ``component_input`` of the DAG around ``step`` is (a loop passes it on).
+def _holder(spec: dict, task: str) -> str | None:
+    """The name of the DAG component whose tasks include ``task`` (``None``: the pipeline's root DAG)."""
+    if task in spec["root"]["dag"]["tasks"]:
+        return None
+    return next(name for name, c in spec["components"].items() if task in c.get("dag", {}).get("tasks", {}))
 
-    A loop's DAG must both declare the input and get it from the pipeline: kfp 2.17 leaves out the parameters a
-    step inside a loop uses only in its resources unless the step registers them.
+
+def _pipeline_parameter(spec: dict, step: str, component_input: str) -> str:
+    """The pipeline parameter that ``component_input`` of the DAG around ``step`` is (each enclosing DAG passes it on).
+
+    Every DAG on the way must both declare the input and get it from the one around it: kfp 2.17 leaves out the
+    parameters a step inside a loop uses only in its resources unless the step registers them.
     """
     parameters = spec["root"]["inputDefinitions"]["parameters"]
-    for loop in spec["root"]["dag"]["tasks"].values():
-        component = spec["components"][loop["componentRef"]["name"]]
-        if step in component.get("dag", {}).get("tasks", {}):
-            assert component_input in component["inputDefinitions"]["parameters"], (step, component_input)
-            component_input = loop["inputs"]["parameters"][component_input]["componentInputParameter"]
-            break
+    holder = _holder(spec, step)
+    while holder is not None:
+        assert component_input in spec["components"][holder]["inputDefinitions"]["parameters"], (step, holder)
+        dags = [spec["root"]["dag"], *(c["dag"] for c in spec["components"].values() if "dag" in c)]
+        name, task = next(
+            (name, task)
+            for dag in dags
+            for name, task in dag["tasks"].items()
+            if task["componentRef"]["name"] == holder
+        )
+        component_input = task["inputs"]["parameters"][component_input]["componentInputParameter"]
+        holder = _holder(spec, name)
     assert component_input in parameters, (step, component_input)
     return component_input
 
@@ -267,6 +304,7 @@ def test_gpu_steps_resources_are_the_gpu_pipeline_parameters(compiled: Path):
                 "resourceCount": _reference("gpu_count"),
             },
             "resourceCpuRequest": _reference("gpu_cpu_request"),
+            "resourceCpuLimit": _reference("gpu_cpu_limit"),
             "resourceMemoryRequest": _reference("gpu_memory_request"),
             "resourceMemoryLimit": _reference("gpu_memory_limit"),
         }, step
@@ -297,12 +335,15 @@ def test_gpu_steps_node_selector_and_tolerations_are_the_gpu_pipeline_parameters
         assert _pipeline_parameter(spec, step, bound) == "gpu_tolerations", step
 
 
-def test_gpu_steps_retry_with_exponential_backoff_and_the_others_do_not(compiled: Path):
-    from tlops.pipeline.pipeline import GPU_STEP_RETRIES
+NETWORK_STEPS = {"fingerprint-data", "prepare-data", "score-baseline", "evaluate", "register"}
+
+
+def test_steps_on_the_network_or_a_gpu_retry_with_exponential_backoff(compiled: Path):
+    from tlops.pipeline.pipeline import GPU_STEP_RETRIES, NETWORK_STEP_RETRIES
 
     spec = _documents(compiled / "pipelines" / PIPELINE_FILE)[0]
-    tasks = _step_tasks(spec)
-    assert GPU_STEP_RETRIES >= 1
+    tasks = _step_tasks(spec, exit_handler=True)
+    assert GPU_STEP_RETRIES >= 1 and NETWORK_STEP_RETRIES >= 1
     for step in GPU_STEPS:  # a spot node can be reclaimed mid-step: retry after 60 s, 120 s, ...
         assert tasks[step]["retryPolicy"] == {
             "maxRetryCount": GPU_STEP_RETRIES,
@@ -310,8 +351,62 @@ def test_gpu_steps_retry_with_exponential_backoff_and_the_others_do_not(compiled
             "backoffFactor": 2.0,
             "backoffMaxDuration": "3600s",
         }, step
-    assert "retryPolicy" not in tasks["register"]  # registering twice would make two model versions
-    assert not any("retryPolicy" in task for step, task in tasks.items() if step not in GPU_STEPS)
+    # S3 and MLflow: a restarted server or a dropped connection; register is safe to retry (it registers once).
+    for step in NETWORK_STEPS | {"record-pipeline-status"}:
+        assert tasks[step]["retryPolicy"] == {
+            "maxRetryCount": NETWORK_STEP_RETRIES,
+            "backoffDuration": "30s",
+            "backoffFactor": 2.0,
+            "backoffMaxDuration": "600s",
+        }, step
+    assert set(tasks) - GPU_STEPS - NETWORK_STEPS == {"select-backbone", "record-pipeline-status"}
+    assert "retryPolicy" not in tasks["select-backbone"]  # reads its inputs' files: a failure would repeat
+
+
+def test_tlops_run_builds_the_pipeline_without_retries(tmp_path: Path):
+    """kfp.local honours retries: on one machine a failed step fails again, after minutes of backoff."""
+    from kfp import compiler
+
+    from tlops.pipeline.pipeline import build_pipeline
+
+    compiler.Compiler().compile(build_pipeline(scoring_parallelism=1, retries=False), str(tmp_path / "local.yaml"))
+    spec = _documents(tmp_path / "local.yaml")[0]
+    assert not [name for name, task in _step_tasks(spec, exit_handler=True).items() if "retryPolicy" in task]
+
+
+def test_caching_is_on_where_the_inputs_decide_the_result_and_off_where_the_world_does(compiled: Path):
+    spec = _documents(compiled / "pipelines" / PIPELINE_FILE)[0]
+    tasks = _step_tasks(spec, exit_handler=True)
+    cached = {"prepare-data", "score-backbone", "score-baseline", "select-backbone", "extract-features", "fine-tune"}
+    for step in cached:
+        assert tasks[step]["cachingOptions"] == {"enableCache": True}, step
+    # The listing (new files), the champion the gate compares with, the registration, the outcome: never cached.
+    for step in set(tasks) - cached:
+        assert tasks[step]["cachingOptions"] == {}, step
+    assert set(tasks) - cached == {"fingerprint-data", "evaluate", "register", "record-pipeline-status"}
+
+
+def test_an_exit_handler_records_a_failed_run_in_mlflow_and_finished_runs_expire(compiled: Path):
+    from tlops.pipeline.pipeline import FINISHED_RUN_TTL_S
+
+    spec, platform = _documents(compiled / "pipelines" / PIPELINE_FILE)
+    root = spec["root"]["dag"]["tasks"]
+    (group,) = (name for name in root if name != "record-pipeline-status")
+    exit_task = root["record-pipeline-status"]
+    assert exit_task["triggerPolicy"] == {"strategy": "ALL_UPSTREAM_TASKS_COMPLETED"}
+    assert exit_task["dependentTasks"] == [group]
+    inputs = exit_task["inputs"]["parameters"]
+    assert inputs["status"] == {"taskFinalStatus": {"producerTask": group}}
+    assert inputs["tracking_uri"] == {"componentInputParameter": "tracking_uri"}
+    assert inputs["experiment"] == {"componentInputParameter": "experiment"}
+    assert inputs["kfp_run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    # Every step runs inside the group the handler watches.
+    assert set(_step_tasks({**spec, "root": {"dag": {"tasks": {group: root[group]}}}})) == STEPS
+    executor = spec["components"][exit_task["componentRef"]["name"]]["executorLabel"]
+    kubernetes = platform["platforms"]["kubernetes"]
+    assert kubernetes["deploymentSpec"]["executors"][executor]["secretAsEnv"][0]["optional"] is True  # MLflow auth
+    assert kubernetes["pipelineConfig"] == {"resourceTtlOnCompletion": FINISHED_RUN_TTL_S}
+    assert 24 * 3600 <= FINISHED_RUN_TTL_S <= 30 * 24 * 3600
 
 
 def test_gpu_pipeline_parameters_default_to_the_defaults(compiled: Path):
@@ -324,6 +419,7 @@ def test_gpu_pipeline_parameters_default_to_the_defaults(compiled: Path):
         "gpu_node_selector": "STRUCT",
         "gpu_tolerations": "LIST",
         "gpu_cpu_request": "STRING",
+        "gpu_cpu_limit": "STRING",
         "gpu_memory_request": "STRING",
         "gpu_memory_limit": "STRING",
     }
@@ -356,6 +452,7 @@ def test_another_gpu_node_pool_is_only_other_parameter_values(compiled: Path, tm
             {"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true", "effect": "NoSchedule"},
         ],
         "gpu_cpu_request": "8",
+        "gpu_cpu_limit": "12",
         "gpu_memory_request": "48G",
         "gpu_memory_limit": "64G",
     }
@@ -374,6 +471,7 @@ def test_another_gpu_node_pool_is_only_other_parameter_values(compiled: Path, tm
     assert fine_tune["resources"] == {
         "accelerator": {"resourceType": "amd.com/gpu", "resourceCount": "2"},
         "resourceCpuRequest": "8",
+        "resourceCpuLimit": "12",
         "resourceMemoryRequest": "48G",
         "resourceMemoryLimit": "64G",
     }

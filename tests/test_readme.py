@@ -208,6 +208,17 @@ NOT_RUN: dict[str, str] = {
     "mlflow server --backend-store-uri sqlite:///mlflow.db --artifacts-destination s3://bucket/mlflow": "a server "
     "that runs until stopped; tests/services.py starts this same command (a temporary sqlite store, artifacts "
     "proxied to the test SeaweedFS) and the integration tests here track and register through it",
+    **dict.fromkeys(
+        (
+            "docker build -f docker/Dockerfile.cpu --build-arg TLOPS_GIT_COMMIT=$COMMIT -t ghcr.io/my-org/tlops:$TAG .",
+            "docker build -f docker/Dockerfile.gpu --build-arg TLOPS_GIT_COMMIT=$COMMIT "
+            "-t ghcr.io/my-org/tlops-gpu:$TAG .",
+            "docker push ghcr.io/my-org/tlops:$TAG",
+            "docker push ghcr.io/my-org/tlops-gpu:$TAG",
+        ),
+        "no container engine or registry here; tests/test_dockerfiles.py lints both Dockerfiles and runs their "
+        "build-time Python, and tests/test_image_tags.py checks these tags are the images the compiled YAMLs name",
+    ),
 }
 
 
@@ -1056,11 +1067,14 @@ def test_run_from_s3_tracked_on_the_mlflow_server(
     assert version.version == "1" and version.tags["dataset_digest"] == dataset["digest"]
 
 
-# --- Kubeflow Pipelines: no server here -------------------------------------------------------------------------------
+# --- Kubeflow Pipelines: a fake API server (tests/fake_kfp.py) driven by the real kfp.Client ------------------------
 
 KFP_HOST = "export KFP_HOST=http://localhost:8080"
-SUBMIT = "tlops submit --data s3://bucket/dataset --tracking-uri http://mlflow.mlflow:5000 --epochs 5"
+KFP_TOKEN = "export KFP_TOKEN=eyJhbGciOiJSUzI1NiIs..."
+SUBMIT = "tlops submit --data s3://bucket/dataset --tracking-uri http://mlflow.mlflow:5000 --epochs 5 --wait"
 SCHEDULE = "tlops schedule --data s3://bucket/dataset --tracking-uri http://mlflow.mlflow:5000 --cron '0 0 3 * * *'"
+SCHEDULE_LIST = "tlops schedule --list"
+SCHEDULE_DELETE = "tlops schedule --delete tlops-retrain"
 
 
 def _unused_port() -> int:
@@ -1069,18 +1083,59 @@ def _unused_port() -> int:
         return s.getsockname()[1]
 
 
-@covers(KFP_HOST, SUBMIT, SCHEDULE)
-def test_submit_and_schedule_without_a_kfp_server(tmp_path: Path) -> None:
+@covers(KFP_HOST, KFP_TOKEN, SUBMIT, SCHEDULE, SCHEDULE_LIST, SCHEDULE_DELETE)
+def test_kubeflow_commands_against_a_fake_kfp_server(tmp_path: Path) -> None:
+    """The block as shown, the host the fake's; the fake wants the README's token, as multi-user Kubeflow would."""
+    from fake_kfp import FakeKfp
+
+    token = readme_command(KFP_TOKEN).env
+    assert set(token) == {"KFP_TOKEN"}
+    with FakeKfp(token=token["KFP_TOKEN"]) as fake:
+        fake.run_states = ["RUNNING", "SUCCEEDED"]  # one --wait poll (5 s)
+        environment = readme_command(KFP_HOST, {"http://localhost:8080": fake.url}).env | token
+        assert environment == {"KFP_HOST": fake.url} | token
+
+        def shown(text: str) -> str:
+            result = run(readme_command(text), tmp_path, environment, timeout=SHORT_TIMEOUT_S)
+            assert token["KFP_TOKEN"] not in result.stdout + result.stderr
+            return succeeded(result)
+
+        submitted = shown(SUBMIT)
+        (run_,) = fake.runs.values()
+        parameters = run_["runtime_config"]["parameters"]
+        assert (parameters["data_uri"], parameters["tracking_uri"]) == (
+            "s3://bucket/dataset",
+            "http://mlflow.mlflow:5000",
+        )
+        assert parameters["epochs"] == 5 and "pipeline_root" not in run_["runtime_config"]
+        assert f"{fake.url}/#/runs/details/{run_['run_id']}" in submitted
+        assert [line.split(": ")[-1] for line in submitted.splitlines() if line.startswith("run ")] == [
+            "RUNNING",
+            "SUCCEEDED",
+        ]
+
+        scheduled = shown(SCHEDULE)
+        (job,) = fake.recurring_runs.values()
+        assert (job["display_name"], job["trigger"]["cron_schedule"]["cron"]) == ("tlops-retrain", "0 0 3 * * *")
+        assert (job["max_concurrency"], job["no_catchup"], job["mode"]) == ("1", True, "ENABLE")
+        assert job["pipeline_version_reference"] == run_["pipeline_version_reference"]  # the same code: reused
+        assert "reusing (this code was uploaded before)" in scheduled
+
+        listed = shown(SCHEDULE_LIST).splitlines()
+        assert listed[0].split()[:3] == ["name", "cron", "enabled"]
+        assert listed[1].startswith("tlops-retrain  0 0 3 * * *  yes") and job["recurring_run_id"] in listed[1]
+
+        assert f"deleted recurring run 'tlops-retrain' ({job['recurring_run_id']}" in shown(SCHEDULE_DELETE)
+        assert fake.recurring_runs == {}
+        assert {request.authorization for request in fake.requests} == {f"Bearer {token['KFP_TOKEN']}"}
+
+    # Nothing at the host: one line, before anything else happens.
     host = f"http://127.0.0.1:{_unused_port()}"
-    environment = readme_command(KFP_HOST, {"http://localhost:8080": host}).env
-    assert environment == {"KFP_HOST": host}
-    for text in (SUBMIT, SCHEDULE):
-        result = run(readme_command(text), tmp_path, environment, timeout=SHORT_TIMEOUT_S)
-        assert result.returncode == 2, (text, result.stdout, result.stderr)
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
-        assert len(lines) == 1, result.stderr
-        assert lines[0].startswith(f"tlops: error: Kubeflow Pipelines at {host} does not answer"), lines[0]
-        assert "Traceback" not in result.stderr and result.stdout == ""
+    result = run(readme_command(SCHEDULE_LIST), tmp_path, {"KFP_HOST": host}, timeout=SHORT_TIMEOUT_S)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"tlops: error: Kubeflow Pipelines at {host} does not answer")
+    assert "Traceback" not in result.stderr and result.stdout == ""
 
 
 # --- compile, help, lint ----------------------------------------------------------------------------------------------
@@ -1089,9 +1144,15 @@ def test_submit_and_schedule_without_a_kfp_server(tmp_path: Path) -> None:
 @covers("tlops compile")
 def test_compile(tmp_path: Path) -> None:
     stdout = succeeded(run(readme_command("tlops compile"), tmp_path, timeout=SHORT_TIMEOUT_S))
-    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.yaml"))
-    checked_in = sorted(p.relative_to(REPO) for d in ("pipelines", "components") for p in (REPO / d).glob("*.yaml"))
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.suffix in (".yaml", ".md"))
+    checked_in = sorted(
+        p.relative_to(REPO)
+        for d in ("pipelines", "components")
+        for p in (REPO / d).glob("*")
+        if p.suffix in (".yaml", ".md")
+    )
     assert written == checked_in and Path("pipelines/transfer_learning.yaml") in written
+    assert Path("components/README.md") in written  # the generated docs of the components, beside their YAMLs
     printed = {(tmp_path / line.removeprefix("wrote ")).resolve() for line in stdout.splitlines()}
     assert printed == {(tmp_path / p).resolve() for p in written}, stdout
     spec = next(yaml.safe_load_all((tmp_path / "pipelines" / "transfer_learning.yaml").read_text()))

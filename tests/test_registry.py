@@ -70,6 +70,24 @@ def test_second_version_becomes_challenger_and_champion_stays(trained_model, mlf
     assert client.get_model_version_by_alias(config.model_name, CHALLENGER).version == "2"
 
 
+def test_a_retried_register_step_of_one_pipeline_run_registers_once(trained_model, mlflow_uri):
+    """KFP retries the register step after a network error: the attempt after a success must not add a version."""
+    from mlflow import MlflowClient
+
+    config = _config(mlflow_uri)
+    steps = (trained_model["data"], trained_model["model"], trained_model["evaluation"], config)
+    first = register(*steps, lineage={"kfp_run_id": "run-7f3a", "kfp_run_name": "nightly"})
+    retried = register(*steps, lineage={"kfp_run_id": "run-7f3a", "kfp_run_name": "nightly"})
+    other_run = register(*steps, lineage={"kfp_run_id": "run-9c1d"})
+
+    client = MlflowClient(mlflow_uri)
+    assert (first.version, retried.version, other_run.version) == (1, 1, 2)
+    assert (retried.run_id, retried.logged_model_uri) == (first.run_id, first.logged_model_uri)
+    assert retried.tensor_model_uri == first.tensor_model_uri and retried.champion["version"] == 1
+    assert sorted(retried.aliases) == [CHALLENGER, CHAMPION] and other_run.aliases == [CHALLENGER]
+    assert len(client.search_model_versions(f"name = '{config.model_name}'")) == 2
+
+
 def test_registered_model_serves_image_bytes_like_the_trained_model_and_keeps_the_tensor_model(
     trained_model, mlflow_uri
 ):

@@ -1,34 +1,110 @@
-"""tlops submit / schedule: bad input is refused before anything is sent; parameters match the compiled pipeline."""
+"""tlops submit / schedule against a fake Kubeflow Pipelines server (tests/fake_kfp.py) driven by the real kfp.Client.
+
+Bad input is refused before any request; the pipeline and this code's version are uploaded once and reused; runs
+and recurring runs carry exactly the pipeline's parameters; the token reaches the server and never the output.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import yaml
 
+from fake_kfp import FakeKfp
+from tlops import __version__
 from tlops.cli import build_parser
+from tlops.cli.checks import backbone_list
 from tlops.cli.pipeline_commands import _pipeline_parameters
 from tlops.errors import TlopsError
 from tlops.pipeline.compile import compile_pipeline
-from tlops.pipeline.remote import check_cron
+from tlops.pipeline.kfp_api import Connection
+from tlops.pipeline.kfp_auth import Token, find_token
+from tlops.pipeline.overrides import parse_overrides
+from tlops.pipeline.pipeline import PIPELINE_NAME
+from tlops.pipeline.remote import check_cron, wait_for_run
 
 REMOTE = ["--data", "s3://bucket/dataset", "--tracking-uri", "http://mlflow:5000"]
+TOKEN = "kfp-test-token-3f9a1c"  # what the fake accepts
+FORBIDDEN = "kfp-forbidden-token-77d2"  # authenticated, but refused every API call (403)
+WRONG = "kfp-wrong-token-0b5e"
+FAST = ["--poll-interval", "0.02"]
 
 
-def _tlops(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-m", "tlops.cli", *args], capture_output=True, text=True, env=env)
+def _tlops(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {"PATH": "/usr/bin:/bin"} | (env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "tlops.cli", *args], capture_output=True, text=True, env=environment, timeout=300
+    )
 
 
-def _one_error_line(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+def _in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> SimpleNamespace:
+    """``tlops ARGS`` run by ``main`` here (for input refused before anything starts): exit status and output."""
+    from tlops.cli import main
+    from tlops.io.logs import LEVEL_ENV
+
+    for name in ("KFP_HOST", "KFP_TOKEN", "KFP_NAMESPACE", "MLFLOW_TRACKING_URI", LEVEL_ENV):
+        monkeypatch.delenv(name, raising=False)
+    capsys.readouterr()
+    status = main(list(args))
+    captured = capsys.readouterr()
+    return SimpleNamespace(returncode=status, stdout=captured.out, stderr=captured.err)
+
+
+def _one_error_line(result: subprocess.CompletedProcess[str] | SimpleNamespace, *needles: str) -> str:
     assert result.returncode == 2, result
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("tlops: error: "), result.stderr
     for needle in needles:
-        assert needle in lines[0]
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def _succeeded(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    return result.stdout
+
+
+def _posts(fake: FakeKfp, route: str) -> list[Any]:
+    """The POST requests to exactly ``/apis/v2beta1<route>``."""
+    return [r for r in fake.requests_to("POST") if r.path == f"/apis/v2beta1{route}"]
+
+
+def _no_token_in(result: subprocess.CompletedProcess[str], *tokens: str) -> None:
+    for token in tokens or (TOKEN, FORBIDDEN, WRONG):
+        assert token not in result.stdout + result.stderr
+
+
+def _expected_parameters(*options: str) -> dict[str, Any]:
+    """The parameters `tlops submit` builds from these options, as JSON gives them back."""
+    args = build_parser().parse_args(["submit", *REMOTE, *options])
+    parameters = _pipeline_parameters(
+        args, args.data, args.tracking_uri, backbone_list(args.backbones), args.image_size
+    )
+    return json.loads(json.dumps(parameters))
+
+
+@pytest.fixture
+def kfp_server() -> Iterator[FakeKfp]:
+    with FakeKfp(token=TOKEN, forbidden_token=FORBIDDEN) as fake:
+        yield fake
+
+
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    path = tmp_path / "kfp-token"
+    path.write_text(TOKEN + "\n")
+    return path
+
+
+# --- refused before any request -------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("expression", ["0 3 * * *", "", "0 0 0 3 * * *"])
@@ -41,9 +117,17 @@ def test_cron_with_six_fields_is_normalized() -> None:
     assert check_cron(" 0  0 3 * * * ") == "0 0 3 * * *"
 
 
-def test_schedule_rejects_a_five_field_cron_before_contacting_the_server() -> None:
-    result = _tlops("schedule", "--host", "http://127.0.0.1:9", *REMOTE, "--cron", "0 3 * * *")
+def test_schedule_rejects_a_five_field_cron_before_any_request(kfp_server: FakeKfp) -> None:
+    result = _tlops("schedule", "--host", kfp_server.url, *REMOTE, "--cron", "0 3 * * *", env={"KFP_TOKEN": TOKEN})
     _one_error_line(result, "'0 3 * * *' has 5 fields")
+    assert kfp_server.requests == []
+
+
+def test_submit_refuses_an_unknown_param_before_any_request(kfp_server: FakeKfp) -> None:
+    result = _tlops("submit", "--host", kfp_server.url, *REMOTE, "--param", "epoch=7", env={"KFP_TOKEN": TOKEN})
+    line = _one_error_line(result, "--param epoch: the pipeline has no parameter 'epoch'", "epochs", "data_uri")
+    assert "credentials_secret" in line  # a parameter no other option sets is listed too
+    assert kfp_server.requests == []
 
 
 def test_submit_to_an_unreachable_server() -> None:
@@ -57,10 +141,28 @@ def test_submit_to_an_unreachable_server() -> None:
         (["--host", "http://kfp", "--tracking-uri", "http://mlflow:5000"], "--data is required"),
         (["--host", "http://kfp", "--data", "s3://b/d"], "--tracking-uri must be an MLflow server URL"),
         (["--host", "http://kfp", *REMOTE, "--epochs", "0"], "--epochs must be positive"),
+        (["--host", "http://kfp", *REMOTE, "--pipeline-root", "bucket/root"], "--pipeline-root 'bucket/root'"),
+        (["--host", "http://kfp", *REMOTE, "--poll-interval", "0"], "--poll-interval must be positive"),
     ],
 )
-def test_submit_bad_input(arguments: list[str], needle: str) -> None:
-    _one_error_line(_tlops("submit", *arguments), needle)
+def test_submit_bad_input(
+    arguments: list[str], needle: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _one_error_line(_in_process(monkeypatch, capsys, "submit", *arguments), needle)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "needle"),
+    [
+        (["--host", "http://kfp", *REMOTE], "--cron is required"),
+        (["--host", "http://kfp", *REMOTE, "--cron", "0 0 3 * * *", "--max-concurrency", "11"], "1 to 10"),
+        (["--list"], "no Kubeflow Pipelines host"),
+    ],
+)
+def test_schedule_bad_input(
+    arguments: list[str], needle: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _one_error_line(_in_process(monkeypatch, capsys, "schedule", *arguments), needle)
 
 
 def test_parameters_are_exactly_pipeline_inputs(tmp_path: Path) -> None:
@@ -72,3 +174,252 @@ def test_parameters_are_exactly_pipeline_inputs(tmp_path: Path) -> None:
     required = {name for name, spec in inputs.items() if not spec.get("isOptional")}
     assert required <= set(parameters)
     assert parameters["image_size"] == 96
+
+
+INPUTS = {
+    "epochs": {"parameterType": "NUMBER_INTEGER"},
+    "learning_rate": {"parameterType": "NUMBER_DOUBLE"},
+    "hflip": {"parameterType": "BOOLEAN"},
+    "backbones": {"parameterType": "LIST"},
+    "gpu_node_selector": {"parameterType": "STRUCT"},
+    "credentials_secret": {"parameterType": "STRING"},
+}
+
+
+def test_params_are_typed_by_the_pipeline() -> None:
+    texts = ["epochs=7", "learning_rate=1e-3", "hflip=true", 'backbones=["a", "b"]', 'gpu_node_selector={"p": "x"}']
+    texts += ["credentials_secret=my=secret", "epochs=8"]
+    assert parse_overrides(texts, INPUTS) == {
+        "epochs": 8,
+        "learning_rate": 0.001,
+        "hflip": True,
+        "backbones": ["a", "b"],
+        "gpu_node_selector": {"p": "x"},
+        "credentials_secret": "my=secret",
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("epochs", "--param 'epochs': give NAME=VALUE"),
+        ("=7", "give NAME=VALUE"),
+        ("epochs=7.5", "epochs takes a whole number"),
+        ("epochs=true", "epochs takes a whole number"),
+        ("learning_rate=fast", "not JSON"),
+        ("hflip=yes", "hflip takes true or false"),
+        ("backbones=a,b", "backbones takes a JSON list"),
+        ("gpu_node_selector=[]", "gpu_node_selector takes a JSON object"),
+        ("epoch=7", "no parameter 'epoch'; its parameters: backbones, credentials_secret, epochs"),
+    ],
+)
+def test_malformed_params_are_refused(text: str, needle: str) -> None:
+    with pytest.raises(TlopsError) as raised:
+        parse_overrides([text], INPUTS)
+    assert needle in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_the_token_comes_from_the_file_then_the_environment_then_the_service_account(tmp_path: Path) -> None:
+    given, service_account = tmp_path / "given", tmp_path / "serviceaccount-token"
+    given.write_text(" from-file\n")
+    assert find_token(given, "from-env", service_account) == Token("from-file", f"--token-file {given}")
+    assert find_token(None, "from-env", service_account) == Token("from-env", "KFP_TOKEN")
+    assert find_token(None, "", service_account) is None
+    service_account.write_text("from-pod")
+    found = find_token(None, None, service_account)
+    assert found == Token("from-pod", f"the service-account token {service_account}")
+    assert "from-pod" not in repr(found)
+    given.write_text("\n")
+    with pytest.raises(TlopsError, match="is empty"):
+        find_token(given, None, service_account)
+    with pytest.raises(TlopsError, match="cannot read the token from --token-file"):
+        find_token(tmp_path / "missing", None, service_account)
+
+
+# --- submit -----------------------------------------------------------------------------------------------------
+
+
+def test_submit_uploads_the_pipeline_and_version_once(kfp_server: FakeKfp, token_file: Path) -> None:
+    first = _tlops("submit", "--host", kfp_server.url, *REMOTE, "--token-file", str(token_file))
+    stdout = _succeeded(first)
+    _no_token_in(first)
+    assert [r.files for r in _posts(kfp_server, "/pipelines/upload")] == [{"uploadfile": "pipeline.yaml"}]
+    assert [r.query["name"] for r in _posts(kfp_server, "/pipelines/upload")] == [PIPELINE_NAME]
+    assert len(_posts(kfp_server, "/pipelines/upload_version")) == 1
+    (pipeline,) = kfp_server.pipelines.values()
+    assert pipeline["display_name"] == PIPELINE_NAME
+    # The upload made a first version named like the pipeline (as KFP does); tlops added its own.
+    ours = [v for v in kfp_server.versions_of(pipeline["pipeline_id"]) if v["display_name"] != PIPELINE_NAME]
+    (version,) = ours
+    package = kfp_server.packages[version["pipeline_version_id"]]
+    assert version["display_name"] == f"{__version__}-{hashlib.sha256(package.encode()).hexdigest()[:12]}"
+    assert next(yaml.safe_load_all(package))["pipelineInfo"]["name"] == PIPELINE_NAME
+    (run,) = kfp_server.runs.values()
+    assert run["runtime_config"] == {"parameters": _expected_parameters()}  # no pipeline root: the server's
+    assert run["pipeline_version_reference"] == {
+        "pipeline_id": pipeline["pipeline_id"],
+        "pipeline_version_id": version["pipeline_version_id"],
+    }
+    assert run["display_name"] == "tlops"
+    assert kfp_server.experiments[run["experiment_id"]]["display_name"] == "tlops"
+    assert f"{kfp_server.url}/#/runs/details/{run['run_id']}" in stdout
+    assert f"uploaded pipeline version {version['display_name']!r}" in stdout
+    assert {r.authorization for r in kfp_server.requests} == {f"Bearer {TOKEN}"}
+
+    # The same code again, the token from KFP_TOKEN: nothing uploaded, a second run of the same version.
+    kfp_server.requests.clear()
+    second = _tlops("submit", "--host", kfp_server.url, *REMOTE, env={"KFP_TOKEN": TOKEN})
+    stdout = _succeeded(second)
+    _no_token_in(second)
+    assert [r.path for r in kfp_server.requests_to("POST")] == ["/apis/v2beta1/runs"]  # not even an experiment
+    assert f"reusing (this code was uploaded before) pipeline version {version['display_name']!r}" in stdout
+    assert len(kfp_server.pipelines) == 1 and len(kfp_server.versions) == 2 and len(kfp_server.experiments) == 2
+    runs = list(kfp_server.runs.values())
+    assert len(runs) == 2 and runs[1]["pipeline_version_reference"] == runs[0]["pipeline_version_reference"]
+    assert runs[1]["runtime_config"] == runs[0]["runtime_config"]
+    assert {r.authorization for r in kfp_server.requests} == {f"Bearer {TOKEN}"}
+
+
+def test_submit_wait_follows_a_run_that_succeeds(kfp_server: FakeKfp) -> None:
+    result = _tlops(
+        "submit", "--host", kfp_server.url, *REMOTE, "--param", "epochs=7", "--param", "credentials_secret=s3-team",
+        "--pipeline-root", "s3://bucket/kfp-root", "--wait", *FAST, env={"KFP_TOKEN": TOKEN},
+    )  # fmt: skip
+    stdout = _succeeded(result)
+    _no_token_in(result)
+    (run,) = kfp_server.runs.values()
+    expected = _expected_parameters() | {"epochs": 7, "credentials_secret": "s3-team"}
+    assert run["runtime_config"] == {"parameters": expected, "pipeline_root": "s3://bucket/kfp-root"}
+    states = [line.split(": ")[1] for line in stdout.splitlines() if line.startswith(f"run {run['run_id']}: ")]
+    assert states == ["PENDING", "RUNNING", "SUCCEEDED"]
+    assert result.stderr == ""
+
+
+def test_submit_wait_on_a_failed_run_names_the_failed_step(kfp_server: FakeKfp) -> None:
+    kfp_server.run_states = ["PENDING", "RUNNING", "RUNNING", "FAILED"]
+    result = _tlops("submit", "--host", kfp_server.url, *REMOTE, "--wait", *FAST, env={"KFP_TOKEN": TOKEN})
+    assert result.returncode == 1, result
+    (run,) = kfp_server.runs.values()
+    states = [line.split(": ")[1] for line in result.stdout.splitlines() if line.startswith(f"run {run['run_id']}: ")]
+    assert states == ["PENDING", "RUNNING", "FAILED"]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0] == (
+        f"tlops: error: run {run['run_id']} ended FAILED: step fine-tune failed: {kfp_server.task_error} "
+        f"({kfp_server.url}/#/runs/details/{run['run_id']})"
+    )
+    assert len(kfp_server.requests_to("GET", f"/runs/{run['run_id']}")) == 4
+
+
+class _Runs:
+    """A stand-in for kfp.Client.get_run: the given runs, one per call, the last one from then on."""
+
+    def __init__(self, *runs: SimpleNamespace) -> None:
+        self.runs, self.calls = list(runs), 0
+
+    def get_run(self, run_id: str) -> SimpleNamespace:
+        self.calls += 1
+        return self.runs[min(self.calls, len(self.runs)) - 1]
+
+
+def _run(state: str, tasks: Sequence[tuple[str, str, str | None]] = (), error: str | None = None) -> SimpleNamespace:
+    def status(message: str | None) -> SimpleNamespace | None:
+        return SimpleNamespace(message=message) if message else None
+
+    details = [SimpleNamespace(display_name=n, state=s, error=status(e)) for n, s, e in tasks]
+    return SimpleNamespace(state=state, run_details=SimpleNamespace(task_details=details), error=status(error))
+
+
+def test_wait_gives_up_after_the_timeout() -> None:
+    now = [0.0]
+    client = _Runs(_run("PENDING"), _run("RUNNING"))
+    reported: list[str] = []
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    connection = Connection("http://kfp", client, None, None)
+    outcome = wait_for_run(connection, "r1", 10, 25, reported.append, sleep=sleep, clock=lambda: now[0])
+    assert (outcome.state, outcome.timed_out, reported) == ("RUNNING", True, ["PENDING", "RUNNING"])
+    assert now[0] == 25 and client.calls == 4  # at 0, 10, 20 and 25 s
+
+
+def test_the_failed_step_is_not_the_dag_or_a_driver() -> None:
+    tasks = [("root", "FAILED", None), ("evaluate-driver", "FAILED", None), ("evaluate", "FAILED", None)]
+    connection = Connection("http://kfp", _Runs(_run("FAILED", tasks, error="the run failed")), None, None)
+    outcome = wait_for_run(connection, "r1", 1, 0, lambda state: None)
+    assert (outcome.failed_task, outcome.error) == ("evaluate", "the run failed")  # the task has no error: the run's
+
+
+# --- schedule ---------------------------------------------------------------------------------------------------
+
+
+def test_schedule_creates_replaces_lists_and_deletes_by_name(kfp_server: FakeKfp) -> None:
+    env = {"KFP_TOKEN": TOKEN}
+    host = ["--host", kfp_server.url, "--namespace", "team-a"]
+    created = _tlops("schedule", *host, *REMOTE, "--cron", "0 0 3 * * *", "--max-concurrency", "2", env=env)
+    _succeeded(created)
+    (request,) = kfp_server.requests_to("POST", "/recurringruns")
+    body = request.body
+    assert body["display_name"] == "tlops-retrain" and body["mode"] == "ENABLE"
+    assert body["trigger"] == {"cron_schedule": {"cron": "0 0 3 * * *"}}
+    assert (body["max_concurrency"], body["no_catchup"]) == (2, True)
+    assert body["runtime_config"] == {"parameters": _expected_parameters()}
+    (first,) = kfp_server.recurring_runs.values()
+    assert kfp_server.experiments[first["experiment_id"]]["namespace"] == "team-a"
+    assert f"{kfp_server.url}/#/recurringrun/details/{first['recurring_run_id']}" in created.stdout
+
+    replaced = _tlops("schedule", *host, *REMOTE, "--cron", "0 30 4 * * *", "--catchup", env=env)
+    stdout = _succeeded(replaced)
+    (job,) = kfp_server.recurring_runs.values()  # exactly one of that name remains
+    assert job["recurring_run_id"] != first["recurring_run_id"]
+    assert (job["trigger"]["cron_schedule"]["cron"], job["max_concurrency"], job["no_catchup"]) == (
+        "0 30 4 * * *",
+        "1",
+        False,
+    )
+    assert f"replaced recurring run 'tlops-retrain' ({first['recurring_run_id']}" in stdout
+    assert len(_posts(kfp_server, "/pipelines/upload")) == len(_posts(kfp_server, "/pipelines/upload_version")) == 1
+
+    listed = _succeeded(_tlops("schedule", *host, "--list", env=env))
+    header, row = listed.splitlines()
+    assert header.split() == ["name", "cron", "enabled", "max", "concurrency", "id", "created"]
+    assert row.split()[:9] == ["tlops-retrain", "0", "30", "4", "*", "*", "*", "yes", "1"]
+    assert row.split()[9] == job["recurring_run_id"]
+    assert all(r.query.get("namespace") == "team-a" for r in kfp_server.requests_to("GET", "/recurringruns"))
+
+    missing = _tlops("schedule", *host, "--delete", "nightly", env=env)
+    _one_error_line(missing, "no recurring run named 'nightly'", "the recurring runs there: tlops-retrain")
+    deleted = _tlops("schedule", *host, "--delete", "tlops-retrain", env=env)
+    assert f"deleted recurring run 'tlops-retrain' ({job['recurring_run_id']}" in _succeeded(deleted)
+    assert kfp_server.recurring_runs == {}
+    assert _succeeded(_tlops("schedule", *host, "--list", env=env)).startswith("no recurring runs")
+    for result in (created, replaced, missing, deleted):
+        _no_token_in(result)
+    assert {r.authorization for r in kfp_server.requests} == {f"Bearer {TOKEN}"}
+
+
+# --- authentication ---------------------------------------------------------------------------------------------
+
+
+def test_a_refused_token_is_named_by_its_source(kfp_server: FakeKfp, tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong-token"
+    wrong.write_text(WRONG)
+    result = _tlops("schedule", "--host", kfp_server.url, "--list", "--token-file", str(wrong))
+    line = _one_error_line(
+        result,
+        f"Kubeflow Pipelines at {kfp_server.url} refused the request (401 Unauthorized) with the token from "
+        f"--token-file {wrong}: ",
+        "get a fresh one",
+    )
+    _no_token_in(result)
+    assert "Traceback" not in result.stderr and line
+
+    anonymous = _tlops("schedule", "--host", kfp_server.url, "--list")
+    _one_error_line(anonymous, "(401 Unauthorized) without a token", "--token-file PATH or set KFP_TOKEN")
+
+    # Authenticated (healthz answers), but not allowed: the API server's 403 on the first API call.
+    forbidden = _tlops("schedule", "--host", kfp_server.url, "--list", env={"KFP_TOKEN": FORBIDDEN})
+    _one_error_line(forbidden, "refused the request (403 Forbidden) with the token from KFP_TOKEN: ", "--namespace")
+    _no_token_in(forbidden)
+    assert kfp_server.requests_to("GET", "/recurringruns")[-1].authorization == f"Bearer {FORBIDDEN}"

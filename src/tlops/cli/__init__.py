@@ -37,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
             return command_run(args)
         if args.command == "compile":
             from tlops.pipeline.compile import compile_all
+            from tlops.pipeline.image import COMMIT_ENV, default_tag
 
-            for path in compile_all(args.root):
+            tag = args.image_tag if args.image_tag is not None else default_tag(os.environ.get(COMMIT_ENV))
+            for path in compile_all(args.root, image_repository=args.image_repository, image_tag=tag):
                 print(f"wrote {path}")
             return 0
         if args.command in ("submit", "schedule"):
@@ -53,6 +55,18 @@ def main(argv: list[str] | None = None) -> int:
             from tlops.cli.models import command_models
 
             return command_models(args)
+        if args.command == "stack":
+            from tlops.cli.stack import command_stack
+
+            return command_stack(args)
+        if args.command == "fingerprint-data":
+            from tlops.cli.step_commands import command_fingerprint
+
+            return command_fingerprint(args)
+        if args.command == "record-status":
+            from tlops.cli.step_commands import command_record_status
+
+            return command_record_status(args)
         if args.command == "demo-data":
             from tlops.data.demo import write_digits_imagefolder
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tlops import __version__
 from tlops.cli.staging import path_or_s3
+from tlops.pipeline.image import IMAGE_REPOSITORY
 from tlops.promotion.gate import GATE_METRICS
 from tlops.steps.config import DEFAULT_BACKBONE, DEFAULTS, SELECTION_METRICS
 from tlops.train.config import ALIASES, STRATEGIES, SURGICAL_BLOCKS
@@ -24,7 +25,7 @@ examples:
   tlops run --data s3://bucket/dataset       S3 or SeaweedFS (AWS_ENDPOINT_URL, AWS credentials)
   tlops run --strategy partial               linear-probe, mlp-probe, partial, surgical, lp-ft, gradual, auto
   MLFLOW_TRACKING_URI=http://mlflow:5000 tlops run --data ...   track and register on a server
-  tlops compile                              rewrite components/*.yaml and pipelines/*.yaml
+  tlops compile                              rewrite components/*.yaml, their docs and pipelines/*.yaml
   tlops schedule --host http://kfp:8080 --data s3://bucket/ds --tracking-uri http://mlflow:5000 --cron '0 0 3 * * *'
   tlops promote --version 3                  make version 3 the champion (tlops promote --rollback undoes it)
   tlops models                               list the registered versions, their metrics and gate decisions
@@ -298,6 +299,7 @@ def _add_node_pool_arguments(parser: argparse.ArgumentParser) -> None:
         help="tolerations as a JSON list (default: tolerate the nvidia.com/gpu taint)",
     )
     pool.add_argument("--gpu-cpu-request", default=DEFAULTS.gpu_cpu_request, help="(default: %(default)s)")
+    pool.add_argument("--gpu-cpu-limit", default=DEFAULTS.gpu_cpu_limit, help="(default: %(default)s)")
     pool.add_argument("--gpu-memory-request", default=DEFAULTS.gpu_memory_request, help="(default: %(default)s)")
     pool.add_argument("--gpu-memory-limit", default=DEFAULTS.gpu_memory_limit, help="(default: %(default)s)")
 
@@ -354,6 +356,37 @@ def _add_image_size_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_kfp_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the Kubeflow Pipelines API is, how to authenticate, and what a submission adds to the run."""
+    kfp = parser.add_argument_group("Kubeflow Pipelines")
+    kfp.add_argument("--host", default=os.environ.get("KFP_HOST"), help="KFP API URL (default: $KFP_HOST)")
+    kfp.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="PATH",
+        help="file with the bearer token multi-user Kubeflow needs (default: $KFP_TOKEN, else the pod's "
+        "service-account token when run in the cluster, else none)",
+    )
+    kfp.add_argument(
+        "--namespace",
+        default=os.environ.get("KFP_NAMESPACE"),
+        help="your Kubeflow profile's namespace on multi-user Kubeflow (default: $KFP_NAMESPACE)",
+    )
+    kfp.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a pipeline parameter directly (repeatable), e.g. --param credentials_secret=my-secret; numbers, "
+        "booleans, lists and dicts as JSON; refused for a name the pipeline does not have",
+    )
+    kfp.add_argument(
+        "--pipeline-root",
+        metavar="URI",
+        help="where the run's artifacts go, e.g. s3://bucket/kfp (default: the server's)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -385,8 +418,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_arguments(run)
 
-    compile_ = commands.add_parser("compile", help="write components/*.yaml and pipelines/*.yaml")
+    compile_ = commands.add_parser(
+        "compile",
+        help="write components/*.yaml (and their .md docs) and pipelines/*.yaml",
+        description="Compile the pipeline and each component. The YAMLs name the images "
+        "REPOSITORY/tlops:TAG and REPOSITORY/tlops-gpu:TAG; the checked-in ones name the release tag, since a file "
+        "cannot name the commit that contains it (docker/README.md: build, push, then compile with the same tag).",
+    )
     compile_.add_argument("--root", type=Path, default=Path("."), help="repository root (default: current dir)")
+    compile_.add_argument(
+        "--image-repository",
+        default=IMAGE_REPOSITORY,
+        help="registry and path of the images the components run (default: %(default)s)",
+    )
+    compile_.add_argument(
+        "--image-tag",
+        help=f"tag of both images (default: the version, {__version__}, plus -$TLOPS_GIT_COMMIT when that is set)",
+    )
 
     prepare = commands.add_parser("prepare-data", help="validate, split and write the manifest of a dataset")
     prepare.add_argument(
@@ -395,6 +443,27 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--output", type=Path, required=True, help="directory for the manifest and report")
     _add_seed_argument(prepare)
     _add_split_arguments(prepare)
+
+    fingerprint = commands.add_parser(
+        "fingerprint-data",
+        help="print a dataset source's fingerprint (its listing: paths, sizes, ETags or modification times)",
+        description="Print the fingerprint the pipeline's first step computes: it changes when a file behind --data "
+        "is added, removed or changed, and keys the prepare-data step's cache on Kubeflow Pipelines.",
+    )
+    fingerprint.add_argument("--data", required=True, help="folder, s3://bucket/prefix, archive or .csv manifest")
+
+    status = commands.add_parser(
+        "record-status",
+        help="the pipeline's exit handler: mark the MLflow run of a pipeline run that did not succeed FAILED",
+        description="Unless --state is SUCCEEDED, mark the MLflow run tagged tlops.kfp_run_id=--kfp-run-id FAILED, "
+        "or create a FAILED run named after the pipeline run when no step reached MLflow, with the state and error.",
+    )
+    status.add_argument("--state", required=True, help="the pipeline run's final state, e.g. FAILED or SUCCEEDED")
+    status.add_argument("--kfp-run-id", default="", help="the KFP run's id")
+    status.add_argument("--kfp-run-name", default="", help="the KFP run's name")
+    status.add_argument("--error", default="", help="the failed task's error message")
+    _add_tracking_argument(status, "sqlite:///./mlflow.db")
+    status.add_argument("--experiment", default=DEFAULTS.experiment, help="MLflow experiment (default: %(default)s)")
 
     dataset_help = "the prepare-data output folder"
     score = commands.add_parser(
@@ -493,24 +562,52 @@ def build_parser() -> argparse.ArgumentParser:
 
     submit = commands.add_parser(
         "submit",
-        help="run the pipeline once on a Kubeflow Pipelines server",
-        description="Compile the pipeline and start one run of it on Kubeflow Pipelines.",
+        help="run the pipeline once on a Kubeflow Pipelines server (--wait: follow it to its end)",
+        description="Compile the pipeline and start one run of it on Kubeflow Pipelines. The pipeline "
+        "(tlops-transfer-learning) is uploaded once; each code gets a version named after the tlops version and the "
+        "compiled spec's hash, reused when submitted again. Prints the run's URL; with --wait, each state of the "
+        "run, and exits 0 only when it succeeded (1 otherwise, naming the failed step).",
     )
     _add_run_arguments(submit)
-    submit.add_argument("--host", default=os.environ.get("KFP_HOST"), help="KFP API URL (default: $KFP_HOST)")
+    _add_kfp_arguments(submit)
     submit.add_argument("--run-name", default="tlops", help="name of the run (default: %(default)s)")
+    submit.add_argument("--wait", action="store_true", help="follow the run to its end; exit 0 only when it succeeded")
+    submit.add_argument(
+        "--poll-interval", type=float, default=5.0, help="seconds between checks with --wait (default: %(default)s)"
+    )
+    submit.add_argument(
+        "--timeout", type=float, default=0.0, help="with --wait: give up after this many seconds (default: 0, none)"
+    )
 
     schedule = commands.add_parser(
         "schedule",
-        help="retrain on a schedule: a recurring run on Kubeflow Pipelines",
-        description="Compile the pipeline and create a recurring run (no catch-up of missed runs). "
-        "Each run registers a new challenger; the champion moves only by the registry's rules or tlops promote.",
+        help="retrain on a schedule: a recurring run on Kubeflow Pipelines (--list, --delete NAME)",
+        description="Compile the pipeline and create the recurring run --job-name, replacing the one of that name "
+        "if there is one; missed runs are not caught up unless --catchup. Each run registers a new challenger; the "
+        "champion moves only by the promotion gate or tlops promote. --list shows the recurring runs and --delete "
+        "NAME deletes one; neither needs --data, --tracking-uri or --cron.",
     )
     _add_run_arguments(schedule)
-    schedule.add_argument("--host", default=os.environ.get("KFP_HOST"), help="KFP API URL (default: $KFP_HOST)")
-    schedule.add_argument("--cron", required=True, help="6-field cron, seconds first, e.g. '0 0 3 * * *' (03:00 daily)")
-    schedule.add_argument("--job-name", default="tlops-retrain", help="recurring run name (default: %(default)s)")
-    schedule.add_argument("--max-concurrency", type=int, default=1, help="runs at a time (default: %(default)s)")
+    _add_kfp_arguments(schedule)
+    schedule.add_argument(
+        "--cron", help="6-field cron, seconds first, e.g. '0 0 3 * * *' (03:00 daily); required to create"
+    )
+    schedule.add_argument(
+        "--job-name",
+        default="tlops-retrain",
+        help="name of the recurring run, created or replaced (default: %(default)s)",
+    )
+    schedule.add_argument("--max-concurrency", type=int, default=1, help="runs at a time, 1 to 10 (default: 1)")
+    schedule.add_argument(
+        "--catchup",
+        action="store_true",
+        help="also start the runs missed while paused or behind (default: only the latest)",
+    )
+    manage = schedule.add_mutually_exclusive_group()
+    manage.add_argument(
+        "--list", action="store_true", help="list the recurring runs: name, cron, enabled, max concurrency, id, created"
+    )
+    manage.add_argument("--delete", metavar="NAME", help="delete the recurring run NAME")
 
     promote = commands.add_parser(
         "promote",
@@ -557,4 +654,71 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo-data", help="write the built-in demo dataset as an ImageFolder")
     demo.add_argument("--output", type=Path, required=True)
+    _add_stack_parser(commands)
     return parser
+
+
+def _add_stack_parser(commands: argparse._SubParsersAction) -> None:
+    """``tlops stack up|down|status``: a local SeaweedFS S3 gateway and MLflow server."""
+    from tlops.stack.config import BUCKET, DEFAULT_DIR, DEFAULT_MLFLOW_PORT, DEFAULT_S3_PORT
+
+    stack = commands.add_parser(
+        "stack",
+        help="a local S3 (SeaweedFS) and MLflow server like the cluster's: up, status, down",
+        description="A local copy of the cluster's services, bound to 127.0.0.1: a SeaweedFS S3 gateway and an "
+        f"MLflow tracking server (a sqlite store, artifacts proxied to the S3 bucket {BUCKET}). Their data, logs, "
+        f"process records and credentials live in a folder (--dir DIR, default {DEFAULT_DIR}); the processes "
+        "outlive the command. tlops stack up [--s3-port PORT] [--mlflow-port PORT] starts them and prints the "
+        "export lines that point tlops run at them (also written to DIR/env.sh); tlops stack status shows whether "
+        "they answer; tlops stack down stops them and keeps the data.",
+    )
+    actions = stack.add_subparsers(dest="stack_command", required=True, metavar="ACTION")
+
+    def add_dir(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--dir",
+            type=Path,
+            default=DEFAULT_DIR,
+            help="the stack's folder: data, logs, process records, credentials (default: %(default)s)",
+        )
+
+    up = actions.add_parser(
+        "up",
+        help="start the stack (or report the running one) and print its environment",
+        description="Start SeaweedFS (S3) and an MLflow server on 127.0.0.1 in their own session, wait until both "
+        "answer, and print the export lines (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+        "AWS_DEFAULT_REGION, MLFLOW_TRACKING_URI), also written to DIR/env.sh (mode 0600). The S3 credentials are "
+        "generated once per folder and reused. Every port is checked before anything starts. When the folder's "
+        "stack already runs, says so and prints its environment again.",
+    )
+    add_dir(up)
+    up.add_argument(
+        "--s3-port",
+        type=int,
+        default=DEFAULT_S3_PORT,
+        metavar="PORT",
+        help="the S3 gateway's port; SeaweedFS's master, volume and filer servers take the 3 ports above it, and "
+        "each of the 4 also that port + 10000 for gRPC (default: %(default)s)",
+    )
+    up.add_argument(
+        "--mlflow-port",
+        type=int,
+        default=DEFAULT_MLFLOW_PORT,
+        metavar="PORT",
+        help="the MLflow server's port, also its UI's (default: %(default)s)",
+    )
+    down = actions.add_parser(
+        "down",
+        help="stop the stack; its data stays",
+        description="Stop exactly the processes tlops stack up started from the folder (SIGTERM, SIGKILL after a "
+        "grace period); the data (S3 objects, MLflow experiments, runs and models) stays for the next up. With "
+        "nothing running it says so and exits 0, so it can always be run.",
+    )
+    add_dir(down)
+    status = actions.add_parser(
+        "status",
+        help="show each service's pid, URL and whether it answers (exit status 3 unless all do)",
+        description="Show each service of the folder's stack with its pid, URL and whether it answers. Exit "
+        "status 0 when both answer, 3 otherwise.",
+    )
+    add_dir(status)

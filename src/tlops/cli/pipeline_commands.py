@@ -6,11 +6,17 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tlops.cli.checks import archive_limits, backbone_list, check_positive, train_config
 from tlops.cli.parser import DEMO_IMAGE_SIZE, DEMO_IMAGES_PER_CLASS_ENV
 from tlops.errors import TlopsError
 from tlops.steps.config import GATE_OPTIONS, gate_config
+
+if TYPE_CHECKING:
+    from tlops.pipeline.kfp_api import Connection
+    from tlops.pipeline.kfp_auth import Token
+    from tlops.pipeline.remote import Submission
 
 TRAINING_OPTIONS = (
     "unfreeze_blocks",
@@ -32,6 +38,7 @@ NODE_POOL_OPTIONS = (
     "gpu_node_selector",
     "gpu_tolerations",
     "gpu_cpu_request",
+    "gpu_cpu_limit",
     "gpu_memory_request",
     "gpu_memory_limit",
 )
@@ -81,39 +88,123 @@ def _check_selection_arguments(args: argparse.Namespace) -> None:
 
 
 def command_remote(args: argparse.Namespace) -> int:
-    """``tlops submit`` / ``tlops schedule``: compile the pipeline and create a run or recurring run on KFP."""
+    """``tlops submit`` / ``tlops schedule``: run the pipeline on Kubeflow Pipelines, once or on a schedule.
+
+    Everything that can be checked here is, before any request: the options, the cron, the token file, the
+    compiled spec and the ``--param`` overrides against its parameters. Then the pipeline and this code's version
+    are uploaded unless the server has them, and the run or recurring run is created. ``schedule --list`` and
+    ``schedule --delete NAME`` only connect.
+    """
     import tempfile
 
     from tlops.data.sources import check_data_argument
     from tlops.models.names import check_image_size
     from tlops.pipeline.compile import compile_pipeline
-    from tlops.pipeline.remote import check_cron, schedule_run, submit_run
+    from tlops.pipeline.overrides import parse_overrides
+    from tlops.pipeline.remote import check_cron, ensure_version, read_package, submit_run
+    from tlops.pipeline.schedules import check_max_concurrency, schedule_run
+    from tlops.promotion.tracking import check_no_password
 
+    scheduling = args.command == "schedule"
+    if scheduling and (args.list or args.delete is not None):
+        return _manage_schedules(args)
     check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size or None)
     check_image_size(args.image_size or None)
     _check_selection_arguments(args)
     train_config(args)
-    if not args.host:
-        raise TlopsError("no Kubeflow Pipelines host: pass --host URL or set KFP_HOST")
+    _check_host(args.host)
     if args.data is None:
         raise TlopsError("--data is required: an s3:// URI (or a path mounted in the pipeline's pods)")
     check_data_argument(args.data)
     if not args.tracking_uri or not args.tracking_uri.startswith(("http://", "https://")):
         raise TlopsError("--tracking-uri must be an MLflow server URL the cluster can reach (http://...)")
-    if args.command == "schedule":
+    check_no_password(args.tracking_uri)  # a run parameter: KFP keeps it in plain text
+    if args.pipeline_root is not None and "://" not in args.pipeline_root:
+        raise TlopsError(f"--pipeline-root {args.pipeline_root!r}: give a URI, e.g. s3://bucket/pipeline-root")
+    if scheduling:
+        if not args.cron:
+            raise TlopsError("--cron is required to schedule: 6 fields, seconds first, e.g. '0 0 3 * * *'")
         check_cron(args.cron)
+        check_max_concurrency(args.max_concurrency)
+    elif args.poll_interval <= 0 or args.timeout < 0:
+        raise TlopsError("--poll-interval must be positive and --timeout 0 (no limit) or positive")
+    token = _token(args)
     parameters = _pipeline_parameters(
         args, args.data, args.tracking_uri, backbone_list(args.backbones), args.image_size
     )
     with tempfile.TemporaryDirectory() as folder:
-        package = compile_pipeline(Path(folder) / "pipeline.yaml")
-        if args.command == "submit":
-            created = submit_run(args.host, package, parameters, args.experiment, args.run_name)
-        else:
-            created = schedule_run(
-                args.host, package, parameters, args.experiment, args.job_name, args.cron, args.max_concurrency
-            )
-    print(f"created {created.kind} {created.id} in experiment {created.experiment!r}: {created.url}")
+        package = read_package(compile_pipeline(Path(folder) / "pipeline.yaml"))
+        parameters |= parse_overrides(args.param, package.inputs)
+        connection = _connect(args, token)
+        version = ensure_version(connection, package)
+    if version.uploaded_pipeline:
+        print(f"uploaded pipeline {package.name!r} ({version.pipeline_id})")
+    done = "uploaded" if version.uploaded_version else "reusing (this code was uploaded before)"
+    print(f"{done} pipeline version {version.name!r} ({version.version_id})")
+    if scheduling:
+        created, replaced = schedule_run(
+            connection, version, parameters, args.experiment, args.job_name, args.cron, args.max_concurrency,
+            args.catchup, args.pipeline_root,
+        )  # fmt: skip
+    else:
+        created = submit_run(connection, version, parameters, args.experiment, args.run_name, args.pipeline_root)
+    print(f"created {created.kind} {created.id} in experiment {created.experiment!r}: {created.url}", flush=True)
+    if scheduling:
+        for old in replaced:
+            print(f"replaced recurring run {old.name!r} ({old.id}, cron {old.cron!r}): deleted")
+    elif args.wait:
+        return _follow(connection, created, args.poll_interval, args.timeout)
+    return 0
+
+
+def _check_host(host: str | None) -> None:
+    if not host:
+        raise TlopsError("no Kubeflow Pipelines host: pass --host URL or set KFP_HOST")
+
+
+def _token(args: argparse.Namespace) -> Token | None:
+    """The bearer token: --token-file, else $KFP_TOKEN, else the pod's service-account token."""
+    from tlops.pipeline.kfp_auth import SERVICE_ACCOUNT_TOKEN, TOKEN_ENV, find_token
+
+    return find_token(args.token_file, os.environ.get(TOKEN_ENV), SERVICE_ACCOUNT_TOKEN)
+
+
+def _connect(args: argparse.Namespace, token: Token | None) -> Connection:
+    from tlops.pipeline.kfp_api import connect
+
+    return connect(args.host, token, args.namespace)
+
+
+def _follow(connection: Connection, created: Submission, poll_interval: float, timeout: float) -> int:
+    """``submit --wait``: print each state of the run; 0 when it succeeded, 1 otherwise."""
+    from tlops.pipeline.remote import wait_for_run
+
+    outcome = wait_for_run(
+        connection, created.id, poll_interval, timeout, lambda state: print(f"run {created.id}: {state}", flush=True)
+    )
+    if outcome.state == "SUCCEEDED":
+        return 0
+    if outcome.timed_out:
+        problem = f"is still {outcome.state} after {timeout:g} s (--timeout); follow it at {created.url}"
+    else:
+        step = f"step {outcome.failed_task} failed" if outcome.failed_task else "no step reported an error"
+        problem = f"ended {outcome.state}: {step}: {outcome.error or 'see its logs'} ({created.url})"
+    print(f"tlops: error: run {created.id} {problem}", file=sys.stderr)
+    return 1
+
+
+def _manage_schedules(args: argparse.Namespace) -> int:
+    """``schedule --list`` and ``schedule --delete NAME``: no compile, no --data, --tracking-uri or --cron."""
+    from tlops.pipeline.schedules import delete_schedule, format_schedules, list_schedules
+
+    _check_host(args.host)
+    connection = _connect(args, _token(args))
+    if args.list:
+        schedules = list_schedules(connection)
+        print(format_schedules(schedules) if schedules else f"no recurring runs on {connection.host}")
+        return 0
+    for deleted in delete_schedule(connection, args.delete):
+        print(f"deleted recurring run {deleted.name!r} ({deleted.id}, cron {deleted.cron!r})")
     return 0
 
 

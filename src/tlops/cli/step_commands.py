@@ -209,3 +209,28 @@ def _run_step(args: argparse.Namespace) -> object:
         lineage={"git_commit": os.environ.get("TLOPS_GIT_COMMIT", "")},  # set in images built from a commit
     )
     return summary.to_dict()
+
+
+def command_fingerprint(args: argparse.Namespace) -> int:
+    """``tlops fingerprint-data``: print the fingerprint the pipeline keys the prepare-data cache with."""
+    from tlops.data.fingerprint import source_fingerprint
+    from tlops.data.sources import check_data_argument
+    from tlops.io.storage import make_s3_client
+
+    check_data_argument(args.data)
+    s3 = make_s3_client() if args.data.startswith("s3://") else None
+    print(json.dumps({"data": args.data, "fingerprint": source_fingerprint(args.data, s3)}, indent=2))
+    return 0
+
+
+def command_record_status(args: argparse.Namespace) -> int:
+    """``tlops record-status``: what the exit handler does (mark the MLflow run FAILED unless the run succeeded)."""
+    from tlops.promotion.failures import PipelineOutcome
+    from tlops.promotion.tracking import resolve_tracking_uri
+    from tlops.steps.pipeline_status import record_pipeline_status
+
+    tracking_uri = resolve_tracking_uri(args.tracking_uri, Path.cwd())
+    outcome = PipelineOutcome(args.state, args.kfp_run_id, args.kfp_run_name, args.error)
+    run_id = record_pipeline_status(tracking_uri, args.experiment, outcome)
+    print(json.dumps({"state": args.state, "mlflow_run_id": run_id}, indent=2))
+    return 0

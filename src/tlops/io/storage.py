@@ -122,13 +122,23 @@ def iter_objects(s3: S3Client, uri: str) -> Iterator[tuple[str, int]]:
     Raises:
         TlopsError: when the bucket is missing or access is refused.
     """
+    for key, size, _etag in iter_object_stats(s3, uri):
+        yield key, size
+
+
+def iter_object_stats(s3: S3Client, uri: str) -> Iterator[tuple[str, int, str]]:
+    """Yield ``(key, size, etag)`` for every object under an s3:// prefix, streaming the listing page by page.
+
+    Raises:
+        TlopsError: when the bucket is missing or access is refused.
+    """
     location = check_bucket(s3, uri)
     prefix = location.key.rstrip("/") + "/" if location.key else ""
     paginator = s3.get_paginator("list_objects_v2")
     try:
         for page in paginator.paginate(Bucket=location.bucket, Prefix=prefix):
             for item in page.get("Contents", []):
-                yield item["Key"], int(item["Size"])
+                yield item["Key"], int(item["Size"]), str(item.get("ETag", "")).strip('"')
     except s3_errors() as error:
         raise _explain_client_error(error, location) from None
 

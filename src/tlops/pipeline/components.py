@@ -8,7 +8,18 @@ logging first (:func:`tlops.io.logs.configure_logging`), so the steps' log lines
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import (
+    HTML,
+    Artifact,
+    ClassificationMetrics,
+    Dataset,
+    Input,
+    Markdown,
+    Metrics,
+    Model,
+    Output,
+    PipelineTaskFinalStatus,
+)
 
 from tlops.pipeline.image import CPU_IMAGE, GPU_IMAGE
 
@@ -21,8 +32,13 @@ def prepare_data(
     test_fraction: float,
     dataset: Output[Dataset],
     report: Output[Markdown],
+    source_fingerprint: str = "",
 ):
-    """Validate every image of a dataset (folder, s3://, archive or CSV manifest), split it, write the manifest."""
+    """Validate every image of a dataset (folder, s3://, archive or CSV manifest), split it, write the manifest.
+
+    ``source_fingerprint`` (from fingerprint-data) is not read: as an input it keys the step's cache, so that a
+    cached prepared dataset is reused only while the files behind ``data_uri`` are unchanged.
+    """
     import os
     import shutil
     from pathlib import Path
@@ -40,6 +56,7 @@ def prepare_data(
     config = SplitConfig(val_fraction, test_fraction, seed, archive_limits=limits)
     prepared = run(data_uri, Path(dataset.path), config, runtime.s3)
     dataset.metadata.update({"digest": prepared.digest, "classes": prepared.classes, **prepared.num_images})
+    dataset.metadata["source_fingerprint"] = source_fingerprint
     shutil.copyfile(Path(dataset.path) / REPORT_FILE, report.path)
 
 
@@ -360,7 +377,39 @@ def register(
     return namedtuple("Registered", ["version", "model_uri"])(summary.version, summary.model_uri)
 
 
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def fingerprint_data(data_uri: str) -> str:
+    """List the dataset source and return its fingerprint (files, sizes, ETags or modification times); never cached."""
+    from tlops.data.fingerprint import source_fingerprint
+    from tlops.io.logs import configure_logging
+    from tlops.io.storage import make_s3_client
+
+    configure_logging()
+    return source_fingerprint(data_uri, make_s3_client() if data_uri.startswith("s3://") else None)
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def record_pipeline_status(
+    status: PipelineTaskFinalStatus,
+    tracking_uri: str,
+    experiment: str,
+    kfp_run_id: str = "",
+    kfp_run_name: str = "",
+):
+    """Exit handler: when the pipeline did not succeed, mark its MLflow run FAILED (or create one) with its error."""
+    if status.state == "SUCCEEDED":
+        return
+    from tlops.io.logs import configure_logging
+    from tlops.promotion.failures import PipelineOutcome
+    from tlops.steps.pipeline_status import record_pipeline_status as run
+
+    configure_logging()
+    outcome = PipelineOutcome(status.state, kfp_run_id, kfp_run_name, status.error_message or "")
+    run(tracking_uri, experiment, outcome)
+
+
 ALL_COMPONENTS = (
+    fingerprint_data,
     prepare_data,
     score_backbone,
     score_baseline,
@@ -369,4 +418,5 @@ ALL_COMPONENTS = (
     fine_tune,
     evaluate,
     register,
+    record_pipeline_status,
 )

@@ -67,15 +67,15 @@ def run_locally(parameters: dict[str, Any], output_dir: Path) -> RunSummary:
                 # kfp.local warns that images and Kubernetes settings are ignored locally: expected here.
                 warnings.filterwarnings("ignore", category=UserWarning, module=r"kfp\.local")
                 warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"kfp\.local")
-                task = build_pipeline(scoring_parallelism=1)(**parameters)
+                build_pipeline(scoring_parallelism=1, retries=False)(**parameters)
         except RuntimeError as error:
             text = strip_ansi(str(error)).strip()
             raise PipelineFailed(text.splitlines()[-1] if text else "a step failed") from None
-        artifact = task.output
-        path = Path(getattr(artifact, "path", "") or "")
-        if not (path / RunSummary.FILE).is_file():
-            raise TlopsError(f"the pipeline finished but wrote no registration summary at {path}")
-        return RunSummary.read(path)
+        # The register step's folder holds the summary (a pipeline has no outputs from inside an exit handler).
+        summaries = [path for entry in set(root.iterdir()) - before for path in entry.rglob(RunSummary.FILE)]
+        if len(summaries) != 1:
+            raise TlopsError(f"the pipeline finished but wrote {len(summaries)} registration summaries under {root}")
+        return RunSummary.read(summaries[0].parent)
     except BaseException:
         _remove_partial_run(root, existed, before)
         raise

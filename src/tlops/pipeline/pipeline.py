@@ -1,7 +1,13 @@
-"""The transfer-learning pipeline: six steps wired with typed artifacts, GPU settings for Kubernetes."""
+"""The transfer-learning pipeline: the steps wired with typed artifacts, and how each runs on Kubernetes.
+
+Per step: CPU and memory requests and limits; the GPU node pool for the GPU steps; retries with exponential backoff
+for the steps that touch the network (S3, MLflow) or a GPU node; caching on where the inputs determine the result
+(the dataset through its source fingerprint, the backbone by name), off where the result depends on the world
+(the source listing, the registry's champion, the registration). An exit handler marks the MLflow run FAILED when
+any step failed, and finished runs are deleted from the cluster after :data:`FINISHED_RUN_TTL_S`.
+"""
 
 from kfp import dsl, kubernetes
-from kfp.dsl import Artifact
 from kfp.dsl.graph_component import GraphComponent
 from kfp.dsl.pipeline_channel import PipelineParameterChannel
 
@@ -15,6 +21,13 @@ MAX_PARALLEL_SCORING = 4
 # Retries of a failed GPU step (a spot node can be reclaimed). A constant: kfp 2.17's set_retry writes num_retries
 # into the int field of the task's retry policy at compile time, so it cannot be a pipeline parameter.
 GPU_STEP_RETRIES = 2
+# Retries of a step that failed talking to S3 or MLflow (a restarted server, a dropped connection). Each step's own
+# clients already retry single requests (botocore standard mode); these retry the whole step, after 30 s, 60 s, 120 s.
+NETWORK_STEP_RETRIES = 3
+NETWORK_BACKOFF = {"backoff_duration": "30s", "backoff_factor": 2.0, "backoff_max_duration": "600s"}
+# Finished runs' pods and workflow objects are deleted after a week (their artifacts and logs stay in the pipeline
+# root and MLflow).
+FINISHED_RUN_TTL_S = 7 * 24 * 3600
 CREDENTIAL_KEYS = (
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
@@ -47,48 +60,63 @@ def _gpu_node_pool(
     node_selector: PipelineParameterChannel,
     tolerations: PipelineParameterChannel,
     cpu_request: PipelineParameterChannel,
+    cpu_limit: PipelineParameterChannel,
     memory_request: PipelineParameterChannel,
     memory_limit: PipelineParameterChannel,
 ) -> dsl.PipelineTask:
     """Put a step on the GPU node pool the pipeline parameters describe, and give its data loaders a large /dev/shm.
 
     For the steps on the GPU image (the runtime picks CUDA when a GPU is visible and pins host memory). Every
-    setting but the retries is a pipeline parameter (``gpu_*``), so one compiled pipeline fits any cluster; a
-    spot node can be reclaimed mid-step, hence :data:`GPU_STEP_RETRIES` retries with exponential backoff.
+    setting is a pipeline parameter (``gpu_*``), so one compiled pipeline fits any cluster. The retries are
+    :func:`_gpu_retries`.
     """
     task.set_accelerator_type(accelerator_type).set_accelerator_limit(count)
-    task.set_cpu_request(cpu_request).set_memory_request(memory_request).set_memory_limit(memory_limit)
+    task.set_cpu_request(cpu_request).set_cpu_limit(cpu_limit)
+    task.set_memory_request(memory_request).set_memory_limit(memory_limit)
     # kfp 2.17 turns parameters in resources into task inputs only when it writes the task, after it has chosen the
     # inputs of the DAGs around it: inside the ParallelFor, score-backbone's would then read inputs its loop never
     # gets. Registering them as inputs of the task (as kfp.kubernetes does for its JSON settings) passes them in.
-    task.register_pipeline_channels([accelerator_type, count, cpu_request, memory_request, memory_limit])
+    task.register_pipeline_channels([accelerator_type, count, cpu_request, cpu_limit, memory_request, memory_limit])
     kubernetes.add_node_selector_json(task, node_selector)
     kubernetes.add_toleration_json(task, tolerations)
-    task.set_retry(GPU_STEP_RETRIES, backoff_duration="60s", backoff_factor=2.0, backoff_max_duration="3600s")
     return _shared_memory(task, "8Gi")
 
 
+def _gpu_retries(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """Retry a step on the GPU node pool :data:`GPU_STEP_RETRIES` times, after 60 s, 120 s, ..."""
+    return task.set_retry(GPU_STEP_RETRIES, backoff_duration="60s", backoff_factor=2.0, backoff_max_duration="3600s")
+
+
 def _cpu_node(task: dsl.PipelineTask, cpus: int, memory_gb: int, shared_memory: str | None = None) -> dsl.PipelineTask:
-    """Size a step on the CPU image: ``cpus`` CPUs, ``memory_gb`` GB (limit: twice that), no accelerator.
+    """Size a step on the CPU image: requests of ``cpus`` CPUs and ``memory_gb`` GB, limits twice those.
 
     ``shared_memory`` mounts a /dev/shm of that size, for the steps whose data loaders run workers.
     """
-    task.set_cpu_request(str(cpus)).set_memory_request(f"{memory_gb}G").set_memory_limit(f"{2 * memory_gb}G")
+    task.set_cpu_request(str(cpus)).set_cpu_limit(str(2 * cpus))
+    task.set_memory_request(f"{memory_gb}G").set_memory_limit(f"{2 * memory_gb}G")
     return _shared_memory(task, shared_memory) if shared_memory else task
 
 
-def build_pipeline(scoring_parallelism: int = MAX_PARALLEL_SCORING) -> GraphComponent:
+def _network_retries(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """Retry a step that talks to S3 or MLflow :data:`NETWORK_STEP_RETRIES` times with exponential backoff."""
+    return task.set_retry(NETWORK_STEP_RETRIES, **NETWORK_BACKOFF)
+
+
+def build_pipeline(scoring_parallelism: int = MAX_PARALLEL_SCORING, retries: bool = True) -> GraphComponent:
     """The transfer-learning pipeline, scoring at most ``scoring_parallelism`` candidates at once.
 
-    The compiled pipeline scores :data:`MAX_PARALLEL_SCORING` at once, each in its own pod; ``tlops run`` builds
-    the same pipeline with 1, so that kfp.local scores the candidates one after the other instead of making them
-    share this machine's cores.
+    The compiled pipeline scores :data:`MAX_PARALLEL_SCORING` at once, each in its own pod, and retries the steps
+    that can fail for a passing reason (a dropped connection, a reclaimed spot node). ``tlops run`` builds the same
+    pipeline with a parallelism of 1, so that kfp.local scores the candidates one after the other instead of making
+    them share this machine's cores, and without retries: kfp.local honours them, and on one machine a step that
+    failed fails again, so retrying would only delay the error by minutes of backoff.
     """
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
         description="Turn a pretrained vision backbone into a registered image classifier: prepare data, select a "
         "backbone, extract features, fine-tune, evaluate, register in MLflow.",
+        pipeline_config=dsl.PipelineConfig(ttl_seconds_after_finished=FINISHED_RUN_TTL_S),
     )
     def transfer_learning_pipeline(
         data_uri: str,
@@ -134,11 +162,12 @@ def build_pipeline(scoring_parallelism: int = MAX_PARALLEL_SCORING) -> GraphComp
         gpu_node_selector: dict = DEFAULTS.gpu_node_selector,
         gpu_tolerations: list = DEFAULTS.gpu_tolerations,
         gpu_cpu_request: str = DEFAULTS.gpu_cpu_request,
+        gpu_cpu_limit: str = DEFAULTS.gpu_cpu_limit,
         gpu_memory_request: str = DEFAULTS.gpu_memory_request,
         gpu_memory_limit: str = DEFAULTS.gpu_memory_limit,
         credentials_secret: str = "tlops-credentials",
-    ) -> Artifact:
-        """Run the six steps; the output is the register step's folder holding ``run_summary.json``.
+    ):
+        """Run the steps inside an exit handler; the register step's output folder holds ``run_summary.json``.
 
         The defaults are :data:`tlops.steps.config.DEFAULTS`. ``image_size`` 0 means each backbone's own input size
         (kfp.local cannot take a ``None`` default). The ``gpu_*`` parameters place the score-backbone,
@@ -151,79 +180,99 @@ def build_pipeline(scoring_parallelism: int = MAX_PARALLEL_SCORING) -> GraphComp
             "node_selector": gpu_node_selector,
             "tolerations": gpu_tolerations,
             "cpu_request": gpu_cpu_request,
+            "cpu_limit": gpu_cpu_limit,
             "memory_request": gpu_memory_request,
             "memory_limit": gpu_memory_limit,
         }
-        data = components.prepare_data(
-            data_uri=data_uri, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
-        ).set_display_name("prepare data")
-        scoring = {
-            "dataset": data.outputs["dataset"],
-            "feature_cache": feature_cache,
-            "scoring_images_per_class": scoring_images_per_class,
-            "class_weighted": class_weighted,
-            "seed": seed,
-        }
-        with dsl.ParallelFor(backbones, parallelism=scoring_parallelism) as candidate:
-            scored = components.score_backbone(backbone=candidate, image_size=image_size, **scoring)
-            scored.set_display_name("score backbone")
-            _credentials(scored, credentials_secret)
-            _gpu_node_pool(scored, **gpu_pool)
-        baseline = components.score_baseline(**scoring).set_display_name("score raw pixels (no transfer)")
-        selection = components.select_backbone(
-            scores=dsl.Collected(scored.outputs["score"]),
-            baseline=baseline.outputs["score"],
-            metric=selection_metric,
-            max_params=max_params,
-            max_latency_ms=max_latency_ms,
-        ).set_display_name("select backbone")
-        features = components.extract_features(
-            dataset=data.outputs["dataset"],
-            backbone=selection.outputs["Output"],
-            image_size=image_size,
-            seed=seed,
-            class_weighted=class_weighted,
-            feature_cache=feature_cache,
-        ).set_display_name("extract features")
-        training = components.fine_tune(
-            dataset=data.outputs["dataset"],
-            probe=features.outputs["probe"],
-            features=features.outputs["features"],
-            selection=selection.outputs["selection"],
-            strategy=strategy,
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            seed=seed,
-            class_weighted=class_weighted,
-            unfreeze_blocks=unfreeze_blocks,
-            surgical_blocks=surgical_blocks,
-            layer_decay=layer_decay,
-            swa_epochs=swa_epochs,
-            hflip=hflip,
-            trivial_augment=trivial_augment,
-            mixup=mixup,
-            cutmix=cutmix,
-            grad_accumulation=grad_accumulation,
-            torch_compile=torch_compile,
-            checkpoint_uri=checkpoint_uri,
-            processes_per_node=processes_per_node,
-        ).set_display_name("fine-tune")
-        evaluation = components.evaluate(
-            dataset=data.outputs["dataset"],
-            model=training.outputs["model"],
+        # The exit handler runs however the steps end: it marks the run's MLflow run FAILED when one failed.
+        exit_task = components.record_pipeline_status(
             tracking_uri=tracking_uri,
-            model_name=model_name,
-            gate_metric=gate_metric,
-            gate_margin=gate_margin,
-            gate_confidence=gate_confidence,
-            gate_alpha=gate_alpha,
-            gate_max_class_drop=gate_max_class_drop,
-            gate_class_drop_images=gate_class_drop_images,
-            gate_max_ece_increase=gate_max_ece_increase,
-        ).set_display_name("evaluate")
-        registration = (
-            components.register(
+            experiment=experiment,
+            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+        ).set_display_name("record the outcome in MLflow")
+        _credentials(exit_task, credentials_secret)
+        _cpu_node(exit_task, cpus=1, memory_gb=1)
+        exit_task.set_caching_options(False)
+        if retries:
+            _network_retries(exit_task)
+        with dsl.ExitHandler(exit_task, name="transfer-learning"):
+            fingerprint = components.fingerprint_data(data_uri=data_uri).set_display_name("fingerprint data")
+            data = components.prepare_data(
+                data_uri=data_uri,
+                seed=seed,
+                val_fraction=val_fraction,
+                test_fraction=test_fraction,
+                source_fingerprint=fingerprint.output,
+            ).set_display_name("prepare data")
+            scoring = {
+                "dataset": data.outputs["dataset"],
+                "feature_cache": feature_cache,
+                "scoring_images_per_class": scoring_images_per_class,
+                "class_weighted": class_weighted,
+                "seed": seed,
+            }
+            with dsl.ParallelFor(backbones, parallelism=scoring_parallelism) as candidate:
+                scored = components.score_backbone(backbone=candidate, image_size=image_size, **scoring)
+                scored.set_display_name("score backbone")
+                _credentials(scored, credentials_secret)
+                _gpu_node_pool(scored, **gpu_pool)
+                if retries:
+                    _gpu_retries(scored)
+            baseline = components.score_baseline(**scoring).set_display_name("score raw pixels (no transfer)")
+            selection = components.select_backbone(
+                scores=dsl.Collected(scored.outputs["score"]),
+                baseline=baseline.outputs["score"],
+                metric=selection_metric,
+                max_params=max_params,
+                max_latency_ms=max_latency_ms,
+            ).set_display_name("select backbone")
+            features = components.extract_features(
+                dataset=data.outputs["dataset"],
+                backbone=selection.outputs["Output"],
+                image_size=image_size,
+                seed=seed,
+                class_weighted=class_weighted,
+                feature_cache=feature_cache,
+            ).set_display_name("extract features")
+            training = components.fine_tune(
+                dataset=data.outputs["dataset"],
+                probe=features.outputs["probe"],
+                features=features.outputs["features"],
+                selection=selection.outputs["selection"],
+                strategy=strategy,
+                epochs=epochs,
+                batch_size=batch_size,
+                learning_rate=learning_rate,
+                seed=seed,
+                class_weighted=class_weighted,
+                unfreeze_blocks=unfreeze_blocks,
+                surgical_blocks=surgical_blocks,
+                layer_decay=layer_decay,
+                swa_epochs=swa_epochs,
+                hflip=hflip,
+                trivial_augment=trivial_augment,
+                mixup=mixup,
+                cutmix=cutmix,
+                grad_accumulation=grad_accumulation,
+                torch_compile=torch_compile,
+                checkpoint_uri=checkpoint_uri,
+                processes_per_node=processes_per_node,
+            ).set_display_name("fine-tune")
+            evaluation = components.evaluate(
+                dataset=data.outputs["dataset"],
+                model=training.outputs["model"],
+                tracking_uri=tracking_uri,
+                model_name=model_name,
+                gate_metric=gate_metric,
+                gate_margin=gate_margin,
+                gate_confidence=gate_confidence,
+                gate_alpha=gate_alpha,
+                gate_max_class_drop=gate_max_class_drop,
+                gate_class_drop_images=gate_class_drop_images,
+                gate_max_ece_increase=gate_max_ece_increase,
+            ).set_display_name("evaluate")
+            registration = components.register(
                 dataset=data.outputs["dataset"],
                 model=training.outputs["model"],
                 evaluation=evaluation.outputs["evaluation"],
@@ -234,21 +283,29 @@ def build_pipeline(scoring_parallelism: int = MAX_PARALLEL_SCORING) -> GraphComp
                 kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                 kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                 kfp_pipeline_name=PIPELINE_NAME,
-            )
-            .set_display_name("register")
-            .set_caching_options(False)
-        )
-        for task in (data, baseline, selection, features, training, evaluation, registration):
-            _credentials(task, credentials_secret)
-        # Where each step runs: the two on the GPU image on the GPU node pool, the others sized for their work.
-        _cpu_node(data, cpus=2, memory_gb=4)  # decode-checks every image (threads)
-        _cpu_node(baseline, cpus=4, memory_gb=8, shared_memory="2Gi")  # decodes every image at 32x32
-        _cpu_node(selection, cpus=1, memory_gb=2)  # reads the scores
-        _gpu_node_pool(features, **gpu_pool)
-        _gpu_node_pool(training, **gpu_pool)
-        _cpu_node(evaluation, cpus=4, memory_gb=8, shared_memory="2Gi")  # runs the model and the champion
-        _cpu_node(registration, cpus=2, memory_gb=4)  # exports and uploads the model
-        return registration.outputs["registration"]
+            ).set_display_name("register")
+            for task in (fingerprint, data, baseline, selection, features, training, evaluation, registration):
+                _credentials(task, credentials_secret)
+            # The listing, the champion the gate compares with and the registration change between runs with the same
+            # inputs: never cached. The rest is determined by its inputs (the data through its fingerprint).
+            for task in (fingerprint, evaluation, registration):
+                task.set_caching_options(False)
+            for task in (data, scored, baseline, selection, features, training):
+                task.set_caching_options(True)
+            if retries:
+                for task in (fingerprint, data, baseline, evaluation, registration):
+                    _network_retries(task)
+                for task in (features, training):
+                    _gpu_retries(task)
+            # Where each step runs: the two on the GPU image on the GPU node pool, the others sized for their work.
+            _cpu_node(fingerprint, cpus=1, memory_gb=1)  # lists the source
+            _cpu_node(data, cpus=2, memory_gb=4)  # decode-checks every image (threads)
+            _cpu_node(baseline, cpus=4, memory_gb=8, shared_memory="2Gi")  # decodes every image at 32x32
+            _cpu_node(selection, cpus=1, memory_gb=2)  # reads the scores
+            _gpu_node_pool(features, **gpu_pool)
+            _gpu_node_pool(training, **gpu_pool)
+            _cpu_node(evaluation, cpus=4, memory_gb=8, shared_memory="2Gi")  # runs the model and the champion
+            _cpu_node(registration, cpus=2, memory_gb=4)  # exports and uploads the model
 
     return transfer_learning_pipeline
 

@@ -168,6 +168,14 @@ def register_model(record: RunRecord, config: RegistryConfig, client=None) -> Re
     mlflow.set_tracking_uri(config.tracking_uri)
     client = client or MlflowClient(config.tracking_uri)
     model_existed = registered_model_exists(client, config.model_name)
+    earlier = earlier_registration(client, config, record.lineage.get("kfp_run_id", "")) if model_existed else None
+    if earlier is not None:
+        logger.info(
+            "version %d was registered by an earlier attempt of this pipeline run (%s): not registered again",
+            earlier.version,
+            record.lineage["kfp_run_id"],
+        )
+        return earlier
     prepared = record.prepared
     experiment = _experiment(client, config)
 
@@ -290,6 +298,35 @@ def _best_effort(call, *args, **kwargs) -> None:
         call(*args, **kwargs)
     except Exception as error:
         logger.warning("MLflow call %s failed: %s", getattr(call, "__name__", call), error)
+
+
+def earlier_registration(client, config: RegistryConfig, kfp_run_id: str) -> Registration | None:
+    """The version that an earlier attempt of this pipeline run's register step registered, if one did.
+
+    A retried register step (KFP retries it after a network error) must not register the model twice: the
+    version tagged with the pipeline run's id stands, with the aliases it has now.
+    """
+    if not kfp_run_id:
+        return None
+    quoted = kfp_run_id.replace("\\", "\\\\").replace("'", "\\'")
+    found = client.search_model_versions(f"name = '{config.model_name}' and tags.kfp_run_id = '{quoted}'")
+    if not found:
+        return None
+    version = max(found, key=lambda v: int(v.version))
+    champion = version_of_alias(client, config.model_name, CHAMPION)
+    return Registration(
+        tracking_uri=config.tracking_uri,
+        registered_model=config.model_name,
+        version=int(version.version),
+        model_uri=f"models:/{config.model_name}/{version.version}",
+        logged_model_uri=version.source,
+        run_id=version.run_id,
+        experiment=config.experiment,
+        aliases=sorted(version.aliases),
+        champion=champion,
+        champion_reason=version.tags.get("champion.reason", ""),
+        tensor_model_uri=version.tags.get("tensor_model_uri", ""),
+    )
 
 
 def _experiment(client, config: RegistryConfig):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -9,6 +11,10 @@ from tlops.errors import TlopsError
 
 # Tracking URIs without a scheme that MLflow resolves to something other than a folder.
 _NAMED_BACKENDS = ("databricks", "databricks-uc", "uc")
+# The variables MLflow's client authenticates to a tracking server with (basic auth, else a bearer token).
+USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
+PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
+TOKEN_ENV = "MLFLOW_TRACKING_TOKEN"
 
 
 def local_tracking_uri(output_dir: Path) -> str:
@@ -34,8 +40,10 @@ def check_tracking_uri(uri: str) -> None:
     after training. A database URI (``sqlite:///...``, ``postgresql://...``) or a server URL works.
 
     Raises:
-        TlopsError: naming the URI and what to use instead.
+        TlopsError: naming the URI and what to use instead; also for a URI that carries a password
+            (see :func:`check_no_password`).
     """
+    check_no_password(uri)
     scheme = urlparse(uri).scheme.lower()
     is_folder = scheme == "file" or len(scheme) == 1 or (not scheme and uri.strip().lower() not in _NAMED_BACKENDS)
     if is_folder:
@@ -46,12 +54,48 @@ def check_tracking_uri(uri: str) -> None:
         )
 
 
-def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
-    """Check that an http(s) tracking server answers its health endpoint; local stores need no check.
+def redact_uri(uri: str) -> str:
+    """``uri`` with the password of its user part, if any, replaced by ``***`` (for messages)."""
+    parts = urlparse(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+
+
+def check_no_password(uri: str) -> None:
+    """Refuse a tracking URI with a password in it (``http://user:password@host``, ``postgresql://u:p@h/db``).
+
+    The URI is a pipeline parameter: Kubeflow Pipelines and kfp.local keep it in plain text with the run, and
+    tlops prints it and writes it into the run's summary.
 
     Raises:
-        TlopsError: when the server does not answer, naming the URI and what to do, or the URI is MLflow's
-            filesystem backend.
+        TlopsError: naming the URI with the password masked, and where credentials go instead.
+    """
+    if urlparse(uri).password is None:
+        return
+    raise TlopsError(
+        f"tracking URI {redact_uri(uri)!r} carries a password, which would be kept in plain text with the run; "
+        f"remove it from the URI and set {USERNAME_ENV} and {PASSWORD_ENV} (a server) or the database driver's "
+        "own setting, e.g. PGPASSWORD (a database)"
+    )
+
+
+def check_tracking_server(uri: str, timeout: float = 5.0, environ: Mapping[str, str] | None = None) -> None:
+    """Check that an http(s) tracking server answers and takes the credentials MLflow will send; local stores pass.
+
+    The credentials are the ones MLflow's client reads: ``MLFLOW_TRACKING_USERNAME`` and
+    ``MLFLOW_TRACKING_PASSWORD`` (basic auth), else ``MLFLOW_TRACKING_TOKEN``. They are checked with one read
+    (search one experiment), so that wrong or missing credentials fail before any step runs.
+
+    Args:
+        uri: The tracking URI.
+        timeout: Seconds to wait for each answer.
+        environ: Where the credentials are read; ``os.environ`` when ``None``.
+
+    Raises:
+        TlopsError: when the server does not answer or refuses the credentials, naming the URI and what to do,
+            or the URI is MLflow's filesystem backend or carries a password.
     """
     check_tracking_uri(uri)
     if not uri.startswith(("http://", "https://")):
@@ -70,3 +114,35 @@ def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
         raise TlopsError(
             f"MLflow server at {uri} answered {response.status_code} on /health; check the URI and the server logs"
         )
+    _check_credentials(uri, timeout, os.environ if environ is None else environ)
+
+
+def _check_credentials(uri: str, timeout: float, environ: Mapping[str, str]) -> None:
+    """Search one experiment with MLflow's credentials; refuse a 401 or 403 in one line, naming the variables."""
+    import requests
+
+    username, password, token = (environ.get(name) for name in (USERNAME_ENV, PASSWORD_ENV, TOKEN_ENV))
+    variables = f"{USERNAME_ENV} and {PASSWORD_ENV}"
+    if username and password:
+        sent, kwargs = f"user {username!r}", {"auth": (username, password)}
+    elif token:
+        sent, kwargs = f"the token in {TOKEN_ENV}", {"headers": {"Authorization": f"Bearer {token}"}}
+    else:
+        sent, kwargs = "", {}
+    try:
+        response = requests.get(
+            uri.rstrip("/") + "/api/2.0/mlflow/experiments/search",
+            params={"max_results": 1},
+            timeout=timeout,
+            **kwargs,
+        )
+    except requests.RequestException as error:
+        raise TlopsError(f"MLflow server at {uri} does not answer ({type(error).__name__})") from None
+    status = response.status_code
+    if status not in (401, 403):
+        return
+    if not sent:
+        raise TlopsError(f"MLflow server at {uri} asks for credentials ({status}): set {variables} to a user of it")
+    if status == 401:
+        raise TlopsError(f"MLflow server at {uri} refused {sent} (401): check {variables}")
+    raise TlopsError(f"MLflow server at {uri} lets {sent} read no experiments (403): grant access or check {variables}")

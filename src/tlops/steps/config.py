@@ -71,6 +71,7 @@ class Defaults:
         gpu_tolerations: Kubernetes tolerations of the GPU steps' pods; the default tolerates the
             ``nvidia.com/gpu`` taint GPU node pools usually carry.
         gpu_cpu_request: CPU request of each GPU step.
+        gpu_cpu_limit: CPU limit of each GPU step (its data loaders' workers run on these).
         gpu_memory_request: Memory request of each GPU step.
         gpu_memory_limit: Memory limit of each GPU step (the /dev/shm mount counts against it).
     """
@@ -119,6 +120,7 @@ class Defaults:
         default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     )
     gpu_cpu_request: str = "4"
+    gpu_cpu_limit: str = "8"
     gpu_memory_request: str = "16G"
     gpu_memory_limit: str = "32G"
 

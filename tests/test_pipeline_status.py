@@ -1,0 +1,174 @@
+"""The pipeline's first and last steps: the source fingerprint that keys the cache, and the exit handler's record."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import tarfile
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tlops.cli import main
+from tlops.data.fingerprint import source_fingerprint
+from tlops.errors import TlopsError
+from tlops.promotion.failures import KFP_RUN_TAG, PipelineOutcome, record_failed_run
+from tlops.steps.pipeline_status import record_pipeline_status
+
+
+def _image_folder(root: Path, classes: dict[str, int]) -> Path:
+    for index, (name, count) in enumerate(classes.items()):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            pixels = np.full((8, 8, 3), (index * 60 + i * 7) % 256, np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+# --- the fingerprint --------------------------------------------------------------------------------------------------
+
+
+def test_the_fingerprint_changes_exactly_when_a_file_does(tmp_path: Path) -> None:
+    data = _image_folder(tmp_path / "data", {"cat": 3, "dog": 3})
+    first = source_fingerprint(str(data))
+    assert first.startswith("6-") and source_fingerprint(str(data)) == first
+    assert source_fingerprint(str(data) + "/") == first
+    (data / ".DS_Store").write_bytes(b"junk")  # what an OS leaves behind is not data
+    assert source_fingerprint(str(data)) == first
+
+    added = data / "dog" / "new.png"
+    added.write_bytes((data / "dog" / "0.png").read_bytes())
+    assert source_fingerprint(str(data)) not in (first,)
+    added.unlink()
+    assert source_fingerprint(str(data)) == first  # removed again: the same files, the same fingerprint
+
+    changed = data / "cat" / "1.png"
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))  # rewritten in place
+    assert source_fingerprint(str(data)) != first
+
+
+def test_an_archive_or_a_csv_stands_for_its_folder(tmp_path: Path) -> None:
+    data = _image_folder(tmp_path / "shared" / "images", {"a": 2, "b": 2})
+    archive = tmp_path / "shared" / "images.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(data, arcname="images")
+    manifest = tmp_path / "shared" / "labels.csv"
+    manifest.write_text("path,label\nimages/a/0.png,a\nimages/b/0.png,b\n")
+    folder = source_fingerprint(str(tmp_path / "shared"))
+    assert source_fingerprint(str(archive)) == folder == source_fingerprint(str(manifest))
+    manifest.write_text("path,label\nimages/a/0.png,a\nimages/b/1.png,b\n")  # the manifest changed
+    assert source_fingerprint(str(manifest)) != folder
+
+
+@pytest.mark.parametrize(("make", "needle"), [("missing", "does not exist"), ("empty", "holds no files")])
+def test_a_missing_or_empty_source_is_refused(tmp_path: Path, make: str, needle: str) -> None:
+    source = tmp_path / make
+    if make == "empty":
+        source.mkdir()
+    with pytest.raises(TlopsError, match=needle):
+        source_fingerprint(str(source))
+
+
+@pytest.mark.integration
+def test_the_fingerprint_of_an_s3_prefix_follows_its_objects(s3_client, services) -> None:
+    bucket = f"fingerprint-{uuid.uuid4().hex[:8]}"
+    s3_client.create_bucket(Bucket=bucket)
+    for key in ("ds/cat/0.png", "ds/dog/0.png"):
+        s3_client.put_object(Bucket=bucket, Key=key, Body=b"one")
+    first = source_fingerprint(f"s3://{bucket}/ds", s3_client)
+    assert first.startswith("2-") and source_fingerprint(f"s3://{bucket}/ds/", s3_client) == first
+    s3_client.put_object(Bucket=bucket, Key="ds/cat/0.png", Body=b"two")  # same key and size, other bytes: ETag
+    assert source_fingerprint(f"s3://{bucket}/ds", s3_client) != first
+    with pytest.raises(TlopsError, match="holds no files"):
+        source_fingerprint(f"s3://{bucket}/nothing-here", s3_client)
+
+
+def test_fingerprint_data_command_prints_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _image_folder(tmp_path / "data", {"cat": 2, "dog": 2})
+    assert main(["fingerprint-data", "--data", str(data)]) == 0
+    assert f'"fingerprint": "{source_fingerprint(str(data))}"' in capsys.readouterr().out
+    assert main(["fingerprint-data", "--data", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+# --- the exit handler's record ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def client(tmp_path: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def test_a_failed_pipeline_that_never_reached_mlflow_gets_a_failed_run(client) -> None:
+    outcome = PipelineOutcome("FAILED", "run-1", "nightly-retrain", "Task prepare-data failed: no images in class b")
+    run_id = record_failed_run(client, "tlops", outcome)
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED" and run.info.run_name == "nightly-retrain (failed)"
+    assert run.data.tags[KFP_RUN_TAG] == "run-1" and run.data.tags["tlops.pipeline_state"] == "FAILED"
+    assert run.data.tags["tlops.pipeline_error"] == outcome.error
+    assert client.get_experiment_by_name("tlops").experiment_id == run.info.experiment_id
+
+
+def test_the_run_the_register_step_started_is_marked_failed_and_a_finished_one_stays(client) -> None:
+    experiment = client.create_experiment("tlops")
+    running = client.create_run(experiment, tags={KFP_RUN_TAG: "run-2"})
+    assert record_failed_run(client, "tlops", PipelineOutcome("FAILED", "run-2")) == running.info.run_id
+    assert client.get_run(running.info.run_id).info.status == "FAILED"
+    assert len(client.search_runs([experiment])) == 1  # no second run for the same pipeline run
+
+    finished = client.create_run(experiment, tags={KFP_RUN_TAG: "run-3"})
+    client.set_terminated(finished.info.run_id, "FINISHED")  # registered, then the pod died
+    record_failed_run(client, "tlops", PipelineOutcome("FAILED", "run-3", error="pod evicted"))
+    run = client.get_run(finished.info.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["tlops.pipeline_error"] == "pod evicted"
+
+
+def test_a_pipeline_that_succeeded_records_nothing(tmp_path: Path, client) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert record_pipeline_status(uri, "tlops", PipelineOutcome("SUCCEEDED", "run-4")) is None
+    assert client.get_experiment_by_name("tlops") is None
+
+
+def test_an_unreachable_server_is_one_clear_line() -> None:
+    with pytest.raises(TlopsError, match="does not answer"):
+        record_pipeline_status("http://127.0.0.1:9", "tlops", PipelineOutcome("FAILED", "run-5"))
+
+
+def test_record_status_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, client) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    argv = ["record-status", "--state", "FAILED", "--kfp-run-id", "run-6", "--error", "fine-tune: CUDA out of memory"]
+    assert main(argv) == 0
+    (run,) = client.search_runs([client.get_experiment_by_name("tlops").experiment_id])
+    assert run.info.status == "FAILED" and run.data.tags["tlops.pipeline_error"] == "fine-tune: CUDA out of memory"
+    assert run.info.run_id in capsys.readouterr().out
+
+
+# --- the real pipeline under kfp.local: a step fails ------------------------------------------------------------------
+
+
+@pytest.mark.pipeline
+def test_a_failed_local_pipeline_is_recorded_in_mlflow_once_without_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, client
+) -> None:
+    from tlops.pipeline.local import PipelineFailed, run_locally
+
+    data = _image_folder(tmp_path / "data", {"only-one-class": 6})  # prepare-data refuses a single class
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    captured = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", captured)
+    with pytest.raises(PipelineFailed, match="prepare-data"):
+        run_locally({"data_uri": str(data), "tracking_uri": tracking_uri}, tmp_path / "out")
+    log = captured.getvalue()
+    assert log.count("Executing task 'prepare-data'") == 1  # kfp.local honours retries: tlops run builds none
+    assert "Executing task 'record-pipeline-status'" in log
+    (run,) = client.search_runs([client.get_experiment_by_name("tlops").experiment_id])
+    assert run.info.status == "FAILED" and run.data.tags["tlops.pipeline_state"] == "FAILED"
+    assert run.data.tags[KFP_RUN_TAG] and run.info.run_name.startswith("tlops-transfer-learning")
+    assert not (tmp_path / "out" / "pipeline_root").exists()  # the failed run's partial outputs are gone
