@@ -6,7 +6,9 @@ where ``components/`` is the checked-in one), so the docs' examples are checked 
 supports ``dsl.importer`` (``kfp.local.importer_handler``), also with a URI that is a pipeline parameter or a
 ``dsl.ParallelFor`` item, so each component runs exactly as in another pipeline on a cluster, with local paths as
 URIs. The components run one after another on each other's outputs (each fixture is one component run alone, its
-inputs imported from the run before), so the data is prepared once, by prepare-data itself.
+inputs imported from the run before), so the data is prepared once, by prepare-data itself. Those runs are marked
+``pipeline`` (about 3 minutes on 2 busy cores, most of it each step process importing torch and MLflow); the
+compile checks are not.
 """
 
 from __future__ import annotations
@@ -25,8 +27,6 @@ import yaml
 from PIL import Image
 
 from tlops.steps.config import DEFAULTS
-
-pytestmark = pytest.mark.pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 COMPONENTS = REPO / "components"
@@ -124,7 +124,7 @@ def test_each_component_loads_into_a_pipeline_of_its_own_that_compiles(path: Pat
     importers = [executor["importer"] for executor in executors.values() if "importer" in executor]
     containers = [executor["container"] for executor in executors.values() if "container" in executor]
     # The component runs as its YAML says (same image, command and code); each input artifact is imported.
-    ((own,),) = [list(spec["deploymentSpec"]["executors"].values())]
+    (own,) = spec["deploymentSpec"]["executors"].values()
     assert containers == [own["container"]]
     imported = sorted(importer["typeSchema"]["schemaTitle"] for importer in importers)
     expected = sorted(artifact["artifactType"]["schemaTitle"] for artifact in artifacts.values())
@@ -265,12 +265,14 @@ def evaluated(workdir: Path, prepared: Path, tuned: Path, tracking: str) -> Path
     )
 
 
+@pytest.mark.pipeline
 def test_fingerprint_data_alone(workdir: Path, images: Path) -> None:
     task = run_alone(workdir, "fingerprint_data", data_uri=str(images))
     fingerprint = output_parameter(task)
     assert isinstance(fingerprint, str) and fingerprint
 
 
+@pytest.mark.pipeline
 def test_prepare_data_alone(prepared: Path) -> None:
     assert (prepared / "dataset" / "manifest.csv").is_file()
     assert "red" in (prepared / "report").read_text()
@@ -278,33 +280,39 @@ def test_prepare_data_alone(prepared: Path) -> None:
     assert metadata["classes"] == sorted(CLASSES) and metadata["train"] + metadata["val"] + metadata["test"] == 18
 
 
+@pytest.mark.pipeline
 def test_score_backbone_alone(scored: Path) -> None:
     assert any((scored / "score").iterdir())
     assert output_metadata(scored, "score")["name"] == BACKBONE
 
 
+@pytest.mark.pipeline
 def test_score_baseline_alone(baseline: Path) -> None:
     assert any((baseline / "score").iterdir())
     assert output_metadata(baseline, "score")["name"] == "pixels"
 
 
+@pytest.mark.pipeline
 def test_select_backbone_alone(selected: Path) -> None:
     assert output_parameter(selected) == BACKBONE  # the only candidate
     assert BACKBONE in (selected / "table").read_text()
     assert (selected / "selection" / "selection.json").is_file()
 
 
+@pytest.mark.pipeline
 def test_extract_features_alone(extracted: Path) -> None:
     assert any((extracted / "features").iterdir()) and any((extracted / "probe").iterdir())
     assert output_metadata(extracted, "probe")["backbone"] == BACKBONE
 
 
+@pytest.mark.pipeline
 def test_fine_tune_alone(tuned: Path) -> None:
     assert output_parameter(tuned) == "linear-probe"
     assert any((tuned / "model").iterdir())
     assert "<html" in (tuned / "learning_curves").read_text().lower()
 
 
+@pytest.mark.pipeline
 def test_evaluate_alone(evaluated: Path) -> None:
     assert any((evaluated / "evaluation").iterdir())
     assert output_metadata(evaluated, "evaluation")["promote"] is True  # no champion yet
@@ -312,6 +320,7 @@ def test_evaluate_alone(evaluated: Path) -> None:
     assert (evaluated / "gate_report").read_text().strip()
 
 
+@pytest.mark.pipeline
 def test_register_alone(
     workdir: Path, prepared: Path, tuned: Path, evaluated: Path, selected: Path, tracking: str
 ) -> None:
@@ -331,6 +340,7 @@ def test_register_alone(
     assert (task / "registration" / "run_summary.json").is_file()
 
 
+@pytest.mark.pipeline
 def test_record_pipeline_status_alone(workdir: Path, images: Path) -> None:
     tracking = f"sqlite:///{workdir / 'status.db'}"
     task = run_alone(workdir, "record_pipeline_status", tracking_uri=tracking, experiment="x", guarded_uri=str(images))
@@ -338,6 +348,7 @@ def test_record_pipeline_status_alone(workdir: Path, images: Path) -> None:
     assert not (workdir / "status.db").exists(), "a pipeline that succeeded is not recorded as failed"
 
 
+@pytest.mark.pipeline
 def test_record_pipeline_status_alone_records_a_failed_pipeline(workdir: Path, tracking: str) -> None:
     from kfp import components, dsl
     from mlflow import MlflowClient
@@ -380,6 +391,7 @@ def _launch_pipeline() -> Callable:
     return with_launch_trainjob
 
 
+@pytest.mark.pipeline
 def test_launch_trainjob_alone(workdir: Path, tmp_path: Path) -> None:
     from fake_kubernetes import FakeKubernetes
     from tlops.train.trainjob import trainjob_name

@@ -247,7 +247,7 @@ def test_submit_uploads_the_pipeline_and_version_once(kfp_server: FakeKfp, token
     assert [r.query["name"] for r in _posts(kfp_server, "/pipelines/upload")] == [PIPELINE_NAME]
     assert len(_posts(kfp_server, "/pipelines/upload_version")) == 1
     (pipeline,) = kfp_server.pipelines.values()
-    assert pipeline["display_name"] == PIPELINE_NAME
+    assert pipeline["display_name"] == PIPELINE_NAME and "namespace" not in pipeline  # shared: no --namespace
     # The upload made a first version named like the pipeline (as KFP does); tlops added its own.
     ours = [v for v in kfp_server.versions_of(pipeline["pipeline_id"]) if v["display_name"] != PIPELINE_NAME]
     (version,) = ours
@@ -367,6 +367,7 @@ def test_schedule_creates_replaces_lists_and_deletes_by_name(kfp_server: FakeKfp
     assert body["runtime_config"] == {"parameters": _expected_parameters()}
     (first,) = kfp_server.recurring_runs.values()
     assert kfp_server.experiments[first["experiment_id"]]["namespace"] == "team-a"
+    assert [p.get("namespace") for p in kfp_server.pipelines.values()] == ["team-a"]  # the profile's own pipeline
     assert f"{kfp_server.url}/#/recurringrun/details/{first['recurring_run_id']}" in created.stdout
 
     replaced = _tlops("schedule", *host, *REMOTE, "--cron", "0 30 4 * * *", "--catchup", env=env)

@@ -141,19 +141,17 @@ def command_remote(args: argparse.Namespace) -> int:
         print(f"uploaded pipeline {package.name!r} ({version.pipeline_id})")
     done = "uploaded" if version.uploaded_version else "reusing (this code was uploaded before)"
     print(f"{done} pipeline version {version.name!r} ({version.version_id})")
-    if scheduling:
-        created, replaced = schedule_run(
-            connection, version, parameters, args.experiment, args.job_name, args.cron, args.max_concurrency,
-            args.catchup, args.pipeline_root,
-        )  # fmt: skip
-    else:
+    if not scheduling:
         created = submit_run(connection, version, parameters, args.experiment, args.run_name, args.pipeline_root)
-    print(f"created {created.kind} {created.id} in experiment {created.experiment!r}: {created.url}", flush=True)
-    if scheduling:
-        for old in replaced:
-            print(f"replaced recurring run {old.name!r} ({old.id}, cron {old.cron!r}): deleted")
-    elif args.wait:
-        return _follow(connection, created, args.poll_interval, args.timeout)
+        print(f"created run {created.id} in experiment {created.experiment!r}: {created.url}", flush=True)
+        return _follow(connection, created, args.poll_interval, args.timeout) if args.wait else 0
+    created, replaced = schedule_run(
+        connection, version, parameters, args.experiment, args.job_name, args.cron, args.max_concurrency,
+        args.catchup, args.pipeline_root,
+    )  # fmt: skip
+    print(f"created recurring run {created.id} in experiment {created.experiment!r}: {created.url}")
+    for old in replaced:
+        print(f"replaced recurring run {old.name!r} ({old.id}, cron {old.cron!r}): deleted")
     return 0
 
 
@@ -186,9 +184,13 @@ def _follow(connection: Connection, created: Submission, poll_interval: float, t
         return 0
     if outcome.timed_out:
         problem = f"is still {outcome.state} after {timeout:g} s (--timeout); follow it at {created.url}"
+    elif outcome.failed_task:
+        error = outcome.error or "see its log in the Kubeflow Pipelines UI"
+        problem = f"ended {outcome.state}: step {outcome.failed_task} failed: {error} ({created.url})"
     else:
-        step = f"step {outcome.failed_task} failed" if outcome.failed_task else "no step reported an error"
-        problem = f"ended {outcome.state}: {step}: {outcome.error or 'see its logs'} ({created.url})"
+        problem = (
+            f"ended {outcome.state}: {outcome.error or 'see the run in the Kubeflow Pipelines UI'} ({created.url})"
+        )
     print(f"tlops: error: run {created.id} {problem}", file=sys.stderr)
     return 1
 

@@ -104,19 +104,32 @@ def _find_version(connection: Connection, pipeline_id: str, name: str) -> str | 
             return None
 
 
+def _find_pipeline(connection: Connection, name: str) -> str | None:
+    with calling(connection, f"looking up pipeline {name!r}"):
+        found = connection.client.list_pipelines(
+            page_size=2, filter=_equals("display_name", name), namespace=connection.namespace
+        )
+    pipelines = [p for p in found.pipelines or [] if name in (p.display_name, p.name)]
+    if len(pipelines) > 1:
+        raise TlopsError(f"Kubeflow Pipelines at {connection.host} has more than one pipeline named {name!r}")
+    return pipelines[0].pipeline_id if pipelines else None
+
+
 def ensure_version(connection: Connection, package: Package) -> PipelineVersion:
-    """The pipeline named like the package and its version for this spec, uploading what the server lacks."""
+    """The pipeline named like the package and its version for this spec, uploading what the server lacks.
+
+    With a namespace (multi-user Kubeflow) the pipeline is the namespace's own, else a shared one.
+    """
     client = connection.client
-    with calling(connection, f"looking up pipeline {package.name!r}"):
-        try:
-            pipeline_id = client.get_pipeline_id(package.name)
-        except ValueError as error:  # more than one of that name
-            raise TlopsError(f"Kubeflow Pipelines at {connection.host}: {error}") from None
+    pipeline_id = _find_pipeline(connection, package.name)
     uploaded_pipeline = pipeline_id is None
     if pipeline_id is None:
         with calling(connection, f"uploading pipeline {package.name!r}"):
             pipeline_id = client.upload_pipeline(
-                str(package.path), pipeline_name=package.name, description=package.description
+                str(package.path),
+                pipeline_name=package.name,
+                description=package.description,
+                namespace=connection.namespace,
             ).pipeline_id
     version_id = _find_version(connection, pipeline_id, package.version)
     uploaded_version = version_id is None
