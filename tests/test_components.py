@@ -7,15 +7,14 @@ supports ``dsl.importer`` (``kfp.local.importer_handler``), also with a URI that
 ``dsl.ParallelFor`` item, so each component runs exactly as in another pipeline on a cluster, with local paths as
 URIs. The components run one after another on each other's outputs (each fixture is one component run alone, its
 inputs imported from the run before), so the data is prepared once, by prepare-data itself. Those runs are marked
-``pipeline`` (about 3 minutes on 2 busy cores, most of it each step process importing torch and MLflow); the
-compile checks are not.
+``pipeline`` (90 s to 3 minutes on 2 busy cores, most of it the step processes importing torch and MLflow; pytest's
+``--durations`` shows each fixture's run); the compile checks are not.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,7 +33,6 @@ YAMLS = sorted(COMPONENTS.glob("*.yaml"))
 BACKBONE = "efficientnet_lite0"
 IMAGE_SIZE = 32
 CLASSES = ("red", "green", "blue")
-TIMINGS: dict[str, float] = {}
 
 
 def _example(name: str) -> str:
@@ -54,7 +52,7 @@ def _load_example(name: str, folder: Path) -> Callable:
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Path]:
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A folder whose ``components/`` is the checked-in one, the current directory while this module runs."""
     folder = tmp_path_factory.mktemp("components")
     (folder / "components").symlink_to(COMPONENTS)
@@ -66,11 +64,6 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
         for name in ("AWS_ENDPOINT_URL", "MLFLOW_TRACKING_URI", "KUBERNETES_SERVICE_HOST"):
             patch.delenv(name, raising=False)
         yield folder
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None and TIMINGS:
-        reporter.write_line("\nkfp.local runs of one component each (wall time):")
-        for name, seconds in TIMINGS.items():
-            reporter.write_line(f"  {seconds:5.1f} s  {name}")
 
 
 def run_alone(workdir: Path, name: str, pipeline: Callable | None = None, **arguments: Any) -> Path:
@@ -84,13 +77,9 @@ def run_alone(workdir: Path, name: str, pipeline: Callable | None = None, **argu
     pipeline = pipeline or _load_example(name, workdir)
     root = workdir / "pipeline_root" / pipeline.name
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
-    start = time.perf_counter()
-    try:
-        with warnings.catch_warnings():  # images and Kubernetes settings are ignored locally: expected
-            warnings.simplefilter("ignore")
-            pipeline(**arguments)
-    finally:
-        TIMINGS[pipeline.name] = time.perf_counter() - start
+    with warnings.catch_warnings():  # images and Kubernetes settings are ignored locally: expected
+        warnings.simplefilter("ignore")
+        pipeline(**arguments)
     (run,) = root.iterdir()
     return run / name.replace("_", "-")
 

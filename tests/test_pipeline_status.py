@@ -98,41 +98,51 @@ def test_fingerprint_data_command_prints_it(tmp_path: Path, capsys: pytest.Captu
 # --- the exit handler's record ----------------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One sqlite store for the module (creating one takes seconds); each test uses an experiment of its own."""
+    return f"sqlite:///{tmp_path_factory.mktemp('tracking') / 'mlflow.db'}"
+
+
 @pytest.fixture
-def client(tmp_path: Path):
+def client(tracking_uri: str):
     from mlflow import MlflowClient
 
-    return MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return MlflowClient(tracking_uri)
 
 
-def test_a_failed_pipeline_that_never_reached_mlflow_gets_a_failed_run(client) -> None:
+@pytest.fixture
+def experiment() -> str:
+    return f"tlops-{uuid.uuid4().hex[:8]}"
+
+
+def test_a_failed_pipeline_that_never_reached_mlflow_gets_a_failed_run(client, experiment: str) -> None:
     outcome = PipelineOutcome("FAILED", "run-1", "nightly-retrain", "Task prepare-data failed: no images in class b")
-    run_id = record_failed_run(client, "tlops", outcome)
+    run_id = record_failed_run(client, experiment, outcome)
     run = client.get_run(run_id)
     assert run.info.status == "FAILED" and run.info.run_name == "nightly-retrain (failed)"
     assert run.data.tags[KFP_RUN_TAG] == "run-1" and run.data.tags["tlops.pipeline_state"] == "FAILED"
     assert run.data.tags["tlops.pipeline_error"] == outcome.error
-    assert client.get_experiment_by_name("tlops").experiment_id == run.info.experiment_id
+    assert client.get_experiment_by_name(experiment).experiment_id == run.info.experiment_id
 
 
-def test_the_run_the_register_step_started_is_marked_failed_and_a_finished_one_stays(client) -> None:
-    experiment = client.create_experiment("tlops")
-    running = client.create_run(experiment, tags={KFP_RUN_TAG: "run-2"})
-    assert record_failed_run(client, "tlops", PipelineOutcome("FAILED", "run-2")) == running.info.run_id
+def test_the_run_the_register_step_started_is_marked_failed_and_a_finished_one_stays(client, experiment: str) -> None:
+    experiment_id = client.create_experiment(experiment)
+    running = client.create_run(experiment_id, tags={KFP_RUN_TAG: "run-2"})
+    assert record_failed_run(client, experiment, PipelineOutcome("FAILED", "run-2")) == running.info.run_id
     assert client.get_run(running.info.run_id).info.status == "FAILED"
-    assert len(client.search_runs([experiment])) == 1  # no second run for the same pipeline run
+    assert len(client.search_runs([experiment_id])) == 1  # no second run for the same pipeline run
 
-    finished = client.create_run(experiment, tags={KFP_RUN_TAG: "run-3"})
+    finished = client.create_run(experiment_id, tags={KFP_RUN_TAG: "run-3"})
     client.set_terminated(finished.info.run_id, "FINISHED")  # registered, then the pod died
-    record_failed_run(client, "tlops", PipelineOutcome("FAILED", "run-3", error="pod evicted"))
+    record_failed_run(client, experiment, PipelineOutcome("FAILED", "run-3", error="pod evicted"))
     run = client.get_run(finished.info.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["tlops.pipeline_error"] == "pod evicted"
 
 
-def test_a_pipeline_that_succeeded_records_nothing(tmp_path: Path, client) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert record_pipeline_status(uri, "tlops", PipelineOutcome("SUCCEEDED", "run-4")) is None
-    assert client.get_experiment_by_name("tlops") is None
+def test_a_pipeline_that_succeeded_records_nothing(tracking_uri: str, client, experiment: str) -> None:
+    assert record_pipeline_status(tracking_uri, experiment, PipelineOutcome("SUCCEEDED", "run-4")) is None
+    assert client.get_experiment_by_name(experiment) is None
 
 
 def test_an_unreachable_server_is_one_clear_line() -> None:
@@ -140,12 +150,10 @@ def test_an_unreachable_server_is_one_clear_line() -> None:
         record_pipeline_status("http://127.0.0.1:9", "tlops", PipelineOutcome("FAILED", "run-5"))
 
 
-def test_record_status_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, client) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+def test_record_status_command(tracking_uri: str, capsys, client, experiment: str) -> None:
     argv = ["record-status", "--state", "FAILED", "--kfp-run-id", "run-6", "--error", "fine-tune: CUDA out of memory"]
-    assert main(argv) == 0
-    (run,) = client.search_runs([client.get_experiment_by_name("tlops").experiment_id])
+    assert main([*argv, "--tracking-uri", tracking_uri, "--experiment", experiment]) == 0
+    (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
     assert run.info.status == "FAILED" and run.data.tags["tlops.pipeline_error"] == "fine-tune: CUDA out of memory"
     assert run.info.run_id in capsys.readouterr().out
 
@@ -155,20 +163,20 @@ def test_record_status_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
 
 @pytest.mark.pipeline
 def test_a_failed_local_pipeline_is_recorded_in_mlflow_once_without_retries(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, client
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tracking_uri: str, client, experiment: str
 ) -> None:
     from tlops.pipeline.local import PipelineFailed, run_locally
 
     data = _image_folder(tmp_path / "data", {"only-one-class": 6})  # prepare-data refuses a single class
-    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     captured = io.StringIO()
     monkeypatch.setattr(sys, "stdout", captured)
+    parameters = {"data_uri": str(data), "tracking_uri": tracking_uri, "experiment": experiment}
     with pytest.raises(PipelineFailed, match="prepare-data"):
-        run_locally({"data_uri": str(data), "tracking_uri": tracking_uri}, tmp_path / "out")
+        run_locally(parameters, tmp_path / "out")
     log = captured.getvalue()
     assert log.count("Executing task 'prepare-data'") == 1  # kfp.local honours retries: tlops run builds none
     assert "Executing task 'record-pipeline-status'" in log
-    (run,) = client.search_runs([client.get_experiment_by_name("tlops").experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
     assert run.info.status == "FAILED" and run.data.tags["tlops.pipeline_state"] == "FAILED"
     assert run.data.tags[KFP_RUN_TAG] and run.info.run_name.startswith("tlops-transfer-learning")
     assert not (tmp_path / "out" / "pipeline_root").exists()  # the failed run's partial outputs are gone

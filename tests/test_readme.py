@@ -1156,11 +1156,13 @@ def test_compile(tmp_path: Path) -> None:
     printed = {(tmp_path / line.removeprefix("wrote ")).resolve() for line in stdout.splitlines()}
     assert printed == {(tmp_path / p).resolve() for p in written}, stdout
     spec = next(yaml.safe_load_all((tmp_path / "pipelines" / "transfer_learning.yaml").read_text()))
-    assert set(spec["root"]["dag"]["tasks"]) == {
-        "prepare-data", "for-loop-1", "score-baseline", "select-backbone", "extract-features", "fine-tune",
-        "evaluate", "register",
+    # The steps run inside an exit handler, which records a failed run in MLflow.
+    assert set(spec["root"]["dag"]["tasks"]) == {"exit-handler-1", "record-pipeline-status"}
+    assert set(spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]) == {
+        "fingerprint-data", "prepare-data", "for-loop-2", "score-baseline", "select-backbone", "extract-features",
+        "fine-tune", "evaluate", "register",
     }  # fmt: skip
-    assert set(spec["components"]["comp-for-loop-1"]["dag"]["tasks"]) == {"score-backbone"}
+    assert set(spec["components"]["comp-for-loop-2"]["dag"]["tasks"]) == {"score-backbone"}
 
 
 HELP = "tlops COMMAND --help"

@@ -279,6 +279,19 @@ def test_submit_uploads_the_pipeline_and_version_once(kfp_server: FakeKfp, token
     assert runs[1]["runtime_config"] == runs[0]["runtime_config"]
     assert {r.authorization for r in kfp_server.requests} == {f"Bearer {TOKEN}"}
 
+    # Images built for a commit: the spec names them, so it is another version of the pipeline.
+    third = _tlops("submit", "--host", kfp_server.url, *REMOTE, env={"KFP_TOKEN": TOKEN, "TLOPS_GIT_COMMIT": "abc1234"})
+    _succeeded(third)
+    (newest,) = [v for v in kfp_server.versions_of(pipeline["pipeline_id"]) if v["display_name"] not in (
+        PIPELINE_NAME, version["display_name"])]  # fmt: skip
+    executors = next(yaml.safe_load_all(kfp_server.packages[newest["pipeline_version_id"]]))["deploymentSpec"]
+    images = {executor["container"]["image"] for executor in executors["executors"].values()}
+    assert images == {f"ghcr.io/tlops/tlops:{__version__}-abc1234", f"ghcr.io/tlops/tlops-gpu:{__version__}-abc1234"}
+    assert (
+        list(kfp_server.runs.values())[2]["pipeline_version_reference"]["pipeline_version_id"]
+        == (newest["pipeline_version_id"])
+    )
+
 
 def test_submit_wait_follows_a_run_that_succeeds(kfp_server: FakeKfp) -> None:
     result = _tlops(

@@ -36,11 +36,10 @@ def main(argv: list[str] | None = None) -> int:
 
             return command_run(args)
         if args.command == "compile":
+            from tlops.cli.pipeline_commands import image_tag
             from tlops.pipeline.compile import compile_all
-            from tlops.pipeline.image import COMMIT_ENV, default_tag
 
-            tag = args.image_tag if args.image_tag is not None else default_tag(os.environ.get(COMMIT_ENV))
-            for path in compile_all(args.root, image_repository=args.image_repository, image_tag=tag):
+            for path in compile_all(args.root, image_repository=args.image_repository, image_tag=image_tag(args)):
                 print(f"wrote {path}")
             return 0
         if args.command in ("submit", "schedule"):

@@ -356,8 +356,23 @@ def _add_image_size_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_image_arguments(parser: argparse.ArgumentParser) -> None:
+    """The images the compiled components name: ``REPOSITORY/tlops:TAG`` and ``REPOSITORY/tlops-gpu:TAG``."""
+    images = parser.add_argument_group("images")
+    images.add_argument(
+        "--image-repository",
+        default=IMAGE_REPOSITORY,
+        help="registry and path of the images the components run (default: %(default)s)",
+    )
+    images.add_argument(
+        "--image-tag",
+        help=f"tag of both images (default: the version, {__version__}, plus -$TLOPS_GIT_COMMIT when that is set)",
+    )
+
+
 def _add_kfp_arguments(parser: argparse.ArgumentParser) -> None:
     """Where the Kubeflow Pipelines API is, how to authenticate, and what a submission adds to the run."""
+    _add_image_arguments(parser)
     kfp = parser.add_argument_group("Kubeflow Pipelines")
     kfp.add_argument("--host", default=os.environ.get("KFP_HOST"), help="KFP API URL (default: $KFP_HOST)")
     kfp.add_argument(
@@ -426,15 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
         "cannot name the commit that contains it (docker/README.md: build, push, then compile with the same tag).",
     )
     compile_.add_argument("--root", type=Path, default=Path("."), help="repository root (default: current dir)")
-    compile_.add_argument(
-        "--image-repository",
-        default=IMAGE_REPOSITORY,
-        help="registry and path of the images the components run (default: %(default)s)",
-    )
-    compile_.add_argument(
-        "--image-tag",
-        help=f"tag of both images (default: the version, {__version__}, plus -$TLOPS_GIT_COMMIT when that is set)",
-    )
+    _add_image_arguments(compile_)
 
     prepare = commands.add_parser("prepare-data", help="validate, split and write the manifest of a dataset")
     prepare.add_argument(

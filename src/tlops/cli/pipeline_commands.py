@@ -133,7 +133,10 @@ def command_remote(args: argparse.Namespace) -> int:
         args, args.data, args.tracking_uri, backbone_list(args.backbones), args.image_size
     )
     with tempfile.TemporaryDirectory() as folder:
-        package = read_package(compile_pipeline(Path(folder) / "pipeline.yaml"))
+        compiled = compile_pipeline(
+            Path(folder) / "pipeline.yaml", image_repository=args.image_repository, image_tag=image_tag(args)
+        )
+        package = read_package(compiled)
         parameters |= parse_overrides(args.param, package.inputs)
         connection = _connect(args, token)
         version = ensure_version(connection, package)
@@ -208,6 +211,13 @@ def _manage_schedules(args: argparse.Namespace) -> int:
     for deleted in delete_schedule(connection, args.delete):
         print(f"deleted recurring run {deleted.name!r} ({deleted.id}, cron {deleted.cron!r})")
     return 0
+
+
+def image_tag(args: argparse.Namespace) -> str:
+    """The images' tag: ``--image-tag``, else the version plus ``-$TLOPS_GIT_COMMIT`` when that is set."""
+    from tlops.pipeline.image import COMMIT_ENV, default_tag
+
+    return args.image_tag if args.image_tag is not None else default_tag(os.environ.get(COMMIT_ENV))
 
 
 def _demo_images_per_class() -> int | None:
