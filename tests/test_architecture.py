@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-LAYERS = ("io", "data", "models", "serving", "train", "evaluation", "promotion", "steps", "pipeline", "cli")
+LAYERS = ("io", "data", "models", "serving", "train", "evaluation", "promotion", "steps", "pipeline", "stack", "cli")
 
 
 def test_import_contracts_are_kept():

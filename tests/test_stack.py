@@ -1,10 +1,10 @@
 """``tlops stack up|status|down`` as README.md's "Local stack" shows them, and what they refuse.
 
 The README's commands run as subprocesses of the installed ``tlops`` in a temporary working directory (so the
-stack's folder is that directory's ``.tlops-stack``), through :func:`test_readme.readme_command`. One thing
-differs from the README: ``up`` gets ``--s3-port`` and ``--mlflow-port`` with free ports, since 8333 and 5000 may
-be taken on a shared machine. Every test stops what it started, also when it fails. The tests that start
-services are marked ``integration``; those that only check what ``up``, ``down`` and ``status`` refuse are not.
+stack's folder is that directory's ``.tlops-stack``), through :func:`test_readme.readme_command`, exactly as typed
+(the default ports; the other tests pick free ones). Every test stops what it started, also when it fails. The tests
+that start services are marked ``integration``; those that only check what ``up``, ``down`` and ``status`` refuse
+are not.
 """
 
 from __future__ import annotations
@@ -160,11 +160,17 @@ def _status_rows(stdout: str) -> dict[str, list[str]]:
 @pytest.mark.pipeline
 @covers(UP, STATUS, SOURCE, RUN, DOWN)
 def test_up_run_down_up_keeps_the_registered_model_and_its_objects(cwd: Path) -> None:
-    s3_port, mlflow_port = _free_ports()
-    ports = ("--s3-port", str(s3_port), "--mlflow-port", str(mlflow_port))
+    # As the README types it: the default ports (below the kernel's ephemeral range, so no test service takes them).
+    s3_port, mlflow_port = DEFAULT_S3_PORT, DEFAULT_MLFLOW_PORT
+    taken = [
+        p
+        for p in (*Ports.derived(s3_port, mlflow_port).seaweedfs().values(), mlflow_port)
+        if port_taken("127.0.0.1", p)
+    ]
+    assert not taken, f"ports {taken} are in use on this machine: the README's `tlops stack up` needs them"
     directory = cwd / DEFAULT_DIR
 
-    up = _tlops(UP, cwd, ports)
+    up = _tlops(UP, cwd)
     printed = succeeded(up)
     exported = _exports(printed)
     assert sorted(exported) == sorted(EXPORTED)
@@ -185,7 +191,7 @@ def test_up_run_down_up_keeps_the_registered_model_and_its_objects(cwd: Path) ->
     given = {*Ports.derived(s3_port, mlflow_port).seaweedfs().values(), mlflow_port}
     assert given <= {port for _, port in listening}, (given, listening)
 
-    again = _tlops(UP, cwd, ports)
+    again = _tlops(UP, cwd)
     assert succeeded(again) == printed
     assert f"a tlops stack already runs from {directory}" in again.stderr
     assert lifecycle.read_records(directory) == records  # nothing new started
@@ -231,7 +237,7 @@ def test_up_run_down_up_keeps_the_registered_model_and_its_objects(cwd: Path) ->
     }
 
     # Up again from the same folder: the same credentials, the model version and its objects are still there.
-    assert succeeded(_tlops(UP, cwd, ports)) == printed
+    assert succeeded(_tlops(UP, cwd)) == printed
     kept, _ = _model_version(exported)
     assert (kept.run_id, kept.source, kept.aliases) == (version.run_id, version.source, version.aliases)
     assert _objects(exported, prefix) == objects

@@ -13,11 +13,14 @@ import sys
 import time
 from pathlib import Path
 
+from tlops.errors import TlopsError
 from tlops.io.paths import check_writable_dir
 from tlops.stack import lifecycle, services
 from tlops.stack.config import (
+    CREDENTIALS_FILE,
     DEFAULT_DIR,
     ENV_FILE,
+    STATE_FILE,
     Ports,
     StackConfig,
     export_lines,
@@ -55,8 +58,12 @@ def _running_config(directory: Path) -> StackConfig | None:
     running = [state.name for state in states if state.running]
     if running and len(running) == len(states):
         config = load_config(directory)
-        if config is not None:
-            return config
+        if config is None:
+            raise TlopsError(
+                f"a tlops stack runs from {directory} but its {STATE_FILE} or {CREDENTIALS_FILE} is gone: stop it "
+                "with tlops stack down, then start it again"
+            )
+        return config
     if running:
         _note(f"only {', '.join(NAMES[name] for name in running)} of the stack in {directory} runs: restarting it")
     lifecycle.stop(directory)  # also forgets processes that exited on their own

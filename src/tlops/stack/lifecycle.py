@@ -167,6 +167,7 @@ def start(
     except BaseException as error:
         processes.stop(started, STOP_GRACE_S)
         pids.unlink(missing_ok=True)
+        _remove_weed_sockets(directory)
         if isinstance(error, Exception) and not isinstance(error, TlopsError):
             raise TlopsError(_failure(config, failing, error)) from error
         raise
@@ -184,7 +185,8 @@ def stop(directory: Path, grace: float = STOP_GRACE_S) -> list[ProcessRecord]:
     stopped = processes.stop(records, grace)
     if not any(processes.is_running(record) for record in records):
         (directory / PIDS_FILE).unlink(missing_ok=True)
-    _remove_weed_sockets(directory)
+    if any(record.name == "weed" for record in records):
+        _remove_weed_sockets(directory)
     return stopped
 
 
