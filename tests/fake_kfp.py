@@ -38,11 +38,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.parser import BytesParser
 from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import yaml
+
+from loopback import LoopbackServer
 
 API = "/apis/v2beta1"
 HEALTHZ = f"{API}/healthz"
@@ -132,7 +134,7 @@ def _multipart(content_type: str, raw: bytes) -> dict[str, tuple[str, bytes]]:
     return fields
 
 
-class FakeKfp:
+class FakeKfp(LoopbackServer):
     """The fake API server; use as a context manager, or :meth:`start` and :meth:`stop`."""
 
     def __init__(self, token: str | None = None, forbidden_token: str | None = None, multi_user: bool = False):
@@ -153,30 +155,7 @@ class FakeKfp:
         self._gets: dict[str, int] = {}
         self._lock = threading.RLock()
         self._add_experiment(DEFAULT_EXPERIMENT, "All runs created without specifying an experiment.", "")
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, name="fake-kfp", daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:<port>``."""
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> FakeKfp:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> FakeKfp:
-        return self.start()
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
+        self._serve(_handler(self), "fake-kfp")
 
     # --- reading back --------------------------------------------------------------------------------------------
 

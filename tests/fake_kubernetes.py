@@ -24,9 +24,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from loopback import LoopbackServer
 
 TRAINJOBS = re.compile(r"/apis/trainer\.kubeflow\.org/v1alpha1/namespaces/([^/]+)/trainjobs(?:/([^/]+))?")
 PODS = re.compile(r"/api/v1/namespaces/([^/]+)/pods")
@@ -83,7 +85,7 @@ def status_body(code: int, reason: str, message: str, kind: str = "") -> dict[st
     )
 
 
-class FakeKubernetes:
+class FakeKubernetes(LoopbackServer):
     """The fake API server; use as a context manager, or :meth:`start` and :meth:`stop`."""
 
     def __init__(self) -> None:
@@ -93,30 +95,7 @@ class FakeKubernetes:
         self._failures: list[_Failure] = []
         self._actions: dict[tuple[str, str], dict[int, list[Callable[[FakeKubernetes], None]]]] = {}
         self._lock = threading.RLock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, name="fake-kubernetes", daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:<port>``."""
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> FakeKubernetes:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> FakeKubernetes:
-        return self.start()
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
+        self._serve(_handler(self), "fake-kubernetes")
 
     def client(self) -> Any:
         """A real ``kubernetes.client.ApiClient`` talking to this server."""

@@ -25,6 +25,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from tlops.cli.pipeline_commands import TRAINING_OPTIONS
 from tlops.steps.config import DEFAULTS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -205,27 +206,8 @@ def extracted(workdir: Path, prepared: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def tuned(workdir: Path, prepared: Path, extracted: Path, selected: Path) -> Path:
-    settings = {
-        name: getattr(DEFAULTS, name)
-        for name in (
-            "batch_size",
-            "learning_rate",
-            "seed",
-            "class_weighted",
-            "unfreeze_blocks",
-            "surgical_blocks",
-            "layer_decay",
-            "swa_epochs",
-            "hflip",
-            "trivial_augment",
-            "mixup",
-            "cutmix",
-            "grad_accumulation",
-            "torch_compile",
-            "checkpoint_uri",
-            "processes_per_node",
-        )
-    }
+    training = ("batch_size", "learning_rate", "seed", "class_weighted", *TRAINING_OPTIONS)
+    settings = {name: getattr(DEFAULTS, name) for name in training}
     return run_alone(
         workdir,
         "fine_tune",

@@ -35,10 +35,9 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-from PIL import Image, ImageDraw
 
 from services import Services, make_s3_client
-from test_readme import base_env, succeeded
+from test_readme import _shape, base_env, succeeded
 
 REPO = Path(__file__).resolve().parents[1]
 TLOPS = Path(sys.executable).parent / "tlops"
@@ -178,22 +177,10 @@ def auth_server(services: Services, tmp_path_factory: pytest.TempPathFactory) ->
         _empty_bucket(s3, bucket)
 
 
-def _shape(kind: str, rng: np.random.Generator, size: int = 40) -> bytes:
-    """A dark circle, square or triangle on a light, noisy background, as PNG bytes."""
-    image = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(150, 256, 3)))
-    draw = ImageDraw.Draw(image)
-    r = int(rng.integers(size // 5, size // 3))
-    x, y = (int(v) for v in rng.integers(r + 2, size - r - 2, 2))
-    fill = tuple(int(v) for v in rng.integers(0, 110, 3))
-    if kind == "circle":
-        draw.ellipse((x - r, y - r, x + r, y + r), fill=fill)
-    elif kind == "square":
-        draw.rectangle((x - r, y - r, x + r, y + r), fill=fill)
-    else:
-        draw.polygon([(x, y - r), (x - r, y + r), (x + r, y + r)], fill=fill)
-    pixels = np.asarray(image, dtype=np.float32) + rng.normal(0, 8, (size, size, 3))
+def _png(kind: str, rng: np.random.Generator) -> bytes:
+    """A 40-pixel shape image of ``kind`` (the README tests' generator), as PNG bytes."""
     buffer = io.BytesIO()
-    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, format="PNG")
+    _shape(kind, rng, size=40).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -204,7 +191,7 @@ def dataset(services: Services, auth_server: AuthServer) -> str:
     rng = np.random.default_rng(7)
     for kind in CLASSES:
         for index in range(PER_CLASS):
-            s3.put_object(Bucket=auth_server.bucket, Key=f"images/{kind}/{kind}-{index}.png", Body=_shape(kind, rng))
+            s3.put_object(Bucket=auth_server.bucket, Key=f"images/{kind}/{kind}-{index}.png", Body=_png(kind, rng))
     return f"s3://{auth_server.bucket}/images"
 
 
@@ -351,7 +338,9 @@ def test_no_secret_in_what_mlflow_keeps(
 
     download = mlflow.artifacts.download_artifacts
     run_files = Path(download(run_id=run.info.run_id, dst_path=str(tmp_path / "run"), tracking_uri=auth_server.uri))
-    model_uri = f"models:/{MODEL}/{version.version}"
+    # The version's own location, not models:/...: that would resolve through the process's registry URI, which
+    # other test modules in this worker may have pointed elsewhere.
+    model_uri = admin_client.get_model_version_download_uri(MODEL, version.version)
     model_files = Path(download(model_uri, dst_path=str(tmp_path / "model"), tracking_uri=auth_server.uri))
     for root in (run_files, model_files):
         count, found = _scan_tree(root, secured_run.needles)

@@ -397,13 +397,14 @@ def record_pipeline_status(
     kfp_run_name: str = "",
 ):
     """Exit handler: when the pipeline did not succeed, mark its MLflow run FAILED (or create one) with its error."""
-    if status.state == "SUCCEEDED":
-        return
     from tlops.io.logs import configure_logging
+
+    configure_logging()
+    if status.state == "SUCCEEDED":
+        return  # before importing MLflow: a successful run's exit handler takes a fraction of a second
     from tlops.promotion.failures import PipelineOutcome
     from tlops.steps.pipeline_status import record_pipeline_status as run
 
-    configure_logging()
     outcome = PipelineOutcome(status.state, kfp_run_id, kfp_run_name, status.error_message or "")
     run(tracking_uri, experiment, outcome)
 

@@ -312,7 +312,8 @@ def earlier_registration(client, config: RegistryConfig, kfp_run_id: str) -> Reg
     found = client.search_model_versions(f"name = '{config.model_name}' and tags.kfp_run_id = '{quoted}'")
     if not found:
         return None
-    version = max(found, key=lambda v: int(v.version))
+    # A search does not return aliases (the REST store leaves them out): read the version itself.
+    version = client.get_model_version(config.model_name, max(found, key=lambda v: int(v.version)).version)
     champion = version_of_alias(client, config.model_name, CHAMPION)
     return Registration(
         tracking_uri=config.tracking_uri,
