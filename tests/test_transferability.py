@@ -199,6 +199,14 @@ def test_knn_chooses_among_ks_that_fit_the_inner_training_fold():
     assert result.chosen in (1.0, 3.0)
 
 
+def test_knn_on_two_images_a_class_uses_the_one_neighbour_an_outer_fold_leaves():
+    """Two training images a class (a 4-image class after the split): each outer fold trains on one of each."""
+    f, y = _blobs(10, 4, 5, separation=4.0, seed=1)
+    result = knn_accuracy(f, y, folds=5)
+    assert result.folds == 2 and result.chosen == 1.0
+    assert 0.0 <= result.mean <= 1.0 and probe_accuracy(f, y).folds == 2
+
+
 def test_probe_chooses_a_grid_alpha_and_class_weighting_scores_balanced_accuracy():
     f, y = _blobs(200, 16, 2, separation=0.0, seed=0)
     y[:150] = 0  # 3:1 imbalance on noise: plain accuracy rewards predicting the majority, balanced does not

@@ -288,9 +288,15 @@ def _knn_search(x: np.ndarray, y: np.ndarray, ks: Sequence[int], seed: int) -> G
     from sklearn.model_selection import GridSearchCV
     from sklearn.neighbors import KNeighborsClassifier
 
-    splits = _inner_splits(y, seed)
-    smallest_train = min(len(train) for train, _ in splits)
-    candidates = sorted(k for k in set(ks) if k <= smallest_train) or [min(min(ks), smallest_train)]
+    if np.unique(y, return_counts=True)[1].max() < 2:
+        # One image of each class (an outer fold of a tiny dataset): no inner split can hold every class, and with
+        # one neighbour per class only k = 1 can be right. The "search" fits k = 1 on everything.
+        every = np.arange(len(y))
+        splits, candidates = [(every, every)], [1]
+    else:
+        splits = _inner_splits(y, seed)
+        smallest_train = min(len(train) for train, _ in splits)
+        candidates = sorted(k for k in set(ks) if k <= smallest_train) or [min(min(ks), smallest_train)]
     search = GridSearchCV(
         KNeighborsClassifier(algorithm="brute", metric="euclidean"),
         {"n_neighbors": candidates},
