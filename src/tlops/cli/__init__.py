@@ -66,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
             from tlops.cli.step_commands import command_record_status
 
             return command_record_status(args)
+        if args.command == "list":
+            from tlops.cli.listing import command_list
+
+            return command_list(args)
         if args.command == "demo-data":
             from tlops.data.demo import write_digits_imagefolder
 

@@ -7,13 +7,15 @@ import os
 from pathlib import Path
 
 from tlops import __version__
+from tlops.cli.settings import add_config_file, add_settings
 from tlops.cli.staging import path_or_s3
 from tlops.pipeline.image import IMAGE_REPOSITORY
-from tlops.promotion.gate import GATE_METRICS
-from tlops.steps.config import DEFAULT_BACKBONE, DEFAULTS, SELECTION_METRICS
-from tlops.train.config import ALIASES, STRATEGIES, SURGICAL_BLOCKS
+from tlops.promotion.config import RegistryConfig
+from tlops.steps.config import DEFAULT_BACKBONE
 
-STRATEGY_CHOICES = (*STRATEGIES, *ALIASES)
+# What scoring one candidate reads.
+SCORING_SETTINGS = ("seed", "selection.image_size", "selection.scoring_images_per_class", "storage.feature_cache",
+                    "train.class_weighted")  # fmt: skip
 DEMO_IMAGE_SIZE = 128
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Keep at most this many demo images per class (all 1,797 digits when unset); tests use it to shrink the demo.
@@ -32,306 +34,37 @@ examples:
 """
 
 
-def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data",
-        help="dataset: a folder, s3://bucket/prefix, .zip/.tar(.gz) archive or .csv manifest (path,label[,split]); "
-        "one subfolder per class, or train/ val/ test/ subfolders kept as given (default: built-in demo data)",
-    )
-    parser.add_argument("--output", type=Path, default=Path("tlops-run"), help="run directory (default: %(default)s)")
-    parser.add_argument(
-        "--backbones",
-        default=",".join(DEFAULTS.backbones),
-        help="comma-separated candidate backbones: efficientnet_lite0/1/2 (bundled), timm:NAME, torchvision:NAME, "
-        "hub:OWNER/REPO:ENTRY, NAME@s3://weights (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--strategy",
-        default=DEFAULTS.strategy,
-        choices=STRATEGY_CHOICES,
-        metavar="STRATEGY",
-        help="linear-probe: frozen backbone + linear head on cached features; mlp-probe: a hidden layer with dropout "
-        "on cached features; partial: fine-tune the top --unfreeze-blocks blocks; surgical: only the first, middle "
-        "or last blocks; lp-ft (or full): every layer from the probe head; gradual: unfreeze one more block per "
-        "epoch from the top; auto: decide from images per class and probe/kNN accuracy, and keep a fine-tuned "
-        "model only when it beats the best probe on validation by more than one standard error (default: "
-        "%(default)s)",
-    )
-    _add_selection_arguments(parser)
-    _add_training_arguments(parser)
-    _add_gate_arguments(parser)
-    _add_node_pool_arguments(parser)
-    parser.add_argument(
-        "--image-size",
-        type=int,
-        default=DEFAULTS.image_size,
-        help=f"input size; 0: the backbone's own (default: %(default)s; {DEMO_IMAGE_SIZE} for the 8x8 demo digits)",
-    )
-    parser.add_argument("--experiment", default=DEFAULTS.experiment, help="MLflow experiment (default: %(default)s)")
-    _add_model_name_argument(parser)
-    _add_seed_argument(parser)
-    _add_split_arguments(parser)
-    parser.add_argument(
-        "--class-weighted",
-        action="store_true",
-        default=DEFAULTS.class_weighted,
-        help="weight each class's loss inversely to its frequency (probe and fine-tuning), for imbalanced data",
-    )
+def _add_run_arguments(parser: argparse.ArgumentParser, local: bool) -> None:
+    """The dataset, the tracking server and every setting: ``run`` (``local``), ``submit`` and ``schedule``."""
+    if local:
+        parser.add_argument(
+            "--data",
+            help="dataset: a folder, s3://bucket/prefix, .zip/.tar(.gz) archive or .csv manifest (path,label[,split]); "
+            "one subfolder per class, or train/ val/ test/ subfolders kept as given (default: built-in demo data, "
+            f"scikit-learn digits at --image-size {DEMO_IMAGE_SIZE})",
+        )
+        parser.add_argument(
+            "--output", type=Path, default=Path("tlops-run"), help="run directory (default: %(default)s)"
+        )
+        tracking_fallback = "else sqlite under --output"
+    else:
+        parser.add_argument(
+            "--data", help="dataset the pipeline's pods can read: an s3:// URI (or a path mounted in the pods)"
+        )
+        tracking_fallback = "an MLflow server URL the cluster can reach"
     parser.add_argument(
         "--tracking-uri",
         default=os.environ.get("MLFLOW_TRACKING_URI"),
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under --output)",
+        help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI, {tracking_fallback})",
     )
+    add_config_file(parser)
+    add_settings(parser)
 
 
-def _add_feature_cache_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--feature-cache",
-        default=DEFAULTS.feature_cache,
-        help="where backbone features are cached, keyed by dataset digest, backbone, weights and preprocessing: a "
-        "folder or s3://bucket/prefix (default: features/ in $TLOPS_CACHE_DIR or ~/.cache/tlops); a second run on "
-        "the same data reads them and runs no backbone",
-    )
-
-
-def _add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
-    """What scoring one candidate takes: the feature cache and the sample size."""
-    _add_feature_cache_argument(parser)
-    parser.add_argument(
-        "--scoring-images-per-class",
-        type=int,
-        default=DEFAULTS.scoring_images_per_class,
-        help="training images per class the selection scores use (default: 0, all of them)",
-    )
-
-
-def _add_selection_arguments(parser: argparse.ArgumentParser) -> None:
-    _add_scoring_arguments(parser)
-    parser.add_argument(
-        "--selection-metric",
-        default=DEFAULTS.selection_metric,
-        choices=SELECTION_METRICS,
-        help="score that ranks the candidates: probe (cross-validated linear-probe accuracy), knn (cross-validated "
-        "cosine kNN accuracy) or logme; near-ties (within one standard error) go to the cheaper backbone "
-        "(default: %(default)s)",
-    )
-    parser.add_argument(
-        "--max-params",
-        type=int,
-        default=DEFAULTS.max_params,
-        help="budget: largest backbone in parameters, e.g. 10000000 (default: 0, no limit)",
-    )
-    parser.add_argument(
-        "--max-latency-ms",
-        type=float,
-        default=DEFAULTS.max_latency_ms,
-        help="budget: slowest latency per image, measured on this run's device (default: 0, no limit)",
-    )
-
-
-def _add_class_weighted_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--class-weighted", action="store_true", default=DEFAULTS.class_weighted, help="balanced class weights"
-    )
-
-
-def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    training = parser.add_argument_group("fine-tuning")
-    training.add_argument(
-        "--epochs",
-        type=int,
-        default=DEFAULTS.epochs,
-        help="fine-tuning epochs (also auto's budget) (default: %(default)s)",
-    )
-    training.add_argument(
-        "--batch-size",
-        type=int,
-        default=DEFAULTS.batch_size,
-        help="images per optimizer step over all processes (default: %(default)s)",
-    )
-    training.add_argument(
-        "--lr", type=float, default=DEFAULTS.learning_rate, help="peak learning rate of the head (default: %(default)s)"
-    )
-    training.add_argument(
-        "--unfreeze-blocks",
-        type=int,
-        default=DEFAULTS.unfreeze_blocks,
-        help="partial: train the top N blocks of the backbone's stages; surgical: train N blocks "
-        "(default: %(default)s)",
-    )
-    training.add_argument(
-        "--surgical-blocks",
-        default=DEFAULTS.surgical_blocks,
-        choices=SURGICAL_BLOCKS,
-        help="surgical: first (input-level shift: colour, blur, sensor), middle (feature-level) or last (output-level) "
-        "blocks (default: %(default)s)",
-    )
-    training.add_argument(
-        "--layer-decay",
-        type=float,
-        default=DEFAULTS.layer_decay,
-        help="layer-wise learning-rate decay: block i from the top trains at lr * decay**i; 1 turns it off "
-        "(default: %(default)s)",
-    )
-    training.add_argument(
-        "--swa-epochs", type=int, default=DEFAULTS.swa_epochs, help="average the weights of the last N epochs (SWA)"
-    )
-    training.add_argument(
-        "--hflip", action="store_true", help="random horizontal flips (only when a mirrored image keeps its class)"
-    )
-    training.add_argument("--trivial-augment", action="store_true", help="TrivialAugmentWide on training images")
-    training.add_argument("--mixup", type=float, default=DEFAULTS.mixup, help="MixUp alpha (default: 0, off)")
-    training.add_argument("--cutmix", type=float, default=DEFAULTS.cutmix, help="CutMix alpha (default: 0, off)")
-    training.add_argument(
-        "--grad-accumulation",
-        type=int,
-        default=DEFAULTS.grad_accumulation,
-        help="micro-batches per optimizer step, to reach --batch-size on a small GPU (default: %(default)s)",
-    )
-    training.add_argument(
-        "--torch-compile", action="store_true", help="torch.compile the model for fine-tuning (worth it on GPUs)"
-    )
-    training.add_argument(
-        "--checkpoint-uri",
-        default=DEFAULTS.checkpoint_uri,
-        help="folder or s3:// prefix for the per-epoch checkpoint a restarted fine-tune resumes from (default: "
-        "OUTPUT/checkpoints for tlops run and fine-tune; none on Kubeflow unless given)",
-    )
-
-
-def _add_gate_arguments(parser: argparse.ArgumentParser) -> None:
-    gate = parser.add_argument_group(
-        "promotion gate",
-        "The new version replaces the champion only when every check passes: the paired-bootstrap confidence "
-        "interval of the score difference clears the margin, the paired test is significant, no class loses more "
-        "test images net than allowed, and calibration does not get worse than allowed.",
-    )
-    gate.add_argument(
-        "--gate-metric",
-        choices=GATE_METRICS,
-        default=DEFAULTS.gate_metric,
-        help="the score that must improve; macro-f1 weighs every class equally (default: %(default)s)",
-    )
-    gate.add_argument(
-        "--gate-margin",
-        type=float,
-        default=DEFAULTS.gate_margin,
-        help="gain the interval's lower bound must exceed, e.g. 0.01 for one point (default: %(default)s)",
-    )
-    gate.add_argument(
-        "--gate-confidence",
-        type=float,
-        default=DEFAULTS.gate_confidence,
-        help="level of the paired bootstrap interval (default: %(default)s)",
-    )
-    gate.add_argument(
-        "--gate-alpha",
-        type=float,
-        default=DEFAULTS.gate_alpha,
-        help="significance level of the paired test (McNemar; a randomization test for macro-f1) "
-        "(default: %(default)s)",
-    )
-    gate.add_argument(
-        "--gate-max-class-drop",
-        type=float,
-        default=DEFAULTS.gate_max_class_drop,
-        help="largest net recall drop of any class, as a share of its test images (default: %(default)s) ...",
-    )
-    gate.add_argument(
-        "--gate-class-drop-images",
-        type=int,
-        default=DEFAULTS.gate_class_drop_images,
-        help="... but a class may always lose this many images net, so one image does not veto a small class "
-        "(default: %(default)s)",
-    )
-    gate.add_argument(
-        "--gate-max-ece-increase",
-        type=float,
-        default=DEFAULTS.gate_max_ece_increase,
-        help="how much higher the new version's expected calibration error may be (default: %(default)s)",
-    )
-
-
-def _json_option(kind: type):
-    """An argparse type reading a JSON object or list (``--gpu-node-selector '{"pool": "a100"}'``)."""
-
-    def parse(text: str):
-        import json
-
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise argparse.ArgumentTypeError(f"not JSON ({error.msg}): {text!r}") from None
-        if not isinstance(value, kind):
-            raise argparse.ArgumentTypeError(f"expected a JSON {kind.__name__}, got {text!r}")
-        return value
-
-    return parse
-
-
-def _add_node_pool_arguments(parser: argparse.ArgumentParser) -> None:
-    pool = parser.add_argument_group("GPU node pool of the GPU steps on Kubeflow (submit, schedule)")
-    pool.add_argument(
-        "--processes-per-node",
-        type=int,
-        default=DEFAULTS.processes_per_node,
-        help="fine-tuning processes in the fine-tune pod (DistributedDataParallel under torchrun, one per GPU; "
-        "default: %(default)s)",
-    )
-    pool.add_argument(
-        "--gpu-accelerator-type",
-        default=DEFAULTS.gpu_accelerator_type,
-        help="accelerator resource name (default: %(default)s)",
-    )
-    pool.add_argument(
-        "--gpu-count", type=int, default=DEFAULTS.gpu_count, help="accelerators per GPU step (default: 1)"
-    )
-    pool.add_argument(
-        "--gpu-node-selector",
-        type=_json_option(dict),
-        default=DEFAULTS.gpu_node_selector,
-        help='node labels as JSON, e.g. \'{"cloud.google.com/gke-accelerator": "nvidia-l4"}\' (default: any node)',
-    )
-    pool.add_argument(
-        "--gpu-tolerations",
-        type=_json_option(list),
-        default=DEFAULTS.gpu_tolerations,
-        help="tolerations as a JSON list (default: tolerate the nvidia.com/gpu taint)",
-    )
-    pool.add_argument("--gpu-cpu-request", default=DEFAULTS.gpu_cpu_request, help="(default: %(default)s)")
-    pool.add_argument("--gpu-cpu-limit", default=DEFAULTS.gpu_cpu_limit, help="(default: %(default)s)")
-    pool.add_argument("--gpu-memory-request", default=DEFAULTS.gpu_memory_request, help="(default: %(default)s)")
-    pool.add_argument("--gpu-memory-limit", default=DEFAULTS.gpu_memory_limit, help="(default: %(default)s)")
-
-
-def _add_split_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--val-fraction",
-        type=float,
-        default=DEFAULTS.val_fraction,
-        help="share of each class held out for validation (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--test-fraction",
-        type=float,
-        default=DEFAULTS.test_fraction,
-        help="share of each class held out for the test (default: %(default)s)",
-    )
-
-
-def _add_seed_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=DEFAULTS.seed,
-        help="seed of the split, sampling and training (default: %(default)s)",
-    )
-
-
-def _add_model_name_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model-name", default=DEFAULTS.model_name, help="registered model name (default: %(default)s)"
-    )
+def _add_step_settings(parser: argparse.ArgumentParser, *paths: str) -> None:
+    """A step command's settings flags (``section.*``: a whole section) and ``--config``."""
+    add_config_file(parser)
+    add_settings(parser, paths)
 
 
 def _add_tracking_argument(parser: argparse.ArgumentParser, fallback: str) -> None:
@@ -350,9 +83,11 @@ def _add_registry_uri_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_image_size_argument(parser: argparse.ArgumentParser) -> None:
+def _add_model_name_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--image-size", type=int, default=DEFAULTS.image_size, help="input size; 0: the backbone's own (default: 0)"
+        "--model-name",
+        default=RegistryConfig.model_name,
+        help="registered model name (default: %(default)s)",
     )
 
 
@@ -386,6 +121,18 @@ def _add_kfp_arguments(parser: argparse.ArgumentParser) -> None:
         "--namespace",
         default=os.environ.get("KFP_NAMESPACE"),
         help="your Kubeflow profile's namespace on multi-user Kubeflow (default: $KFP_NAMESPACE)",
+    )
+    kfp.add_argument(
+        "--kfp-experiment",
+        default="tlops",
+        help="the Kubeflow Pipelines experiment the run is filed under (the MLflow experiment is --experiment) "
+        "(default: %(default)s)",
+    )
+    kfp.add_argument(
+        "--service-account",
+        metavar="NAME",
+        help="Kubernetes service account the run's pods use (default: the namespace's pipeline runner); the "
+        "TrainJob launcher needs one allowed to create, get and delete trainjobs",
     )
     kfp.add_argument(
         "--param",
@@ -431,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run prepare-data -> select-backbone -> extract-features -> fine-tune -> evaluate -> register "
         "on this machine through kfp.local, then write OUTPUT/run_summary.json.",
     )
-    _add_run_arguments(run)
+    _add_run_arguments(run, local=True)
 
     compile_ = commands.add_parser(
         "compile",
@@ -448,8 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", required=True, help="folder, s3://bucket/prefix, .zip/.tar(.gz) archive or .csv manifest"
     )
     prepare.add_argument("--output", type=Path, required=True, help="directory for the manifest and report")
-    _add_seed_argument(prepare)
-    _add_split_arguments(prepare)
+    _add_step_settings(prepare, "seed", "split.*")
 
     fingerprint = commands.add_parser(
         "fingerprint-data",
@@ -470,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--kfp-run-name", default="", help="the KFP run's name")
     status.add_argument("--error", default="", help="the failed task's error message")
     _add_tracking_argument(status, "sqlite:///./mlflow.db")
-    status.add_argument("--experiment", default=DEFAULTS.experiment, help="MLflow experiment (default: %(default)s)")
+    status.add_argument(
+        "--experiment", default=RegistryConfig.experiment, help="MLflow experiment (default: %(default)s)"
+    )
 
     dataset_help = "the prepare-data output folder"
     score = commands.add_parser(
@@ -481,10 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--backbone", default=DEFAULT_BACKBONE, help="the candidate, or pixels for the no-transfer baseline"
     )
     score.add_argument("--output", type=Path, required=True, help="folder for the score record")
-    _add_scoring_arguments(score)
-    _add_image_size_argument(score)
-    _add_seed_argument(score)
-    _add_class_weighted_argument(score)
+    _add_step_settings(score, *SCORING_SETTINGS)
 
     select = commands.add_parser(
         "select-backbone",
@@ -492,27 +237,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     select.add_argument("--dataset", type=Path, required=True, help=dataset_help)
     select.add_argument(
-        "--backbones", default=",".join(DEFAULTS.backbones), help="comma-separated candidates (default: %(default)s)"
-    )
-    select.add_argument(
         "--output",
         type=Path,
         required=True,
         help="folder for the ranking table (selection.md), its record and each candidate's score (scores/)",
     )
-    _add_selection_arguments(select)
-    _add_image_size_argument(select)
-    _add_seed_argument(select)
-    _add_class_weighted_argument(select)
+    _add_step_settings(select, *SCORING_SETTINGS, "selection.*")
 
     extract = commands.add_parser("extract-features", help="cache backbone features and fit the linear probe")
     extract.add_argument("--dataset", type=Path, required=True, help=dataset_help)
     extract.add_argument("--backbone", default=DEFAULT_BACKBONE, help="the backbone (default: %(default)s)")
     extract.add_argument("--output", type=Path, required=True, help="gets features/ and probe/ subdirectories")
-    _add_feature_cache_argument(extract)
-    _add_image_size_argument(extract)
-    _add_seed_argument(extract)
-    _add_class_weighted_argument(extract)
+    _add_step_settings(extract, "seed", "selection.image_size", "storage.feature_cache", "train.class_weighted")
 
     tune = commands.add_parser("fine-tune", help="train the classifier from the probe with a strategy")
     tune.add_argument("--dataset", type=path_or_s3, required=True, help=dataset_help + " (or its s3:// prefix)")
@@ -526,13 +262,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder or s3:// prefix for the model and its training record",
     )
     tune.add_argument(
-        "--strategy",
-        default=DEFAULTS.strategy,
-        choices=STRATEGY_CHOICES,
-        metavar="STRATEGY",
-        help=f"one of {', '.join(STRATEGIES)} (see tlops run --help) (default: %(default)s)",
-    )
-    tune.add_argument(
         "--features",
         type=path_or_s3,
         help="the features/ folder of extract-features (mlp-probe needs it; default: beside --probe when present)",
@@ -540,9 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument(
         "--selection", type=path_or_s3, help="the select-backbone output, whose table auto reads (optional)"
     )
-    _add_training_arguments(tune)
-    _add_seed_argument(tune)
-    _add_class_weighted_argument(tune)
+    _add_step_settings(tune, "seed", "train.*", "storage.checkpoint_uri", "resources.processes_per_node")
 
     evaluate = commands.add_parser(
         "evaluate",
@@ -552,8 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", type=Path, required=True, help="the fine-tune output folder")
     evaluate.add_argument("--output", type=Path, required=True, help="folder for metrics, plots, the gate")
     _add_tracking_argument(evaluate, "sqlite:///./mlflow.db: the registry whose champion the gate compares against")
-    _add_model_name_argument(evaluate)
-    _add_gate_arguments(evaluate)
+    _add_step_settings(evaluate, "tracking.model_name", "gate.*")
 
     register = commands.add_parser(
         "register", help="log and register an evaluated model in MLflow, moving champion as the gate decided"
@@ -564,8 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--selection", type=Path, help="the select-backbone output folder, logged with the run")
     register.add_argument("--output", type=Path, help="folder for the run summary (default: only printed)")
     _add_tracking_argument(register, "sqlite:///./mlflow.db")
-    register.add_argument("--experiment", default=DEFAULTS.experiment, help="MLflow experiment (default: %(default)s)")
-    _add_model_name_argument(register)
+    _add_step_settings(register, "tracking.*")
 
     submit = commands.add_parser(
         "submit",
@@ -575,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
         "compiled spec's hash, reused when submitted again. Prints the run's URL; with --wait, each state of the "
         "run, and exits 0 only when it succeeded (1 otherwise, naming the failed step).",
     )
-    _add_run_arguments(submit)
+    _add_run_arguments(submit, local=False)
     _add_kfp_arguments(submit)
     submit.add_argument("--run-name", default="tlops", help="name of the run (default: %(default)s)")
     submit.add_argument("--wait", action="store_true", help="follow the run to its end; exit 0 only when it succeeded")
@@ -594,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
         "champion moves only by the promotion gate or tlops promote. --list shows the recurring runs and --delete "
         "NAME deletes one; neither needs --data, --tracking-uri or --cron.",
     )
-    _add_run_arguments(schedule)
+    _add_run_arguments(schedule, local=False)
     _add_kfp_arguments(schedule)
     schedule.add_argument(
         "--cron", help="6-field cron, seconds first, e.g. '0 0 3 * * *' (03:00 daily); required to create"
@@ -658,6 +383,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_name_argument(models)
     _add_registry_uri_argument(models)
     models.add_argument("--json", action="store_true", help="print a JSON list of versions instead of a table")
+
+    listing = commands.add_parser(
+        "list",
+        help="list the registered strategies, backbone families or tasks, one line each",
+        description="List what tlops can use: transfer strategies (--strategy), backbone families (--backbones "
+        "names) or tasks.",
+    )
+    listing.add_argument("what", choices=("strategies", "backbones", "tasks"), help="what to list")
 
     demo = commands.add_parser("demo-data", help="write the built-in demo dataset as an ImageFolder")
     demo.add_argument("--output", type=Path, required=True)

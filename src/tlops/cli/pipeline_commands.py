@@ -5,86 +5,34 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tlops.cli.checks import archive_limits, backbone_list, check_positive, train_config
+from tlops.cli.checks import archive_limits, backbone_list
 from tlops.cli.parser import DEMO_IMAGE_SIZE, DEMO_IMAGES_PER_CLASS_ENV
+from tlops.cli.settings import resolve_config, write_config
 from tlops.errors import TlopsError
-from tlops.steps.config import GATE_OPTIONS, gate_config
+from tlops.steps.config import RunConfig, to_parameters
 
 if TYPE_CHECKING:
     from tlops.pipeline.kfp_api import Connection
     from tlops.pipeline.kfp_auth import Token
     from tlops.pipeline.remote import Submission
 
-TRAINING_OPTIONS = (
-    "unfreeze_blocks",
-    "surgical_blocks",
-    "layer_decay",
-    "swa_epochs",
-    "hflip",
-    "trivial_augment",
-    "mixup",
-    "cutmix",
-    "grad_accumulation",
-    "torch_compile",
-    "checkpoint_uri",
-    "processes_per_node",
-)
-NODE_POOL_OPTIONS = (
-    "gpu_accelerator_type",
-    "gpu_count",
-    "gpu_node_selector",
-    "gpu_tolerations",
-    "gpu_cpu_request",
-    "gpu_cpu_limit",
-    "gpu_memory_request",
-    "gpu_memory_limit",
-)
 
+def _check_settings(config: RunConfig) -> list[str]:
+    """Check what the run config cannot check alone (no network): backbone names, image size, model name.
 
-def _pipeline_parameters(
-    args: argparse.Namespace, data_uri: str, tracking_uri: str, backbones: list[str], image_size: int | None
-) -> dict:
-    """The pipeline's parameters from the run options shared by ``run``, ``submit`` and ``schedule``."""
-    parameters = {
-        "data_uri": data_uri,
-        "tracking_uri": tracking_uri,
-        "backbones": backbones,
-        "strategy": args.strategy,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "learning_rate": args.lr,
-        "image_size": image_size or 0,
-        "seed": args.seed,
-        "class_weighted": args.class_weighted,
-        "val_fraction": args.val_fraction,
-        "test_fraction": args.test_fraction,
-        "experiment": args.experiment,
-        "model_name": args.model_name,
-        "feature_cache": args.feature_cache,
-        "selection_metric": args.selection_metric,
-        "max_params": args.max_params,
-        "max_latency_ms": args.max_latency_ms,
-        "scoring_images_per_class": args.scoring_images_per_class,
-        **{name: getattr(args, name) for name in TRAINING_OPTIONS + GATE_OPTIONS + NODE_POOL_OPTIONS},
-    }
-    return parameters
-
-
-def _check_selection_arguments(args: argparse.Namespace) -> None:
-    """Check the backbone-selection options shared by ``run``, ``submit`` and ``schedule``."""
+    Returns:
+        The candidate backbones.
+    """
+    from tlops.models.names import check_image_size
     from tlops.promotion.config import check_model_name
-    from tlops.steps.config import check_selection_options
 
-    check_selection_options(args.selection_metric, args.max_params, args.max_latency_ms)
-    gate_config(**{name: getattr(args, name) for name in GATE_OPTIONS})  # refuses a threshold out of range
-    check_model_name(args.model_name)
-    if args.scoring_images_per_class < 0:
-        raise TlopsError(
-            f"--scoring-images-per-class {args.scoring_images_per_class} is negative: give a count, or 0 for all"
-        )
+    check_image_size(config.selection.image_size or None)
+    check_model_name(config.tracking.model_name)
+    return backbone_list(",".join(config.selection.backbones))
 
 
 def command_remote(args: argparse.Namespace) -> int:
@@ -98,7 +46,6 @@ def command_remote(args: argparse.Namespace) -> int:
     import tempfile
 
     from tlops.data.sources import check_data_argument
-    from tlops.models.names import check_image_size
     from tlops.pipeline.compile import compile_pipeline
     from tlops.pipeline.overrides import parse_overrides
     from tlops.pipeline.remote import check_cron, ensure_version, read_package, submit_run
@@ -108,10 +55,8 @@ def command_remote(args: argparse.Namespace) -> int:
     scheduling = args.command == "schedule"
     if scheduling and (args.list or args.delete is not None):
         return _manage_schedules(args)
-    check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size or None)
-    check_image_size(args.image_size or None)
-    _check_selection_arguments(args)
-    train_config(args)
+    config = resolve_config(args)
+    _check_settings(config)
     _check_host(args.host)
     if args.data is None:
         raise TlopsError("--data is required: an s3:// URI (or a path mounted in the pipeline's pods)")
@@ -129,9 +74,7 @@ def command_remote(args: argparse.Namespace) -> int:
     elif args.poll_interval <= 0 or args.timeout < 0:
         raise TlopsError("--poll-interval must be positive and --timeout 0 (no limit) or positive")
     token = _token(args)
-    parameters = _pipeline_parameters(
-        args, args.data, args.tracking_uri, backbone_list(args.backbones), args.image_size
-    )
+    parameters = {"data_uri": args.data, "tracking_uri": args.tracking_uri, **to_parameters(config)}
     with tempfile.TemporaryDirectory() as folder:
         compiled = compile_pipeline(
             Path(folder) / "pipeline.yaml", image_repository=args.image_repository, image_tag=image_tag(args)
@@ -145,12 +88,15 @@ def command_remote(args: argparse.Namespace) -> int:
     done = "uploaded" if version.uploaded_version else "reusing (this code was uploaded before)"
     print(f"{done} pipeline version {version.name!r} ({version.version_id})")
     if not scheduling:
-        created = submit_run(connection, version, parameters, args.experiment, args.run_name, args.pipeline_root)
+        created = submit_run(
+            connection, version, parameters, args.kfp_experiment, args.run_name, args.pipeline_root,
+            args.service_account,
+        )  # fmt: skip
         print(f"created run {created.id} in experiment {created.experiment!r}: {created.url}", flush=True)
         return _follow(connection, created, args.poll_interval, args.timeout) if args.wait else 0
     created, replaced = schedule_run(
-        connection, version, parameters, args.experiment, args.job_name, args.cron, args.max_concurrency,
-        args.catchup, args.pipeline_root,
+        connection, version, parameters, args.kfp_experiment, args.job_name, args.cron, args.max_concurrency,
+        args.catchup, args.pipeline_root, args.service_account,
     )  # fmt: skip
     print(f"created recurring run {created.id} in experiment {created.experiment!r}: {created.url}")
     for old in replaced:
@@ -234,25 +180,20 @@ def command_run(args: argparse.Namespace) -> int:
     import shutil
 
     from tlops.data.demo import write_digits_imagefolder
-    from tlops.data.prepare import SplitConfig, preflight_dataset
+    from tlops.data.prepare import preflight_dataset
     from tlops.data.sources import check_data_argument, check_output_apart
     from tlops.io.paths import check_writable_dir
     from tlops.io.storage import check_writable_location, make_s3_client
     from tlops.models.availability import check_backbone_available
-    from tlops.models.names import check_image_size
     from tlops.promotion.tracking import check_tracking_server, resolve_tracking_uri
 
     # Preflight: fail in one line before any step runs, anything is registered or --output is written; the
     # cheap checks first, the data (every image read and decoded) last.
-    check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size or None)
-    check_image_size(args.image_size or None)
-    _check_selection_arguments(args)
-    train_config(args)
-    split = SplitConfig(args.val_fraction, args.test_fraction, args.seed, archive_limits=archive_limits())
-    backbones = backbone_list(args.backbones)
+    config = resolve_config(args)
+    backbones = _check_settings(config)
+    split = replace(config.split, archive_limits=archive_limits())
     output = args.output.resolve()
     check_writable_dir(output)
-    image_size = args.image_size
     data_uri = None
     if args.data is not None:
         check_data_argument(args.data)
@@ -260,16 +201,18 @@ def command_run(args: argparse.Namespace) -> int:
         check_output_apart(data_uri, output)
     tracking_uri = resolve_tracking_uri(args.tracking_uri, output)
     check_tracking_server(tracking_uri)
-    if args.feature_cache:
-        s3_cache = make_s3_client() if args.feature_cache.startswith("s3://") else None
-        check_writable_location(args.feature_cache, s3_cache, "--feature-cache")
+    feature_cache = config.storage.feature_cache
+    if feature_cache:
+        s3_cache = make_s3_client() if feature_cache.startswith("s3://") else None
+        check_writable_location(feature_cache, s3_cache, "--feature-cache")
     for name in backbones:
         check_backbone_available(name)
     created = not output.exists()
     try:
         if data_uri is None:
             data_uri = str(write_digits_imagefolder(output / "demo-data", per_class=_demo_images_per_class()))
-            image_size = image_size or DEMO_IMAGE_SIZE
+            if not config.selection.image_size:
+                config = replace(config, selection=replace(config.selection, image_size=DEMO_IMAGE_SIZE))
             print(f"no --data given: using the built-in demo data (scikit-learn digits) in {data_uri}")
         s3 = make_s3_client() if data_uri.startswith("s3://") else None
         prepared = preflight_dataset(data_uri, split, s3)
@@ -282,9 +225,11 @@ def command_run(args: argparse.Namespace) -> int:
     from tlops.steps.summary import format_summary  # imports torch: not before the preflight has passed
 
     output.mkdir(parents=True, exist_ok=True)
-    parameters = _pipeline_parameters(args, data_uri, tracking_uri, backbones, image_size)
     # A run killed during fine-tuning and started again with the same command resumes from the last epoch.
-    parameters["checkpoint_uri"] = args.checkpoint_uri or str(output / "checkpoints")
+    if not config.storage.checkpoint_uri:
+        config = replace(config, storage=replace(config.storage, checkpoint_uri=str(output / "checkpoints")))
+    written = write_config(config, output)
+    parameters = {"data_uri": data_uri, "tracking_uri": tracking_uri, **to_parameters(config)}
     images = sum(prepared.num_images.values())
     print(
         f"running the tlops pipeline locally ({images} images, {len(prepared.quarantined)} quarantined; tracking at "
@@ -299,4 +244,5 @@ def command_run(args: argparse.Namespace) -> int:
     path, kept, replaced = keep_run_summary(summary, output)
     print(format_summary(summary))
     print(f"  summary    {path} (this run's is kept as {kept.relative_to(output)}{'; ' if replaced else ''}{replaced})")
+    print(f"  settings   {written} (repeat the run with --config {written})")
     return 0

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
-from tlops.cli.checks import archive_limits, backbone_list, check_positive
+from tlops.cli.checks import archive_limits, backbone_list
+from tlops.cli.settings import resolve_config
 from tlops.cli.staging import staged_folders, upload_output
 from tlops.errors import TlopsError
-from tlops.steps.config import GATE_OPTIONS, gate_config
+from tlops.steps.config import RunConfig
 
 
 def command_step(args: argparse.Namespace) -> int:
@@ -21,15 +23,17 @@ def command_step(args: argparse.Namespace) -> int:
     from tlops.io.paths import check_writable_dir
 
     with staged_folders(args) as output_uri:
-        if output_uri and getattr(args, "checkpoint_uri", None) == "":
-            args.checkpoint_uri = f"{output_uri.rstrip('/')}/checkpoints"  # pods share no disk: resume from S3
-        _check_step_arguments(args)
+        config = resolve_config(args)
+        if output_uri and args.command == "fine-tune" and not config.storage.checkpoint_uri:
+            checkpoints = f"{output_uri.rstrip('/')}/checkpoints"  # pods share no disk: resume from S3
+            config = replace(config, storage=replace(config.storage, checkpoint_uri=checkpoints))
+        _check_step_arguments(args, config)
         output = args.output
         if output is not None:
             check_writable_dir(output)
         created = output is not None and not output.exists()
         try:
-            result = _run_step(args)
+            result = _run_step(args, config)
         except BaseException:
             if created:
                 _remove_output(output)
@@ -53,7 +57,7 @@ def _remove_output(output: Path) -> None:
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
-def _check_step_arguments(args: argparse.Namespace) -> None:
+def _check_step_arguments(args: argparse.Namespace, config: RunConfig) -> None:
     """Check a step's options and input folders before it loads anything (the step checks its folders again)."""
     from tlops.promotion.tracking import check_tracking_server, resolve_tracking_uri
     from tlops.steps import outputs
@@ -75,40 +79,34 @@ def _check_step_arguments(args: argparse.Namespace) -> None:
                 "use the outputs of one dataset"
             )
     if args.command == "select-backbone":
-        from tlops.steps.config import check_selection_options  # light: no torch
-
-        args.backbones = backbone_list(args.backbones)
-        check_selection_options(args.selection_metric, args.max_params, args.max_latency_ms)
+        backbone_list(",".join(config.selection.backbones))
     elif args.command == "score-backbone":
         from tlops.models.names import PIXELS_BASELINE
 
         if args.backbone != PIXELS_BASELINE and len(backbone_list(args.backbone)) != 1:
             raise TlopsError("--backbone takes one name; score several with tlops select-backbone --backbones A,B")
-    elif args.command == "extract-features":
-        if len(backbone_list(args.backbone)) != 1:
-            raise TlopsError("--backbone takes one name; rank several with tlops select-backbone --backbones A,B")
-    elif args.command == "fine-tune":
-        check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
-    if getattr(args, "image_size", None) is not None:
-        check_positive(image_size=args.image_size or None)
-    if args.command == "evaluate":
-        args.gate = gate_config(**{name: getattr(args, name) for name in GATE_OPTIONS})
+    elif args.command == "extract-features" and len(backbone_list(args.backbone)) != 1:
+        raise TlopsError("--backbone takes one name; rank several with tlops select-backbone --backbones A,B")
+    if args.command in ("score-backbone", "select-backbone", "extract-features"):
+        from tlops.models.names import check_image_size
+
+        check_image_size(config.selection.image_size or None)
     if args.command in ("evaluate", "register"):
         from tlops.promotion.config import check_model_name
 
-        check_model_name(args.model_name)
+        check_model_name(config.tracking.model_name)
         args.tracking_uri = resolve_tracking_uri(args.tracking_uri, Path.cwd())
         check_tracking_server(args.tracking_uri)
 
 
-def _run_step(args: argparse.Namespace) -> object:
+def _run_step(args: argparse.Namespace, config: RunConfig) -> object:
     """Call the step's function; returns what the command prints (as JSON)."""
     if args.command == "prepare-data":  # needs no torch: only S3
-        from tlops.data.prepare import SplitConfig, prepare_data
+        from tlops.data.prepare import prepare_data
         from tlops.io.storage import make_s3_client
 
-        config = SplitConfig(args.val_fraction, args.test_fraction, args.seed, archive_limits=archive_limits())
-        result = prepare_data(args.data, args.output, config, make_s3_client())
+        split = replace(config.split, archive_limits=archive_limits())
+        result = prepare_data(args.data, args.output, split, make_s3_client())
         return {
             "digest": result.digest,
             "classes": result.classes,
@@ -119,8 +117,11 @@ def _run_step(args: argparse.Namespace) -> object:
 
     runtime = runtime_from_environment(os.environ)
     scoring = {
-        option: getattr(args, option, None)
-        for option in ("image_size", "feature_cache", "scoring_images_per_class", "class_weighted", "seed")
+        "image_size": config.selection.image_size,
+        "feature_cache": config.storage.feature_cache,
+        "scoring_images_per_class": config.selection.scoring_images_per_class,
+        "class_weighted": config.train.class_weighted,
+        "seed": config.seed,
     }
     if args.command == "score-backbone":
         from tlops.steps.score_backbone import score_backbone
@@ -131,13 +132,13 @@ def _run_step(args: argparse.Namespace) -> object:
 
         selection = select_backbone(
             args.dataset,
-            args.backbones,
+            list(config.selection.backbones),
             args.output,
             runtime,
             **scoring,
-            metric=args.selection_metric,
-            max_params=args.max_params,
-            max_latency_ms=args.max_latency_ms,
+            metric=config.selection.metric,
+            max_params=config.selection.max_params,
+            max_latency_ms=config.selection.max_latency_ms,
         )
         print(selection_table(selection))
         return selection.ranking
@@ -150,38 +151,34 @@ def _run_step(args: argparse.Namespace) -> object:
             args.output / "features",
             args.output / "probe",
             runtime,
-            image_size=args.image_size,
-            seed=args.seed,
-            class_weighted=args.class_weighted,
-            feature_cache=args.feature_cache,
+            image_size=config.selection.image_size,
+            seed=config.seed,
+            class_weighted=config.train.class_weighted,
+            feature_cache=config.storage.feature_cache,
         )
         return summary.to_dict()
     if args.command == "fine-tune":
-        from tlops.cli.checks import distributed_from_environment, train_config
-        from tlops.steps.fine_tune import fine_tune
+        from tlops.steps.fine_tune import fine_tune_on_processes
 
         features = args.features
         if features is None and (args.probe.parent / "features").is_dir():
             features = args.probe.parent / "features"
-        checkpoint_uri = args.checkpoint_uri or str(args.output / "checkpoints")
-        distributed = distributed_from_environment(os.environ)
-        if distributed.world_size > 1 and runtime.device.type == "cuda":  # torchrun: one GPU per process
-            import torch
+        if not config.storage.checkpoint_uri:
+            config = replace(config, storage=replace(config.storage, checkpoint_uri=str(args.output / "checkpoints")))
+        inputs = {"features_dir": features, "selection_dir": args.selection}
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # one rank of a torchrun group (a TrainJob node)
+            from tlops.steps.ddp_worker import run_worker
+            from tlops.steps.fine_tune import worker_request
 
-            runtime.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(runtime.device)
-        training = fine_tune(
-            args.dataset,
-            args.probe,
-            args.output,
-            train_config(args),
-            runtime,
-            features_dir=features,
-            selection_dir=args.selection,
-            checkpoint_uri=checkpoint_uri,
-            distributed=distributed,
-        )
-        return {k: v for k, v in training.to_dict().items() if k != "history"} if training else {}
+            run_worker(worker_request(args.dataset, args.probe, args.output, config, **inputs), os.environ)
+            if os.environ.get("RANK", "0") != "0":
+                return {}
+            from tlops.steps.outputs import Training
+
+            training = Training.read(args.output)
+        else:
+            training = fine_tune_on_processes(args.dataset, args.probe, args.output, config, runtime, **inputs)
+        return {k: v for k, v in training.to_dict().items() if k != "history"}
     if args.command == "evaluate":
         from tlops.steps.evaluate import evaluate
 
@@ -191,19 +188,17 @@ def _run_step(args: argparse.Namespace) -> object:
             args.output,
             runtime,
             tracking_uri=args.tracking_uri,
-            model_name=args.model_name,
-            gate=args.gate,
+            model_name=config.tracking.model_name,
+            gate=config.gate,
         )
         return evaluated.evaluation.metrics
-    from tlops.promotion.config import RegistryConfig
     from tlops.steps.register import register
 
-    config = RegistryConfig(tracking_uri=args.tracking_uri, experiment=args.experiment, model_name=args.model_name)
     summary = register(
         args.dataset,
         args.model,
         args.evaluation,
-        config,
+        replace(config.tracking, tracking_uri=args.tracking_uri),
         output_dir=args.output,
         selection_dir=args.selection,
         lineage={"git_commit": os.environ.get("TLOPS_GIT_COMMIT", "")},  # set in images built from a commit

@@ -18,6 +18,7 @@ import hashlib
 import importlib
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -25,7 +26,8 @@ from torch import nn
 from tlops.data.preprocessing import DataConfig
 from tlops.errors import TlopsError
 from tlops.io.storage import S3Client, download, is_s3_uri
-from tlops.models.names import BUNDLED, NAMES_HELP, PIXELS_BASELINE, PIXELS_SIZE, did_you_mean
+from tlops.models.names import BUNDLED, NAMES_HELP, PIXELS_BASELINE, PIXELS_SIZE, did_you_mean, split_backbone_name
+from tlops.registry import Registry
 
 
 @dataclass
@@ -113,22 +115,12 @@ def load_backbone(
         TlopsError: for an unknown name or weights that cannot be loaded.
     """
     cache_dir = cache_dir or default_cache_dir()
-    family, _, rest = name.partition(":")
-    arch, _, weights_uri = (rest or name).partition("@")
     if name == PIXELS_BASELINE:
         return pixels_baseline()
-    if name in BUNDLED:
-        backbone = _load_bundled(name, pretrained, cache_dir)
-    elif family == "timm" and rest:
-        weights = _fetch_weights(weights_uri, s3, cache_dir) if weights_uri and pretrained else None
-        backbone = _load_timm(name, arch, pretrained, weights)
-    elif family == "torchvision" and rest:
-        weights = _fetch_weights(weights_uri, s3, cache_dir) if weights_uri and pretrained else None
-        backbone = _load_torchvision(name, arch, pretrained, weights)
-    elif family == "hub" and rest:
-        backbone = _load_hub(name, rest, pretrained)
-    else:
+    family, arch, weights_uri = split_backbone_name(name)
+    if (family or "bundled") not in LOADERS or not arch:
         raise TlopsError(f"unknown backbone {name!r}{did_you_mean(name, list(BUNDLED))}; use {NAMES_HELP}")
+    backbone = LOADERS.get(family or "bundled")(name, arch, weights_uri, pretrained, s3, cache_dir)
     if image_size:
         backbone.data_config = replace(backbone.data_config, input_size=image_size)
     backbone.model.eval()
@@ -168,6 +160,42 @@ def bundled_weights_file(name: str, cache_dir: Path) -> Path:
     save_file(converted, str(partial), metadata={"source": source.name})
     partial.replace(target)
     return target
+
+
+class Loader(Protocol):
+    """Loads a backbone of one family: ``(name, architecture, weights URI, pretrained, s3, cache dir)``."""
+
+    def __call__(
+        self, name: str, arch: str, weights_uri: str, pretrained: bool, s3: S3Client | None, cache_dir: Path
+    ) -> Backbone:
+        """The backbone, pretrained unless ``pretrained`` is false."""
+        ...
+
+
+LOADERS: Registry[Loader] = Registry("backbone family", "--backbones")
+"""One loader per family of :data:`tlops.models.names.BACKBONE_FAMILIES` (a test checks both list the same)."""
+
+
+@LOADERS.register("bundled")
+def _bundled_loader(name, arch, weights_uri, pretrained, s3, cache_dir) -> Backbone:
+    return _load_bundled(name, pretrained, cache_dir)
+
+
+@LOADERS.register("timm")
+def _timm_loader(name, arch, weights_uri, pretrained, s3, cache_dir) -> Backbone:
+    weights = _fetch_weights(weights_uri, s3, cache_dir) if weights_uri and pretrained else None
+    return _load_timm(name, arch, pretrained, weights)
+
+
+@LOADERS.register("torchvision")
+def _torchvision_loader(name, arch, weights_uri, pretrained, s3, cache_dir) -> Backbone:
+    weights = _fetch_weights(weights_uri, s3, cache_dir) if weights_uri and pretrained else None
+    return _load_torchvision(name, arch, pretrained, weights)
+
+
+@LOADERS.register("hub")
+def _hub_loader(name, arch, weights_uri, pretrained, s3, cache_dir) -> Backbone:
+    return _load_hub(name, arch, pretrained)
 
 
 def _load_bundled(name: str, pretrained: bool, cache_dir: Path) -> Backbone:

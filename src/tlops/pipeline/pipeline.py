@@ -7,15 +7,16 @@ for the steps that touch the network (S3, MLflow) or a GPU node; caching on wher
 any step failed, and finished runs are deleted from the cluster after :data:`FINISHED_RUN_TTL_S`.
 """
 
+import inspect
+
 from kfp import dsl, kubernetes
 from kfp.dsl.graph_component import GraphComponent
 from kfp.dsl.pipeline_channel import PipelineParameterChannel
 
 from tlops.pipeline import components
-from tlops.steps.config import DEFAULTS
+from tlops.steps.config import parameter_defaults
 
 PIPELINE_NAME = "tlops-transfer-learning"
-DEFAULT_BACKBONES = list(DEFAULTS.backbones)  # KFP wants a list default for a list parameter
 # Candidates scored at once on a cluster, each in its own pod on the GPU node pool (kfp.local runs at most two).
 MAX_PARALLEL_SCORING = 4
 # Retries of a failed GPU step (a spot node can be reclaimed). A constant: kfp 2.17's set_retry writes num_retries
@@ -102,6 +103,22 @@ def _network_retries(task: dsl.PipelineTask) -> dsl.PipelineTask:
     return task.set_retry(NETWORK_STEP_RETRIES, **NETWORK_BACKOFF)
 
 
+def pipeline_signature() -> inspect.Signature:
+    """The pipeline's parameters: ``data_uri`` and ``tracking_uri`` (required), then the run config's.
+
+    Generated from :class:`~tlops.steps.config.RunConfig` (:func:`~tlops.steps.config.to_parameters`): the common
+    settings are parameters of their own, each section's rarely changed ones one dict parameter
+    (``train_settings``, ``gate_settings``, ...) whose default lists every key, so the KFP UI shows them.
+    """
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    parameters = [inspect.Parameter(name, keyword, annotation=str) for name in ("data_uri", "tracking_uri")]
+    for name, default in parameter_defaults().items():
+        kind = {bool: bool, int: int, float: float, str: str, list: list, dict: dict}[type(default)]
+        parameters.append(inspect.Parameter(name, keyword, default=default, annotation=kind))
+    parameters.append(inspect.Parameter("credentials_secret", keyword, default="tlops-credentials", annotation=str))
+    return inspect.Signature(parameters)
+
+
 def build_pipeline(scoring_parallelism: int = MAX_PARALLEL_SCORING, retries: bool = True) -> GraphComponent:
     """The transfer-learning pipeline, scoring at most ``scoring_parallelism`` candidates at once.
 
@@ -111,83 +128,29 @@ def build_pipeline(scoring_parallelism: int = MAX_PARALLEL_SCORING, retries: boo
     them share this machine's cores, and without retries: kfp.local honours them, and on one machine a step that
     failed fails again, so retrying would only delay the error by minutes of backoff.
     """
+    signature = pipeline_signature()
 
-    @dsl.pipeline(
-        name=PIPELINE_NAME,
-        description="Turn a pretrained vision backbone into a registered image classifier: prepare data, select a "
-        "backbone, extract features, fine-tune, evaluate, register in MLflow.",
-        pipeline_config=dsl.PipelineConfig(ttl_seconds_after_finished=FINISHED_RUN_TTL_S),
-    )
-    def transfer_learning_pipeline(
-        data_uri: str,
-        tracking_uri: str,
-        backbones: list = DEFAULT_BACKBONES,
-        strategy: str = DEFAULTS.strategy,
-        epochs: int = DEFAULTS.epochs,
-        batch_size: int = DEFAULTS.batch_size,
-        learning_rate: float = DEFAULTS.learning_rate,
-        image_size: int = DEFAULTS.image_size,
-        seed: int = DEFAULTS.seed,
-        class_weighted: bool = DEFAULTS.class_weighted,
-        val_fraction: float = DEFAULTS.val_fraction,
-        test_fraction: float = DEFAULTS.test_fraction,
-        experiment: str = DEFAULTS.experiment,
-        model_name: str = DEFAULTS.model_name,
-        feature_cache: str = DEFAULTS.feature_cache,
-        selection_metric: str = DEFAULTS.selection_metric,
-        max_params: int = DEFAULTS.max_params,
-        max_latency_ms: float = DEFAULTS.max_latency_ms,
-        scoring_images_per_class: int = DEFAULTS.scoring_images_per_class,
-        gate_metric: str = DEFAULTS.gate_metric,
-        gate_margin: float = DEFAULTS.gate_margin,
-        gate_confidence: float = DEFAULTS.gate_confidence,
-        gate_alpha: float = DEFAULTS.gate_alpha,
-        gate_max_class_drop: float = DEFAULTS.gate_max_class_drop,
-        gate_class_drop_images: int = DEFAULTS.gate_class_drop_images,
-        gate_max_ece_increase: float = DEFAULTS.gate_max_ece_increase,
-        unfreeze_blocks: int = DEFAULTS.unfreeze_blocks,
-        surgical_blocks: str = DEFAULTS.surgical_blocks,
-        layer_decay: float = DEFAULTS.layer_decay,
-        swa_epochs: int = DEFAULTS.swa_epochs,
-        hflip: bool = DEFAULTS.hflip,
-        trivial_augment: bool = DEFAULTS.trivial_augment,
-        mixup: float = DEFAULTS.mixup,
-        cutmix: float = DEFAULTS.cutmix,
-        grad_accumulation: int = DEFAULTS.grad_accumulation,
-        torch_compile: bool = DEFAULTS.torch_compile,
-        checkpoint_uri: str = DEFAULTS.checkpoint_uri,
-        processes_per_node: int = DEFAULTS.processes_per_node,
-        gpu_accelerator_type: str = DEFAULTS.gpu_accelerator_type,
-        gpu_count: int = DEFAULTS.gpu_count,
-        gpu_node_selector: dict = DEFAULTS.gpu_node_selector,
-        gpu_tolerations: list = DEFAULTS.gpu_tolerations,
-        gpu_cpu_request: str = DEFAULTS.gpu_cpu_request,
-        gpu_cpu_limit: str = DEFAULTS.gpu_cpu_limit,
-        gpu_memory_request: str = DEFAULTS.gpu_memory_request,
-        gpu_memory_limit: str = DEFAULTS.gpu_memory_limit,
-        credentials_secret: str = "tlops-credentials",
-    ):
+    def transfer_learning_pipeline(*values):
         """Run the steps inside an exit handler; the register step's output folder holds ``run_summary.json``.
 
-        The defaults are :data:`tlops.steps.config.DEFAULTS`. ``image_size`` 0 means each backbone's own input size
+        The parameters are :func:`pipeline_signature`'s. ``image_size`` 0 means each backbone's own input size
         (kfp.local cannot take a ``None`` default). The ``gpu_*`` parameters place the score-backbone,
         extract-features and fine-tune steps: accelerator resource and count, node selector (a label dict),
         tolerations (a list of Kubernetes toleration dicts), CPU and memory; kfp.local ignores them.
         """
-        gpu_pool = {
-            "accelerator_type": gpu_accelerator_type,
-            "count": gpu_count,
-            "node_selector": gpu_node_selector,
-            "tolerations": gpu_tolerations,
-            "cpu_request": gpu_cpu_request,
-            "cpu_limit": gpu_cpu_limit,
-            "memory_request": gpu_memory_request,
-            "memory_limit": gpu_memory_limit,
-        }
+        given = dict(zip(signature.parameters, values, strict=True))
+        data_uri, tracking_uri, credentials_secret = (given.pop(k) for k in ("data_uri", "tracking_uri",
+                                                                              "credentials_secret"))  # fmt: skip
+        settings = given  # every run config parameter, by name
+
+        def pick(*names: str) -> dict:
+            return {name: settings[name] for name in names}
+
+        gpu_pool = {name.removeprefix("gpu_"): settings[name] for name in settings if name.startswith("gpu_")}
         # The exit handler runs however the steps end: it marks the run's MLflow run FAILED when one failed.
         exit_task = components.record_pipeline_status(
             tracking_uri=tracking_uri,
-            experiment=experiment,
+            experiment=settings["experiment"],
             kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         ).set_display_name("record the outcome in MLflow")
@@ -199,21 +162,14 @@ def build_pipeline(scoring_parallelism: int = MAX_PARALLEL_SCORING, retries: boo
         with dsl.ExitHandler(exit_task, name="transfer-learning"):
             fingerprint = components.fingerprint_data(data_uri=data_uri).set_display_name("fingerprint data")
             data = components.prepare_data(
-                data_uri=data_uri,
-                seed=seed,
-                val_fraction=val_fraction,
-                test_fraction=test_fraction,
-                source_fingerprint=fingerprint.output,
+                data_uri=data_uri, source_fingerprint=fingerprint.output, **pick("seed", "split_settings")
             ).set_display_name("prepare data")
             scoring = {
                 "dataset": data.outputs["dataset"],
-                "feature_cache": feature_cache,
-                "scoring_images_per_class": scoring_images_per_class,
-                "class_weighted": class_weighted,
-                "seed": seed,
+                **pick("seed", "feature_cache", "class_weighted", "selection_settings"),
             }
-            with dsl.ParallelFor(backbones, parallelism=scoring_parallelism) as candidate:
-                scored = components.score_backbone(backbone=candidate, image_size=image_size, **scoring)
+            with dsl.ParallelFor(settings["backbones"], parallelism=scoring_parallelism) as candidate:
+                scored = components.score_backbone(backbone=candidate, image_size=settings["image_size"], **scoring)
                 scored.set_display_name("score backbone")
                 _credentials(scored, credentials_secret)
                 _gpu_node_pool(scored, **gpu_pool)
@@ -223,54 +179,33 @@ def build_pipeline(scoring_parallelism: int = MAX_PARALLEL_SCORING, retries: boo
             selection = components.select_backbone(
                 scores=dsl.Collected(scored.outputs["score"]),
                 baseline=baseline.outputs["score"],
-                metric=selection_metric,
-                max_params=max_params,
-                max_latency_ms=max_latency_ms,
+                **pick("selection_settings"),
             ).set_display_name("select backbone")
             features = components.extract_features(
                 dataset=data.outputs["dataset"],
                 backbone=selection.outputs["Output"],
-                image_size=image_size,
-                seed=seed,
-                class_weighted=class_weighted,
-                feature_cache=feature_cache,
+                **pick("seed", "image_size", "feature_cache", "class_weighted"),
             ).set_display_name("extract features")
             training = components.fine_tune(
                 dataset=data.outputs["dataset"],
                 probe=features.outputs["probe"],
                 features=features.outputs["features"],
                 selection=selection.outputs["selection"],
-                strategy=strategy,
-                epochs=epochs,
-                batch_size=batch_size,
-                learning_rate=learning_rate,
-                seed=seed,
-                class_weighted=class_weighted,
-                unfreeze_blocks=unfreeze_blocks,
-                surgical_blocks=surgical_blocks,
-                layer_decay=layer_decay,
-                swa_epochs=swa_epochs,
-                hflip=hflip,
-                trivial_augment=trivial_augment,
-                mixup=mixup,
-                cutmix=cutmix,
-                grad_accumulation=grad_accumulation,
-                torch_compile=torch_compile,
-                checkpoint_uri=checkpoint_uri,
-                processes_per_node=processes_per_node,
+                **pick(
+                    "seed",
+                    "strategy",
+                    "epochs",
+                    "class_weighted",
+                    "train_settings",
+                    "checkpoint_uri",
+                    "processes_per_node",
+                ),
             ).set_display_name("fine-tune")
             evaluation = components.evaluate(
                 dataset=data.outputs["dataset"],
                 model=training.outputs["model"],
                 tracking_uri=tracking_uri,
-                model_name=model_name,
-                gate_metric=gate_metric,
-                gate_margin=gate_margin,
-                gate_confidence=gate_confidence,
-                gate_alpha=gate_alpha,
-                gate_max_class_drop=gate_max_class_drop,
-                gate_class_drop_images=gate_class_drop_images,
-                gate_max_ece_increase=gate_max_ece_increase,
+                **pick("model_name", "gate_settings"),
             ).set_display_name("evaluate")
             registration = components.register(
                 dataset=data.outputs["dataset"],
@@ -278,8 +213,7 @@ def build_pipeline(scoring_parallelism: int = MAX_PARALLEL_SCORING, retries: boo
                 evaluation=evaluation.outputs["evaluation"],
                 selection=selection.outputs["selection"],
                 tracking_uri=tracking_uri,
-                experiment=experiment,
-                model_name=model_name,
+                **{name: value for name, value in settings.items() if not name.startswith(("gpu_", "resources"))},
                 kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                 kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                 kfp_pipeline_name=PIPELINE_NAME,
@@ -307,7 +241,13 @@ def build_pipeline(scoring_parallelism: int = MAX_PARALLEL_SCORING, retries: boo
             _cpu_node(evaluation, cpus=4, memory_gb=8, shared_memory="2Gi")  # runs the model and the champion
             _cpu_node(registration, cpus=2, memory_gb=4)  # exports and uploads the model
 
-    return transfer_learning_pipeline
+    transfer_learning_pipeline.__signature__ = signature  # what KFP reads as the pipeline's parameters
+    return dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Turn a pretrained vision backbone into a registered image classifier: prepare data, select a "
+        "backbone, extract features, fine-tune, evaluate, register in MLflow.",
+        pipeline_config=dsl.PipelineConfig(ttl_seconds_after_finished=FINISHED_RUN_TTL_S),
+    )(transfer_learning_pipeline)
 
 
 transfer_learning_pipeline = build_pipeline()

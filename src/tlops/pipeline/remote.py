@@ -154,8 +154,9 @@ def submit_run(
     experiment: str,
     run_name: str,
     pipeline_root: str | None = None,
+    service_account: str | None = None,
 ) -> Submission:
-    """Start one run of ``version`` with exactly ``parameters``."""
+    """Start one run of ``version`` with exactly ``parameters`` (pods under ``service_account`` when given)."""
     experiment_key = experiment_id(connection, experiment)
     with calling(connection, f"creating run {run_name!r}"):
         run = connection.client.run_pipeline(
@@ -165,6 +166,7 @@ def submit_run(
             pipeline_id=version.pipeline_id,
             version_id=version.version_id,
             pipeline_root=pipeline_root,
+            service_account=service_account,
         )
     return Submission("run", run.run_id, experiment, f"{connection.host}/#/runs/details/{run.run_id}")
 

@@ -78,6 +78,7 @@ def schedule_run(
     max_concurrency: int = 1,
     catchup: bool = False,
     pipeline_root: str | None = None,
+    service_account: str | None = None,
 ) -> tuple[Submission, list[Schedule]]:
     """Create the recurring run ``name`` and then delete the ones of that name it replaces.
 
@@ -100,6 +101,7 @@ def schedule_run(
             version_id=version.version_id,
             enabled=True,
             pipeline_root=pipeline_root,
+            service_account=service_account,
         )
     _delete(connection, replaced)
     job_id = job.recurring_run_id

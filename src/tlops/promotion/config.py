@@ -8,21 +8,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tlops.errors import TlopsError
+from tlops.settings import internal, setting
 
 
 @dataclass(frozen=True)
 class RegistryConfig:
     """Where and under which name a model is registered.
 
-    Attributes:
-        tracking_uri: MLflow tracking URI (server or local store).
-        experiment: MLflow experiment of the run.
-        model_name: Registered model name.
+    ``tracking_uri`` is not a setting of the run config: each edge resolves it (``--tracking-uri``,
+    ``$MLFLOW_TRACKING_URI`` or the local store on the CLI; a required parameter on Kubeflow).
     """
 
-    tracking_uri: str
-    experiment: str = "tlops"
-    model_name: str = "tlops-classifier"
+    tracking_uri: str = internal("")
+    experiment: str = setting("tlops", "MLflow experiment of the run", parameter=True)
+    model_name: str = setting("tlops-classifier", "registered model name", parameter=True)
 
 
 def check_model_name(name: str, flag: str = "--model-name") -> None:

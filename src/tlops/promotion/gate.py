@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from tlops.settings import check_ranges, internal, setting
+
 GATE_METRICS = ("accuracy", "macro-f1")
 
 #: Bootstrap or randomization resamples evaluated together (bounds the memory of the index matrix).
@@ -30,48 +32,42 @@ _RANDOMIZATION = "paired randomization test of macro-f1"
 
 @dataclass(frozen=True)
 class GateConfig:
-    """Thresholds of the promotion gate.
+    """Thresholds of the promotion gate (each field's help text is its documentation)."""
 
-    Attributes:
-        metric: The score that must improve: ``"accuracy"`` or ``"macro-f1"``.
-        margin: The lower bound of the confidence interval of the score difference must exceed this
-            (in ``[-1, 1]``).
-        confidence: Level of the paired bootstrap interval, in ``(0, 1)``.
-        alpha: Significance level of the paired test, in ``(0, 1)``.
-        max_class_drop: Largest tolerated drop of any class's recall, as a share of that class's test images,
-            in ``[0, 1]``: a class with ``n`` test images may lose ``floor(max_class_drop * n)`` images net ...
-        class_drop_images: ... but never fewer than this many (``>= 0``), so that one image does not veto a
-            small class.
-        max_ece_increase: The challenger's (calibrated) ECE may exceed the champion's by at most this (``>= 0``).
-        resamples: Bootstrap (and randomization) resamples, ``>= 1``.
-        seed: Seed of the resampling.
-    """
-
-    metric: str = "accuracy"
-    margin: float = 0.0
-    confidence: float = 0.95
-    alpha: float = 0.05
-    max_class_drop: float = 0.05
-    class_drop_images: int = 1
-    max_ece_increase: float = 0.02
-    resamples: int = 2000
-    seed: int = 0
+    metric: str = setting(
+        "accuracy", "the score that must improve; macro-f1 weighs every class equally", choices=GATE_METRICS
+    )
+    margin: float = setting(
+        0.0, "gain the interval's lower bound must exceed, e.g. 0.01 for one point", minimum=-1, maximum=1
+    )
+    confidence: float = setting(
+        0.95, "level of the paired bootstrap interval", minimum=0, maximum=1, open_min=True, open_max=True
+    )
+    alpha: float = setting(
+        0.05,
+        "significance level of the paired test (McNemar; a randomization test for macro-f1)",
+        minimum=0,
+        maximum=1,
+        open_min=True,
+        open_max=True,
+    )
+    max_class_drop: float = setting(
+        0.05, "largest net recall drop of any class, as a share of its test images ...", minimum=0, maximum=1
+    )
+    class_drop_images: int = setting(
+        1, "... but a class may always lose this many images net, so one image does not veto a small class", minimum=0
+    )
+    max_ece_increase: float = setting(
+        0.02, "how much higher the new version's expected calibration error may be", minimum=0
+    )
+    resamples: int = internal(2000)
+    seed: int = internal(0)
 
     def __post_init__(self) -> None:
         """Reject thresholds outside their ranges."""
-        checks = (
-            ("metric", self.metric in GATE_METRICS, f"one of {', '.join(GATE_METRICS)}"),
-            ("margin", -1.0 <= self.margin <= 1.0, "in [-1, 1]"),
-            ("confidence", 0.0 < self.confidence < 1.0, "in (0, 1)"),
-            ("alpha", 0.0 < self.alpha < 1.0, "in (0, 1)"),
-            ("max_class_drop", 0.0 <= self.max_class_drop <= 1.0, "in [0, 1]"),
-            ("class_drop_images", self.class_drop_images >= 0, ">= 0"),
-            ("max_ece_increase", self.max_ece_increase >= 0.0, ">= 0"),
-            ("resamples", self.resamples >= 1, ">= 1"),
-        )
-        for name, ok, allowed in checks:
-            if not ok:
-                raise ValueError(f"GateConfig.{name} = {getattr(self, name)!r}: must be {allowed}")
+        check_ranges(self)
+        if self.resamples < 1:
+            raise ValueError(f"GateConfig.resamples = {self.resamples}: must be >= 1")
 
 
 @dataclass

@@ -1,20 +1,37 @@
-"""The defaults of every pipeline and step option, in one place.
+"""The run config: every user setting of a tlops run, one tree of frozen dataclasses.
 
-The CLI's argparse defaults, the ``@dsl.pipeline`` signature and the step functions read them from
-:data:`DEFAULTS`. Settings that belong to a lower layer's dataclass are written there once and only referenced
-here: fine-tuning in :class:`~tlops.train.finetune.TrainConfig`, the split in
-:class:`~tlops.data.splits.SplitConfig`, the registry in :class:`~tlops.promotion.registry.RegistryConfig`, the
-promotion gate in :class:`~tlops.promotion.gate.GateConfig`.
+Each section is defined once, in the layer that uses it: the split in :class:`~tlops.data.config.SplitConfig`,
+training in :class:`~tlops.train.config.TrainConfig`, the gate in :class:`~tlops.promotion.gate.GateConfig`, the
+registry names in :class:`~tlops.promotion.config.RegistryConfig`; the sections only the steps read are here.
+:class:`RunConfig` composes them. The edges derive everything from it: the CLI's flags (``tlops.cli.settings``),
+``--config FILE.yaml`` and ``OUTPUT/config.yaml``, the pipeline's parameters and the components' inputs
+(``tlops.pipeline.parameters``), and the torchrun worker's one JSON argument.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass, replace
+from typing import Any
 
 from tlops.data.config import SplitConfig
 from tlops.errors import TlopsError
 from tlops.promotion.config import RegistryConfig
 from tlops.promotion.gate import GateConfig
+from tlops.settings import (
+    SettingError,
+    Spec,
+    check_ranges,
+    default_of,
+    from_mapping,
+    section,
+    setting,
+    spec_of,
+    to_mapping,
+    walk,
+)
 from tlops.train.config import TrainConfig
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -22,146 +39,283 @@ SELECTION_METRICS = ("probe", "knn", "logme")
 
 
 @dataclass(frozen=True)
-class Defaults:
-    """The default of each pipeline parameter (the names are the ``@dsl.pipeline`` parameter names).
+class SelectionConfig:
+    """Which backbones are candidates and how they are ranked."""
+
+    backbones: tuple[str, ...] = setting(
+        (DEFAULT_BACKBONE,),
+        "candidate backbones, comma-separated: efficientnet_lite0/1/2 (bundled), timm:NAME, torchvision:NAME, "
+        "hub:OWNER/REPO:ENTRY, NAME@s3://weights; more than one are ranked",
+        parameter=True,
+    )
+    image_size: int = setting(
+        0, "input size in pixels; 0: each backbone's own (kfp.local cannot take a None default)", minimum=0,
+        parameter=True,
+    )  # fmt: skip
+    metric: str = setting(
+        "probe",
+        "score that ranks the candidates: probe (cross-validated linear-probe accuracy), knn (cross-validated "
+        "cosine kNN accuracy) or logme; near-ties (within one standard error) go to the cheaper backbone",
+        choices=SELECTION_METRICS,
+        flag="selection-metric",
+    )
+    max_params: int = setting(0, "budget: largest backbone in parameters, e.g. 10000000 (0: no limit)", minimum=0)
+    max_latency_ms: float = setting(
+        0.0, "budget: slowest latency per image, measured on the run's device (0: no limit)", minimum=0
+    )
+    scoring_images_per_class: int = setting(
+        0, "training images per class the selection scores use (0: all of them)", minimum=0
+    )
+
+    def __post_init__(self) -> None:
+        """Check the ranges; the backbone names are checked where they are used (some need the network)."""
+        check_ranges(self)
+        if not self.backbones:
+            raise SettingError(("backbones",), "{0} is empty; name at least one, e.g. " + DEFAULT_BACKBONE)
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Where a run keeps what outlives a step."""
+
+    feature_cache: str = setting(
+        "",
+        "where backbone features are cached, keyed by dataset digest, backbone, weights and preprocessing: a folder "
+        "or s3://bucket/prefix (empty: features/ in $TLOPS_CACHE_DIR or ~/.cache/tlops; on a cluster give an s3:// "
+        "prefix so that pods share it)",
+        parameter=True,
+    )
+    checkpoint_uri: str = setting(
+        "",
+        "folder or s3:// prefix of the per-epoch checkpoint a restarted fine-tune resumes from (empty: "
+        "OUTPUT/checkpoints for tlops run and fine-tune; none on Kubeflow unless given)",
+        parameter=True,
+    )
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    """Where the GPU steps run on Kubernetes (kfp.local ignores these), and how many processes train."""
+
+    processes_per_node: int = setting(
+        1,
+        "fine-tuning processes in the fine-tune pod (DistributedDataParallel under torchrun, one per GPU)",
+        minimum=1,
+        parameter=True,
+    )
+    gpu_accelerator_type: str = setting(
+        "nvidia.com/gpu", "accelerator resource the GPU steps ask for (the nodes' extended resource)", parameter=True
+    )
+    gpu_count: int = setting(1, "accelerators each GPU step asks for", minimum=0, parameter=True)
+    gpu_node_selector: dict[str, str] = setting(
+        {},
+        "node labels the GPU steps' pods must match, as JSON, e.g. '{\"cloud.google.com/gke-accelerator\": "
+        '"nvidia-l4"}\' (empty: any node with the accelerator)',
+        parameter=True,
+    )
+    gpu_tolerations: list[dict[str, str]] = setting(
+        [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "Kubernetes tolerations of the GPU steps' pods as a JSON list (default: tolerate the nvidia.com/gpu taint "
+        "GPU node pools usually carry)",
+        parameter=True,
+    )
+    gpu_cpu_request: str = setting("4", "CPU request of each GPU step", parameter=True)
+    gpu_cpu_limit: str = setting("8", "CPU limit of each GPU step (its data loaders' workers run on these)",
+                                 parameter=True)  # fmt: skip
+    gpu_memory_request: str = setting("16G", "memory request of each GPU step", parameter=True)
+    gpu_memory_limit: str = setting(
+        "32G", "memory limit of each GPU step (the /dev/shm mount counts against it)", parameter=True
+    )
+
+    def __post_init__(self) -> None:
+        """Check the ranges."""
+        check_ranges(self)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every setting of a run. ``seed`` is copied into the sections that draw random numbers.
+
+    Build one with :meth:`from_mapping` (a ``--config`` file, a JSON document, KFP parameters) or as a
+    dataclass; :meth:`to_mapping` gives the plain data a config file holds.
+    """
+
+    seed: int = setting(0, "seed of the split, sampling and training", parameter=True)
+    split: SplitConfig = section(SplitConfig)
+    selection: SelectionConfig = section(SelectionConfig)
+    train: TrainConfig = section(TrainConfig)
+    gate: GateConfig = section(GateConfig)
+    tracking: RegistryConfig = section(RegistryConfig)
+    storage: StorageConfig = section(StorageConfig)
+    resources: ResourcesConfig = section(ResourcesConfig)
+
+    def __post_init__(self) -> None:
+        """Copy the run's seed into the sections that use it."""
+        object.__setattr__(self, "split", replace(self.split, seed=self.seed))
+        object.__setattr__(self, "train", replace(self.train, seed=self.seed))
+
+    @classmethod
+    def from_mapping(cls, mapping: dict[str, Any]) -> RunConfig:
+        """A run config from nested plain data (missing settings default).
+
+        Raises:
+            SettingError: naming an unknown setting or a value of the wrong type or range by its path.
+        """
+        return from_mapping(cls, mapping)
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The settings as nested plain data (what ``OUTPUT/config.yaml`` holds)."""
+        return to_mapping(self)
+
+    def to_json(self) -> str:
+        """The whole config as one JSON document (the torchrun worker's argument)."""
+        return json.dumps(self.to_mapping(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        """The inverse of :meth:`to_json`.
+
+        Raises:
+            TlopsError: when the text is not a JSON object of settings.
+        """
+        try:
+            return cls.from_mapping(json.loads(text))
+        except json.JSONDecodeError as error:
+            raise TlopsError(f"the run config is not JSON ({error.msg})") from None
+
+
+# --- How the edges name each setting ---------------------------------------------------------------------------
+
+FLAG_PREFIXES = {"gate": "gate-"}
+"""Sections whose CLI flags carry a prefix (``--gate-margin``)."""
+SETTINGS_SUFFIX = "_settings"
+"""A section's rarely changed settings travel in one dict parameter, ``<section>_settings``, on Kubeflow."""
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """One setting of the run config and the names the edges give it.
 
     Attributes:
-        backbones: Candidate backbones; more than one are ranked by the select-backbone step.
-        image_size: Input size; 0 means each backbone's own (kfp.local cannot take a ``None`` default).
-        seed: Seed of the split, the sampling and the training.
-        strategy: Transfer strategy (:data:`tlops.train.config.STRATEGIES`).
-        epochs: Fine-tuning epochs.
-        batch_size: Fine-tuning batch size.
-        learning_rate: Fine-tuning peak learning rate.
-        class_weighted: Weight each class's loss inversely to its frequency.
-        unfreeze_blocks: ``partial``/``surgical``: how many backbone blocks train.
-        surgical_blocks: ``surgical``: ``first``, ``middle`` or ``last`` blocks.
-        layer_decay: Layer-wise learning-rate decay.
-        swa_epochs: Average the weights of the last N epochs (0: off).
-        hflip: Random horizontal flips.
-        trivial_augment: TrivialAugmentWide.
-        mixup: MixUp alpha (0: off).
-        cutmix: CutMix alpha (0: off).
-        grad_accumulation: Micro-batches per optimizer step.
-        torch_compile: ``torch.compile`` the model for fine-tuning.
-        checkpoint_uri: Folder or ``s3://`` prefix of the fine-tune checkpoint (``""``: none; ``tlops run`` uses
-            ``OUTPUT/checkpoints``).
-        processes_per_node: Training processes in the fine-tune pod (DDP under torchrun; one per GPU).
-        val_fraction: Share of each class held out for validation.
-        test_fraction: Share of each class held out for the test.
-        experiment: MLflow experiment.
-        model_name: Registered model name.
-        feature_cache: Folder or ``s3://`` prefix of the feature cache; ``""`` is the runtime's cache folder
-            (on a cluster each pod has its own: give an ``s3://`` prefix to compute features once per key).
-        selection_metric: The score that ranks candidates: ``probe`` (cross-validated linear-probe accuracy),
-            ``knn`` (cross-validated cosine kNN accuracy) or ``logme``.
-        max_params: Largest backbone, in parameters, a candidate may have (0: no limit).
-        max_latency_ms: Slowest measured latency per image on the run's device a candidate may have (0: none).
-        scoring_images_per_class: Training images per class the scores use (0: all of them).
-        gate_metric: The score the promotion gate compares: ``accuracy`` or ``macro-f1``.
-        gate_margin: Gain the lower bound of the gate's confidence interval must exceed.
-        gate_confidence: Level of the gate's paired bootstrap interval.
-        gate_alpha: Significance level of the gate's paired test.
-        gate_max_class_drop: Largest net drop of any class's recall, as a share of its test images ...
-        gate_class_drop_images: ... but never fewer images than this.
-        gate_max_ece_increase: How much worse the challenger's calibration error may be than the champion's.
-        gpu_accelerator_type: Accelerator resource the GPU steps ask for (the extended resource name on the nodes).
-        gpu_count: Accelerators each GPU step asks for.
-        gpu_node_selector: Node labels the GPU steps' pods must match (``{}``: any node with the accelerator).
-        gpu_tolerations: Kubernetes tolerations of the GPU steps' pods; the default tolerates the
-            ``nvidia.com/gpu`` taint GPU node pools usually carry.
-        gpu_cpu_request: CPU request of each GPU step.
-        gpu_cpu_limit: CPU limit of each GPU step (its data loaders' workers run on these).
-        gpu_memory_request: Memory request of each GPU step.
-        gpu_memory_limit: Memory limit of each GPU step (the /dev/shm mount counts against it).
+        path: Dotted path in the run config (``train.mixup``).
+        field: The dataclass field (default, metadata).
+        type: The resolved annotation.
+        spec: What the field declares (:class:`~tlops.settings.Spec`).
     """
 
-    backbones: tuple[str, ...] = (DEFAULT_BACKBONE,)
-    image_size: int = 0
-    seed: int = SplitConfig.seed
-    strategy: str = TrainConfig.strategy
-    epochs: int = TrainConfig.epochs
-    batch_size: int = TrainConfig.batch_size
-    learning_rate: float = TrainConfig.lr
-    class_weighted: bool = TrainConfig.class_weighted
-    unfreeze_blocks: int = TrainConfig.unfreeze_blocks
-    surgical_blocks: str = TrainConfig.surgical_blocks
-    layer_decay: float = TrainConfig.layer_decay
-    swa_epochs: int = TrainConfig.swa_epochs
-    hflip: bool = TrainConfig.hflip
-    trivial_augment: bool = TrainConfig.trivial_augment
-    mixup: float = TrainConfig.mixup
-    cutmix: float = TrainConfig.cutmix
-    grad_accumulation: int = TrainConfig.grad_accumulation
-    torch_compile: bool = TrainConfig.torch_compile
-    checkpoint_uri: str = ""
-    processes_per_node: int = 1
-    val_fraction: float = SplitConfig.val_fraction
-    test_fraction: float = SplitConfig.test_fraction
-    experiment: str = RegistryConfig.experiment
-    model_name: str = RegistryConfig.model_name
-    feature_cache: str = ""
-    selection_metric: str = "probe"
-    max_params: int = 0
-    max_latency_ms: float = 0.0
-    scoring_images_per_class: int = 0
-    gate_metric: str = GateConfig.metric
-    gate_margin: float = GateConfig.margin
-    gate_confidence: float = GateConfig.confidence
-    gate_alpha: float = GateConfig.alpha
-    gate_max_class_drop: float = GateConfig.max_class_drop
-    gate_class_drop_images: int = GateConfig.class_drop_images
-    gate_max_ece_increase: float = GateConfig.max_ece_increase
-    # GPU node pool
-    gpu_accelerator_type: str = "nvidia.com/gpu"
-    gpu_count: int = 1
-    gpu_node_selector: dict[str, str] = field(default_factory=dict)  # KFP wants a dict default for a dict parameter
-    gpu_tolerations: list[dict[str, str]] = field(
-        default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    )
-    gpu_cpu_request: str = "4"
-    gpu_cpu_limit: str = "8"
-    gpu_memory_request: str = "16G"
-    gpu_memory_limit: str = "32G"
+    path: str
+    field: dataclasses.Field
+    type: Any
+    spec: Spec
+
+    @property
+    def section(self) -> str:
+        """The section's name (``""`` for a top-level setting such as ``seed``)."""
+        return self.path.rpartition(".")[0]
+
+    @property
+    def name(self) -> str:
+        """The field's name."""
+        return self.path.rpartition(".")[2]
+
+    @property
+    def default(self) -> Any:
+        """The default value (tuples as lists, as the edges show them)."""
+        value = default_of(self.field)
+        return list(value) if isinstance(value, tuple) else value
+
+    @property
+    def flag(self) -> str:
+        """The CLI flag (``--lr``, ``--gate-margin``)."""
+        return "--" + (self.spec.flag or FLAG_PREFIXES.get(self.section, "") + self.name.replace("_", "-"))
+
+    @property
+    def parameter(self) -> str:
+        """The pipeline parameter holding it: its own name, or its section's dict parameter."""
+        return self.name if self.spec.parameter or not self.section else self.section + SETTINGS_SUFFIX
+
+    @property
+    def parameter_label(self) -> str:
+        """How Kubeflow users name it: ``epochs``, or ``train_settings.mixup`` inside a dict parameter."""
+        return self.parameter if self.parameter == self.name else f"{self.parameter}.{self.name}"
 
 
-DEFAULTS = Defaults()
+def leaves() -> list[Leaf]:
+    """Every user setting of :class:`RunConfig`, in declaration order (flags and parameter names unique)."""
+    result = [Leaf(path, item, kind, spec_of(item)) for path, item, kind, _ in walk(RunConfig)]
+    for attribute in ("flag", "parameter_label"):
+        names = [getattr(leaf, attribute) for leaf in result]
+        assert len(names) == len(set(names)), f"duplicate {attribute}: {sorted(names)}"
+    return result
 
 
-def check_selection_options(metric: str, max_params: int, max_latency_ms: float) -> None:
-    """Check the backbone-ranking options before any work.
+def leaf(path: str) -> Leaf:
+    """The setting at ``path``."""
+    return next(item for item in leaves() if item.path == path)
+
+
+def cli_name(path: str) -> str:
+    """How the command line names the setting at ``path`` (its flag; a path that is no setting as it is)."""
+    return next((item.flag for item in leaves() if item.path == path), path)
+
+
+def parameter_name(path: str) -> str:
+    """How Kubeflow names the setting at ``path`` (a parameter, or ``<section>_settings.<name>``)."""
+    return next((item.parameter_label for item in leaves() if item.path == path), path)
+
+
+def to_parameters(config: RunConfig) -> dict[str, Any]:
+    """The pipeline parameters (and component inputs) that carry ``config``: named ones and one dict per section."""
+    mapping = config.to_mapping()
+    parameters: dict[str, Any] = {}
+    for item in leaves():
+        value = mapping
+        for part in item.path.split("."):
+            value = value[part]
+        if item.parameter == item.name:
+            parameters[item.name] = value
+        else:
+            parameters.setdefault(item.parameter, {})[item.name] = value
+    return parameters
+
+
+def parameter_defaults() -> dict[str, Any]:
+    """Each pipeline parameter's default (the run config's defaults, as :func:`to_parameters` lays them out)."""
+    return to_parameters(RunConfig())
+
+
+def from_parameters(parameters: dict[str, Any]) -> RunConfig:
+    """The run config from pipeline parameters or component inputs (any subset; ``None`` or missing: the default).
 
     Raises:
-        TlopsError: for an unknown metric or a negative budget.
+        TlopsError: for an unknown key in a dict parameter or a value out of range, naming it as Kubeflow does
+            (``epochs``, ``train_settings.mixup``).
     """
-    if metric not in SELECTION_METRICS:
-        raise TlopsError(f"unknown selection metric {metric!r}: use one of {', '.join(SELECTION_METRICS)}")
-    if max_params < 0 or max_latency_ms < 0:
-        raise TlopsError("--max-params and --max-latency-ms must be 0 (no limit) or positive")
-
-
-GATE_OPTIONS = (
-    "gate_metric",
-    "gate_margin",
-    "gate_confidence",
-    "gate_alpha",
-    "gate_max_class_drop",
-    "gate_class_drop_images",
-    "gate_max_ece_increase",
-)
-
-
-def gate_config(**options: float | int | str) -> GateConfig:
-    """The gate's thresholds from the ``gate_*`` options (CLI, pipeline parameters), checked.
-
-    Raises:
-        TlopsError: naming the option out of range and the range.
-    """
+    by_parameter: dict[str, list[Leaf]] = {}
+    for item in leaves():
+        by_parameter.setdefault(item.parameter, []).append(item)
+    mapping: dict[str, Any] = {}
     try:
-        return GateConfig(**{name.removeprefix("gate_"): value for name, value in options.items()})
-    except ValueError as error:
-        field_name = str(error).split(" ", 1)[0].removeprefix("GateConfig.")
-        flag = "--gate-" + field_name.replace("_", "-")
-        raise TlopsError(
-            f"{flag}: {str(error).split(': ', 1)[-1]} (got {options.get('gate_' + field_name)!r})"
-        ) from None
+        for name, value in parameters.items():
+            if value is None or name not in by_parameter:
+                continue
+            if name.endswith(SETTINGS_SUFFIX) and name != by_parameter[name][0].name:
+                section = name.removesuffix(SETTINGS_SUFFIX)
+                if not isinstance(value, dict):
+                    raise TlopsError(f"parameter {name} must be a dict of settings, got {value!r}")
+                known = {item.name for item in by_parameter[name]}
+                for key in value:
+                    if key not in known:
+                        close = difflib.get_close_matches(str(key), sorted(known), n=3)
+                        hint = f"did you mean {' or '.join(close)}?" if close else f"known: {', '.join(sorted(known))}"
+                        raise TlopsError(f"parameter {name}: unknown setting {key!r}; {hint}")
+                mapping.setdefault(section, {}).update(value)
+            else:
+                item = by_parameter[name][0]
+                target = mapping
+                for part in item.path.split(".")[:-1]:
+                    target = target.setdefault(part, {})
+                target[item.name] = value
+        return RunConfig.from_mapping(mapping)
+    except SettingError as error:
+        raise TlopsError("parameter " + error.render(parameter_name)) from None

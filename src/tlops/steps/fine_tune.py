@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -15,6 +16,7 @@ from tlops.io.storage import check_writable_location
 from tlops.models.backbones import Backbone, build_classifier, load_backbone
 from tlops.models.extraction import weights_checksum
 from tlops.steps.common import localized_manifest
+from tlops.steps.config import RunConfig
 from tlops.steps.outputs import (
     LEARNING_CURVES_FILE,
     ModelConfig,
@@ -28,8 +30,8 @@ from tlops.steps.outputs import (
 )
 from tlops.steps.runtime import Runtime
 from tlops.train.auto import Evidence, decide, keep_fine_tuned
-from tlops.train.blocks import block_groups, check_unfreeze_blocks
-from tlops.train.config import FINE_TUNING, TrainConfig
+from tlops.train.blocks import block_groups
+from tlops.train.config import TrainConfig
 from tlops.train.finetune import (
     SINGLE_PROCESS,
     Distributed,
@@ -40,6 +42,7 @@ from tlops.train.finetune import (
 )
 from tlops.train.mlp import MlpProbeResult, fit_mlp_head
 from tlops.train.resume import CheckpointStore
+from tlops.train.strategies import STRATEGIES
 
 logger = logging.getLogger(__name__)
 
@@ -119,10 +122,9 @@ def fine_tune(
     history: list[EpochRecord] = []
     best_epoch, resumed_from, head = 0, None, linear_head
     model = None
-    if strategy in FINE_TUNING:
+    if STRATEGIES.get(strategy).trains_backbone:
         blocks = block_groups(backbone.model)
-        if strategy in ("partial", "surgical"):
-            check_unfreeze_blocks(config.unfreeze_blocks, len(blocks))
+        STRATEGIES.get(strategy).trained_blocks(len(blocks), config)  # refuses more blocks than there are
         pretrained = copy.deepcopy(backbone.model.state_dict())  # training updates the backbone in place
         run = _train_backbone(
             backbone,
@@ -217,7 +219,7 @@ def _evidence(
         linear_probe_val=probe_summary.val_accuracy,
     )
     _add_selection_evidence(evidence, selection_dir, probe_summary.backbone)
-    if features_dir is None or config.strategy not in ("mlp-probe", "auto"):
+    if features_dir is None or not config.strategy_entry.needs_features:
         return evidence, None
     splits = read_features(features_dir)
     mlp = fit_mlp_head(
@@ -299,70 +301,63 @@ def _fingerprint(backbone: str, classes: list[str], manifest, strategy: str, con
     }
 
 
-def fine_tune_arguments(
-    data_dir: Path,
-    probe_dir: Path,
-    output_dir: Path,
-    config: TrainConfig,
-    checkpoint_uri: str = "",
-    features_dir: Path | None = None,
-    selection_dir: Path | None = None,
-) -> list[str]:
-    """The ``tlops fine-tune`` arguments that run this step with these settings (for torchrun and TrainJobs)."""
-    arguments = [
-        "fine-tune", "--dataset", str(data_dir), "--probe", str(probe_dir), "--output", str(output_dir),
-        "--strategy", config.strategy, "--epochs", str(config.epochs), "--batch-size", str(config.batch_size),
-        "--lr", repr(config.lr), "--seed", str(config.seed), "--unfreeze-blocks", str(config.unfreeze_blocks),
-        "--surgical-blocks", config.surgical_blocks, "--layer-decay", repr(config.layer_decay),
-        "--swa-epochs", str(config.swa_epochs), "--mixup", repr(config.mixup), "--cutmix", repr(config.cutmix),
-        "--grad-accumulation", str(config.grad_accumulation),
-    ]  # fmt: skip
-    flags = {"--class-weighted": config.class_weighted, "--hflip": config.hflip}
-    flags |= {"--trivial-augment": config.trivial_augment, "--torch-compile": config.torch_compile}
-    arguments += [flag for flag, on in flags.items() if on]
-    for option, value in (("--checkpoint-uri", checkpoint_uri), ("--features", features_dir),
-                          ("--selection", selection_dir)):  # fmt: skip
-        if value:
-            arguments += [option, str(value)]
-    return arguments
+def worker_request(
+    data_dir: Path | str,
+    probe_dir: Path | str,
+    output_dir: Path | str,
+    config: RunConfig,
+    *,
+    features_dir: Path | str | None = None,
+    selection_dir: Path | str | None = None,
+) -> str:
+    """The one JSON argument of :mod:`tlops.steps.ddp_worker`: the step's folders and the whole run config."""
+    folders = {"dataset": data_dir, "probe": probe_dir, "output": output_dir}
+    folders |= {"features": features_dir, "selection": selection_dir}
+    request = {name: (str(value) if value is not None else None) for name, value in folders.items()}
+    return json.dumps(request | {"config": config.to_mapping()}, sort_keys=True)
 
 
-def torchrun_command(processes: int, *args, **kwargs) -> list[str]:
-    """``torch.distributed.run`` module arguments that start :func:`fine_tune_arguments` in ``processes`` processes.
+def torchrun_command(processes: int, request: str) -> list[str]:
+    """``torch.distributed.run`` module arguments that start the fine-tune worker in ``processes`` processes.
 
     Run as ``python -m <these>``; every process joins one process group (gloo on CPUs, NCCL on GPUs) and rank 0
-    writes the outputs.
+    writes the outputs. A TrainJob runs the same worker: ``torchrun -m tlops.steps.ddp_worker REQUEST``.
     """
-    return ["torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", "-m", "tlops.cli",
-            *fine_tune_arguments(*args, **kwargs)]  # fmt: skip
+    return ["torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", "-m", "tlops.steps.ddp_worker",
+            request]  # fmt: skip
 
 
 def fine_tune_on_processes(
-    processes: int,
     data_dir: Path,
     probe_dir: Path,
     output_dir: Path,
-    config: TrainConfig,
+    config: RunConfig,
     runtime: Runtime,
     *,
-    checkpoint_uri: str = "",
     features_dir: Path | None = None,
     selection_dir: Path | None = None,
 ) -> Training:
-    """:func:`fine_tune` in this process, or in ``processes`` DDP processes under torchrun (rank 0 writes).
+    """:func:`fine_tune` in this process, or in ``config.resources.processes_per_node`` DDP processes (torchrun).
+
+    The settings are ``config.train``; the checkpoint goes to ``config.storage.checkpoint_uri``. Under torchrun
+    every process gets the whole config as one JSON argument, so no setting falls back to its default.
 
     Raises:
         TlopsError: as :func:`fine_tune`; or when the torchrun processes fail.
     """
     inputs = {"features_dir": features_dir, "selection_dir": selection_dir}
+    processes = config.resources.processes_per_node
     if processes <= 1:
-        training = fine_tune(data_dir, probe_dir, output_dir, config, runtime, checkpoint_uri=checkpoint_uri, **inputs)
+        training = fine_tune(
+            data_dir, probe_dir, output_dir, config.train, runtime, checkpoint_uri=config.storage.checkpoint_uri,
+            **inputs,
+        )  # fmt: skip
         assert training is not None  # one process is rank 0
         return training
     import subprocess
     import sys
 
-    command = torchrun_command(processes, data_dir, probe_dir, output_dir, config, checkpoint_uri, **inputs)
+    command = torchrun_command(processes, worker_request(data_dir, probe_dir, output_dir, config, **inputs))
     if subprocess.run([sys.executable, "-m", *command], check=False).returncode != 0:
         raise TlopsError(f"fine-tuning in {processes} torchrun processes failed: see their log above")
     return Training.read(output_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 
 from tlops.io.provenance import git_commit, tlops_version
@@ -34,6 +35,7 @@ def register(
     output_dir: Path | None = None,
     selection_dir: Path | None = None,
     lineage: dict[str, str] | None = None,
+    run_config: dict | None = None,
     client=None,
 ) -> RunSummary:
     """Register the evaluated model in MLflow and assemble the run summary.
@@ -52,6 +54,8 @@ def register(
         lineage: Where the run happened, from the caller's environment (``kfp_run_id``, ``kfp_pipeline_name``,
             ``git_commit`` of a container image, ...); the tlops version, the git commit of a source checkout and
             the pretrained weights' checksum are added here.
+        run_config: The run's settings (:meth:`RunConfig.to_mapping`), logged as ``config/config.yaml`` so that
+            ``tlops run --config config.yaml`` repeats the run.
         client: ``MlflowClient`` for the registry calls (one for ``config.tracking_uri`` when ``None``).
 
     Raises:
@@ -85,7 +89,14 @@ def register(
         temperature=float(evaluation.calibration.get("temperature", 1.0)),
         lineage=model_lineage(model_config.weights_sha256, lineage or {}),
     )
-    registration = register_model(record, config, client=client)
+    with tempfile.TemporaryDirectory(prefix="tlops-config-") as folder:
+        if run_config is not None:
+            import yaml
+
+            settings = Path(folder) / "config.yaml"
+            settings.write_text(yaml.safe_dump(run_config, sort_keys=False), encoding="utf-8")
+            record.artifacts.append((settings, "config"))
+        registration = register_model(record, config, client=client)
     logger.info("registered %s version %s: %s", config.model_name, registration.version, registration.champion_reason)
     summary = run_summary(prepared, model_config, training, evaluation, comparison, registration, selection)
     if output_dir is not None:

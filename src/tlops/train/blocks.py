@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from tlops.errors import TlopsError
 from tlops.train.config import TrainConfig
+from tlops.train.strategies import STRATEGIES, check_unfreeze_blocks
+
+__all__ = ["block_groups", "check_unfreeze_blocks", "trained_blocks"]
 
 
 def block_groups(backbone: nn.Module) -> list[list[str]]:
@@ -49,39 +51,11 @@ def _children_groups(module: nn.Module, prefix: str = "") -> list[list[str]]:
 
 
 def trained_blocks(strategy: str, num_blocks: int, config: TrainConfig, epoch: int = 1) -> list[int]:
-    """Indices of the blocks a strategy trains in an epoch (the head always trains).
+    """Indices of the blocks the strategy named ``strategy`` trains in an epoch (the head always trains).
 
-    Args:
-        strategy: ``partial``, ``surgical``, ``lp-ft`` or ``gradual``.
-        num_blocks: The backbone's block count (:func:`block_groups`).
-        config: ``unfreeze_blocks`` and ``surgical_blocks``.
-        epoch: The epoch, from 1 (``gradual`` unfreezes one more block per epoch, from the top).
+    The choice is the registered strategy's (:class:`~tlops.train.strategies.Strategy`).
 
     Raises:
         TlopsError: when ``unfreeze_blocks`` exceeds the block count.
     """
-    if strategy == "lp-ft":
-        return list(range(num_blocks))
-    if strategy == "gradual":
-        return list(range(max(0, num_blocks - epoch), num_blocks))
-    check_unfreeze_blocks(config.unfreeze_blocks, num_blocks)
-    count = config.unfreeze_blocks
-    if strategy == "partial":
-        return list(range(num_blocks - count, num_blocks))
-    if strategy == "surgical":
-        start = {"first": 0, "middle": (num_blocks - count) // 2, "last": num_blocks - count}[config.surgical_blocks]
-        return list(range(start, start + count))
-    raise ValueError(f"{strategy!r} does not fine-tune the backbone")
-
-
-def check_unfreeze_blocks(count: int, num_blocks: int) -> None:
-    """Refuse to unfreeze more blocks than the backbone has.
-
-    Raises:
-        TlopsError: naming the block count and the fix.
-    """
-    if count > num_blocks:
-        raise TlopsError(
-            f"--unfreeze-blocks {count} is more than the backbone's {num_blocks} blocks: use at most {num_blocks} "
-            "(or --strategy lp-ft to train every block)"
-        )
+    return STRATEGIES.get(strategy).trained_blocks(num_blocks, config, epoch)

@@ -1,119 +1,114 @@
-"""Fine-tuning settings: the transfer strategies and :class:`TrainConfig` (no torch import, for the CLI)."""
+"""Fine-tuning settings: :class:`TrainConfig` (no torch import, for the CLI).
+
+The strategies themselves are registered objects in :mod:`tlops.train.strategies`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tlops.errors import TlopsError
+from tlops.settings import SettingError, check_ranges, internal, setting
+from tlops.train.strategies import STRATEGIES, SURGICAL_BLOCKS, Strategy
 
-STRATEGIES: tuple[str, ...] = ("auto", "linear-probe", "mlp-probe", "partial", "surgical", "lp-ft", "gradual")
-"""Every strategy ``--strategy`` accepts (``full`` is still read as ``lp-ft``)."""
-PROBES: tuple[str, ...] = ("linear-probe", "mlp-probe")
-"""Feature-based strategies: the backbone stays frozen, a head is fitted on cached features."""
-FINE_TUNING: tuple[str, ...] = ("partial", "surgical", "lp-ft", "gradual")
-"""Parameter-based strategies: some or all backbone blocks are trained from the probe head."""
-SURGICAL_BLOCKS: tuple[str, ...] = ("first", "middle", "last")
-ALIASES = {"full": "lp-ft"}
+# The aliases --strategy accepts besides the registered names (full = lp-ft).
+STRATEGY_CHOICES: tuple[str, ...] = (*STRATEGIES.names(), *STRATEGIES.aliases())
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Fine-tuning settings (the defaults are the measured ones: see bench/README.md).
+    """How the classifier is trained from the probe head (the defaults are measured: see bench/README.md).
 
-    Attributes:
-        strategy: One of :data:`STRATEGIES`.
-        epochs: Fine-tuning epochs (the budget of ``auto`` too).
-        batch_size: Images per optimizer step over all processes (the global batch).
-        lr: Peak AdamW learning rate of the head and the top block (low: the head starts trained).
-        weight_decay: AdamW weight decay (never applied to norms and biases).
-        layer_decay: Layer-wise learning-rate decay: block ``i`` from the top trains at ``lr * layer_decay**i``
-            (1.0, no decay, measured best at the default ``lr`` against 0.75 and 0.5: bench/README.md).
-        label_smoothing: Cross-entropy label smoothing.
-        freeze_batchnorm: Keep BatchNorm statistics frozen (safer on small datasets).
-        warmup_fraction: Fraction of steps with linear warm-up before the cosine decay.
-        unfreeze_blocks: ``partial``: how many block groups from the top train; ``surgical``: how many train.
-        surgical_blocks: ``surgical``: which blocks train, ``first`` (input-level shift: new colours, blur,
-            sensors), ``middle`` (feature-level) or ``last`` (output-level: new label semantics).
-        mlp_hidden: Hidden width of the ``mlp-probe`` head.
-        mlp_dropout: Dropout before the ``mlp-probe`` output layer.
-        swa_epochs: Average the weights of the last N epochs (stochastic weight averaging; 0: off).
-        crop_scale: Smallest area fraction RandomResizedCrop keeps.
-        hflip: Random horizontal flips (only for images whose mirror image has the same class).
-        trivial_augment: TrivialAugmentWide on training images.
-        mixup: MixUp alpha (0: off).
-        cutmix: CutMix alpha (0: off).
-        grad_accumulation: Micro-batches per optimizer step (reach ``batch_size`` on a small GPU).
-        clip_grad_norm: Clip the gradient norm to this (0: off).
-        torch_compile: ``torch.compile`` the model for training (pays off on GPUs, over many steps).
-        auto_probe_accuracy: ``auto`` keeps a probe when its validation accuracy reaches this.
-        auto_min_images_per_class: ``auto`` keeps a probe below this many training images in the smallest class.
-        auto_lp_ft_images_per_class: ``auto`` fine-tunes every layer from this many images per class, fewer
-            blocks below it.
-        seed: Seed for shuffling, augmentation and initialisation.
-        class_weighted: Weight the loss of each class inversely to its training frequency (imbalanced data).
+    Each field's help text is its documentation (``tlops run --help`` shows it).
     """
 
-    strategy: str = "auto"
-    epochs: int = 3
-    batch_size: int = 32
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    layer_decay: float = 1.0
-    label_smoothing: float = 0.1
-    freeze_batchnorm: bool = True
-    warmup_fraction: float = 0.1
-    unfreeze_blocks: int = 2
-    surgical_blocks: str = "first"
-    mlp_hidden: int = 512
-    mlp_dropout: float = 0.2
-    swa_epochs: int = 0
-    crop_scale: float = 0.6
-    hflip: bool = False
-    trivial_augment: bool = False
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    grad_accumulation: int = 1
-    clip_grad_norm: float = 1.0
-    torch_compile: bool = False
-    auto_probe_accuracy: float = 0.97
-    auto_min_images_per_class: int = 10
-    auto_lp_ft_images_per_class: int = 100
-    seed: int = 0
-    class_weighted: bool = False
+    strategy: str = setting(
+        "auto",
+        "transfer strategy: " + "; ".join(f"{name}: {entry.summary}" for name, entry in STRATEGIES)
+        + " (full is read as lp-ft)",
+        choices=STRATEGY_CHOICES,
+        parameter=True,
+    )  # fmt: skip
+    epochs: int = setting(3, "fine-tuning epochs (also auto's budget)", minimum=1, parameter=True)
+    batch_size: int = setting(32, "images per optimizer step over all processes (the global batch)", minimum=1)
+    lr: float = setting(
+        1e-4,
+        "peak AdamW learning rate of the head and the top block (low: the head starts trained)",
+        minimum=0,
+        open_min=True,
+        aliases=("learning-rate",),
+    )
+    weight_decay: float = setting(0.01, "AdamW weight decay (never on norms and biases)", minimum=0)
+    layer_decay: float = setting(
+        1.0,
+        "layer-wise learning-rate decay: block i from the top trains at lr * decay**i; 1 turns it off (measured "
+        "best against 0.75 and 0.5: bench/README.md)",
+        minimum=0,
+        maximum=1,
+        open_min=True,
+    )
+    label_smoothing: float = setting(0.1, "cross-entropy label smoothing", minimum=0, maximum=1, open_max=True)
+    freeze_batchnorm: bool = setting(True, "keep BatchNorm statistics frozen while fine-tuning (small data)")
+    warmup_fraction: float = setting(
+        0.1, "share of the steps with linear warm-up before the cosine decay", minimum=0, maximum=1, open_max=True
+    )
+    unfreeze_blocks: int = setting(
+        2, "partial: train the top N blocks of the backbone's stages; surgical: train N blocks", minimum=1
+    )
+    surgical_blocks: str = setting(
+        "first",
+        "surgical: first (input-level shift: colour, blur, sensor), middle (feature-level) or last (output-level) "
+        "blocks",
+        choices=SURGICAL_BLOCKS,
+    )
+    mlp_hidden: int = setting(512, "mlp-probe: hidden width", minimum=1)
+    mlp_dropout: float = setting(0.2, "mlp-probe: dropout before the output layer", minimum=0, maximum=1, open_max=True)
+    swa_epochs: int = setting(0, "average the weights of the last N epochs (SWA; 0: off)", minimum=0)
+    crop_scale: float = setting(0.6, "smallest area share RandomResizedCrop keeps", minimum=0, maximum=1, open_min=True)
+    hflip: bool = setting(False, "random horizontal flips (only when a mirrored image keeps its class)")
+    trivial_augment: bool = setting(False, "TrivialAugmentWide on training images")
+    mixup: float = setting(0.0, "MixUp alpha (0: off)", minimum=0)
+    cutmix: float = setting(0.0, "CutMix alpha (0: off)", minimum=0)
+    grad_accumulation: int = setting(
+        1, "micro-batches per optimizer step, to reach the batch size on a small GPU", minimum=1
+    )
+    clip_grad_norm: float = setting(1.0, "clip the gradient norm to this (0: off)", minimum=0)
+    torch_compile: bool = setting(False, "torch.compile the model for fine-tuning (pays off on GPUs)")
+    auto_probe_accuracy: float = setting(
+        0.97, "auto keeps a probe when its validation accuracy reaches this", minimum=0, maximum=1
+    )
+    auto_min_images_per_class: int = setting(
+        10, "auto keeps a probe below this many training images in the smallest class", minimum=0
+    )
+    auto_lp_ft_images_per_class: int = setting(
+        100, "auto fine-tunes every block (lp-ft) from this many images per class, fewer blocks below", minimum=0
+    )
+    class_weighted: bool = setting(
+        False,
+        "weight each class's loss inversely to its frequency (probes and fine-tuning), for imbalanced data",
+        parameter=True,
+    )
+    seed: int = internal(0)
 
     def __post_init__(self) -> None:
         """Reject settings that cannot train (``full`` is read as ``lp-ft``)."""
-        object.__setattr__(self, "strategy", ALIASES.get(self.strategy, self.strategy))
-        if self.strategy not in STRATEGIES:
-            raise TlopsError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
-        if self.surgical_blocks not in SURGICAL_BLOCKS:
-            raise TlopsError(
-                f"unknown surgical blocks {self.surgical_blocks!r}; choose one of {', '.join(SURGICAL_BLOCKS)}"
+        check_ranges(self)
+        object.__setattr__(self, "strategy", STRATEGIES.canonical(self.strategy))
+        if self.swa_epochs > self.epochs:
+            raise SettingError(
+                ("swa_epochs", "epochs"), "{0} must be between 0 and {1} " + f"({self.epochs}), got {self.swa_epochs}"
             )
-        for name, value in (
-            ("epochs", self.epochs),
-            ("batch size", self.batch_size),
-            ("learning rate", self.lr),
-            ("number of blocks to unfreeze", self.unfreeze_blocks),
-            ("gradient accumulation", self.grad_accumulation),
-            ("MLP hidden width", self.mlp_hidden),
-        ):
-            if value <= 0:
-                raise TlopsError(f"the {name} must be positive, got {value}")
-        if not 0 < self.layer_decay <= 1:
-            raise TlopsError(f"--layer-decay must be in (0, 1] (1: one learning rate for all), got {self.layer_decay}")
-        if not 0 < self.crop_scale <= 1:
-            raise TlopsError(f"--crop-scale must be in (0, 1], got {self.crop_scale}")
-        if self.swa_epochs < 0 or self.swa_epochs > self.epochs:
-            raise TlopsError(f"--swa-epochs must be between 0 and --epochs ({self.epochs}), got {self.swa_epochs}")
         if self.batch_size % self.grad_accumulation:
-            raise TlopsError(
-                f"--batch-size {self.batch_size} is not a multiple of --grad-accumulation {self.grad_accumulation}"
+            raise SettingError(
+                ("batch_size", "grad_accumulation"),
+                "{0} " + f"{self.batch_size} is not a multiple of " + "{1} " + f"{self.grad_accumulation}",
             )
-        if min(self.mixup, self.cutmix, self.clip_grad_norm, self.mlp_dropout) < 0 or self.mlp_dropout >= 1:
-            raise TlopsError("--mixup, --cutmix and --clip-grad-norm must be >= 0, and the MLP dropout in [0, 1)")
+
+    @property
+    def strategy_entry(self) -> Strategy:
+        """The registered :class:`~tlops.train.strategies.Strategy` of :attr:`strategy`."""
+        return STRATEGIES.get(self.strategy)
 
     @property
     def fine_tunes(self) -> bool:
         """Whether the strategy trains backbone weights (``auto`` may)."""
-        return self.strategy in FINE_TUNING
+        return self.strategy_entry.trains_backbone

@@ -1,0 +1,55 @@
+"""Image classification: images in class folders (or a CSV, or pre-split), a linear or fine-tuned head."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tlops.tasks.protocol import TASKS
+
+if TYPE_CHECKING:
+    import numpy as np
+    from torch import nn
+
+    from tlops.data.config import SplitConfig
+    from tlops.data.prepared import PreparedData
+    from tlops.io.storage import S3Client
+    from tlops.models.backbones import Backbone
+
+
+class ImageClassification:
+    """The first task: one label per image, accuracy-family metrics, image bytes in, label and probabilities out."""
+
+    name = "image-classification"
+    summary = "one label per image: ImageFolder, pre-split train/val/test or a CSV manifest; served from image bytes"
+
+    def prepare(self, source: str, output: Path, config: SplitConfig, s3: S3Client | None) -> PreparedData:
+        """:func:`tlops.data.prepare.prepare_data`."""
+        from tlops.data.prepare import prepare_data
+
+        return prepare_data(source, output, config, s3)
+
+    def build_model(self, backbone: Backbone, num_classes: int, head: nn.Module | None = None) -> nn.Module:
+        """:func:`tlops.models.backbones.build_classifier`: normalisation, backbone, linear (or given) head."""
+        from tlops.models.backbones import build_classifier
+
+        return build_classifier(backbone, num_classes, head=head)
+
+    def metrics(self, targets: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> dict[str, float]:
+        """:func:`tlops.evaluation.metrics.compute_metrics`."""
+        from tlops.evaluation.metrics import compute_metrics
+
+        return compute_metrics(probabilities, targets, classes).metrics
+
+    def gate_statistic(self, targets: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+        """Whether each test image is classified correctly (the gate pairs these for accuracy and McNemar)."""
+        return probabilities.argmax(axis=1) == targets
+
+    def serving_signature(self, classes: list[str]) -> Any:
+        """:func:`tlops.serving.package.served_signature`: image bytes in, label and probabilities out."""
+        from tlops.serving.package import served_signature
+
+        return served_signature(classes)
+
+
+TASKS.add(ImageClassification.name, ImageClassification())

@@ -1,0 +1,52 @@
+"""The :class:`Task` protocol and the :data:`TASKS` registry (no heavy import)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tlops.registry import Registry
+
+if TYPE_CHECKING:
+    import numpy as np
+    from torch import nn
+
+    from tlops.data.config import SplitConfig
+    from tlops.data.prepared import PreparedData
+    from tlops.io.storage import S3Client
+    from tlops.models.backbones import Backbone
+
+
+class Task(Protocol):
+    """What a task family defines; the pipeline's steps call these and nothing task-specific besides.
+
+    Attributes:
+        name: What users choose it by (``image-classification``).
+        summary: One line for ``tlops list tasks``.
+    """
+
+    name: str
+    summary: str
+
+    def prepare(self, source: str, output: Path, config: SplitConfig, s3: S3Client | None) -> PreparedData:
+        """Recognise, validate, quarantine and split a dataset of this task; write the manifest and report."""
+        ...
+
+    def build_model(self, backbone: Backbone, num_classes: int, head: nn.Module | None = None) -> nn.Module:
+        """The trainable model on a backbone: preprocessing, backbone and the task's head."""
+        ...
+
+    def metrics(self, targets: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> dict[str, float]:
+        """The task's test metrics from the targets and the model's outputs."""
+        ...
+
+    def gate_statistic(self, targets: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+        """One number per test example that the promotion gate pairs between champion and challenger."""
+        ...
+
+    def serving_signature(self, classes: list[str]) -> Any:
+        """The MLflow signature of the served model (what a request holds)."""
+        ...
+
+
+TASKS: Registry[Task] = Registry("task", "--task")

@@ -1,0 +1,140 @@
+"""The transfer strategies: registered objects that say what they train (no torch import, for the CLI).
+
+Feature-based strategies keep the backbone frozen and fit a head on cached features; parameter-based ones train
+some or all backbone blocks, starting from the probe head; ``auto`` decides between them from evidence
+(:mod:`tlops.train.auto`). Add a strategy by registering a :class:`Strategy` in :data:`STRATEGIES`: the CLI's
+choices, ``tlops list strategies`` and the tests that parametrize over the registry pick it up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from tlops.errors import TlopsError
+from tlops.registry import Registry
+
+if TYPE_CHECKING:
+    from tlops.train.config import TrainConfig
+
+SURGICAL_BLOCKS: tuple[str, ...] = ("first", "middle", "last")
+
+
+class BlockChoice(Protocol):
+    """Which backbone blocks train in an epoch, given the block count and the settings."""
+
+    def __call__(self, num_blocks: int, config: TrainConfig, epoch: int) -> list[int]:
+        """Indices of the trained blocks, input block first."""
+        ...
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A way to transfer a pretrained backbone.
+
+    Attributes:
+        name: What ``--strategy`` takes.
+        summary: One line for ``--help`` and ``tlops list strategies``.
+        kind: ``feature-based`` (frozen backbone, head on cached features), ``parameter-based`` (backbone blocks
+            train) or ``decides`` (``auto``).
+        needs_features: Fits on the cached features of extract-features.
+        blocks: For parameter-based strategies, the blocks that train in an epoch (the head always trains).
+    """
+
+    name: str
+    summary: str
+    kind: str
+    needs_features: bool = False
+    blocks: BlockChoice | None = None
+
+    @property
+    def trains_backbone(self) -> bool:
+        """Whether backbone weights change (parameter-based transfer)."""
+        return self.blocks is not None
+
+    def trained_blocks(self, num_blocks: int, config: TrainConfig, epoch: int = 1) -> list[int]:
+        """Indices of the blocks this strategy trains in ``epoch`` (from 1), input block first.
+
+        Raises:
+            TlopsError: when the settings ask for more blocks than the backbone has.
+            ValueError: for a strategy that trains no backbone block.
+        """
+        if self.blocks is None:
+            raise ValueError(f"{self.name!r} does not fine-tune the backbone")
+        return self.blocks(num_blocks, config, epoch)
+
+
+STRATEGIES: Registry[Strategy] = Registry("strategy", "--strategy")
+
+
+def check_unfreeze_blocks(count: int, num_blocks: int) -> None:
+    """Refuse to unfreeze more blocks than the backbone has.
+
+    Raises:
+        TlopsError: naming the block count and the fix.
+    """
+    if count > num_blocks:
+        raise TlopsError(
+            f"--unfreeze-blocks {count} is more than the backbone's {num_blocks} blocks: use at most {num_blocks} "
+            "(or --strategy lp-ft to train every block)"
+        )
+
+
+def _top_blocks(num_blocks: int, config: TrainConfig, epoch: int) -> list[int]:
+    check_unfreeze_blocks(config.unfreeze_blocks, num_blocks)
+    return list(range(num_blocks - config.unfreeze_blocks, num_blocks))
+
+
+def _surgical_blocks(num_blocks: int, config: TrainConfig, epoch: int) -> list[int]:
+    count = config.unfreeze_blocks
+    check_unfreeze_blocks(count, num_blocks)
+    start = {"first": 0, "middle": (num_blocks - count) // 2, "last": num_blocks - count}[config.surgical_blocks]
+    return list(range(start, start + count))
+
+
+def _every_block(num_blocks: int, config: TrainConfig, epoch: int) -> list[int]:
+    return list(range(num_blocks))
+
+
+def _one_more_per_epoch(num_blocks: int, config: TrainConfig, epoch: int) -> list[int]:
+    return list(range(max(0, num_blocks - epoch), num_blocks))
+
+
+STRATEGIES.add(
+    "auto",
+    Strategy(
+        "auto",
+        "decide from evidence (images per class, probe, kNN and raw-pixel accuracy); keep a fine-tuned model "
+        "only when it beats the best probe on validation by more than one standard error",
+        "decides",
+        needs_features=True,
+    ),
+)
+STRATEGIES.add(
+    "linear-probe",
+    Strategy("linear-probe", "frozen backbone + logistic-regression head on cached features", "feature-based"),
+)
+STRATEGIES.add(
+    "mlp-probe",
+    Strategy("mlp-probe", "frozen backbone + one hidden layer with dropout on cached features", "feature-based", True),
+)
+STRATEGIES.add(
+    "partial",
+    Strategy("partial", "fine-tune the top --unfreeze-blocks blocks from the probe head", "parameter-based",
+             blocks=_top_blocks),
+)  # fmt: skip
+STRATEGIES.add(
+    "surgical",
+    Strategy("surgical", "fine-tune --unfreeze-blocks blocks chosen by --surgical-blocks (first, middle, last)",
+             "parameter-based", blocks=_surgical_blocks),
+)  # fmt: skip
+STRATEGIES.add(
+    "lp-ft",
+    Strategy("lp-ft", "fine-tune every block from the probe head (LP-FT)", "parameter-based", blocks=_every_block),
+    aliases=("full",),
+)
+STRATEGIES.add(
+    "gradual",
+    Strategy("gradual", "unfreeze one more block per epoch from the top (ULMFiT)", "parameter-based",
+             blocks=_one_more_per_epoch),
+)  # fmt: skip
