@@ -60,12 +60,15 @@ from tlops.steps.outputs import PreparedData
 from tlops.steps.runtime import Runtime, available_cpus
 from tlops.steps.select_backbone import select_backbone
 from tlops.train.auto import Evidence, decide
-from tlops.train.config import PROBES, STRATEGIES, TrainConfig
+from tlops.train.config import TrainConfig
+from tlops.train.strategies import STRATEGIES
+
+PROBES = tuple(name for name, strategy in STRATEGIES if strategy.kind == "feature-based")
 
 BACKBONE = "efficientnet_lite0"
 DATASETS = ("digits", "lfw", "digits-far")
 ORDER = ("linear-probe", "mlp-probe", "partial", "surgical", "lp-ft", "gradual", "auto")
-assert set(ORDER) == set(STRATEGIES)
+assert set(ORDER) == set(STRATEGIES.names())
 TOLERANCE = 1e-9
 
 

@@ -25,8 +25,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from tlops.cli.pipeline_commands import TRAINING_OPTIONS
-from tlops.steps.config import DEFAULTS
+from tlops.promotion.config import RegistryConfig
 
 REPO = Path(__file__).resolve().parents[1]
 COMPONENTS = REPO / "components"
@@ -156,12 +155,14 @@ def tracking(workdir: Path) -> str:
     return f"sqlite:///{workdir / 'mlflow.db'}"
 
 
-SCORING = {"feature_cache": "", "scoring_images_per_class": 0, "class_weighted": False, "seed": 0}
+SCORING: dict = {}  # every setting input has its default
 
 
 @pytest.fixture(scope="module")
 def prepared(workdir: Path, images: Path) -> Path:
-    return run_alone(workdir, "prepare_data", data_uri=str(images), seed=0, val_fraction=0.2, test_fraction=0.2)
+    return run_alone(
+        workdir, "prepare_data", data_uri=str(images), split_settings={"val_fraction": 0.2, "test_fraction": 0.2}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -184,9 +185,6 @@ def selected(workdir: Path, scored: Path, baseline: Path) -> Path:
         "select_backbone",
         scores_uris=[str(scored / "score")],
         baseline_uri=str(baseline / "score"),
-        metric=DEFAULTS.selection_metric,
-        max_params=0,
-        max_latency_ms=0.0,
     )
 
 
@@ -198,16 +196,11 @@ def extracted(workdir: Path, prepared: Path) -> Path:
         dataset_uri=str(prepared / "dataset"),
         backbone=BACKBONE,
         image_size=IMAGE_SIZE,
-        seed=0,
-        class_weighted=False,
-        feature_cache="",
     )
 
 
 @pytest.fixture(scope="module")
 def tuned(workdir: Path, prepared: Path, extracted: Path, selected: Path) -> Path:
-    training = ("batch_size", "learning_rate", "seed", "class_weighted", *TRAINING_OPTIONS)
-    settings = {name: getattr(DEFAULTS, name) for name in training}
     return run_alone(
         workdir,
         "fine_tune",
@@ -217,22 +210,17 @@ def tuned(workdir: Path, prepared: Path, extracted: Path, selected: Path) -> Pat
         selection_uri=str(selected / "selection"),
         strategy="linear-probe",
         epochs=1,
-        **settings,
     )
 
 
 @pytest.fixture(scope="module")
 def evaluated(workdir: Path, prepared: Path, tuned: Path, tracking: str) -> Path:
-    from tlops.steps.config import GATE_OPTIONS
-
     return run_alone(
         workdir,
         "evaluate",
         dataset_uri=str(prepared / "dataset"),
         model_uri=str(tuned / "model"),
         tracking_uri=tracking,
-        model_name=DEFAULTS.model_name,
-        **{name: getattr(DEFAULTS, name) for name in GATE_OPTIONS},
     )
 
 
@@ -304,7 +292,7 @@ def test_register_alone(
         selection_uri=str(selected / "selection"),
         tracking_uri=tracking,
         experiment="components-alone",
-        model_name=DEFAULTS.model_name,
+        model_name=RegistryConfig.model_name,
     )
     assert output_parameter(task, "version") == 1
     assert output_parameter(task, "model_uri").startswith("models:/")
@@ -389,3 +377,36 @@ def test_launch_trainjob_alone(workdir: Path, tmp_path: Path) -> None:
 
 def test_the_examples_left_nothing_in_the_repository() -> None:
     assert not list(REPO.glob("with_*.yaml"))
+
+
+@pytest.mark.pipeline
+def test_a_fixed_backbone_pipeline_built_from_the_component_yamls_compiles_and_runs(
+    workdir: Path, images: Path
+) -> None:
+    """As a Kubeflow user would: load four YAMLs, wire them without selection, give only what has no default."""
+    from kfp import compiler, components, dsl
+
+    def load(name: str) -> Any:
+        return components.load_component_from_file(f"components/{name}.yaml")
+
+    prepare, extract, tune, evaluate = map(load, ("prepare_data", "extract_features", "fine_tune", "evaluate"))
+
+    @dsl.pipeline(name="fixed-backbone")
+    def fixed_backbone(data_uri: str, tracking_uri: str):
+        data = prepare(data_uri=data_uri)
+        features = extract(dataset=data.outputs["dataset"], backbone=BACKBONE, image_size=IMAGE_SIZE)
+        model = tune(dataset=data.outputs["dataset"], probe=features.outputs["probe"], strategy="linear-probe")
+        evaluate(dataset=data.outputs["dataset"], model=model.outputs["model"], tracking_uri=tracking_uri)
+
+    compiler.Compiler().compile(fixed_backbone, str(workdir / "fixed_backbone.yaml"))
+    task = run_alone(
+        workdir,
+        "evaluate",
+        fixed_backbone,
+        data_uri=str(images),
+        tracking_uri=f"sqlite:///{workdir / 'fixed.db'}",
+    )
+    evaluation = json.loads((task / "evaluation" / "evaluation.json").read_text())
+    assert 0.0 <= evaluation["metrics"]["accuracy"] <= 1.0
+    training = json.loads((task.parent / "fine-tune" / "model" / "training.json").read_text())
+    assert training["strategy"] == "linear-probe" and training["config"]["epochs"] == 3  # the default

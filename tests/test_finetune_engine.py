@@ -388,30 +388,33 @@ def test_fine_tune_bad_input_is_one_line_and_leaves_nothing(probed: dict[str, Pa
 
 def test_the_torchrun_command_carries_every_setting(tmp_path: Path) -> None:
     """What torchrun and TrainJob pods run parses back to the same settings (no option silently dropped)."""
-    from tlops.cli import build_parser
-    from tlops.cli.checks import train_config
-    from tlops.steps.fine_tune import torchrun_command
+    import json
 
-    config = TrainConfig(
+    from tlops.steps.config import RunConfig
+    from tlops.steps.fine_tune import torchrun_command, worker_request
+
+    train = TrainConfig(
         strategy="surgical", epochs=4, batch_size=16, lr=3e-4, layer_decay=0.8, unfreeze_blocks=3,
         surgical_blocks="middle", swa_epochs=2, hflip=True, trivial_augment=True, mixup=0.2, cutmix=1.0,
-        grad_accumulation=2, torch_compile=True, seed=7, class_weighted=True,
+        grad_accumulation=2, torch_compile=True, class_weighted=True, crop_scale=0.3, clip_grad_norm=0.5,
+        weight_decay=0.05, label_smoothing=0.0, freeze_batchnorm=False, mlp_hidden=64,
     )  # fmt: skip
-    command = torchrun_command(2, tmp_path / "d", tmp_path / "p", tmp_path / "o", config, "s3://b/ckpt",
-                               features_dir=tmp_path / "f", selection_dir=tmp_path / "s")  # fmt: skip
+    config = RunConfig.from_mapping({"seed": 7, "train": RunConfig(train=train).to_mapping()["train"]})
+    request = worker_request(tmp_path / "d", tmp_path / "p", tmp_path / "o", config,
+                             features_dir=tmp_path / "f", selection_dir=tmp_path / "s")  # fmt: skip
+    command = torchrun_command(2, request)
     assert command[:4] == ["torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m"]
-    assert command[4] == "tlops.cli"
-    args = build_parser().parse_args(command[5:])
-    assert train_config(args) == config
-    assert (args.checkpoint_uri, args.features, args.selection) == ("s3://b/ckpt", tmp_path / "f", tmp_path / "s")
+    assert command[4] == "tlops.steps.ddp_worker" and len(command) == 6
+    sent = json.loads(command[5])
+    assert RunConfig.from_mapping(sent["config"]) == config and config.train.seed == 7
+    assert (sent["features"], sent["selection"]) == (str(tmp_path / "f"), str(tmp_path / "s"))
 
 
-def test_an_unknown_strategy_is_refused_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unknown_strategy_is_refused_before_any_work() -> None:
     from tlops.cli import build_parser
+    from tlops.cli.settings import resolve_config
+    from tlops.errors import TlopsError
 
     for command in (["run"], ["fine-tune", "--dataset", "d", "--probe", "p", "--output", "o"]):
-        with pytest.raises(SystemExit) as exit_info:
-            build_parser().parse_args([*command, "--strategy", "freeze"])
-        assert exit_info.value.code == 2
-        error = capsys.readouterr().err.strip().splitlines()[-1]
-        assert "argument --strategy: invalid choice: 'freeze' (choose from 'auto', 'linear-probe', 'mlp-probe'" in error
+        with pytest.raises(TlopsError, match=r"^--strategy must be one of auto, linear-probe, mlp-probe, .*'freeze'"):
+            resolve_config(build_parser().parse_args([*command, "--strategy", "freeze"]))

@@ -142,15 +142,15 @@ def test_pipeline_steps_are_wired_by_artifacts(compiled: Path):
 
 
 def test_the_gate_thresholds_are_pipeline_parameters_and_register_records_the_kfp_run(compiled: Path):
-    from tlops.steps.config import DEFAULTS, GATE_OPTIONS
+    from tlops.promotion.gate import GateConfig
+    from tlops.settings import to_mapping
 
     spec = _documents(compiled / "pipelines" / PIPELINE_FILE)[0]
     tasks = _step_tasks(spec)
     parameters = spec["root"]["inputDefinitions"]["parameters"]
-    for option in GATE_OPTIONS:
-        bound = tasks["evaluate"]["inputs"]["parameters"][option]["componentInputParameter"]
-        assert _pipeline_parameter(spec, "evaluate", bound) == option
-        assert parameters[option]["defaultValue"] == getattr(DEFAULTS, option), option
+    bound = tasks["evaluate"]["inputs"]["parameters"]["gate_settings"]["componentInputParameter"]
+    assert _pipeline_parameter(spec, "evaluate", bound) == "gate_settings"
+    assert parameters["gate_settings"]["defaultValue"] == to_mapping(GateConfig())
     register = tasks["register"]["inputs"]["parameters"]
     assert register["kfp_run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
     assert register["kfp_run_name"]["runtimeValue"]["constant"] == "{{$.pipeline_job_name}}"
@@ -410,8 +410,9 @@ def test_an_exit_handler_records_a_failed_run_in_mlflow_and_finished_runs_expire
 
 
 def test_gpu_pipeline_parameters_default_to_the_defaults(compiled: Path):
-    from tlops.steps.config import DEFAULTS
+    from tlops.steps.config import ResourcesConfig
 
+    defaults = ResourcesConfig()
     parameters = _documents(compiled / "pipelines" / PIPELINE_FILE)[0]["root"]["inputDefinitions"]["parameters"]
     kinds = {
         "gpu_accelerator_type": "STRING",
@@ -426,9 +427,9 @@ def test_gpu_pipeline_parameters_default_to_the_defaults(compiled: Path):
     assert {name for name in parameters if name.startswith("gpu_")} == set(kinds)
     for name, kind in kinds.items():
         assert parameters[name]["parameterType"] == kind, name
-        assert parameters[name]["defaultValue"] == getattr(DEFAULTS, name), name
-    assert DEFAULTS.gpu_accelerator_type == "nvidia.com/gpu" and DEFAULTS.gpu_node_selector == {}
-    assert DEFAULTS.gpu_tolerations == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        assert parameters[name]["defaultValue"] == getattr(defaults, name), name
+    assert defaults.gpu_accelerator_type == "nvidia.com/gpu" and defaults.gpu_node_selector == {}
+    assert defaults.gpu_tolerations == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 
 
 def test_another_gpu_node_pool_is_only_other_parameter_values(compiled: Path, tmp_path: Path):

@@ -158,7 +158,9 @@ def check_ranges(instance: Any) -> None:
         else:
             ok = True
         if not ok:
-            raise SettingError((item.name,), "{0} must be " + spec.describe_range() + f", got {value!r}")
+            close = difflib.get_close_matches(str(value), list(map(str, spec.choices or ())), n=2)
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            raise SettingError((item.name,), "{0} must be " + spec.describe_range() + f", got {value!r}{hint}")
 
 
 def coerce(value: Any, kind: Any, path: str) -> Any:
@@ -206,6 +208,9 @@ def coerce(value: Any, kind: Any, path: str) -> Any:
             return value
         problem = "a string"
     elif origin is tuple:
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            with contextlib.suppress(json.JSONDecodeError):
+                value = json.loads(value)
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
         if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):

@@ -43,6 +43,12 @@ class Port:
     is_list: bool = False
     required: bool = True
     default: Any = None
+    raw_default: Any = None
+
+    @property
+    def default_code(self) -> str:
+        """The default as Python source."""
+        return repr(self.raw_default)
 
     @property
     def type_text(self) -> str:
@@ -55,6 +61,13 @@ class Port:
 
 def _snake(name: str) -> str:
     return name.replace("-", "_")
+
+
+def _python_value(value: Any, kind: str) -> Any:
+    """A default as the component's Python signature has it (KFP stores whole numbers as floats)."""
+    if kind == "NUMBER_INTEGER" and isinstance(value, float):
+        return int(value)
+    return value
 
 
 def ports(spec: dict[str, Any], which: str) -> dict[str, Port]:
@@ -72,6 +85,7 @@ def ports(spec: dict[str, Any], which: str) -> dict[str, Port]:
             False,
             required=not parameter.get("isOptional"),
             default=shown_value(parameter["defaultValue"], kind) if "defaultValue" in parameter else None,
+            raw_default=_python_value(parameter.get("defaultValue"), kind),
         )
     return found
 
@@ -88,19 +102,23 @@ def description(component: Any) -> str:
 def _example(component: Any, file_name: str, inputs: dict[str, Port]) -> str:
     """A pipeline that loads the component from its YAML, imports its input artifacts and compiles.
 
-    The pipeline's parameters are the component's required parameters and one URI per input artifact; a list of
-    artifacts is imported in a ``dsl.ParallelFor`` and gathered with ``dsl.Collected``. A component with a
-    ``dsl.PipelineTaskFinalStatus`` input runs as the exit task of a ``dsl.ExitHandler`` around one importer.
+    The pipeline's parameters are the component's parameters (the optional ones with their defaults, so the example
+    shows every setting) and one URI per input artifact (optional artifacts included: leave them out of the call
+    to run without them); a list of artifacts is imported in a ``dsl.ParallelFor`` and gathered with
+    ``dsl.Collected``. A component with a ``dsl.PipelineTaskFinalStatus`` input runs as the exit task of a
+    ``dsl.ExitHandler`` around one importer.
     """
     variable, name = _snake(component.name), component.name
     arguments: list[str] = []  # the pipeline's parameters
     body: list[str] = []
     calls: list[str] = []
-    for port in inputs.values():
-        if not port.required or port.kind in SET_BY_KFP:
+    ordered = sorted(inputs.values(), key=lambda port: not port.artifact and not port.required)
+    for port in ordered:
+        if port.kind in SET_BY_KFP or (not port.artifact and not port.required and port.default is None):
             continue
         if not port.artifact:
-            arguments.append(f"{port.name}: {port.kind}")
+            default = f" = {port.default_code}" if not port.required else ""
+            arguments.append(f"{port.name}: {port.kind}{default}")
             calls.append(f"{port.name}={port.name}")
             continue
         uri = f"{port.name}_uri" if f"{port.name}_uri" not in inputs else f"{port.name}_artifact_uri"
@@ -115,9 +133,9 @@ def _example(component: Any, file_name: str, inputs: dict[str, Port]) -> str:
             arguments.append(f"{uri}: str")
             body.append(f"    {port.name} = dsl.importer(artifact_uri={uri}, artifact_class=dsl.{port.kind})")
             calls.append(f"{port.name}={port.name}.output")
-    optional = [port.name for port in inputs.values() if not port.required and port.kind not in SET_BY_KFP]
+    optional = [port.name for port in inputs.values() if not port.required and port.artifact]
     if optional:
-        body.append(f"    # left out, so they keep their defaults: {', '.join(optional)}")
+        body.append(f"    # optional: {', '.join(optional)} (leave out of the call below to run without)")
     exit_task = any(port.kind == "dsl.PipelineTaskFinalStatus" for port in inputs.values())
     body += [f"    {'exit_task = ' if exit_task else ''}{variable}(", *(f"        {call}," for call in calls), "    )"]
     if exit_task:

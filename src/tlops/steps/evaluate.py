@@ -11,11 +11,11 @@ from tlops.data.preprocessing import eval_transform
 from tlops.errors import TlopsError
 from tlops.evaluation.calibration import calibrate, softmax
 from tlops.evaluation.metrics import compute_metrics, predict_logits
+from tlops.promotion.config import RegistryConfig
 from tlops.promotion.gate import GateConfig
 from tlops.promotion.tracking import check_tracking_server
 from tlops.steps.champion import compare_with_champion
 from tlops.steps.common import localized_manifest
-from tlops.steps.config import DEFAULTS
 from tlops.steps.outputs import (
     CONFUSION_MATRIX_FILE,
     RELIABILITY_DIAGRAM_FILE,
@@ -44,7 +44,7 @@ def evaluate(
     runtime: Runtime,
     *,
     tracking_uri: str,
-    model_name: str = DEFAULTS.model_name,
+    model_name: str = RegistryConfig.model_name,
     gate: GateConfig | None = None,
 ) -> Evaluated:
     """Evaluate a trained classifier on the test split, then run the promotion gate against the champion.

@@ -8,10 +8,11 @@ from pathlib import Path
 from tlops.models.backbones import load_backbone
 from tlops.models.names import check_backbone_name
 from tlops.steps.common import localized_manifest
-from tlops.steps.config import DEFAULTS
+from tlops.steps.config import RunConfig, SelectionConfig, StorageConfig
 from tlops.steps.features import dataset_features, open_feature_cache
 from tlops.steps.outputs import PreparedData, ProbeSummary, write_features, write_probe
 from tlops.steps.runtime import Runtime
+from tlops.train.config import TrainConfig
 from tlops.train.probe import fit_linear_head
 
 logger = logging.getLogger(__name__)
@@ -24,10 +25,10 @@ def extract_and_probe(
     probe_dir: Path,
     runtime: Runtime,
     *,
-    image_size: int = DEFAULTS.image_size,
-    seed: int = DEFAULTS.seed,
-    class_weighted: bool = DEFAULTS.class_weighted,
-    feature_cache: str = DEFAULTS.feature_cache,
+    image_size: int = SelectionConfig.image_size,
+    seed: int = RunConfig.seed,
+    class_weighted: bool = TrainConfig.class_weighted,
+    feature_cache: str = StorageConfig.feature_cache,
 ) -> ProbeSummary:
     """Features of every split from the feature cache (one backbone pass on a miss), then the linear head on them.
 

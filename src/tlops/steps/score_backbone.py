@@ -14,10 +14,11 @@ from tlops.models.backbones import load_backbone
 from tlops.models.names import PIXELS_BASELINE, check_backbone_name
 from tlops.models.threads import single_blas_thread
 from tlops.steps.common import localized_manifest
-from tlops.steps.config import DEFAULTS
+from tlops.steps.config import RunConfig, SelectionConfig, StorageConfig
 from tlops.steps.features import dataset_features, open_feature_cache
 from tlops.steps.outputs import BackboneScore, PreparedData
 from tlops.steps.runtime import Runtime
+from tlops.train.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +31,12 @@ def score_backbone(
     output_dir: Path,
     runtime: Runtime,
     *,
-    image_size: int = DEFAULTS.image_size,
-    feature_cache: str = DEFAULTS.feature_cache,
-    scoring_images_per_class: int = DEFAULTS.scoring_images_per_class,
-    class_weighted: bool = DEFAULTS.class_weighted,
+    image_size: int = SelectionConfig.image_size,
+    feature_cache: str = StorageConfig.feature_cache,
+    scoring_images_per_class: int = SelectionConfig.scoring_images_per_class,
+    class_weighted: bool = TrainConfig.class_weighted,
     folds: int = DEFAULT_FOLDS,
-    seed: int = DEFAULTS.seed,
+    seed: int = RunConfig.seed,
 ) -> BackboneScore:
     """Features of every split (cached, so the extract step reuses them), then scores on the training split.
 

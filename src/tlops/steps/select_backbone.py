@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from tlops.errors import TlopsError
 from tlops.models.names import PIXELS_BASELINE, check_backbone_name
-from tlops.steps.config import DEFAULT_BACKBONE, DEFAULTS, SELECTION_METRICS, check_selection_options
+from tlops.settings import SettingError
+from tlops.steps.config import DEFAULT_BACKBONE, SELECTION_METRICS, RunConfig, SelectionConfig, StorageConfig, cli_name
 from tlops.steps.outputs import SELECTION_TABLE_FILE, BackboneScore, PreparedData, Selection
+from tlops.train.config import TrainConfig
 
 if TYPE_CHECKING:
     from tlops.steps.runtime import Runtime
@@ -36,14 +38,14 @@ def select_backbone(
     output_dir: Path,
     runtime: Runtime,
     *,
-    image_size: int = DEFAULTS.image_size,
-    feature_cache: str = DEFAULTS.feature_cache,
-    scoring_images_per_class: int = DEFAULTS.scoring_images_per_class,
-    class_weighted: bool = DEFAULTS.class_weighted,
-    metric: str = DEFAULTS.selection_metric,
-    max_params: int = DEFAULTS.max_params,
-    max_latency_ms: float = DEFAULTS.max_latency_ms,
-    seed: int = DEFAULTS.seed,
+    image_size: int = SelectionConfig.image_size,
+    feature_cache: str = StorageConfig.feature_cache,
+    scoring_images_per_class: int = SelectionConfig.scoring_images_per_class,
+    class_weighted: bool = TrainConfig.class_weighted,
+    metric: str = SelectionConfig.metric,
+    max_params: int = SelectionConfig.max_params,
+    max_latency_ms: float = SelectionConfig.max_latency_ms,
+    seed: int = RunConfig.seed,
 ) -> Selection:
     """Score every candidate and the raw-pixel baseline one after the other, then choose (see :func:`choose_backbone`).
 
@@ -61,7 +63,7 @@ def select_backbone(
         raise TlopsError(f"no candidate backbones given; pass at least one, e.g. --backbones {DEFAULT_BACKBONE}")
     for name in candidates:
         check_backbone_name(name)
-    check_selection_options(metric, max_params, max_latency_ms)
+    _check_selection(metric, max_params, max_latency_ms)
     PreparedData.read(data_dir)
     options = {
         "image_size": image_size,
@@ -95,9 +97,9 @@ def choose_backbone(
     output_dir: Path,
     *,
     baseline_dir: Path | None = None,
-    metric: str = DEFAULTS.selection_metric,
-    max_params: int = DEFAULTS.max_params,
-    max_latency_ms: float = DEFAULTS.max_latency_ms,
+    metric: str = SelectionConfig.metric,
+    max_params: int = SelectionConfig.max_params,
+    max_latency_ms: float = SelectionConfig.max_latency_ms,
 ) -> Selection:
     """Rank the scored candidates and choose one; write ``selection.json`` and the table ``selection.md``.
 
@@ -117,7 +119,7 @@ def choose_backbone(
     Raises:
         TlopsError: for an unknown metric, no scores, or when no candidate fits the budgets.
     """
-    check_selection_options(metric, max_params, max_latency_ms)
+    _check_selection(metric, max_params, max_latency_ms)
     scores = [BackboneScore.read(folder) for folder in score_dirs]
     if not scores:
         raise TlopsError("no scored candidates to choose from: run tlops score-backbone for each candidate first")
@@ -241,3 +243,15 @@ def selection_table(selection: Selection) -> str:
         + "\n\n"
         + reasons
     )
+
+
+def _check_selection(metric: str, max_params: int, max_latency_ms: float) -> None:
+    """Check the ranking options as the run config does, naming them by their flags.
+
+    Raises:
+        TlopsError: for an unknown metric or a negative budget.
+    """
+    try:
+        SelectionConfig(metric=metric, max_params=max_params, max_latency_ms=max_latency_ms)
+    except SettingError as error:
+        raise TlopsError(error.within("selection").render(cli_name)) from None

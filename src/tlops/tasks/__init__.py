@@ -13,4 +13,4 @@ from tlops.tasks.protocol import TASKS, Task
 __all__ = ["TASKS", "Task"]
 
 # Importing a task module registers it.
-from tlops.tasks import image_classification  # noqa: E402, F401
+from tlops.tasks import image_classification  # noqa: F401
