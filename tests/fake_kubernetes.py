@@ -4,6 +4,8 @@ It serves, over plain HTTP on 127.0.0.1, with the JSON the real API server answe
 
 - ``POST/GET/DELETE /apis/trainer.kubeflow.org/v1alpha1/namespaces/{ns}/trainjobs[/{name}]`` (409 on a
   duplicate, 404 for an unknown job, plain-text ``404 page not found`` while the CRD is "not installed");
+- ``GET /apis/apiextensions.k8s.io/v1/customresourcedefinitions/trainjobs.trainer.kubeflow.org``: the TrainJob
+  CRD, :attr:`FakeKubernetes.crd` (a Trainer v2.2+ one by default; :func:`trainjob_crd` makes an older one);
 - ``GET /api/v1/namespaces/{ns}/pods?labelSelector=k=v,...`` (equality selectors);
 - ``GET /api/v1/namespaces/{ns}/pods/{name}/log`` with ``timestamps`` and ``sinceSeconds``.
 
@@ -31,6 +33,7 @@ from urllib.parse import parse_qsl, urlsplit
 from loopback import LoopbackServer
 
 TRAINJOBS = re.compile(r"/apis/trainer\.kubeflow\.org/v1alpha1/namespaces/([^/]+)/trainjobs(?:/([^/]+))?")
+CRD = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/trainjobs.trainer.kubeflow.org"
 PODS = re.compile(r"/api/v1/namespaces/([^/]+)/pods")
 POD_LOG = re.compile(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/log")
 
@@ -77,6 +80,51 @@ def rfc3339_nano(time_ns: int) -> str:
     )
 
 
+def trainjob_crd(runtime_patches: bool = True) -> dict[str, Any]:
+    """The TrainJob CRD as the API server returns it, cut to what matters.
+
+    Args:
+        runtime_patches: Trainer v2.2 or later; ``False``: v2.0/v2.1, whose TrainJob spec has
+            ``podTemplateOverrides`` instead of ``runtimePatches``.
+    """
+    spec_fields: dict[str, Any] = {
+        "runtimeRef": {"type": "object"},
+        "trainer": {"type": "object"},
+        "suspend": {"type": "boolean"},
+        "managedBy": {"type": "string"},
+    }
+    spec_fields["runtimePatches" if runtime_patches else "podTemplateOverrides"] = {"type": "array"}
+    schema = {
+        "type": "object",
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": {"type": "object", "properties": spec_fields, "required": ["runtimeRef"]},
+            "status": {"type": "object"},
+        },
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "trainjobs.trainer.kubeflow.org", "resourceVersion": "1"},
+        "spec": {
+            "group": "trainer.kubeflow.org",
+            "names": {"kind": "TrainJob", "plural": "trainjobs", "singular": "trainjob", "listKind": "TrainJobList"},
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": "v1alpha1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": schema},
+                    "subresources": {"status": {}},
+                }
+            ],
+        },
+    }
+
+
 def status_body(code: int, reason: str, message: str, kind: str = "") -> dict[str, Any]:
     """A ``metav1.Status`` like the API server's error answers."""
     details = {"kind": kind} if kind else {}
@@ -91,6 +139,7 @@ class FakeKubernetes(LoopbackServer):
     def __init__(self) -> None:
         self.requests: list[Request] = []
         self.crd_installed = True
+        self.crd = trainjob_crd()
         self._state = _State()
         self._failures: list[_Failure] = []
         self._actions: dict[tuple[str, str], dict[int, list[Callable[[FakeKubernetes], None]]]] = {}
@@ -227,6 +276,11 @@ class FakeKubernetes(LoopbackServer):
                 if not self.crd_installed:
                     return 404, "404 page not found\n"
                 return self._trainjobs(method, match[1], match[2], body)
+            if path == CRD and method == "GET":
+                if not self.crd_installed:
+                    message = f'customresourcedefinitions.apiextensions.k8s.io "{CRD.rsplit("/", 1)[1]}" not found'
+                    return 404, status_body(404, "NotFound", message, "customresourcedefinitions")
+                return 200, self.crd
             if (match := POD_LOG.fullmatch(path)) and method == "GET":
                 return self._log(match[1], match[2], query)
             if (match := PODS.fullmatch(path)) and method == "GET":

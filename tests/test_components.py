@@ -353,7 +353,7 @@ def _launch_pipeline() -> Callable:
 @pytest.mark.pipeline
 def test_launch_trainjob_alone(workdir: Path, tmp_path: Path) -> None:
     from fake_kubernetes import FakeKubernetes
-    from tlops.train.trainjob import trainjob_name
+    from tlops.pipeline.trainjob import trainjob_name
 
     config = {
         "apiVersion": "v1",

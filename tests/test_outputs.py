@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tlops.data.demo import write_digits_imagefolder
-from tlops.data.prepare import prepare_data
+from tlops.data.prepare import prepare_data, read_manifest
 from tlops.errors import TlopsError
 from tlops.steps import outputs
 from tlops.steps.evaluate import evaluate
@@ -27,7 +27,6 @@ from tlops.steps.outputs import (
     Selection,
     Training,
     load_prepared,
-    read_manifest,
 )
 from tlops.steps.runtime import Runtime
 from tlops.train.config import TrainConfig

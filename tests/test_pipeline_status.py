@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import sys
 import tarfile
@@ -169,10 +170,15 @@ def test_a_failed_local_pipeline_is_recorded_in_mlflow_once_without_retries(
 
     data = _image_folder(tmp_path / "data", {"only-one-class": 6})  # prepare-data refuses a single class
     captured = io.StringIO()
-    monkeypatch.setattr(sys, "stdout", captured)
+    monkeypatch.setattr(sys, "stderr", captured)  # kfp.local's task lines: on stderr, at DEBUG (tlops -v)
+    local_logger = logging.getLogger("tlops.pipeline.local")
+    local_logger.setLevel(logging.DEBUG)
     parameters = {"data_uri": str(data), "tracking_uri": tracking_uri, "experiment": experiment}
-    with pytest.raises(PipelineFailed, match="prepare-data"):
-        run_locally(parameters, tmp_path / "out")
+    try:
+        with pytest.raises(PipelineFailed, match="prepare-data"):
+            run_locally(parameters, tmp_path / "out")
+    finally:
+        local_logger.setLevel(logging.NOTSET)
     log = captured.getvalue()
     assert log.count("Executing task 'prepare-data'") == 1  # kfp.local honours retries: tlops run builds none
     assert "Executing task 'record-pipeline-status'" in log

@@ -745,7 +745,7 @@ def test_run_on_an_imagefolder(local_runs: dict[str, LocalRun]) -> None:
     assert gate["reasons"] == ["no champion yet: the first becomes it"]
     assert gate["thresholds"].startswith("promote when accuracy improves: 95% paired-bootstrap CI lower bound > 0")
     # The accuracy is the evaluate step's predictions' accuracy, recomputed here on its output artifact.
-    from tlops.steps.outputs import read_predictions
+    from predictions import read_predictions
 
     (predictions,) = (output / "pipeline_root").rglob("predictions.safetensors")
     probabilities, targets = read_predictions(predictions.parent)

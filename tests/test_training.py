@@ -25,7 +25,7 @@ from sklearn import metrics as sk
 from sklearn.linear_model import LogisticRegression
 
 from tlops.data.demo import DIGIT_NAMES, write_digits_imagefolder
-from tlops.data.prepare import SplitConfig, prepare_data
+from tlops.data.prepare import SplitConfig, prepare_data, read_manifest
 from tlops.data.preprocessing import DataConfig, eval_transform
 from tlops.errors import TlopsError
 from tlops.evaluation.metrics import compute_metrics, expected_calibration_error
@@ -45,7 +45,6 @@ from tlops.steps.outputs import (
     load_model,
     read_features,
     read_head,
-    read_manifest,
     write_probe,
 )
 from tlops.steps.runtime import Runtime

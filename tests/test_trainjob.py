@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from fake_kubernetes import FakeKubernetes
+from fake_kubernetes import FakeKubernetes, trainjob_crd
 from tlops.errors import TlopsError
-from tlops.train.trainjob import (
+from tlops.pipeline.trainjob import (
     TrainJobSpec,
     launch_and_wait,
     load_kubernetes_client,
@@ -364,6 +364,33 @@ def test_a_missing_crd_says_to_install_the_trainer(fake: FakeKubernetes, api: An
         launch_and_wait(_spec(), api, **FAST)
     assert str(caught.value).startswith("the TrainJob CRD is not installed (trainjobs.trainer.kubeflow.org/v1alpha1")
     assert "install Kubeflow Trainer v2" in str(caught.value)
+
+
+def test_a_trainer_older_than_v2_2_is_refused_before_anything_is_created(fake: FakeKubernetes, api: Any) -> None:
+    fake.crd = trainjob_crd(runtime_patches=False)  # Trainer v2.0/v2.1: runtimePatches would be pruned silently
+    with pytest.raises(TlopsError) as caught:
+        launch_and_wait(_spec(), api, **FAST)
+    message = str(caught.value)
+    assert message.startswith("the installed Kubeflow Trainer is older than v2.2: its TrainJob CRD has no ")
+    assert "upgrade Kubeflow Trainer to v2.2 or later" in message and "\n" not in message
+    assert not fake.requests_to("POST")
+    fake.crd["spec"]["versions"][0]["name"] = "v1beta1"
+    with pytest.raises(TlopsError, match=r"does not serve TrainJob v1alpha1 .* serves \['v1beta1'\]\): install"):
+        launch_and_wait(_spec(), api, **FAST)
+
+
+def test_a_service_account_that_may_not_read_crds_skips_the_version_check(
+    fake: FakeKubernetes, api: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.fail("GET", "/customresourcedefinitions/", 403, "customresourcedefinitions is forbidden", times=None)
+    fake.on_get(NS, NAME, 1, lambda s: s.set_condition(NS, NAME, "Complete", reason="JobsCompleted"))
+    with caplog.at_level(logging.WARNING):
+        launch_and_wait(_spec(), api, **FAST)
+    assert "Cannot read the TrainJob CRD to check the Trainer version (403); it must be v2.2 or later" in caplog.text
+    assert fake.requests_to("POST")
+    fake.crd_installed = False  # and the CRD is gone: the create says so
+    with pytest.raises(TlopsError, match=r"^the TrainJob CRD is not installed .*: install Kubeflow Trainer v2.2"):
+        launch_and_wait(_spec(name="tlops-ft-other"), api, **FAST)
 
 
 def test_a_missing_namespace_is_named(fake: FakeKubernetes, api: Any) -> None:

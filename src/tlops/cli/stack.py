@@ -71,6 +71,7 @@ def _running_config(directory: Path) -> StackConfig | None:
 
 
 def _up(args: argparse.Namespace, directory: Path) -> int:
+    weed = services.find_weed(os.environ.get("PATH"))  # without the stack extra: say so before creating anything
     check_writable_dir(directory, "--dir")
     ports = Ports.derived(args.s3_port, args.mlflow_port)
     if not directory.exists():
@@ -85,7 +86,7 @@ def _up(args: argparse.Namespace, directory: Path) -> int:
             config = StackConfig(directory, ports, load_or_create_credentials(directory))
             _note(f"starting SeaweedFS (S3 {config.s3_endpoint}) and MLflow ({config.mlflow_uri}) in {directory}")
             started = time.monotonic()
-            lifecycle.start(config, os.environ)
+            lifecycle.start(config, os.environ, weed=weed)
             _note(f"ready in {time.monotonic() - started:.0f} s; data and logs stay in {directory}")
         env_file = Path(args.dir) / ENV_FILE
         write_private(directory / ENV_FILE, export_lines(config.env()))

@@ -79,29 +79,6 @@ def logme(features: np.ndarray, targets: np.ndarray, tol: float = 1e-3, max_iter
     return float(np.mean(evidences))
 
 
-def log_evidence_brute_force(features: np.ndarray, y: np.ndarray, alpha: float, beta: float) -> float:
-    """The log evidence ``log p(y | F, alpha, beta)`` computed directly, for checking the closed form.
-
-    The model: ``y ~ N(0, F F^T / alpha + I / beta)``, the marginal of ``y = F w + noise`` with
-    ``w ~ N(0, I / alpha)`` and ``noise ~ N(0, I / beta)``. Costs an ``N x N`` Cholesky; for tests.
-
-    Args:
-        features: ``(N, D)`` features ``F``.
-        y: ``(N,)`` regression target.
-        alpha: Prior precision of the weights.
-        beta: Precision of the noise.
-
-    Returns:
-        The log density of ``y``.
-    """
-    from scipy.stats import multivariate_normal
-
-    f = np.asarray(features, dtype=np.float64)
-    n = f.shape[0]
-    covariance = f @ f.T / alpha + np.eye(n) / beta
-    return float(multivariate_normal.logpdf(np.asarray(y, dtype=np.float64), mean=np.zeros(n), cov=covariance))
-
-
 def _spectrum(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Left singular vectors ``U`` (N, k) and squared singular values ``s2`` (k,) of the non-zero spectrum."""
     u, s, _ = np.linalg.svd(features, full_matrices=False)

@@ -82,11 +82,6 @@ class JsonRecord:
         except TypeError as error:
             raise TlopsError(f"{path} does not match its schema ({error}): run tlops {cls.STEP} again") from None
 
-    @classmethod
-    def read_optional(cls, folder: Path) -> Self | None:
-        """The record from ``folder``, or ``None`` when the folder holds no such file."""
-        return cls.read(folder) if (Path(folder) / cls.FILE).is_file() else None
-
     def to_dict(self) -> dict[str, Any]:
         """The record as a JSON-ready dict."""
         return asdict(self)

@@ -20,7 +20,8 @@ and the per-epoch checkpoint goes to ``<output>/checkpoints`` on S3, so a restar
 
 The run and task ids name the TrainJob, so a retry of the task finds and resumes the job of its previous attempt.
 The pipeline's service account needs create/get/delete on ``trainjobs.trainer.kubeflow.org``, list on ``pods``
-and get on ``pods/log`` in the namespace.
+and get on ``pods/log`` in the namespace, and, for the check of the Trainer version (v2.2 or later), get on
+``customresourcedefinitions.apiextensions.k8s.io`` (without it the check is skipped with a warning).
 """
 
 from kfp import dsl
@@ -53,12 +54,14 @@ def launch_trainjob(
 ) -> str:
     """Run ``command`` on ``num_nodes`` nodes as a TrainJob with the task's resources; return the TrainJob's name.
 
-    ``processes_per_node`` 0 is the runtime's default (one per GPU); ``namespace`` "" is the pod's own.
+    ``processes_per_node`` 0 is the runtime's default (one per GPU); ``namespace`` "" is the pod's own. Needs
+    Kubeflow Trainer v2.2 or later: the node selector, tolerations, affinity and pod labels travel in the TrainJob's
+    ``runtimePatches``, which v2.0 and v2.1 drop without a word, so the component refuses an older TrainJob CRD.
     """
     import os
 
     from tlops.io.logs import configure_logging
-    from tlops.train.trainjob import (
+    from tlops.pipeline.trainjob import (
         TrainJobSpec,
         launch_and_wait,
         load_kubernetes_client,

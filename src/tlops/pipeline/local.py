@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tlops.errors import TlopsError
+from tlops.pipeline.local_output import kfp_output_to_stderr
 
 if TYPE_CHECKING:
     from tlops.steps.outputs import RunSummary
@@ -39,8 +40,10 @@ def run_locally(parameters: dict[str, Any], output_dir: Path) -> RunSummary:
     """Execute the transfer-learning pipeline with kfp.local's SubprocessRunner in this Python environment.
 
     A run that fails (or is interrupted) leaves nothing in ``output_dir/pipeline_root``: its partial folder is
-    removed, and so is ``pipeline_root`` when this run created it. kfp.local's colours are off when stderr is no
-    terminal.
+    removed, and so is ``pipeline_root`` when this run created it. Nothing goes to stdout: the steps' log lines
+    and tracebacks go to stderr, and the rest of kfp.local's output (the executor's input JSON, its task records)
+    too when this module's logger is enabled for DEBUG (``tlops -v``); see :mod:`tlops.pipeline.local_output`.
+    kfp.local's colours are off when stderr is no terminal.
 
     Args:
         parameters: Pipeline parameters (``data_uri``, ``tracking_uri``, ...).
@@ -63,7 +66,8 @@ def run_locally(parameters: dict[str, Any], output_dir: Path) -> RunSummary:
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     try:
         try:
-            with warnings.catch_warnings(), _plain_kfp_logs():
+            verbose = logger.isEnabledFor(logging.DEBUG)
+            with warnings.catch_warnings(), _plain_kfp_logs(), kfp_output_to_stderr(verbose):
                 # kfp.local warns that images and Kubernetes settings are ignored locally: expected here.
                 warnings.filterwarnings("ignore", category=UserWarning, module=r"kfp\.local")
                 warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"kfp\.local")

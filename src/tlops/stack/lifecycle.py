@@ -120,6 +120,7 @@ def start(
     *,
     s3_timeout: float = S3_READY_TIMEOUT_S,
     mlflow_timeout: float = MLFLOW_READY_TIMEOUT_S,
+    weed: str | None = None,
 ) -> None:
     """Start SeaweedFS (with its S3 gateway) and the MLflow server detached, and wait until both work.
 
@@ -132,6 +133,7 @@ def start(
         environ: The environment the services inherit, less its AWS_ and MLFLOW_ variables.
         s3_timeout: Seconds SeaweedFS has to answer an S3 round trip.
         mlflow_timeout: Seconds the MLflow server has to answer.
+        weed: The SeaweedFS binary (default: :func:`services.find_weed` on the environment's ``PATH``).
 
     Raises:
         TlopsError: a service did not start; what had started is stopped, and the message ends with its log tail.
@@ -140,7 +142,7 @@ def start(
     config.path(WEED_DATA).mkdir(parents=True, exist_ok=True)
     pids = directory / PIDS_FILE
     pids.unlink(missing_ok=True)
-    weed = services.find_weed(environ.get("PATH"))
+    weed = weed or services.find_weed(environ.get("PATH"))
     services.write_s3_identities(config)
     (directory / STATE_FILE).write_text(json.dumps(config.state(), indent=2) + "\n")
     base = {k: v for k, v in environ.items() if not k.startswith(("AWS_", "MLFLOW_", processes.TOKEN_ENV))}

@@ -233,13 +233,6 @@ def port_taken(host: str, port: int) -> bool:
     return False
 
 
-def port_open(host: str, port: int) -> bool:
-    """Whether something accepts TCP connections on ``host:port``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1.0)
-        return probe.connect_ex((host, port)) == 0
-
-
 def log_tail(path: Path, lines: int) -> list[str]:
     """The last ``lines`` non-blank lines of a log file (none when it is missing)."""
     try:

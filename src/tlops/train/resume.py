@@ -11,9 +11,7 @@ S3 PUT is atomic), so a reader never sees half a checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import logging
 import os
 import random
@@ -32,11 +30,6 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "fine-tune-checkpoint.pt"
 CHECKPOINT_SCHEMA = 1
-
-
-def fingerprint_digest(fingerprint: dict[str, Any]) -> str:
-    """A short digest of a fingerprint, for messages."""
-    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass

@@ -15,14 +15,17 @@ from datetime import datetime
 from typing import Any
 
 from tlops.errors import TlopsError
-from tlops.train.trainjob.manifest import (
+from tlops.pipeline.trainjob.manifest import (
     COMPLETION_INDEX_KEY,
+    CRD_NAME,
     DIGEST_ANNOTATION,
     GROUP,
+    INSTALL_TRAINER,
     JOBSET_NAME_LABEL,
     LOG_OVERLAP_S,
     LOG_TAIL_LINES,
     MAX_TRANSIENT_ERRORS,
+    MIN_TRAINER_VERSION,
     NODE_JOB,
     PLURAL,
     REPLICATED_JOB_LABEL,
@@ -64,8 +67,8 @@ def launch_and_wait(
         The completed TrainJob object.
 
     Raises:
-        TlopsError: The API refused (RBAC, CRD not installed, webhook), the job failed (with its condition and
-            the last lines of node 0's log), never started, or ran past ``timeout_s``.
+        TlopsError: The API refused (RBAC, CRD not installed or older than Trainer v2.2, webhook), the job failed
+            (with its condition and the last lines of node 0's log), never started, or ran past ``timeout_s``.
     """
     from kubernetes import client
 
@@ -74,6 +77,7 @@ def launch_and_wait(
     jobs = _Jobs(client.CustomObjectsApi(api_client), spec, api_client.configuration.host)
     core = client.CoreV1Api(api_client)
     try:
+        check_trainer_version(api_client, spec)
         jobs.create_or_take_over(start_timeout_s)
     except _TransientError as exc:
         raise TlopsError(f"{exc}: check that the API server is up and reachable, then retry") from None
@@ -115,6 +119,64 @@ def launch_and_wait(
                 "raise the timeout or shorten the training"
             )
         time.sleep(poll_s)
+
+
+def check_trainer_version(api_client: Any, spec: TrainJobSpec) -> None:
+    """Refuse a Kubeflow Trainer older than v2.2: its TrainJob CRD has no ``spec.runtimePatches``.
+
+    The API server prunes fields a CRD's schema does not name, so an older Trainer would run the job without its
+    node selector, tolerations, affinity and pod labels. A service account that may not read CRDs (they are
+    cluster-scoped) skips the check with a warning.
+
+    Args:
+        api_client: A ``kubernetes.client.ApiClient``.
+        spec: The job (for the error messages).
+
+    Raises:
+        TlopsError: The TrainJob CRD is not installed, or lacks ``spec.runtimePatches`` or version ``v1alpha1``.
+    """
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    api = client.ApiextensionsV1Api(api_client)
+    try:
+        crd = json.loads(api.read_custom_resource_definition(CRD_NAME, _preload_content=False).data)
+    except ApiException as exc:
+        if exc.status in (401, 403):
+            logger.warning(
+                "Cannot read the TrainJob CRD to check the Trainer version (%s); it must be %s or later",
+                exc.status,
+                MIN_TRAINER_VERSION,
+            )
+            return
+        if exc.status == 404:
+            raise _crd_missing(_status_of(exc)[0]) from None
+        raise _api_error(exc, "get", "customresourcedefinitions", spec, CRD_NAME) from None
+    except HTTPError as exc:
+        raise _TransientError(f"cannot reach the Kubernetes API at {api_client.configuration.host}: {exc}") from None
+    versions = {version.get("name"): version for version in crd.get("spec", {}).get("versions") or []}
+    if not versions.get(VERSION, {}).get("served"):
+        raise TlopsError(
+            f"the installed Kubeflow Trainer does not serve TrainJob {VERSION} (CRD {CRD_NAME} serves "
+            f"{sorted(v for v in versions if versions[v].get('served'))}): install Trainer {MIN_TRAINER_VERSION} or "
+            f"later ({INSTALL_TRAINER})"
+        )
+    schema = (versions[VERSION].get("schema") or {}).get("openAPIV3Schema") or {}
+    spec_schema = (schema.get("properties") or {}).get("spec") or {}
+    if "runtimePatches" not in (spec_schema.get("properties") or {}):
+        raise TlopsError(
+            f"the installed Kubeflow Trainer is older than {MIN_TRAINER_VERSION}: its TrainJob CRD has no "
+            f"spec.runtimePatches, so the job's node selector, tolerations, affinity and pod labels would be dropped; "
+            f"upgrade Kubeflow Trainer to {MIN_TRAINER_VERSION} or later ({INSTALL_TRAINER})"
+        )
+
+
+def _crd_missing(message: str) -> TlopsError:
+    return TlopsError(
+        f"the TrainJob CRD is not installed ({PLURAL}.{GROUP}/{VERSION}: {message}): install Kubeflow Trainer "
+        f"{MIN_TRAINER_VERSION} or later ({INSTALL_TRAINER}) and its runtimes"
+    )
 
 
 class _TransientError(Exception):
@@ -231,11 +293,7 @@ def _api_error(exc: Any, verb: str, resource: str, spec: TrainJobSpec, ref: str)
     if status == 404 and kind == "namespaces":
         return TlopsError(f"namespace {spec.namespace} does not exist: create it or pass another namespace")
     if status == 404 and verb == "create":
-        return TlopsError(
-            f"the TrainJob CRD is not installed ({resource}/{VERSION}: {message}): install Kubeflow Trainer v2 "
-            "(kubectl apply --server-side -k 'https://github.com/kubeflow/trainer.git/manifests/overlays/manager"
-            "?ref=v2.3.0') and its runtimes"
-        )
+        return _crd_missing(message)
     if status == 404:
         return _Gone(f"{resource} of TrainJob {ref} not found ({message}): was the job or the Trainer CRD deleted?")
     if status in (400, 422):

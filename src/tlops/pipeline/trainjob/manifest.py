@@ -3,9 +3,11 @@
 The TrainJob (``trainer.kubeflow.org/v1alpha1``, Trainer v2.3) runs ``numNodes`` pods of the ``torch-distributed``
 ClusterTrainingRuntime; the runtime injects the ``PET_*`` variables torchrun reads, so the command starts with
 ``torchrun``. Pod settings the TrainJob API has no field for (node selector, tolerations, affinity, pod labels) go
-through one ``spec.runtimePatches`` entry for the replicated job ``node``. The Trainer names the JobSet after the
-TrainJob, so its node pods carry ``jobset.sigs.k8s.io/jobset-name=<name>`` and
-``jobset.sigs.k8s.io/replicatedjob-name=node``; node 0 is the one with ``batch.kubernetes.io/job-completion-index=0``.
+through one ``spec.runtimePatches`` entry for the replicated job ``node``. Trainer v2.0 and v2.1 have no such field
+and their API server drops it without a word, so the launcher refuses a Trainer older than
+:data:`MIN_TRAINER_VERSION`. The Trainer names the JobSet after the TrainJob, so its node pods carry
+``jobset.sigs.k8s.io/jobset-name=<name>`` and ``jobset.sigs.k8s.io/replicatedjob-name=node``; node 0 is the one with
+``batch.kubernetes.io/job-completion-index=0``.
 
 The ``kubernetes`` client is imported inside the functions. The environment is read only by the edge helpers
 (:func:`load_kubernetes_client`, :func:`service_account_namespace`).
@@ -26,6 +28,11 @@ from tlops.errors import TlopsError
 GROUP = "trainer.kubeflow.org"
 VERSION = "v1alpha1"
 PLURAL = "trainjobs"
+CRD_NAME = f"{PLURAL}.{GROUP}"
+MIN_TRAINER_VERSION = "v2.2"  # the first Trainer whose TrainJob has spec.runtimePatches; older ones prune it silently
+INSTALL_TRAINER = (
+    "kubectl apply --server-side -k 'https://github.com/kubeflow/trainer.git/manifests/overlays/manager?ref=v2.3.0'"
+)
 DEFAULT_RUNTIME = "torch-distributed"
 NODE_JOB = "node"  # the replicated job, and its container, that runs the trainer in the torch runtimes
 JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
