@@ -98,7 +98,7 @@ def _cases(inputs: dict[str, Path]) -> dict[str, tuple[list[str], list[str]]]:
         ),
         "select-backbone negative image size": (
             ["select-backbone", "--dataset", prepared, "--image-size", "-8"],
-            ["--image-size must be positive, got -8"],
+            ["--image-size must be >= 0, got -8"],
         ),
         "select-backbone negative budget": (
             ["select-backbone", "--dataset", prepared, "--max-params", "-5"],

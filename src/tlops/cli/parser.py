@@ -11,7 +11,6 @@ from tlops.cli.settings import add_config_file, add_settings
 from tlops.cli.staging import path_or_s3
 from tlops.pipeline.image import IMAGE_REPOSITORY
 from tlops.promotion.config import RegistryConfig
-from tlops.steps.config import DEFAULT_BACKBONE
 
 # What scoring one candidate reads.
 SCORING_SETTINGS = ("seed", "selection.image_size", "selection.scoring_images_per_class", "storage.feature_cache",
@@ -190,13 +189,6 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--root", type=Path, default=Path("."), help="repository root (default: current dir)")
     _add_image_arguments(compile_)
 
-    prepare = commands.add_parser("prepare-data", help="validate, split and write the manifest of a dataset")
-    prepare.add_argument(
-        "--data", required=True, help="folder, s3://bucket/prefix, .zip/.tar(.gz) archive or .csv manifest"
-    )
-    prepare.add_argument("--output", type=Path, required=True, help="directory for the manifest and report")
-    _add_step_settings(prepare, "seed", "split.*")
-
     fingerprint = commands.add_parser(
         "fingerprint-data",
         help="print a dataset source's fingerprint (its listing: paths, sizes, ETags or modification times)",
@@ -220,77 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--experiment", default=RegistryConfig.experiment, help="MLflow experiment (default: %(default)s)"
     )
 
-    dataset_help = "the prepare-data output folder"
-    score = commands.add_parser(
-        "score-backbone", help="extract one candidate's features (cached) and score them: probe, kNN, LogME, cost"
-    )
-    score.add_argument("--dataset", type=Path, required=True, help=dataset_help)
-    score.add_argument(
-        "--backbone", default=DEFAULT_BACKBONE, help="the candidate, or pixels for the no-transfer baseline"
-    )
-    score.add_argument("--output", type=Path, required=True, help="folder for the score record")
-    _add_step_settings(score, *SCORING_SETTINGS)
-
-    select = commands.add_parser(
-        "select-backbone",
-        help="score every candidate and the raw-pixel baseline on a prepared dataset, print the table, choose one",
-    )
-    select.add_argument("--dataset", type=Path, required=True, help=dataset_help)
-    select.add_argument(
-        "--output",
-        type=Path,
-        required=True,
-        help="folder for the ranking table (selection.md), its record and each candidate's score (scores/)",
-    )
-    _add_step_settings(select, *SCORING_SETTINGS, "selection.*")
-
-    extract = commands.add_parser("extract-features", help="cache backbone features and fit the linear probe")
-    extract.add_argument("--dataset", type=Path, required=True, help=dataset_help)
-    extract.add_argument("--backbone", default=DEFAULT_BACKBONE, help="the backbone (default: %(default)s)")
-    extract.add_argument("--output", type=Path, required=True, help="gets features/ and probe/ subdirectories")
-    _add_step_settings(extract, "seed", "selection.image_size", "storage.feature_cache", "train.class_weighted")
-
-    tune = commands.add_parser("fine-tune", help="train the classifier from the probe with a strategy")
-    tune.add_argument("--dataset", type=path_or_s3, required=True, help=dataset_help + " (or its s3:// prefix)")
-    tune.add_argument(
-        "--probe", type=path_or_s3, required=True, help="the probe/ folder of extract-features (or its s3:// prefix)"
-    )
-    tune.add_argument(
-        "--output",
-        type=path_or_s3,
-        required=True,
-        help="folder or s3:// prefix for the model and its training record",
-    )
-    tune.add_argument(
-        "--features",
-        type=path_or_s3,
-        help="the features/ folder of extract-features (mlp-probe needs it; default: beside --probe when present)",
-    )
-    tune.add_argument(
-        "--selection", type=path_or_s3, help="the select-backbone output, whose table auto reads (optional)"
-    )
-    _add_step_settings(tune, "seed", "train.*", "storage.checkpoint_uri", "resources.processes_per_node")
-
-    evaluate = commands.add_parser(
-        "evaluate",
-        help="evaluate a trained model on the test split, then run the promotion gate against the champion",
-    )
-    evaluate.add_argument("--dataset", type=Path, required=True, help=dataset_help)
-    evaluate.add_argument("--model", type=Path, required=True, help="the fine-tune output folder")
-    evaluate.add_argument("--output", type=Path, required=True, help="folder for metrics, plots, the gate")
-    _add_tracking_argument(evaluate, "sqlite:///./mlflow.db: the registry whose champion the gate compares against")
-    _add_step_settings(evaluate, "tracking.model_name", "gate.*")
-
-    register = commands.add_parser(
-        "register", help="log and register an evaluated model in MLflow, moving champion as the gate decided"
-    )
-    register.add_argument("--dataset", type=Path, required=True, help=dataset_help)
-    register.add_argument("--model", type=Path, required=True, help="the fine-tune output folder")
-    register.add_argument("--evaluation", type=Path, required=True, help="the evaluate output folder")
-    register.add_argument("--selection", type=Path, help="the select-backbone output folder, logged with the run")
-    register.add_argument("--output", type=Path, help="folder for the run summary (default: only printed)")
-    _add_tracking_argument(register, "sqlite:///./mlflow.db")
-    _add_step_settings(register, "tracking.*")
+    _add_step_commands(commands)
 
     submit = commands.add_parser(
         "submit",
@@ -396,6 +318,34 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", type=Path, required=True)
     _add_stack_parser(commands)
     return parser
+
+
+def _add_step_commands(commands: argparse._SubParsersAction) -> None:
+    """One command per pipeline step, generated from its entry (:data:`tlops.steps.entries.STEPS`)."""
+    from tlops.steps.entries import STEPS
+
+    for name, entry in STEPS:
+        command = commands.add_parser(name, help=entry.help, description=entry.help[0].upper() + entry.help[1:] + ".")
+        if name == "prepare-data":
+            command.add_argument("--data", required=True, help=entry.arguments[0].help)
+        for folder in entry.folders:
+            suffix = " (or its s3:// prefix)" if folder.s3 else ""
+            command.add_argument(
+                f"--{folder.name}",
+                type=path_or_s3 if folder.s3 else Path,
+                required=folder.required,
+                help=folder.help + suffix + ("" if folder.required else " (optional)"),
+            )
+        output_type = path_or_s3 if name == "fine-tune" else Path
+        command.add_argument("--output", type=output_type, required=name != "register", help=entry.output_help)
+        for argument in entry.arguments:
+            if argument.name == "tracking_uri":
+                _add_tracking_argument(command, "sqlite:///./mlflow.db")
+            elif argument.name != "data":
+                command.add_argument(
+                    f"--{argument.name}", default=argument.default, help=f"{argument.help} (default: %(default)s)"
+                )
+        _add_step_settings(command, *entry.settings)
 
 
 def _add_stack_parser(commands: argparse._SubParsersAction) -> None:

@@ -4,11 +4,13 @@ No ``from __future__ import annotations`` here: KFP reads the annotations at dec
 bodies are shipped into the container as source, so every import sits inside them. Each body configures
 logging first (:func:`tlops.io.logs.configure_logging`), so the steps' log lines reach the pod's log.
 
+Each body calls its step through :func:`tlops.steps.entries.run_step`, the entry the CLI's step command calls too,
+handing it its inputs (``dict(locals())``, first thing) and mapping the result onto its output artifacts.
 Settings: a component's setting inputs are the pipeline parameters of the run config
-(:func:`tlops.steps.config.to_parameters`) it reads, each optional with the run config's default
+(:func:`tlops.steps.config.to_parameters`) its step reads, each optional with the run config's default
 (:func:`with_setting_defaults` writes the defaults into the component spec, so a user of components/*.yaml
-restates none of them), and each body rebuilds its settings with :func:`tlops.steps.config.from_parameters`
-(``from_parameters(locals())``, first thing), which checks them and names a bad one as Kubeflow users do.
+restates none of them); ``run_step`` rebuilds the settings from them, checking each and naming a bad one as
+Kubeflow users do (``train_settings.mixup``).
 """
 
 from typing import NamedTuple, Optional
@@ -55,27 +57,21 @@ def prepare_data(
     ``source_fingerprint`` (from fingerprint-data) is not read: as an input it keys the step's cache, so that a
     cached prepared dataset is reused only while the files behind ``data_uri`` are unchanged.
     """
-    from tlops.steps.config import from_parameters
-
-    settings = from_parameters(locals())
+    inputs = dict(locals())
     import os
     import shutil
-    from dataclasses import replace
     from pathlib import Path
 
-    from tlops.data.archives import ArchiveLimits
-    from tlops.data.prepare import prepare_data as run
     from tlops.io.logs import configure_logging
+    from tlops.steps.entries import run_step
     from tlops.steps.outputs import REPORT_FILE
-    from tlops.steps.runtime import runtime_from_environment
 
     configure_logging()
-    runtime = runtime_from_environment(os.environ)
-    split = replace(settings.split, archive_limits=ArchiveLimits.from_environment(os.environ))
-    prepared = run(data_uri, Path(dataset.path), split, runtime.s3)
+    folder = Path(dataset.path)
+    prepared = run_step("prepare-data", inputs, os.environ, output=folder, arguments={"data": data_uri})
     dataset.metadata.update({"digest": prepared.digest, "classes": prepared.classes, **prepared.num_images})
     dataset.metadata["source_fingerprint"] = source_fingerprint
-    shutil.copyfile(Path(dataset.path) / REPORT_FILE, report.path)
+    shutil.copyfile(folder / REPORT_FILE, report.path)
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
@@ -90,28 +86,18 @@ def score_backbone(
     selection_settings: Optional[dict] = None,
 ):
     """Extract one candidate's features into the feature cache; score them (probe, kNN, LogME) and the cost."""
-    from tlops.steps.config import from_parameters
-
-    settings = from_parameters(locals())
+    inputs = dict(locals())
     import os
     from pathlib import Path
 
     from tlops.io.logs import configure_logging
-    from tlops.steps.runtime import runtime_from_environment
-    from tlops.steps.score_backbone import score_backbone as run
+    from tlops.steps.entries import run_step
 
     configure_logging()
-    result = run(
-        Path(dataset.path),
-        backbone,
-        Path(score.path),
-        runtime_from_environment(os.environ),
-        image_size=settings.selection.image_size,
-        feature_cache=settings.storage.feature_cache,
-        scoring_images_per_class=settings.selection.scoring_images_per_class,
-        class_weighted=settings.train.class_weighted,
-        seed=settings.seed,
-    )
+    result = run_step(
+        "score-backbone", inputs, os.environ, folders={"dataset": Path(dataset.path)}, output=Path(score.path),
+        arguments={"backbone": backbone},
+    )  # fmt: skip
     score.metadata.update(result.to_dict())
 
 
@@ -125,28 +111,19 @@ def score_baseline(
     selection_settings: Optional[dict] = None,
 ):
     """Score the no-transfer baseline (a linear probe on raw 32x32 pixels) like a candidate, on the CPU image."""
-    from tlops.steps.config import from_parameters
-
-    settings = from_parameters(locals())
+    inputs = dict(locals())
     import os
     from pathlib import Path
 
     from tlops.io.logs import configure_logging
     from tlops.models.names import PIXELS_BASELINE
-    from tlops.steps.runtime import runtime_from_environment
-    from tlops.steps.score_backbone import score_backbone as run
+    from tlops.steps.entries import run_step
 
     configure_logging()
-    result = run(
-        Path(dataset.path),
-        PIXELS_BASELINE,
-        Path(score.path),
-        runtime_from_environment(os.environ),
-        feature_cache=settings.storage.feature_cache,
-        scoring_images_per_class=settings.selection.scoring_images_per_class,
-        class_weighted=settings.train.class_weighted,
-        seed=settings.seed,
-    )
+    result = run_step(
+        "score-backbone", inputs, os.environ, folders={"dataset": Path(dataset.path)}, output=Path(score.path),
+        arguments={"backbone": PIXELS_BASELINE},
+    )  # fmt: skip
     score.metadata.update(result.to_dict())
 
 
@@ -195,28 +172,18 @@ def extract_features(
     class_weighted: Optional[bool] = None,
 ):
     """Read the chosen backbone's features from the feature cache (one pass on a miss); fit a linear head."""
-    from tlops.steps.config import from_parameters
-
-    settings = from_parameters(locals())
+    inputs = dict(locals())
     import os
     from pathlib import Path
 
     from tlops.io.logs import configure_logging
-    from tlops.steps.extract_features import extract_and_probe
-    from tlops.steps.runtime import runtime_from_environment
+    from tlops.steps.entries import run_step
 
     configure_logging()
-    summary = extract_and_probe(
-        Path(dataset.path),
-        backbone,
-        Path(features.path),
-        Path(probe.path),
-        runtime_from_environment(os.environ),
-        image_size=settings.selection.image_size,
-        seed=settings.seed,
-        class_weighted=settings.train.class_weighted,
-        feature_cache=settings.storage.feature_cache,
-    )
+    summary = run_step(
+        "extract-features", inputs, os.environ, folders={"dataset": Path(dataset.path)},
+        arguments={"backbone": backbone}, outputs={"features": Path(features.path), "probe": Path(probe.path)},
+    )  # fmt: skip
     probe.metadata.update(summary.to_dict())
 
 
@@ -242,28 +209,20 @@ def fine_tune(
     ``processes_per_node`` > 1 the step runs under torchrun (DistributedDataParallel, one process per GPU), every
     process getting the whole config; ``checkpoint_uri`` (an ``s3://`` prefix) lets a retried pod resume.
     """
-    from tlops.steps.config import from_parameters
-
-    settings = from_parameters(locals())
+    inputs = dict(locals())
     import html
     import os
     from pathlib import Path
 
     from tlops.evaluation.plots import html_page
     from tlops.io.logs import configure_logging
-    from tlops.steps.fine_tune import fine_tune_on_processes as run
-    from tlops.steps.runtime import runtime_from_environment
+    from tlops.steps.entries import run_step
 
     configure_logging()
-    training = run(
-        Path(dataset.path),
-        Path(probe.path),
-        Path(model.path),
-        settings,
-        runtime_from_environment(os.environ),
-        features_dir=Path(features.path) if features is not None else None,
-        selection_dir=Path(selection.path) if selection is not None else None,
-    )
+    folders = {"dataset": Path(dataset.path), "probe": Path(probe.path)}
+    folders |= {name: Path(artifact.path) for name, artifact in (("features", features), ("selection", selection))
+                if artifact is not None}  # fmt: skip
+    training = run_step("fine-tune", inputs, os.environ, folders=folders, output=Path(model.path))
     model.metadata.update({k: getattr(training, k) for k in ("strategy", "reasons", "best_epoch", "val_accuracy")})
     curves = sorted(Path(model.path).glob("*.png"))
     Path(learning_curves.path).write_text(
@@ -286,29 +245,20 @@ def evaluate(
     gate_settings: Optional[dict] = None,
 ):
     """Evaluate on the test split (calibrated), then compare with the registered champion on the same images."""
-    from tlops.steps.config import from_parameters
-
-    settings = from_parameters(locals())
+    inputs = dict(locals())
     import os
     from pathlib import Path
 
     from tlops.evaluation.plots import html_page
     from tlops.io.logs import configure_logging
-    from tlops.steps.evaluate import evaluate as run
+    from tlops.steps.entries import run_step
     from tlops.steps.gate_report import gate_report as report
-    from tlops.steps.runtime import runtime_from_environment
 
     configure_logging()
-    runtime = runtime_from_environment(os.environ)
-    result, comparison = run(
-        Path(dataset.path),
-        Path(model.path),
-        Path(evaluation.path),
-        runtime,
-        tracking_uri=tracking_uri,
-        model_name=settings.tracking.model_name,
-        gate=settings.gate,
-    )
+    result, comparison = run_step(
+        "evaluate", inputs, os.environ, folders={"dataset": Path(dataset.path), "model": Path(model.path)},
+        output=Path(evaluation.path), arguments={"tracking_uri": tracking_uri},
+    )  # fmt: skip
     evaluation.metadata.update({"promote": comparison.promote, "gate": comparison.reasons})
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
@@ -349,33 +299,23 @@ def register(
     Every setting of the run is an input (each optional, with its default), so the run's whole config is logged
     with it (``config/config.yaml``: ``tlops run --config`` repeats the run).
     """
-    from tlops.steps.config import from_parameters
-
-    settings = from_parameters(locals())
+    inputs = dict(locals())
     import os
     from collections import namedtuple
-    from dataclasses import replace
     from pathlib import Path
 
     from tlops.io.logs import configure_logging
-    from tlops.steps.register import register as run
+    from tlops.steps.entries import run_step
 
     configure_logging()
-    summary = run(
-        Path(dataset.path),
-        Path(model.path),
-        Path(evaluation.path),
-        replace(settings.tracking, tracking_uri=tracking_uri),
-        output_dir=Path(registration.path),
-        selection_dir=Path(selection.path) if selection is not None else None,
-        run_config=settings.to_mapping(),
-        lineage={
-            "kfp_run_id": kfp_run_id,
-            "kfp_run_name": kfp_run_name,
-            "kfp_pipeline_name": kfp_pipeline_name,
-            "git_commit": os.environ.get("TLOPS_GIT_COMMIT", ""),  # baked into the images at build time
-        },
-    )
+    folders = {"dataset": Path(dataset.path), "model": Path(model.path), "evaluation": Path(evaluation.path)}
+    folders["selection"] = Path(selection.path) if selection is not None else None
+    lineage = {"kfp_run_id": kfp_run_id, "kfp_run_name": kfp_run_name, "kfp_pipeline_name": kfp_pipeline_name}
+    lineage["git_commit"] = os.environ.get("TLOPS_GIT_COMMIT", "")  # baked into the images at build time
+    summary = run_step(
+        "register", inputs, os.environ, folders=folders, output=Path(registration.path),
+        arguments={"tracking_uri": tracking_uri}, lineage=lineage,
+    )  # fmt: skip
     registration.metadata.update(
         {"version": summary.version, "model_uri": summary.model_uri, "aliases": summary.aliases}
         | {"champion": summary.champion}

@@ -1,0 +1,422 @@
+"""One entry per pipeline step: its folders, the settings it reads, and the one call of its step function.
+
+The CLI's step commands (``tlops prepare-data``, ``tlops fine-tune``, ...) are generated from :data:`STEPS`, and
+each KFP component calls :meth:`StepEntry.run` with its artifacts' paths: both edges call the same function with
+the same mapping of the run config onto it, written once here. A step's settings are the run-config paths it
+reads (``train.*`` for a section), which give the command's flags and the component's setting inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tlops.registry import Registry
+from tlops.steps.config import RunConfig
+
+if TYPE_CHECKING:
+    from tlops.io.storage import S3Client
+    from tlops.steps.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class Folder:
+    """An input folder of a step (another step's output).
+
+    Attributes:
+        name: The option and component input (``dataset`` -> ``--dataset``).
+        help: What it is.
+        required: Whether the step needs it (an optional one changes what the step can do).
+        s3: Whether the command accepts an ``s3://`` prefix for it (downloaded first).
+    """
+
+    name: str
+    help: str
+    required: bool = True
+    s3: bool = False
+
+
+@dataclass(frozen=True)
+class Argument:
+    """A value a step takes that is not a setting of the run (which candidate, which dataset, which server).
+
+    Attributes:
+        name: The option (``backbone`` -> ``--backbone``).
+        help: What it is.
+        default: Its default (``None``: required).
+    """
+
+    name: str
+    help: str
+    default: str | None = None
+
+
+@dataclass
+class StepCall:
+    """What one run of a step gets from its edge (the CLI or a KFP component).
+
+    Attributes:
+        folders: Input folder name -> path (``None`` when an optional one is not given).
+        output: The step's output folder (``None`` for register without ``--output``).
+        config: The run's settings.
+        arguments: Argument name -> value.
+        make_runtime: Builds the device, workers, caches and S3 client (imports torch: only steps that need it call
+            it).
+        make_s3: Builds an S3 client (for the data step, which needs no torch).
+        lineage: Where the run happens (KFP run id, image commit), for register.
+        outputs: Output folders of a step with several (a KFP component's artifacts); the default is a subfolder
+            of ``output`` per name.
+    """
+
+    folders: dict[str, Path | None]
+    output: Path | None
+    config: RunConfig
+    arguments: dict[str, Any] = field(default_factory=dict)
+    make_runtime: Callable[[], Runtime] | None = None
+    make_s3: Callable[[], S3Client] | None = None
+    lineage: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+    def output_folder(self, name: str) -> Path:
+        """The output folder ``name`` of a step with several: given, or ``output/name``."""
+        if name in self.outputs:
+            return self.outputs[name]
+        assert self.output is not None
+        return self.output / name
+
+    def runtime(self) -> Runtime:
+        """The runtime, built by the edge's factory."""
+        assert self.make_runtime is not None, "the edge gives a runtime factory"
+        return self.make_runtime()
+
+
+@dataclass(frozen=True)
+class StepEntry:
+    """A pipeline step as both edges see it.
+
+    Attributes:
+        name: The command and component name (``fine-tune``).
+        help: One line for ``tlops --help``.
+        settings: Run-config paths the step reads (``section.*`` for a whole section).
+        folders: Its input folders.
+        arguments: Its other inputs.
+        output_help: What its ``--output`` folder gets.
+        call: Calls the step function; returns its result.
+        describe: The result as JSON-ready data (what the command prints).
+    """
+
+    name: str
+    help: str
+    settings: tuple[str, ...]
+    folders: tuple[Folder, ...]
+    arguments: tuple[Argument, ...]
+    output_help: str
+    call: Callable[[StepCall], Any]
+    describe: Callable[[Any], Any]
+
+    def run(self, call: StepCall) -> Any:
+        """Run the step: the one call both edges make."""
+        return self.call(call)
+
+
+STEPS: Registry[StepEntry] = Registry("step", "tlops COMMAND")
+
+DATASET = Folder("dataset", "the prepare-data output folder", s3=True)
+SCORING_SETTINGS = (
+    "seed",
+    "selection.image_size",
+    "selection.scoring_images_per_class",
+    "storage.feature_cache",
+    "train.class_weighted",
+)
+
+
+def _scoring(config: RunConfig) -> dict[str, Any]:
+    """What scoring a candidate reads from the run config."""
+    return {
+        "image_size": config.selection.image_size,
+        "feature_cache": config.storage.feature_cache,
+        "scoring_images_per_class": config.selection.scoring_images_per_class,
+        "class_weighted": config.train.class_weighted,
+        "seed": config.seed,
+    }
+
+
+def _prepare(call: StepCall) -> Any:
+    from tlops.data.prepare import prepare_data
+
+    assert call.make_s3 is not None and call.output is not None
+    return prepare_data(call.arguments["data"], call.output, call.config.split, call.make_s3())
+
+
+def _score(call: StepCall) -> Any:
+    from tlops.steps.score_backbone import score_backbone
+
+    assert call.output is not None
+    dataset = call.folders["dataset"]
+    return score_backbone(dataset, call.arguments["backbone"], call.output, call.runtime(), **_scoring(call.config))
+
+
+def _select(call: StepCall) -> Any:
+    from tlops.steps.select_backbone import select_backbone
+
+    assert call.output is not None
+    selection = call.config.selection
+    return select_backbone(
+        call.folders["dataset"],
+        list(selection.backbones),
+        call.output,
+        call.runtime(),
+        **_scoring(call.config),
+        metric=selection.metric,
+        max_params=selection.max_params,
+        max_latency_ms=selection.max_latency_ms,
+    )
+
+
+def _extract(call: StepCall) -> Any:
+    from tlops.steps.extract_features import extract_and_probe
+
+    scoring = _scoring(call.config)
+    scoring.pop("scoring_images_per_class")
+    return extract_and_probe(
+        call.folders["dataset"],
+        call.arguments["backbone"],
+        call.output_folder("features"),
+        call.output_folder("probe"),
+        call.runtime(),
+        **scoring,
+    )
+
+
+def _fine_tune(call: StepCall) -> Any:
+    from tlops.steps.fine_tune import fine_tune_on_processes
+
+    assert call.output is not None
+    config = call.config
+    if not config.storage.checkpoint_uri:  # a re-run resumes from the output's checkpoint
+        config = replace(config, storage=replace(config.storage, checkpoint_uri=str(call.output / "checkpoints")))
+    probe = call.folders["probe"]
+    features = call.folders.get("features")
+    if features is None and probe is not None and (Path(probe).parent / "features").is_dir():
+        features = Path(probe).parent / "features"  # extract-features' output folder holds both
+    return fine_tune_on_processes(
+        call.folders["dataset"],
+        probe,
+        call.output,
+        config,
+        call.runtime(),
+        features_dir=features,
+        selection_dir=call.folders.get("selection"),
+    )
+
+
+def _evaluate(call: StepCall) -> Any:
+    from tlops.steps.evaluate import evaluate
+
+    assert call.output is not None
+    return evaluate(
+        call.folders["dataset"],
+        call.folders["model"],
+        call.output,
+        call.runtime(),
+        tracking_uri=call.arguments["tracking_uri"],
+        model_name=call.config.tracking.model_name,
+        gate=call.config.gate,
+    )
+
+
+def _register(call: StepCall) -> Any:
+    from tlops.steps.register import register
+
+    tracking = replace(call.config.tracking, tracking_uri=call.arguments["tracking_uri"])
+    return register(
+        call.folders["dataset"],
+        call.folders["model"],
+        call.folders["evaluation"],
+        tracking,
+        output_dir=call.output,
+        selection_dir=call.folders.get("selection"),
+        lineage=call.lineage,
+        run_config=call.config.to_mapping(),
+    )
+
+
+def _describe_prepared(result: Any) -> dict[str, Any]:
+    return {
+        "digest": result.digest,
+        "classes": result.classes,
+        "images": result.num_images,
+        "quarantined": len(result.quarantined),
+    }
+
+
+TRACKING = Argument("tracking_uri", "MLflow tracking URI")
+BACKBONE = Argument("backbone", "the backbone", default="efficientnet_lite0")
+
+STEPS.add(
+    "prepare-data",
+    StepEntry(
+        "prepare-data",
+        "validate, split and write the manifest of a dataset",
+        ("seed", "split.*"),
+        (),
+        (Argument("data", "folder, s3://bucket/prefix, .zip/.tar(.gz) archive or .csv manifest"),),
+        "folder for the manifest and report",
+        _prepare,
+        _describe_prepared,
+    ),
+)
+STEPS.add(
+    "score-backbone",
+    StepEntry(
+        "score-backbone",
+        "extract one candidate's features (cached) and score them: probe, kNN, LogME, cost",
+        SCORING_SETTINGS,
+        (DATASET,),
+        (Argument("backbone", "the candidate, or pixels for the no-transfer baseline", default="efficientnet_lite0"),),
+        "folder for the score record",
+        _score,
+        lambda result: result.to_dict(),
+    ),
+)
+STEPS.add(
+    "select-backbone",
+    StepEntry(
+        "select-backbone",
+        "score every candidate and the raw-pixel baseline on a prepared dataset, print the table, choose one",
+        (*SCORING_SETTINGS, "selection.*"),
+        (DATASET,),
+        (),
+        "folder for the ranking table (selection.md), its record and each candidate's score (scores/)",
+        _select,
+        lambda result: result.ranking,
+    ),
+)
+STEPS.add(
+    "extract-features",
+    StepEntry(
+        "extract-features",
+        "cache backbone features and fit the linear probe",
+        ("seed", "selection.image_size", "storage.feature_cache", "train.class_weighted"),
+        (DATASET,),
+        (BACKBONE,),
+        "gets features/ and probe/ subdirectories",
+        _extract,
+        lambda result: result.to_dict(),
+    ),
+)
+STEPS.add(
+    "fine-tune",
+    StepEntry(
+        "fine-tune",
+        "train the classifier from the probe with a strategy",
+        ("seed", "train.*", "storage.checkpoint_uri", "resources.processes_per_node"),
+        (
+            DATASET,
+            Folder("probe", "the probe/ folder of extract-features", s3=True),
+            Folder(
+                "features",
+                "the features/ folder of extract-features (mlp-probe needs it; default: beside --probe when present)",
+                required=False,
+                s3=True,
+            ),
+            Folder("selection", "the select-backbone output, whose table auto reads", required=False, s3=True),
+        ),
+        (),
+        "folder or s3:// prefix for the model and its training record",
+        _fine_tune,
+        lambda result: {k: v for k, v in result.to_dict().items() if k != "history"},
+    ),
+)
+STEPS.add(
+    "evaluate",
+    StepEntry(
+        "evaluate",
+        "evaluate a trained model on the test split, then run the promotion gate against the champion",
+        ("tracking.model_name", "gate.*"),
+        (DATASET, Folder("model", "the fine-tune output folder")),
+        (TRACKING,),
+        "folder for metrics, plots, the gate",
+        _evaluate,
+        lambda result: result.evaluation.metrics,
+    ),
+)
+STEPS.add(
+    "register",
+    StepEntry(
+        "register",
+        "log and register an evaluated model in MLflow, moving champion as the gate decided",
+        ("tracking.*",),
+        (
+            DATASET,
+            Folder("model", "the fine-tune output folder"),
+            Folder("evaluation", "the evaluate output folder"),
+            Folder("selection", "the select-backbone output folder, logged with the run", required=False),
+        ),
+        (TRACKING,),
+        "folder for the run summary (default: only printed)",
+        _register,
+        lambda result: result.to_dict(),
+    ),
+)
+
+
+def run_step(
+    name: str,
+    parameters: Mapping[str, Any],
+    environ: Mapping[str, str],
+    *,
+    folders: dict[str, Path | None] | None = None,
+    output: Path | None = None,
+    arguments: dict[str, Any] | None = None,
+    outputs: dict[str, Path] | None = None,
+    lineage: dict[str, str] | None = None,
+) -> Any:
+    """Run step ``name`` as a KFP component does: settings from its inputs, the runtime from ``environ``.
+
+    Args:
+        name: The step (:data:`STEPS`).
+        parameters: The component's inputs (its ``locals()``): the setting inputs among them are read
+            (:func:`~tlops.steps.config.from_parameters`, naming a bad one as Kubeflow does).
+        environ: The pod's environment (device, workers, caches, S3 endpoint, archive limits).
+        folders: Input artifacts' paths.
+        output: The output artifact's path.
+        arguments: The step's other inputs (backbone, data URI, tracking URI).
+        outputs: The output artifacts of a step with several.
+        lineage: Where the run happens, for register.
+
+    Returns:
+        The step function's result.
+    """
+    from tlops.steps.config import from_parameters
+
+    config = from_parameters(dict(parameters))
+    if name == "prepare-data":
+        from tlops.data.archives import ArchiveLimits
+
+        config = replace(config, split=replace(config.split, archive_limits=ArchiveLimits.from_environment(environ)))
+
+    def make_runtime() -> Runtime:
+        from tlops.steps.runtime import runtime_from_environment
+
+        return runtime_from_environment(environ)
+
+    def make_s3() -> S3Client:
+        from tlops.io.storage import make_s3_client
+
+        return make_s3_client()
+
+    call = StepCall(
+        folders=folders or {},
+        output=output,
+        config=config,
+        arguments=arguments or {},
+        make_runtime=make_runtime,
+        make_s3=make_s3,
+        lineage=lineage or {},
+        outputs=outputs or {},
+    )
+    return STEPS.get(name).run(call)
