@@ -118,8 +118,9 @@ def preflight_dataset(
         TlopsError: when the source is missing, unsafe or malformed, or its classes are too few or too small.
     """
     config = config or SplitConfig()
-    if cache is not None and _usable(cache, source):
-        with _prepared_entry(source, config, s3, cache, fingerprint) as entry:
+    keyed = _cache_key(source, config, s3, cache, fingerprint)
+    if cache is not None and keyed is not None:
+        with _prepared_entry(source, config, s3, cache, *keyed) as entry:
             prepared = PreparedData.read(entry)
             prepared.output_dir = str(entry)
             return prepared
@@ -307,8 +308,9 @@ def prepare_data(
     output_dir = Path(output_dir).resolve()
     check_writable_dir(output_dir)
     check_output_apart(source, output_dir)
-    if cache is not None and _usable(cache, source):
-        with _prepared_entry(source, config, s3, cache, fingerprint) as entry:
+    keyed = _cache_key(source, config, s3, cache, fingerprint)
+    if cache is not None and keyed is not None:
+        with _prepared_entry(source, config, s3, cache, *keyed) as entry:
             return _copy_prepared(entry, output_dir)
     return _prepare_to(source, output_dir, config, s3)[0]
 
@@ -338,28 +340,39 @@ def _prepare_to(
     return prepared, read
 
 
-def _usable(cache: PreparedCache, source: str) -> bool:
-    """Whether the prepared-dataset cache can be written and lies apart from a local ``source``."""
+def _cache_key(
+    source: str, config: SplitConfig, s3: S3Client | None, cache: PreparedCache | None, fingerprint: str | None
+) -> tuple[str, str] | None:
+    """The cache key of ``source`` and its fingerprint; ``None`` without a usable cache or a listable source.
+
+    A cache that cannot be written or lies inside a local dataset is skipped with a warning. A source that
+    cannot be fingerprinted (missing, empty, refused) is prepared without the cache, which then fails with the
+    usual message.
+    """
+    if cache is None:
+        return None
     try:
         check_writable_dir(cache.root, "the prepared-dataset cache")
         check_output_apart(source, cache.root)
     except TlopsError as error:
         logger.warning("not using the prepared-dataset cache %s: %s", cache.root, error)
-        return False
-    return True
+        return None
+    try:
+        fingerprint = fingerprint or source_fingerprint(source, s3)
+    except TlopsError:
+        return None
+    return cache_key(source, fingerprint, config), fingerprint
 
 
 @contextmanager
 def _prepared_entry(
-    source: str, config: SplitConfig, s3: S3Client | None, cache: PreparedCache, fingerprint: str | None
+    source: str, config: SplitConfig, s3: S3Client | None, cache: PreparedCache, key: str, fingerprint: str
 ) -> Iterator[Path]:
     """A complete prepared output of ``source`` for the time of the ``with``: the cache's, made first if missing.
 
     A result that read files the fingerprint does not cover (a CSV naming s3:// objects elsewhere) is not
     cached: it is yielded from a scratch folder, removed afterwards.
     """
-    fingerprint = fingerprint or source_fingerprint(source, s3)
-    key = cache_key(source, fingerprint, config)
     entry = cache.entry(key)
     if entry is not None:
         logger.info("reusing the prepared dataset of %s (fingerprint %s): no image decoded", key, fingerprint)

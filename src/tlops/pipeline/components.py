@@ -36,15 +36,16 @@ def prepare_data(
 ):
     """Validate every image of a dataset (folder, s3://, archive or CSV manifest), split it, write the manifest.
 
-    ``source_fingerprint`` (from fingerprint-data) is not read: as an input it keys the step's cache, so that a
-    cached prepared dataset is reused only while the files behind ``data_uri`` are unchanged.
+    ``source_fingerprint`` (from fingerprint-data) keys the step's cache, so that a cached prepared dataset is
+    reused only while the files behind ``data_uri`` are unchanged, and the prepared-dataset cache in the runtime
+    cache dir: an entry that ``tlops run``'s preflight wrote is copied, no image decoded again.
     """
     import os
     import shutil
     from pathlib import Path
 
     from tlops.data.archives import ArchiveLimits
-    from tlops.data.prepare import SplitConfig
+    from tlops.data.prepare import PreparedCache, SplitConfig
     from tlops.data.prepare import prepare_data as run
     from tlops.io.logs import configure_logging
     from tlops.steps.outputs import REPORT_FILE
@@ -54,7 +55,8 @@ def prepare_data(
     runtime = runtime_from_environment(os.environ)
     limits = ArchiveLimits.from_environment(os.environ)
     config = SplitConfig(val_fraction, test_fraction, seed, archive_limits=limits)
-    prepared = run(data_uri, Path(dataset.path), config, runtime.s3)
+    cache = PreparedCache.in_cache_dir(runtime.cache_dir)
+    prepared = run(data_uri, Path(dataset.path), config, runtime.s3, cache, source_fingerprint or None)
     dataset.metadata.update({"digest": prepared.digest, "classes": prepared.classes, **prepared.num_images})
     dataset.metadata["source_fingerprint"] = source_fingerprint
     shutil.copyfile(Path(dataset.path) / REPORT_FILE, report.path)
