@@ -180,9 +180,9 @@ def command_run(args: argparse.Namespace) -> int:
     import shutil
 
     from tlops.data.demo import write_digits_imagefolder
-    from tlops.data.prepare import preflight_dataset
+    from tlops.data.prepare import PreparedCache, preflight_dataset
     from tlops.data.sources import check_data_argument, check_output_apart
-    from tlops.io.paths import check_writable_dir
+    from tlops.io.paths import cache_dir_from_environment, check_writable_dir
     from tlops.io.storage import check_writable_location, make_s3_client
     from tlops.models.availability import check_backbone_available
     from tlops.promotion.tracking import check_tracking_server, resolve_tracking_uri
@@ -215,7 +215,9 @@ def command_run(args: argparse.Namespace) -> int:
                 config = replace(config, selection=replace(config.selection, image_size=DEMO_IMAGE_SIZE))
             print(f"no --data given: using the built-in demo data (scikit-learn digits) in {data_uri}")
         s3 = make_s3_client() if data_uri.startswith("s3://") else None
-        prepared = preflight_dataset(data_uri, split, s3)
+        # Prepared for real into the prepared-dataset cache: the prepare-data step copies it, decoding nothing.
+        cache = PreparedCache.in_cache_dir(cache_dir_from_environment(os.environ))
+        prepared = preflight_dataset(data_uri, split, s3, cache)
     except BaseException:
         if created:
             shutil.rmtree(output, ignore_errors=True)

@@ -106,6 +106,7 @@ def _check_step_arguments(args: argparse.Namespace, entry: StepEntry, config: Ru
 
 def _run_step(args: argparse.Namespace, entry: StepEntry, config: RunConfig) -> object:
     """Call the step through its entry (as its KFP component does); returns what the command prints (as JSON)."""
+    from tlops.io.paths import cache_dir_from_environment
     from tlops.steps.entries import StepCall
 
     def make_runtime():
@@ -124,10 +125,11 @@ def _run_step(args: argparse.Namespace, entry: StepEntry, config: RunConfig) -> 
         folders={folder.name: getattr(args, folder.name, None) for folder in entry.folders},
         output=args.output,
         config=config,
-        arguments={argument.name: getattr(args, argument.name) for argument in entry.arguments},
+        arguments={argument.name: getattr(args, argument.name, None) for argument in entry.arguments},
         make_runtime=make_runtime,
         make_s3=make_s3,
         lineage={"git_commit": os.environ.get("TLOPS_GIT_COMMIT", "")},  # set in images built from a commit
+        cache_dir=cache_dir_from_environment(os.environ),
     )
     if entry.name == "fine-tune" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return _fine_tune_rank(call)

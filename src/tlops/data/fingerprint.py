@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -77,3 +78,24 @@ def source_fingerprint(source: str, s3: S3Client | None = None) -> str:
         raise TlopsError(f"dataset {source!r} holds no files; pass --data a folder or prefix with images")
     digest = hashlib.sha256("\n".join(entries).encode()).hexdigest()
     return f"{len(entries)}-{digest}"
+
+
+def fingerprint_covers(source: str, uris: Iterable[str]) -> bool:
+    """Whether every one of ``uris`` lies in the folder or prefix whose listing :func:`source_fingerprint` hashes.
+
+    A CSV manifest may name ``s3://`` objects anywhere; a change to one of those does not change the fingerprint,
+    so a result read from them must not be cached under it.
+
+    Args:
+        source: The dataset source, as given to :func:`source_fingerprint`.
+        uris: The local paths or ``s3://`` URIs of the files read.
+    """
+    root = _listed_root(source)
+    if is_s3_uri(root):
+        prefix = root.rstrip("/") + "/"
+        return all(uri.startswith(prefix) for uri in uris)
+    base = Path(root)
+    return all(
+        not is_s3_uri(uri) and (Path(uri).is_relative_to(base) or Path(uri).resolve().is_relative_to(base))
+        for uri in uris
+    )

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 import zlib
 from dataclasses import dataclass
 
@@ -43,6 +44,9 @@ MAX_IMAGE_PIXELS = 89_478_485  # Pillow's default decompression-bomb limit, enfo
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _WHITE = (255, 255, 255, 255)
+# How many times decode_image ran in this process (for benchmarks and tests that assert a pass was skipped).
+_decodes = 0
+_decodes_lock = threading.Lock()
 
 
 class InvalidImageError(ValueError):
@@ -66,6 +70,11 @@ class DecodedImage:
     format: str
 
 
+def decode_count() -> int:
+    """How many times :func:`decode_image` was called in this process (failed decodes included)."""
+    return _decodes
+
+
 def decode_image(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> DecodedImage:
     """Fully decode image bytes into an RGB picture, applying EXIF orientation.
 
@@ -83,6 +92,9 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> DecodedI
         InvalidImageError: (a ``ValueError``) when the bytes are empty, not an image of a supported format,
             truncated or corrupt, or too large to decode safely.
     """
+    global _decodes
+    with _decodes_lock:
+        _decodes += 1
     if not data:
         raise InvalidImageError("empty file")
     try:

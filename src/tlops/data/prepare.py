@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import shutil
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from tlops.data.fingerprint import fingerprint_covers, source_fingerprint
 from tlops.data.images import SUPPORTED_FORMATS, decode_image
 from tlops.data.layouts import OUTSIDE_CLASS_FOLDER, Layout, SourceFile, list_layout
 from tlops.data.leakage import resolve_duplicates
 from tlops.data.prepared import MANIFEST_FILE, REPORT_FILE, SUMMARY_FILE, TEXT_COLUMNS, PreparedData
+from tlops.data.prepared_cache import PreparedCache, cache_key
 from tlops.data.report import render_report
 from tlops.data.sources import OpenedSource, check_data_argument, check_output_apart, open_source
 from tlops.data.splits import SPLITS, SplitConfig, assign_splits, carve_validation, split_counts
@@ -29,6 +34,7 @@ __all__ = [
     "REPORT_FILE",
     "SPLITS",
     "SUMMARY_FILE",
+    "PreparedCache",
     "PreparedData",
     "SourceFile",
     "SplitConfig",
@@ -48,6 +54,8 @@ __all__ = [
 ]
 
 EXTRACTED_DIR = "files"  # an archive source is extracted here, inside the output directory
+
+logger = logging.getLogger(__name__)
 
 
 def list_image_folder(source: str, s3: S3Client | None = None) -> list[SourceFile]:
@@ -80,20 +88,42 @@ def check_dataset(source: str, config: SplitConfig | None = None, s3: S3Client |
         return _checked_layout(opened, source, config, s3)
 
 
-def preflight_dataset(source: str, config: SplitConfig | None = None, s3: S3Client | None = None) -> PreparedData:
-    """Everything :func:`prepare_data` checks, writing nothing: the preflight of ``tlops run``.
+def preflight_dataset(
+    source: str,
+    config: SplitConfig | None = None,
+    s3: S3Client | None = None,
+    cache: PreparedCache | None = None,
+    fingerprint: str | None = None,
+) -> PreparedData:
+    """Everything :func:`prepare_data` checks: the preflight of ``tlops run``.
 
     Every file is read and decoded as the prepare-data step will, so a dataset that passes here passes there
     (a class whose files are all broken, or that duplicates leave short, fails here, before any step runs).
-    Archives are extracted into a temporary folder, removed again.
+    With a ``cache``, the dataset is prepared for real into it, so that the prepare-data step given the same
+    cache and fingerprint copies the result instead of decoding every image again; an entry already there is
+    reused. Without one, nothing is written (archives are extracted into a temporary folder, removed again).
+
+    Args:
+        source: The dataset: folder, archive or CSV, local or s3://.
+        config: Split fractions, seed and read parallelism.
+        s3: S3 client, needed for s3:// sources.
+        cache: Where prepared datasets are kept, or ``None``.
+        fingerprint: The source's fingerprint (:func:`tlops.data.fingerprint.source_fingerprint`), when the
+            caller has it; listed here when ``None`` and a cache is given.
 
     Returns:
-        What prepare-data would produce (without ``output_dir``).
+        What prepare-data produces (``output_dir`` is the cache entry, or empty without a cache).
 
     Raises:
         TlopsError: when the source is missing, unsafe or malformed, or its classes are too few or too small.
     """
     config = config or SplitConfig()
+    keyed = _cache_key(source, config, s3, cache, fingerprint)
+    if cache is not None and keyed is not None:
+        with _prepared_entry(source, config, s3, cache, *keyed) as entry:
+            prepared = PreparedData.read(entry)
+            prepared.output_dir = str(entry)
+            return prepared
     with open_source(source, s3, limits=config.archive_limits) as opened:
         return _prepare(_checked_layout(opened, source, config, s3), source, config, s3)[1]
 
@@ -234,7 +264,12 @@ def _inspect(file: SourceFile, s3: S3Client | None) -> dict[str, Any]:
 
 
 def prepare_data(
-    source: str, output_dir: Path, config: SplitConfig | None = None, s3: S3Client | None = None
+    source: str,
+    output_dir: Path,
+    config: SplitConfig | None = None,
+    s3: S3Client | None = None,
+    cache: PreparedCache | None = None,
+    fingerprint: str | None = None,
 ) -> PreparedData:
     """Validate a dataset, split it and write the manifest, summary and report.
 
@@ -245,11 +280,19 @@ def prepare_data(
     the reason, as does every copy of an image found under two labels. Exact duplicates are collapsed so none
     straddles two splits: a copy in test wins over val, which wins over train.
 
+    With a ``cache``, the result is looked up by the source's fingerprint and the split settings
+    (:func:`tlops.data.prepared_cache.cache_key`): a complete entry is copied to ``output_dir`` and no image is
+    decoded; otherwise the dataset is prepared into a new entry first. A cache that cannot be used (not
+    writable, or inside a local dataset) is skipped with a warning.
+
     Args:
         source: The dataset: folder, archive or CSV, local or s3://.
         output_dir: Where ``manifest.csv``, ``prepare_summary.json`` and ``report.md`` are written.
         config: Split fractions, seed and read parallelism.
         s3: S3 client, needed for s3:// sources.
+        cache: Where prepared datasets are kept, or ``None`` to always read every image.
+        fingerprint: The source's fingerprint (:func:`tlops.data.fingerprint.source_fingerprint`), when the
+            caller has it; listed here when ``None`` and a cache is given.
 
     Returns:
         The digest, classes, per-split counts, quarantine list, duplicates and imbalance.
@@ -265,17 +308,118 @@ def prepare_data(
     output_dir = Path(output_dir).resolve()
     check_writable_dir(output_dir)
     check_output_apart(source, output_dir)
+    keyed = _cache_key(source, config, s3, cache, fingerprint)
+    if cache is not None and keyed is not None:
+        with _prepared_entry(source, config, s3, cache, *keyed) as entry:
+            return _copy_prepared(entry, output_dir)
+    return _prepare_to(source, output_dir, config, s3)[0]
+
+
+def _prepare_to(
+    source: str, output_dir: Path, config: SplitConfig, s3: S3Client | None
+) -> tuple[PreparedData, list[str]]:
+    """Prepare ``source`` into ``output_dir`` (checked); also return the files read that are not from an archive."""
     created = not output_dir.exists()
     try:
         with open_source(source, s3, extract_to=output_dir / EXTRACTED_DIR, limits=config.archive_limits) as opened:
-            manifest, prepared = _prepare(_checked_layout(opened, source, config, s3), source, config, s3)
+            layout = _checked_layout(opened, source, config, s3)
+            manifest, prepared = _prepare(layout, source, config, s3)
+            read = [f.uri for f in layout.files]
             if opened.extracted is not None:  # relative to the output directory, which travels with the files
+                read = [uri for uri in read if not Path(uri).is_relative_to(opened.extracted)]
                 manifest["uri"] = [
                     Path(uri).relative_to(output_dir).as_posix() if Path(uri).is_relative_to(opened.extracted) else uri
                     for uri in manifest["uri"]
                 ]
             prepared.output_dir = str(output_dir)
             _write_outputs(manifest, prepared, output_dir)
+    except BaseException:
+        if created:
+            shutil.rmtree(output_dir, ignore_errors=True)
+        raise
+    return prepared, read
+
+
+def _cache_key(
+    source: str, config: SplitConfig, s3: S3Client | None, cache: PreparedCache | None, fingerprint: str | None
+) -> tuple[str, str] | None:
+    """The cache key of ``source`` and its fingerprint; ``None`` without a usable cache or a listable source.
+
+    A cache that cannot be written or lies inside a local dataset is skipped with a warning. A source that
+    cannot be fingerprinted (missing, empty, refused) is prepared without the cache, which then fails with the
+    usual message.
+    """
+    if cache is None:
+        return None
+    try:
+        check_writable_dir(cache.root, "the prepared-dataset cache")
+        check_output_apart(source, cache.root)
+    except TlopsError as error:
+        logger.warning("not using the prepared-dataset cache %s: %s", cache.root, error)
+        return None
+    try:
+        fingerprint = fingerprint or source_fingerprint(source, s3)
+    except TlopsError:
+        return None
+    return cache_key(source, fingerprint, config), fingerprint
+
+
+@contextmanager
+def _prepared_entry(
+    source: str, config: SplitConfig, s3: S3Client | None, cache: PreparedCache, key: str, fingerprint: str
+) -> Iterator[Path]:
+    """A complete prepared output of ``source`` for the time of the ``with``: the cache's, made first if missing.
+
+    A result that read files the fingerprint does not cover (a CSV naming s3:// objects elsewhere) is not
+    cached: it is yielded from a scratch folder, removed afterwards.
+    """
+    entry = cache.entry(key)
+    if entry is not None:
+        logger.info("reusing the prepared dataset of %s (fingerprint %s): no image decoded", key, fingerprint)
+        yield entry
+        return
+    with cache.scratch() as scratch:
+        folder = scratch / key
+        read = _prepare_to(source, folder, config, s3)[1]
+        if fingerprint_covers(source, read):
+            yield cache.publish(key, folder)
+        else:
+            logger.info("not caching the prepared dataset of %s: it reads files outside the listed source", source)
+            yield folder
+
+
+def _copy_prepared(entry: Path, output_dir: Path) -> PreparedData:
+    """Copy a prepared output to ``output_dir`` (checked), its summary last and pointing at ``output_dir``.
+
+    Extracted archive files are hard-linked where the file system allows (they are never written again);
+    the manifest and report are copied, so that editing them in ``output_dir`` cannot change the cache.
+    """
+    created = not output_dir.exists()
+    extracted = entry / EXTRACTED_DIR
+
+    def link_or_copy(src: str, dst: str) -> None:
+        Path(dst).unlink(missing_ok=True)  # a new file: never write through an old link into the cache
+        if Path(src).is_relative_to(extracted):
+            try:
+                os.link(src, dst)
+                return
+            except OSError:
+                pass  # another file system, or no hard links: copy
+        shutil.copy2(src, dst)
+
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / SUMMARY_FILE).unlink(missing_ok=True)  # until the copy is complete, no output is
+        shutil.copytree(
+            entry,
+            output_dir,
+            dirs_exist_ok=True,
+            copy_function=link_or_copy,
+            ignore=lambda folder, _names: [SUMMARY_FILE] if Path(folder) == entry else [],
+        )
+        prepared = PreparedData.read(entry)
+        prepared.output_dir = str(output_dir)
+        prepared.write(output_dir)  # last: its presence marks a complete output
     except BaseException:
         if created:
             shutil.rmtree(output_dir, ignore_errors=True)

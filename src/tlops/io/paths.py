@@ -5,9 +5,27 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from tlops.errors import TlopsError
+
+CACHE_DIR_ENV = "TLOPS_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    """The runtime cache dir when ``TLOPS_CACHE_DIR`` is unset: ``~/.cache/tlops``."""
+    return Path.home() / ".cache" / "tlops"
+
+
+def cache_dir_from_environment(environ: Mapping[str, str]) -> Path:
+    """The runtime cache dir (weights, features, prepared datasets): ``TLOPS_CACHE_DIR``, else the default.
+
+    Args:
+        environ: The environment (``os.environ`` at the edges, a dict in tests).
+    """
+    value = environ.get(CACHE_DIR_ENV)
+    return Path(value) if value else default_cache_dir()
 
 
 def check_writable_dir(path: Path, what: str = "--output") -> None:

@@ -25,6 +25,7 @@ from torch import nn
 
 from tlops.data.preprocessing import DataConfig
 from tlops.errors import TlopsError
+from tlops.io.paths import default_cache_dir as default_cache_dir  # re-exported
 from tlops.io.storage import S3Client, download, is_s3_uri
 from tlops.models.names import BUNDLED, NAMES_HELP, PIXELS_BASELINE, PIXELS_SIZE, did_you_mean, split_backbone_name
 from tlops.registry import Registry
@@ -87,11 +88,6 @@ def pixels_baseline() -> Backbone:
     """
     config = DataConfig(input_size=PIXELS_SIZE, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=1.0)
     return Backbone(name=PIXELS_BASELINE, model=nn.Flatten(), num_features=3 * PIXELS_SIZE**2, data_config=config)
-
-
-def default_cache_dir() -> Path:
-    """Where converted and downloaded weights are cached."""
-    return Path.home() / ".cache" / "tlops"
 
 
 def load_backbone(

@@ -54,8 +54,9 @@ def prepare_data(
 ):
     """Validate every image of a dataset (folder, s3://, archive or CSV manifest), split it, write the manifest.
 
-    ``source_fingerprint`` (from fingerprint-data) is not read: as an input it keys the step's cache, so that a
-    cached prepared dataset is reused only while the files behind ``data_uri`` are unchanged.
+    ``source_fingerprint`` (from fingerprint-data) keys the step's cache, so that a cached prepared dataset is
+    reused only while the files behind ``data_uri`` are unchanged, and the prepared-dataset cache in the runtime
+    cache dir: an entry that ``tlops run``'s preflight wrote is copied, no image decoded again.
     """
     inputs = dict(locals())
     import os
@@ -68,7 +69,8 @@ def prepare_data(
 
     configure_logging()
     folder = Path(dataset.path)
-    prepared = run_step("prepare-data", inputs, os.environ, output=folder, arguments={"data": data_uri})
+    arguments = {"data": data_uri, "fingerprint": source_fingerprint or None}
+    prepared = run_step("prepare-data", inputs, os.environ, output=folder, arguments=arguments)
     dataset.metadata.update({"digest": prepared.digest, "classes": prepared.classes, **prepared.num_images})
     dataset.metadata["source_fingerprint"] = source_fingerprint
     shutil.copyfile(folder / REPORT_FILE, report.path)

@@ -68,6 +68,8 @@ class StepCall:
         lineage: Where the run happens (KFP run id, image commit), for register.
         outputs: Output folders of a step with several (a KFP component's artifacts); the default is a subfolder
             of ``output`` per name.
+        cache_dir: The runtime cache folder (``$TLOPS_CACHE_DIR``): prepare-data reuses the dataset the
+            preflight of ``tlops run`` prepared there.
     """
 
     folders: dict[str, Path | None]
@@ -78,6 +80,7 @@ class StepCall:
     make_s3: Callable[[], S3Client] | None = None
     lineage: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, Path] = field(default_factory=dict)
+    cache_dir: Path | None = None
 
     def output_folder(self, name: str) -> Path:
         """The output folder ``name`` of a step with several: given, or ``output/name``."""
@@ -145,10 +148,13 @@ def _scoring(config: RunConfig) -> dict[str, Any]:
 
 
 def _prepare(call: StepCall) -> Any:
-    from tlops.data.prepare import prepare_data
+    from tlops.data.prepare import PreparedCache, prepare_data
 
     assert call.make_s3 is not None and call.output is not None
-    return prepare_data(call.arguments["data"], call.output, call.config.split, call.make_s3())
+    cache = PreparedCache.in_cache_dir(call.cache_dir) if call.cache_dir is not None else None
+    source = call.arguments["data"]
+    s3 = call.make_s3() if source.startswith("s3://") else None
+    return prepare_data(source, call.output, call.config.split, s3, cache, call.arguments.get("fingerprint"))
 
 
 def _score(call: StepCall) -> Any:
@@ -391,6 +397,7 @@ def run_step(
     Returns:
         The step function's result.
     """
+    from tlops.io.paths import cache_dir_from_environment
     from tlops.steps.config import from_parameters
 
     config = from_parameters(dict(parameters))
@@ -418,5 +425,6 @@ def run_step(
         make_s3=make_s3,
         lineage=lineage or {},
         outputs=outputs or {},
+        cache_dir=cache_dir_from_environment(environ),
     )
     return STEPS.get(name).run(call)

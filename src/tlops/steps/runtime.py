@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
+from tlops.io.paths import cache_dir_from_environment, default_cache_dir
 from tlops.io.storage import S3Client, make_s3_client
-from tlops.models.backbones import default_cache_dir
 from tlops.models.device import resolve_device
 
 MAX_DEFAULT_WORKERS = 8
@@ -63,11 +63,10 @@ def runtime_from_environment(environ: Mapping[str, str]) -> Runtime:
     Args:
         environ: The environment (``os.environ`` at the edges, a dict in tests).
     """
-    cache = environ.get("TLOPS_CACHE_DIR")
     workers = environ.get("TLOPS_WORKERS")
     return Runtime(
         device=resolve_device(environ.get("TLOPS_DEVICE", "auto")),
         s3=make_s3_client(),
-        cache_dir=Path(cache) if cache else default_cache_dir(),
+        cache_dir=cache_dir_from_environment(environ),
         workers=int(workers) if workers else default_workers(available_cpus()),
     )
