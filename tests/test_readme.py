@@ -1,9 +1,11 @@
-"""README.md is the contract: every command it shows runs here as written, or is listed in NOT_RUN with the reason.
+"""The documentation is the contract: every command and Python snippet it shows runs here as written, or is listed
+in NOT_RUN with the reason.
 
-Commands are taken from the fenced code blocks of README.md, bench/README.md and docker/README.md, and from their
-inline code spans that start with a program (``tlops``, ``python``, ``bash``, ...). ``&&`` chains are split and
-trailing ``# comments`` dropped. ``test_every_readme_command_is_run_or_excused`` fails for a command that no test
-declares with ``@covers`` and that NOT_RUN does not excuse, and for entries that no README shows any more.
+Commands are taken from the fenced code blocks of README.md, docs/*.md, bench/README.md and docker/README.md, and
+from their inline code spans that start with a program (``tlops``, ``python``, ``bash``, ...). ``&&`` chains are
+split and trailing ``# comments`` dropped. Each ```python block is one snippet, run whole through
+:func:`readme_snippet`. ``test_every_readme_command_is_run_or_excused`` fails for a command or snippet that no
+test declares with ``@covers`` and that NOT_RUN does not excuse, and for entries that no page shows any more.
 
 The tests take each command's text from the README through :func:`readme_command`, which asserts that the line
 is there and returns its argv with only paths, hosts and bucket names substituted; the size of the data is the
@@ -45,7 +47,13 @@ from PIL import Image, ImageDraw
 from tlops.train.config import STRATEGIES
 
 REPO = Path(__file__).resolve().parents[1]
-READMES = ("README.md", "bench/README.md", "docker/README.md")
+# Every page whose commands and snippets are run: the README, the docs/ pages, the benchmark and image READMEs.
+READMES = (
+    "README.md",
+    *(path.relative_to(REPO).as_posix() for path in sorted((REPO / "docs").glob("*.md"))),
+    "bench/README.md",
+    "docker/README.md",
+)
 BIN = Path(sys.executable).parent
 TLOPS = BIN / "tlops"
 RUN_TIMEOUT_S = 1200
@@ -63,6 +71,7 @@ FENCE = re.compile(r"^\s*(`{3,}|~{3,})\s*([\w+-]*)")
 INLINE = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
 ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console", "zsh"}
+PYTHON_LANGUAGES = {"python", "py"}
 PROGRAMS = {
     "tlops", "python", "python3", "pip", "pip3", "bash", "sh", "source", "export", "docker", "kubectl", "helm",
     "mlflow", "git", "ruff", "lint-imports", "pytest", "curl", "make", "uv", "weed",
@@ -72,12 +81,16 @@ MENTION = re.compile(r"^tlops [a-z][a-z-]*$")  # `tlops promote` in prose names 
 
 @dataclass(frozen=True)
 class Shown:
-    """One command a README shows: where, and its text (whitespace collapsed, comment dropped)."""
+    """One command a README shows: where, and its text (whitespace collapsed, comment dropped).
+
+    A Python snippet (a whole ```python block) has ``python`` set and its text as shown, line breaks kept.
+    """
 
     readme: str
     line: int
     text: str
     inline: bool
+    python: bool = False
 
 
 def _outside_quotes(line: str) -> Iterator[tuple[int, str]]:
@@ -140,18 +153,28 @@ def is_command(text: str, shell_block: bool) -> bool:
 
 
 def commands_in(markdown: str, readme: str = "README.md") -> list[Shown]:
-    """Every command in the fenced blocks of ``markdown`` and in its inline code spans that start with a program."""
+    """Every command in the fenced blocks of ``markdown`` and in its inline code spans that start with a program,
+    and every ```python block as one snippet."""
     shown: list[Shown] = []
     fence: str | None = None
     shell_block = False
+    snippet: list[str] | None = None  # the lines of the open ```python block
+    opened_at = 0
     for number, raw in enumerate(markdown.splitlines(), start=1):
         opened = FENCE.match(raw)
         if fence is None and opened:
-            fence, shell_block = opened.group(1), opened.group(2).lower() in SHELL_LANGUAGES
+            language = opened.group(2).lower()
+            fence, shell_block = opened.group(1), language in SHELL_LANGUAGES
+            snippet, opened_at = ([] if language in PYTHON_LANGUAGES else None), number
             continue
         if fence is not None:
             if raw.strip().startswith(fence[0] * len(fence)) and not raw.strip().strip(fence[0]):
-                fence = None
+                if snippet is not None and "".join(snippet).strip():
+                    shown.append(Shown(readme, opened_at, "\n".join(snippet) + "\n", False, python=True))
+                fence, snippet = None, None
+                continue
+            if snippet is not None:
+                snippet.append(raw)
                 continue
             line = strip_comment(raw.strip().removeprefix("$ "))
             if line.startswith("#"):
@@ -231,6 +254,14 @@ class Command:
     env: dict[str, str] = field(default_factory=dict)
 
 
+def readme_snippet(text: str) -> str:
+    """The Python snippet ``text`` (a whole ```python block, shown exactly so and declared with @covers), to run."""
+    shown = {s.text for s in readme_commands() if s.python}
+    assert text in shown, f"no README or docs page shows this Python snippet any more; update the test:\n{text}"
+    assert normalize(text) in COVERED, "a Python snippet is run by a test that does not declare it with @covers"
+    return text
+
+
 def readme_command(text: str, substitutions: dict[str, str] | None = None, rest: list[str] | None = None) -> Command:
     """The README command ``text`` (which must be shown and declared with @covers) as argv.
 
@@ -240,8 +271,8 @@ def readme_command(text: str, substitutions: dict[str, str] | None = None, rest:
         rest: Words that replace a ``...`` placeholder.
     """
     text = normalize(text)
-    shown = {s.text for s in readme_commands()}
-    assert text in shown, f"no README shows `{text}` any more; update the test with the README"
+    shown = {s.text for s in readme_commands() if not s.python}
+    assert text in shown, f"no README or docs page shows `{text}` any more; update the test with the page"
     assert text in COVERED, f"`{text}` is run by a test that does not declare it with @covers"
     replaced = text
     for old, new in (substitutions or {}).items():
@@ -322,7 +353,11 @@ def _report_wall_times(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 def _uncovered(shown: list[Shown] | tuple[Shown, ...]) -> list[Shown]:
-    return [s for s in shown if s.text not in COVERED and s.text not in NOT_RUN and not MENTION.match(s.text)]
+    return [
+        s
+        for s in shown
+        if normalize(s.text) not in COVERED and normalize(s.text) not in NOT_RUN and not MENTION.match(s.text)
+    ]
 
 
 def _import_test_modules() -> None:
@@ -337,17 +372,18 @@ def test_every_readme_command_is_run_or_excused() -> None:
     _import_test_modules()
     shown = readme_commands()
     missing = _uncovered(shown)
-    assert not missing, "README commands that no test runs and NOT_RUN does not excuse:\n" + "\n".join(
+    assert not missing, "commands and snippets that no test runs and NOT_RUN does not excuse:\n" + "\n".join(
         f"  {s.readme}:{s.line}: {s.text}" for s in missing
     )
-    texts = {s.text for s in shown}
+    assert {"README.md", "docs/serving.md", "docs/kubeflow.md"} <= {s.readme for s in shown}  # docs/ is read
+    texts = {normalize(s.text) for s in shown}
     stale = sorted((set(COVERED) | set(NOT_RUN)) - texts)
     assert not stale, f"entries for commands no README shows any more: {stale}"
     assert not set(COVERED) & set(NOT_RUN), "a command is both run and excused"
     assert all(len(reason) > 40 for reason in NOT_RUN.values())
 
 
-def test_the_contract_reads_chains_comments_environment_lines_and_inline_commands() -> None:
+def test_the_contract_reads_chains_comments_environment_lines_inline_commands_and_python() -> None:
     markdown = "\n".join(
         [
             "Run `tlops frobnicate --all` or `tlops promote`; see `src/tlops/`, `src/tlops/cli.py` and",
@@ -361,8 +397,14 @@ def test_the_contract_reads_chains_comments_environment_lines_and_inline_command
             " [prepare data] ------ decode-check every image",
             "MLFLOW_TRACKING_URI=http://mlflow:5000 tlops run --data ./d",
             "```",
+            "```python",
+            "import mlflow",
+            "",
+            "print(mlflow.__version__)  # a comment stays",
+            "```",
         ]
     )
+    snippet = "import mlflow\n\nprint(mlflow.__version__)  # a comment stays\n"
     texts = [s.text for s in commands_in(markdown)]
     assert texts == [
         "tlops frobnicate --all",
@@ -372,14 +414,17 @@ def test_the_contract_reads_chains_comments_environment_lines_and_inline_command
         ".venv/bin/tlops run --x 'a # b'",
         "export FOO_HOST=http://localhost:8080",
         "MLFLOW_TRACKING_URI=http://mlflow:5000 tlops run --data ./d",
+        snippet,
     ]
-    # A new command in a README fails the contract until a test runs it or NOT_RUN gives the reason.
+    assert [s.python for s in commands_in(markdown)] == [False] * 7 + [True]
+    # A new command or snippet fails the contract until a test runs it or NOT_RUN gives the reason.
     assert [s.text for s in _uncovered(commands_in(markdown))] == [
         "tlops frobnicate --all",
         "bench/x.py --fast",
         ".venv/bin/tlops run --x 'a # b'",
         "export FOO_HOST=http://localhost:8080",
         "MLFLOW_TRACKING_URI=http://mlflow:5000 tlops run --data ./d",
+        snippet,
     ]
 
 
@@ -575,8 +620,12 @@ def local_runs(
     return runs
 
 
+LOCAL_MODELS = "tlops models"
+LOCAL_PROMOTE = "tlops promote --version 1"
+
+
 @pytest.mark.pipeline
-@covers(DEMO, "tlops run")
+@covers(DEMO, "tlops run", LOCAL_MODELS, LOCAL_PROMOTE)
 def test_demo_run(local_runs: dict[str, LocalRun]) -> None:
     demo = local_runs["test_demo_run"]
     stdout = succeeded(demo.result)
@@ -611,6 +660,19 @@ def test_demo_run(local_runs: dict[str, LocalRun]) -> None:
     assert tags["kfp_run_name"] == run_root.name and tags["kfp_pipeline_name"] == "tlops-transfer-learning"
     assert tags["kfp_run_id"] and tags["gate.decision"] == "first"
     assert tags["dataset_digest"] == summary["dataset"]["digest"]
+    # The README's registry commands in the demo's folder, no tracking URI: they read tlops-run/mlflow.db.
+    from tlops.promotion.tracking import local_tracking_uri
+
+    store = f"registry: {local_tracking_uri(output)}"
+    listed = run(readme_command(LOCAL_MODELS), demo.cwd, timeout=SHORT_TIMEOUT_S)
+    table = succeeded(listed).splitlines()
+    assert table[0].split()[:3] == ["version", "aliases", "created"] and len(table) == 2, table
+    version, aliases, *_ = table[1].split()
+    assert version == "1" and sorted(aliases.split(",")) == ["challenger", "champion"] and "first" in table[1]
+    assert store in listed.stderr, listed.stderr
+    promoted = run(readme_command(LOCAL_PROMOTE), demo.cwd, timeout=SHORT_TIMEOUT_S)
+    assert succeeded(promoted).strip() == "tlops-classifier: champion is version 1"  # it already was
+    assert store in promoted.stderr, promoted.stderr
 
 
 ACTIVATE = "source .venv/bin/activate"
@@ -624,16 +686,45 @@ CURL = (
 )
 
 
-def readme_python_block(section: str) -> str:
-    """The first ```python block under a README heading."""
-    text = (REPO / "README.md").read_text()
-    after = text[text.index(f"## {section}") :]
-    start = after.index("```python\n") + len("```python\n")
-    return after[start : after.index("```", start)]
+# docs/serving.md: the served model in process, MLFLOW_TRACKING_URI set as for `mlflow models serve`.
+SERVING_SNIPPET = """\
+import mlflow
+import pandas as pd
+
+model = mlflow.pyfunc.load_model("models:/tlops-classifier@champion")
+image = open("tlops-run/demo-data/seven/0007.png", "rb").read()
+print(model.predict(pd.DataFrame({"image": [image]}))[["label", "probability"]])
+"""
+# README.md, after the demo: the champion of the demo's local store, nothing set.
+REGISTRY_SNIPPET = """\
+import mlflow
+import pandas as pd
+
+mlflow.set_tracking_uri("sqlite:///tlops-run/mlflow.db")
+model = mlflow.pyfunc.load_model("models:/tlops-classifier@champion")
+image = open("tlops-run/demo-data/seven/0007.png", "rb").read()
+print(model.predict(pd.DataFrame({"image": [image]}))[["label", "probability"]])
+"""
+
+
+def run_snippet(text: str, cwd: Path, env: dict[str, str] | None = None) -> tuple[str, float]:
+    """Run a shown Python snippet in ``cwd``; the label and probability of the row it prints last."""
+    result = subprocess.run(
+        [sys.executable, "-c", readme_snippet(text)],
+        cwd=cwd,
+        env=base_env() | (env or {}),
+        capture_output=True,
+        text=True,
+        timeout=SHORT_TIMEOUT_S,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    label, probability = result.stdout.splitlines()[-1].split()[1:]
+    return label, float(probability)
 
 
 @pytest.mark.pipeline
-@covers(ACTIVATE, SERVE, CURL)
+@covers(ACTIVATE, SERVE, CURL, SERVING_SNIPPET, REGISTRY_SNIPPET)
 def test_serve_the_demo_model(local_runs: dict[str, LocalRun], tmp_path: Path) -> None:
     import base64
 
@@ -682,19 +773,14 @@ def test_serve_the_demo_model(local_runs: dict[str, LocalRun], tmp_path: Path) -
         assert sorted(served["probabilities"]) == digits
         assert sum(served["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
         assert served["probability"] == max(served["probabilities"].values())
-        # The README's Python: the same label and probability in process.
-        snippet = subprocess.run(
-            [sys.executable, "-c", readme_python_block("Serve the model")],
-            cwd=demo.cwd,
-            env=base_env() | {"MLFLOW_TRACKING_URI": "sqlite:///tlops-run/mlflow.db"},
-            capture_output=True,
-            text=True,
-            timeout=SHORT_TIMEOUT_S,
-            check=False,
-        )
-        assert snippet.returncode == 0, snippet.stderr[-3000:]
-        label, probability = snippet.stdout.splitlines()[-1].split()[1:]
-        assert label == served["label"] and float(probability) == pytest.approx(served["probability"], abs=1e-5)
+        # The Python snippets: the same label and probability in process, with MLFLOW_TRACKING_URI set as for
+        # the server (docs/serving.md) and with nothing set (the README's, which names the demo's store).
+        snippets = [
+            run_snippet(SERVING_SNIPPET, demo.cwd, {"MLFLOW_TRACKING_URI": "sqlite:///tlops-run/mlflow.db"}),
+            run_snippet(REGISTRY_SNIPPET, demo.cwd),
+        ]
+        for label, probability in snippets:
+            assert label == served["label"] and probability == pytest.approx(served["probability"], abs=1e-5)
 
         # Odd and bad rows: answered row by row; the server keeps serving.
         def invoke(images: list[bytes]) -> list[dict[str, Any]]:
@@ -1170,8 +1256,7 @@ HELP = "tlops COMMAND --help"
 
 
 def _commands_section() -> str:
-    text = (REPO / "README.md").read_text()
-    return text.split("\n## Commands\n", 1)[1].split("\n## ", 1)[0]
+    return (REPO / "docs" / "commands.md").read_text()
 
 
 def _tlops_subcommand(text: str) -> tuple[str, set[str]] | None:
@@ -1190,10 +1275,10 @@ def test_every_subcommand_has_help_and_knows_the_readme_options(tmp_path: Path) 
     cli = set(re.findall(r"^    ([a-z][a-z-]*)\s", listed, flags=re.MULTILINE))
     spans = {span.removeprefix("tlops ") for span in INLINE.findall(_commands_section())}
     documented = {name for name in spans if re.fullmatch(r"[a-z][a-z-]*", name)}
-    assert documented == cli, "README's Commands section and `tlops --help` name different subcommands"
+    assert documented == cli, "docs/commands.md and `tlops --help` name different subcommands"
     used: dict[str, set[str]] = {}
     for shown in readme_commands():
-        found = _tlops_subcommand(shown.text)
+        found = None if shown.python else _tlops_subcommand(shown.text)
         if found:
             used.setdefault(found[0], set()).update(found[1])
     assert set(used) <= cli, f"READMEs name subcommands that do not exist: {set(used) - cli}"

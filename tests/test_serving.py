@@ -1,5 +1,5 @@
 """The served model: raw image bytes in, label and calibrated probabilities out (in process; over HTTP through
-`mlflow models serve` in tests/test_readme.py, which runs the README's serving commands)."""
+`mlflow models serve` in tests/test_readme.py, which runs docs/serving.md's commands)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``tlops stack up|status|down`` as README.md's "Local stack" shows them, and what they refuse.
+"""``tlops stack up|status|down`` as docs/tracking.md's "Local stack" shows them, and what they refuse.
 
 The README's commands run as subprocesses of the installed ``tlops`` in a temporary working directory (so the
 stack's folder is that directory's ``.tlops-stack``), through :func:`test_readme.readme_command`, exactly as typed

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+from pathlib import Path
 
-from tlops.errors import TlopsError
+logger = logging.getLogger(__name__)
 
 COLUMNS = ("version", "aliases", "created", "accuracy", "macro-F1", "ECE", "gate", "digest", "backbone", "strategy")
 DIGEST_SHOWN = 12
@@ -15,13 +17,13 @@ def command_models(args: argparse.Namespace) -> int:
     """``tlops models``: print the versions of a registered model as a table or JSON, newest first."""
     from mlflow import MlflowClient
 
-    from tlops.promotion.tracking import check_tracking_server
+    from tlops.promotion.tracking import check_tracking_server, redact_uri, registry_uri
     from tlops.promotion.versions import list_versions
 
-    if not args.tracking_uri:
-        raise TlopsError("no registry to list: set MLFLOW_TRACKING_URI or pass --tracking-uri")
-    check_tracking_server(args.tracking_uri)
-    rows = list_versions(MlflowClient(args.tracking_uri), args.model_name)
+    uri = registry_uri(args.tracking_uri, Path.cwd())
+    logger.info("registry: %s", redact_uri(uri))
+    check_tracking_server(uri)
+    rows = list_versions(MlflowClient(uri), args.model_name)
     if args.json:
         print(json.dumps([row.to_dict() for row in rows], indent=2))
     elif not rows:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
+from pathlib import Path
 
 from tlops.errors import TlopsError
+
+logger = logging.getLogger(__name__)
 
 
 def command_promote(args: argparse.Namespace) -> int:
@@ -12,17 +16,17 @@ def command_promote(args: argparse.Namespace) -> int:
     from mlflow import MlflowClient
 
     from tlops.promotion.aliases import promote
-    from tlops.promotion.tracking import check_tracking_server
+    from tlops.promotion.tracking import check_tracking_server, redact_uri, registry_uri
 
-    if not args.tracking_uri:
-        raise TlopsError("no registry to promote in: set MLFLOW_TRACKING_URI or pass --tracking-uri")
     if args.copy_to is not None and args.rollback:
         raise TlopsError(
             "--copy-to copies --version N or the champion, not a rollback; to roll back the target, run "
             f"tlops promote --model-name {args.copy_to} --rollback"
         )
-    check_tracking_server(args.tracking_uri)
-    client = MlflowClient(args.tracking_uri)
+    uri = registry_uri(args.tracking_uri, Path.cwd())
+    logger.info("registry: %s", redact_uri(uri))
+    check_tracking_server(uri)
+    client = MlflowClient(uri)
     if args.copy_to is not None:
         return _copy(client, args)
     result = promote(client, args.model_name, args.version, args.rollback, force=args.force, reason=args.reason)

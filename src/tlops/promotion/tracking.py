@@ -15,11 +15,42 @@ _NAMED_BACKENDS = ("databricks", "databricks-uc", "uc")
 USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
 PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
 TOKEN_ENV = "MLFLOW_TRACKING_TOKEN"
+# Where `tlops run` writes by default (its --output) and the sqlite store it tracks into there without a URI.
+LOCAL_RUN_OUTPUT = "tlops-run"
+LOCAL_STORE = "mlflow.db"
 
 
 def local_tracking_uri(output_dir: Path) -> str:
     """The embedded default: an sqlite store under the run's output directory."""
-    return f"sqlite:///{(Path(output_dir) / 'mlflow.db').resolve()}"
+    return f"sqlite:///{(Path(output_dir) / LOCAL_STORE).resolve()}"
+
+
+def run_store_uri(cwd: Path) -> str | None:
+    """The sqlite store a ``tlops run`` without a tracking URI wrote in ``cwd`` (``None`` when there is none).
+
+    That run tracks into ``OUTPUT/mlflow.db`` with ``OUTPUT`` ``tlops-run`` by default; ``tlops models`` and
+    ``tlops promote`` read the same store when no tracking URI is given.
+    """
+    store = Path(cwd) / LOCAL_RUN_OUTPUT / LOCAL_STORE
+    return local_tracking_uri(store.parent) if store.is_file() else None
+
+
+def registry_uri(configured: str | None, cwd: Path) -> str:
+    """The registry ``tlops models`` and ``tlops promote`` read: the configured URI, else the demo's local store.
+
+    Raises:
+        TlopsError: when nothing is configured and ``cwd`` holds no ``tlops-run/mlflow.db`` (nothing is created),
+            or the configured URI is refused by :func:`check_tracking_uri`.
+    """
+    uri = configured or run_store_uri(cwd)
+    if uri is None:
+        raise TlopsError(
+            f"no registry: no tracking URI is set and there is no {LOCAL_RUN_OUTPUT}/{LOCAL_STORE} here (the store "
+            "`tlops run` writes without one); set MLFLOW_TRACKING_URI or pass --tracking-uri, or run in the folder "
+            "where `tlops run` ran"
+        )
+    check_tracking_uri(uri)
+    return uri
 
 
 def resolve_tracking_uri(configured: str | None, output_dir: Path) -> str:
