@@ -622,11 +622,13 @@ def local_runs(
 
 LOCAL_MODELS = "tlops models"
 LOCAL_PROMOTE = "tlops promote --version 1"
+CONFIG_RUN = "tlops run --config tlops-run/config.yaml --data ./my_images"
+LIST = "tlops list strategies"
 
 
 @pytest.mark.pipeline
-@covers(DEMO, "tlops run", LOCAL_MODELS, LOCAL_PROMOTE)
-def test_demo_run(local_runs: dict[str, LocalRun]) -> None:
+@covers(DEMO, "tlops run", LOCAL_MODELS, LOCAL_PROMOTE, CONFIG_RUN)
+def test_demo_run(local_runs: dict[str, LocalRun], shapes: Path) -> None:
     demo = local_runs["test_demo_run"]
     stdout = succeeded(demo.result)
     assert "no --data given: using the built-in demo data" in stdout
@@ -673,6 +675,17 @@ def test_demo_run(local_runs: dict[str, LocalRun]) -> None:
     promoted = run(readme_command(LOCAL_PROMOTE), demo.cwd, timeout=SHORT_TIMEOUT_S)
     assert succeeded(promoted).strip() == "tlops-classifier: champion is version 1"  # it already was
     assert store in promoted.stderr, promoted.stderr
+    # The demo's saved settings on other data: the settings file is the run's, the data and classes are new.
+    saved = yaml.safe_load((output / "config.yaml").read_text())
+    assert saved["train"]["strategy"] == "auto" and saved["selection"]["backbones"] == ["efficientnet_lite0"]
+    assert saved["selection"]["image_size"] == 0 and saved["storage"]["checkpoint_uri"] == ""  # as given
+    write_imagefolder(shapes, demo.cwd / "my_images")
+    repeated = run(readme_command(CONFIG_RUN), demo.cwd)
+    assert "tlops run finished" in succeeded(repeated)
+    assert yaml.safe_load((output / "config.yaml").read_text()) == saved  # the same settings, written again
+    (kept,) = [p for p in (output / "runs").glob("*/run_summary.json") if json.loads(p.read_text())["version"] == 2]
+    second = json.loads(kept.read_text())
+    assert second["dataset"]["digest"] != summary["dataset"]["digest"]
 
 
 ACTIVATE = "source .venv/bin/activate"
@@ -1228,6 +1241,13 @@ def test_kubeflow_commands_against_a_fake_kfp_server(tmp_path: Path) -> None:
 # --- compile, help, lint ----------------------------------------------------------------------------------------------
 
 
+@covers(LIST)
+def test_list_the_strategies(tmp_path: Path) -> None:
+    listed = succeeded(run(readme_command(LIST), tmp_path, timeout=SHORT_TIMEOUT_S)).splitlines()
+    assert [line.split()[0] for line in listed] == list(STRATEGIES.names())
+    assert "lp-ft (or full)" in "\n".join(listed) and all("-based: " in line or "decides: " in line for line in listed)
+
+
 @covers("tlops compile")
 def test_compile(tmp_path: Path) -> None:
     stdout = succeeded(run(readme_command("tlops compile"), tmp_path, timeout=SHORT_TIMEOUT_S))
@@ -1304,6 +1324,23 @@ BENCH_LOCAL = "python bench/prepare_data.py --workdir /tmp/tlops-bench --skip-s3
 BENCH_S3 = "python bench/prepare_data.py --workdir /tmp/tlops-bench"
 BENCH_USAGE = "python bench/prepare_data.py --workdir DIR [--output FILE]"
 BENCH_SIZE = ["--images", "60", "--classes", "3"]  # instead of 20,000 images in 10 classes
+
+
+READ_ONCE = "python bench/read_once.py --workdir /tmp/tlops-bench-read-once"
+READ_ONCE_USAGE = "python bench/read_once.py --workdir DIR [--images N] [--skip-s3] [--output FILE]"
+
+
+@pytest.mark.integration
+@covers(READ_ONCE, READ_ONCE_USAGE)
+def test_bench_read_once(tmp_path: Path) -> None:
+    command = readme_command(READ_ONCE, {"/tmp/tlops-bench-read-once": str(tmp_path / "bench")})
+    command.argv += ["--images", "30"]  # instead of 2,000
+    succeeded(run(command, REPO, timeout=SHORT_TIMEOUT_S))
+    report = json.loads((tmp_path / "bench" / "read_once.json").read_text())
+    decoded = {(row["source"], row["case"]): row["decodes"] for row in report["runs"]}
+    for source in ("local", "s3"):
+        cases = [decoded[key] for key in decoded if key[0] == source]
+        assert cases == [60, 30, 0], decoded  # twice before the cache, once with it, never on the next run
 
 
 def _bench_rows(stdout: str) -> list[tuple[str, int, int]]:

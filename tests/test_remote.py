@@ -21,8 +21,8 @@ import yaml
 from fake_kfp import FakeKfp
 from tlops import __version__
 from tlops.cli import build_parser
-from tlops.cli.checks import backbone_list
-from tlops.cli.pipeline_commands import _pipeline_parameters
+from tlops.cli.pipeline_commands import pipeline_parameters
+from tlops.cli.settings import resolve_config
 from tlops.errors import TlopsError
 from tlops.pipeline.compile import compile_pipeline
 from tlops.pipeline.kfp_api import Connection
@@ -85,9 +85,7 @@ def _no_token_in(result: subprocess.CompletedProcess[str], *tokens: str) -> None
 def _expected_parameters(*options: str) -> dict[str, Any]:
     """The parameters `tlops submit` builds from these options, as JSON gives them back."""
     args = build_parser().parse_args(["submit", *REMOTE, *options])
-    parameters = _pipeline_parameters(
-        args, args.data, args.tracking_uri, backbone_list(args.backbones), args.image_size
-    )
+    parameters = pipeline_parameters(args.data, args.tracking_uri, resolve_config(args))
     return json.loads(json.dumps(parameters))
 
 
@@ -169,7 +167,7 @@ def test_parameters_are_exactly_pipeline_inputs(tmp_path: Path) -> None:
     spec = next(yaml.safe_load_all(compile_pipeline(tmp_path / "pipeline.yaml").read_text()))
     inputs = spec["root"]["inputDefinitions"]["parameters"]
     args = build_parser().parse_args(["submit", *REMOTE, "--image-size", "96"])
-    parameters = _pipeline_parameters(args, args.data, args.tracking_uri, ["efficientnet_lite0"], args.image_size)
+    parameters = pipeline_parameters(args.data, args.tracking_uri, resolve_config(args))
     assert set(parameters) <= set(inputs)
     required = {name for name, spec in inputs.items() if not spec.get("isOptional")}
     assert required <= set(parameters)

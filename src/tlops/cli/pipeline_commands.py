@@ -21,6 +21,11 @@ if TYPE_CHECKING:
     from tlops.pipeline.remote import Submission
 
 
+def pipeline_parameters(data_uri: str, tracking_uri: str, config: RunConfig) -> dict:
+    """The pipeline's arguments for a run: the data, the tracking server and the run config's parameters."""
+    return {"data_uri": data_uri, "tracking_uri": tracking_uri, **to_parameters(config)}
+
+
 def _check_settings(config: RunConfig) -> list[str]:
     """Check what the run config cannot check alone (no network): backbone names, image size, model name.
 
@@ -74,7 +79,7 @@ def command_remote(args: argparse.Namespace) -> int:
     elif args.poll_interval <= 0 or args.timeout < 0:
         raise TlopsError("--poll-interval must be positive and --timeout 0 (no limit) or positive")
     token = _token(args)
-    parameters = {"data_uri": args.data, "tracking_uri": args.tracking_uri, **to_parameters(config)}
+    parameters = pipeline_parameters(args.data, args.tracking_uri, config)
     with tempfile.TemporaryDirectory() as folder:
         compiled = compile_pipeline(
             Path(folder) / "pipeline.yaml", image_repository=args.image_repository, image_tag=image_tag(args)
@@ -190,6 +195,7 @@ def command_run(args: argparse.Namespace) -> int:
     # Preflight: fail in one line before any step runs, anything is registered or --output is written; the
     # cheap checks first, the data (every image read and decoded) last.
     config = resolve_config(args)
+    given = config  # what OUTPUT/config.yaml keeps: the settings as given, before this run's own defaults
     backbones = _check_settings(config)
     split = replace(config.split, archive_limits=archive_limits())
     output = args.output.resolve()
@@ -230,8 +236,8 @@ def command_run(args: argparse.Namespace) -> int:
     # A run killed during fine-tuning and started again with the same command resumes from the last epoch.
     if not config.storage.checkpoint_uri:
         config = replace(config, storage=replace(config.storage, checkpoint_uri=str(output / "checkpoints")))
-    written = write_config(config, output)
-    parameters = {"data_uri": data_uri, "tracking_uri": tracking_uri, **to_parameters(config)}
+    written = write_config(given, output)
+    parameters = pipeline_parameters(data_uri, tracking_uri, config)
     images = sum(prepared.num_images.values())
     print(
         f"running the tlops pipeline locally ({images} images, {len(prepared.quarantined)} quarantined; tracking at "
