@@ -8,8 +8,8 @@ and ``OUTPUT/config.yaml`` are its mapping (:func:`to_mapping`, :func:`from_mapp
 it as one JSON document.
 
 Validation lives here too: :func:`check_ranges` checks each field against its declared choices and range, and
-raises :class:`SettingError`, which names settings by their path (``train.mixup``) so that each edge can say the
-name the user typed (``--mixup`` on the command line, ``training_settings.mixup`` on Kubeflow).
+raises :class:`SettingError`, which names settings by their path (``gate.margin``) so that each edge can say the
+name the user typed (``--gate-margin`` on the command line, ``gate_settings.margin`` on Kubeflow).
 
 No third-party import: the CLI reads this before torch.
 """
@@ -114,7 +114,7 @@ class SettingError(TlopsError):
     """A setting out of its range, or settings that contradict each other.
 
     ``template`` names the settings as ``{0}``, ``{1}``, ... so that each edge renders them as its users name
-    them; ``paths`` are their dotted paths in the run config (``train.mixup``).
+    them; ``paths`` are their dotted paths in the run config (``gate.margin``).
     """
 
     def __init__(self, paths: tuple[str, ...], template: str) -> None:

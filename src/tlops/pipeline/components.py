@@ -10,7 +10,7 @@ Settings: a component's setting inputs are the pipeline parameters of the run co
 (:func:`tlops.steps.config.to_parameters`) its step reads, each optional with the run config's default
 (:func:`with_setting_defaults` writes the defaults into the component spec, so a user of components/*.yaml
 restates none of them); ``run_step`` rebuilds the settings from them, checking each and naming a bad one as
-Kubeflow users do (``train_settings.mixup``).
+Kubeflow users do (``gate_settings.margin``).
 """
 
 from typing import NamedTuple, Optional

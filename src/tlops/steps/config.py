@@ -197,7 +197,7 @@ class Leaf:
     """One setting of the run config and the names the edges give it.
 
     Attributes:
-        path: Dotted path in the run config (``train.mixup``).
+        path: Dotted path in the run config (``gate.margin``).
         field: The dataclass field (default, metadata).
         type: The resolved annotation.
         spec: What the field declares (:class:`~tlops.settings.Spec`).
@@ -236,7 +236,7 @@ class Leaf:
 
     @property
     def parameter_label(self) -> str:
-        """How Kubeflow users name it: ``epochs``, or ``train_settings.mixup`` inside a dict parameter."""
+        """How Kubeflow users name it: ``epochs``, or ``gate_settings.margin`` inside a dict parameter."""
         return self.parameter if self.parameter == self.name else f"{self.parameter}.{self.name}"
 
 
@@ -289,7 +289,7 @@ def from_parameters(parameters: dict[str, Any]) -> RunConfig:
 
     Raises:
         TlopsError: for an unknown key in a dict parameter or a value out of range, naming it as Kubeflow does
-            (``epochs``, ``train_settings.mixup``).
+            (``epochs``, ``gate_settings.margin``).
     """
     by_parameter: dict[str, list[Leaf]] = {}
     for item in leaves():

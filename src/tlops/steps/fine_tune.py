@@ -6,8 +6,10 @@ import copy
 import hashlib
 import json
 import logging
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+from torch import nn
 
 from tlops.data.loading import make_loader, split_dataset
 from tlops.data.preprocessing import eval_transform, train_transform
@@ -42,7 +44,7 @@ from tlops.train.finetune import (
 )
 from tlops.train.mlp import MlpProbeResult, fit_mlp_head
 from tlops.train.resume import CheckpointStore
-from tlops.train.strategies import STRATEGIES
+from tlops.train.strategies import STRATEGIES, Strategy
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +85,6 @@ def fine_tune(
         TlopsError: for inputs of the wrong kind or of other classes, options the data or backbone cannot take,
             or a checkpoint of another run.
     """
-    from tlops.evaluation.plots import learning_curves_figure, save_png
-
     prepared = PreparedData.read(data_dir)
     probe_summary = ProbeSummary.read(probe_dir)
     if probe_summary.classes != prepared.classes:
@@ -98,7 +98,6 @@ def fine_tune(
         )
     if checkpoint_uri:
         check_writable_location(checkpoint_uri, runtime.s3, "--checkpoint-uri")
-    linear_head = read_head(probe_dir)
     manifest, classes = localized_manifest(data_dir, runtime)
     class_weights = (
         balanced_class_weights(
@@ -107,99 +106,150 @@ def fine_tune(
         if config.class_weighted
         else None
     )
-
     evidence, mlp = _evidence(manifest, classes, probe_summary, config, features_dir, selection_dir, class_weights)
-    strategy, reasons = decide(config, evidence)
-    if config.strategy == "auto" and strategy == "surgical":
-        config = replace(config, surgical_blocks="first")  # auto's reason: an input-level shift
-    for reason in reasons:
-        logger.info("strategy %s: %s", strategy, reason)
-
+    strategy, config, reasons = _decide(config, evidence)
     backbone = load_backbone(
         probe_summary.backbone, image_size=probe_summary.image_size, s3=runtime.s3, cache_dir=runtime.cache_dir
     )
     pretrained_checksum = weights_checksum(backbone.model)  # lineage: which pretrained weights this started from
-    history: list[EpochRecord] = []
-    best_epoch, resumed_from, head = 0, None, linear_head
-    model = None
-    if STRATEGIES.get(strategy).trains_backbone:
-        blocks = block_groups(backbone.model)
-        STRATEGIES.get(strategy).trained_blocks(len(blocks), config)  # refuses more blocks than there are
-        pretrained = copy.deepcopy(backbone.model.state_dict())  # training updates the backbone in place
-        run = _train_backbone(
-            backbone,
-            linear_head,
-            manifest,
-            classes,
-            strategy,
-            blocks,
-            config,
-            runtime,
-            class_weights=class_weights,
-            checkpoints=CheckpointStore(checkpoint_uri, runtime.s3) if checkpoint_uri else None,
-            fingerprint=_fingerprint(probe_summary.backbone, classes, manifest, strategy, config),
-            distributed=distributed,
-        )
-        if not distributed.is_main:
+    if strategy.trains_backbone:
+        checkpoints = CheckpointStore(checkpoint_uri, runtime.s3) if checkpoint_uri else None
+        outcome = _fine_tune_backbone(
+            backbone, read_head(probe_dir), manifest, classes, strategy, config, runtime, evidence,
+            class_weights=class_weights, checkpoints=checkpoints, distributed=distributed,
+            fingerprint=_fingerprint(probe_summary.backbone, classes, manifest, strategy.name, config),
+        )  # fmt: skip
+        if outcome is None:  # another rank of a torchrun group: rank 0 writes
             return None
-        history, best_epoch, resumed_from, model = run.history, run.best_epoch, run.resumed_from, run.model
-        if resumed_from is not None:
-            reasons.append(f"resumed from the checkpoint of epoch {resumed_from}")
-        tuned_val = next(r.val_accuracy for r in reversed(history) if r.epoch == best_epoch)
-        keep, why = keep_fine_tuned(tuned_val, evidence) if config.strategy == "auto" else (True, "")
-        if not keep:
-            reasons.append(why)
-            strategy, model, best_epoch = evidence.best_probe[0], None, 0
-            backbone.model.load_state_dict(pretrained)
-            head = read_head(probe_dir)
-        elif why:
-            reasons.append(why)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        save_png(learning_curves_figure([r for r in history if not r.swa]), output_dir / LEARNING_CURVES_FILE)
+        reasons += outcome.reasons
     elif not distributed.is_main:
         return None
-    if strategy == "mlp-probe":
-        assert mlp is not None
-        head = mlp.head
-    if model is None:
-        model = build_classifier(backbone, len(classes), head=head).eval()
+    else:
+        outcome = Outcome(strategy.name)
+    if outcome.model is None:  # a probe: the linear head, or the MLP's
+        head = mlp.head if outcome.strategy == "mlp-probe" and mlp is not None else read_head(probe_dir)
+        outcome.model = build_classifier(backbone, len(classes), head=head).eval()
+    training = _training_record(outcome, config, reasons, evidence, probe_summary, mlp)
+    model_config = ModelConfig(
+        backbone=backbone.name,
+        classes=classes,
+        data_config=asdict(backbone.data_config),
+        strategy=outcome.strategy,
+        head_hidden=config.mlp_hidden if outcome.strategy == "mlp-probe" else 0,
+        weights_sha256=pretrained_checksum,
+    )
+    save_model(output_dir, outcome.model, model_config)
+    training.write(output_dir)
+    if outcome.history:
+        from tlops.evaluation.plots import learning_curves_figure, save_png
+
+        curves = learning_curves_figure([r for r in outcome.history if not r.swa])
+        save_png(curves, output_dir / LEARNING_CURVES_FILE)
+    if checkpoint_uri:
+        CheckpointStore(checkpoint_uri, runtime.s3).remove()
+    return training
+
+
+@dataclass
+class Outcome:
+    """What training produced: the strategy kept, its model (``None``: a probe's, built from its head), its epochs.
+
+    Attributes:
+        strategy: The strategy whose model is kept (``auto`` may roll back to a probe).
+        model: The fine-tuned classifier, or ``None`` for a probe.
+        history: The epochs trained (empty for a probe).
+        best_epoch: The epoch whose weights were kept (0: the probe's).
+        resumed_from: The checkpoint's epoch a restarted run resumed from.
+        reasons: What happened, for the record (resumed, kept or rolled back).
+    """
+
+    strategy: str
+    model: nn.Module | None = None
+    history: list[EpochRecord] = field(default_factory=list)
+    best_epoch: int = 0
+    resumed_from: int | None = None
+    reasons: list[str] = field(default_factory=list)
+
+
+def _decide(config: TrainConfig, evidence: Evidence) -> tuple[Strategy, TrainConfig, list[str]]:
+    """The strategy to train (``auto`` decides from the evidence), the settings it trains with, and why."""
+    name, reasons = decide(config, evidence)
+    if config.strategy == "auto" and name == "surgical":
+        config = replace(config, surgical_blocks="first")  # auto's reason: an input-level shift
+    for reason in reasons:
+        logger.info("strategy %s: %s", name, reason)
+    return STRATEGIES.get(name), config, reasons
+
+
+def _fine_tune_backbone(
+    backbone: Backbone,
+    head,
+    manifest,
+    classes: list[str],
+    strategy: Strategy,
+    config: TrainConfig,
+    runtime: Runtime,
+    evidence: Evidence,
+    **loop_options,
+) -> Outcome | None:
+    """Train the blocks ``strategy`` names; under ``auto`` keep the result only when it beats the best probe.
+
+    Returns:
+        The outcome on rank 0 (``None`` on the other ranks of a torchrun group). When ``auto`` rolls back, the
+        backbone's pretrained weights are restored and the outcome is the best probe's.
+    """
+    blocks = block_groups(backbone.model)
+    strategy.trained_blocks(len(blocks), config)  # refuses more blocks than there are
+    pretrained = copy.deepcopy(backbone.model.state_dict())  # training updates the backbone in place
+    run = _train_backbone(backbone, head, manifest, classes, strategy.name, blocks, config, runtime, **loop_options)
+    if not loop_options["distributed"].is_main:
+        return None
+    outcome = Outcome(strategy.name, run.model, run.history, run.best_epoch, run.resumed_from)
+    if run.resumed_from is not None:
+        outcome.reasons.append(f"resumed from the checkpoint of epoch {run.resumed_from}")
+    if config.strategy != "auto":
+        return outcome
+    tuned_val = next(r.val_accuracy for r in reversed(run.history) if r.epoch == run.best_epoch)
+    keep, why = keep_fine_tuned(tuned_val, evidence)
+    outcome.reasons.append(why)
+    if not keep:
+        backbone.model.load_state_dict(pretrained)
+        outcome.strategy, outcome.model, outcome.best_epoch = evidence.best_probe[0], None, 0
+    return outcome
+
+
+def _training_record(
+    outcome: Outcome,
+    config: TrainConfig,
+    reasons: list[str],
+    evidence: Evidence,
+    probe_summary: ProbeSummary,
+    mlp: MlpProbeResult | None,
+) -> Training:
+    """The training record (``training.json``): what was trained, why, and each epoch's numbers."""
     probe_train, probe_val = (
         (mlp.train_accuracy, mlp.val_accuracy)
-        if strategy == "mlp-probe" and mlp is not None
+        if outcome.strategy == "mlp-probe" and mlp is not None
         else (probe_summary.train_accuracy, probe_summary.val_accuracy)
     )
-    records = [asdict(r) for r in history] or [asdict(EpochRecord(0, None, probe_train, float("nan"), probe_val))]
-    val_accuracy = (
-        probe_val if best_epoch == 0 else next(r["val_accuracy"] for r in reversed(records) if r["epoch"] == best_epoch)
-    )
+    records = [asdict(r) for r in outcome.history]
+    records = records or [asdict(EpochRecord(0, None, probe_train, float("nan"), probe_val))]
+    best = outcome.best_epoch
+    val_accuracy = probe_val if best == 0 else next(r["val_accuracy"] for r in reversed(records) if r["epoch"] == best)
     throughput = [r["images_per_second"] for r in records if r.get("images_per_second")]
-    training = Training(
-        strategy=strategy,
+    return Training(
+        strategy=outcome.strategy,
         requested_strategy=config.strategy,
         reasons=reasons,
-        best_epoch=best_epoch,
+        best_epoch=best,
         val_accuracy=val_accuracy,
         probe_val_accuracy=probe_summary.val_accuracy,
         history=[{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in records],
         config=asdict(config),
         evidence=asdict(evidence),
-        resumed_from=resumed_from,
+        resumed_from=outcome.resumed_from,
         images_per_second=round(sum(throughput) / len(throughput), 2) if throughput else None,
     )
-    hidden = config.mlp_hidden if strategy == "mlp-probe" else 0
-    model_config = ModelConfig(
-        backbone=backbone.name,
-        classes=classes,
-        data_config=asdict(backbone.data_config),
-        strategy=strategy,
-        head_hidden=hidden,
-        weights_sha256=pretrained_checksum,
-    )
-    save_model(output_dir, model, model_config)
-    training.write(output_dir)
-    if checkpoint_uri:
-        CheckpointStore(checkpoint_uri, runtime.s3).remove()
-    return training
 
 
 def _evidence(
