@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,8 +13,11 @@ from tlops.errors import TlopsError
 def check_writable_dir(path: Path, what: str = "--output") -> None:
     """Check that ``path`` is, or can be created as, a folder this process can write into; leave nothing behind.
 
-    Missing folders are created to try it and removed again, and a probe file is written and deleted, so the
-    answer is the file system's own (read-only mounts, ``/proc``, ``/sys``, permissions, a file in the way).
+    A probe file is written and deleted, so the answer is the file system's own (read-only mounts, ``/proc``,
+    ``/sys``, permissions, a file in the way). For a missing folder, the folders still missing are created inside
+    a uniquely named scratch folder of the nearest existing one, and removed with it: the check never creates,
+    and so never removes, a folder that another process (another rank of a distributed run, checking the same
+    ``--output`` at once) may be creating or using.
 
     Args:
         path: The folder.
@@ -32,12 +35,15 @@ def check_writable_dir(path: Path, what: str = "--output") -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise TlopsError(f"{what} {path} cannot be created: {existing} is a file, not a folder; {fix}")
-    created: list[Path] = []
+    missing = path.relative_to(existing).parts
+    scratch: Path | None = None
     try:
-        for folder in reversed([path, *path.parents][: len(path.relative_to(existing).parts)]):
-            folder.mkdir()
-            created.append(folder)
-        descriptor, probe = tempfile.mkstemp(prefix=".tlops-write-check-", dir=path)
+        folder = existing
+        if missing:
+            scratch = Path(tempfile.mkdtemp(prefix=".tlops-write-check-", dir=existing))
+            folder = scratch.joinpath(*missing)
+            folder.mkdir(parents=True)  # the same names, so a name the file system refuses is caught
+        descriptor, probe = tempfile.mkstemp(prefix=".tlops-write-check-", dir=folder)
         try:
             os.write(descriptor, b"x")
         finally:
@@ -46,6 +52,5 @@ def check_writable_dir(path: Path, what: str = "--output") -> None:
     except OSError as error:
         raise TlopsError(f"{what} {path} cannot be created or written ({error.strerror or error}); {fix}") from None
     finally:
-        for folder in reversed(created):
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
