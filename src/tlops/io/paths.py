@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from tlops.errors import TlopsError
 
+CACHE_DIR_VARIABLE = "TLOPS_CACHE_DIR"
 
-def check_writable_dir(path: Path, what: str = "--output") -> None:
+
+def check_writable_dir(path: Path, what: str = "--output", fix: str | None = None) -> None:
     """Check that ``path`` is, or can be created as, a folder this process can write into; leave nothing behind.
 
     A probe file is written and deleted, so the answer is the file system's own (read-only mounts, ``/proc``,
@@ -22,12 +25,13 @@ def check_writable_dir(path: Path, what: str = "--output") -> None:
     Args:
         path: The folder.
         what: How the user named it (``--output``), for the message.
+        fix: What the user should do instead (default: pass ``what`` a folder you can write to).
 
     Raises:
         TlopsError: naming the folder, why it cannot be written, and the fix.
     """
     path = Path(os.path.abspath(path))
-    fix = f"pass {what} a folder you can write to"
+    fix = fix or f"pass {what} a folder you can write to"
     if path.exists() and not path.is_dir():
         raise TlopsError(f"{what} {path} is an existing file, not a folder; {fix} (it is created if missing)")
     existing = path
@@ -54,3 +58,36 @@ def check_writable_dir(path: Path, what: str = "--output") -> None:
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def default_cache_dir() -> Path:
+    """Where weights, features and images fetched from S3 are cached when ``TLOPS_CACHE_DIR`` is unset."""
+    return Path.home() / ".cache" / "tlops"
+
+
+def check_cache_dir(environ: Mapping[str, str]) -> Path:
+    """The cache folder (``TLOPS_CACHE_DIR``, else ``~/.cache/tlops``), checked to be a folder this process can write.
+
+    Called by the edges before any step runs, so that a cache pointing at a file or a read-only place fails in
+    one line at once rather than in a traceback when a step first writes there.
+
+    Args:
+        environ: The environment (``os.environ`` at the edges, a dict in tests).
+
+    Raises:
+        TlopsError: naming ``TLOPS_CACHE_DIR`` (or the default folder) and the fix.
+    """
+    value = environ.get(CACHE_DIR_VARIABLE, "").strip()
+    if value:
+        path = Path(value).expanduser()
+        check_writable_dir(
+            path, CACHE_DIR_VARIABLE, f"set {CACHE_DIR_VARIABLE} to a folder you can write to (or unset it)"
+        )
+    else:
+        path = default_cache_dir()
+        check_writable_dir(
+            path,
+            f"the cache folder ({CACHE_DIR_VARIABLE} is unset, so the default)",
+            f"set {CACHE_DIR_VARIABLE} to a folder you can write to",
+        )
+    return path

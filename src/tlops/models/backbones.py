@@ -24,6 +24,7 @@ from torch import nn
 
 from tlops.data.preprocessing import DataConfig
 from tlops.errors import TlopsError
+from tlops.io import paths
 from tlops.io.storage import S3Client, download, is_s3_uri
 from tlops.models.names import BUNDLED, NAMES_HELP, PIXELS_BASELINE, PIXELS_SIZE, did_you_mean
 
@@ -88,8 +89,8 @@ def pixels_baseline() -> Backbone:
 
 
 def default_cache_dir() -> Path:
-    """Where converted and downloaded weights are cached."""
-    return Path.home() / ".cache" / "tlops"
+    """Where converted and downloaded weights are cached (see :func:`tlops.io.paths.default_cache_dir`)."""
+    return paths.default_cache_dir()
 
 
 def load_backbone(
