@@ -20,7 +20,7 @@ def command_models(args: argparse.Namespace) -> int:
 
     if not args.tracking_uri:
         raise TlopsError("no registry to list: set MLFLOW_TRACKING_URI or pass --tracking-uri")
-    check_tracking_server(args.tracking_uri)
+    check_tracking_server(args.tracking_uri, local_store=False)  # the registry is only where the URI says
     rows = list_versions(MlflowClient(args.tracking_uri), args.model_name)
     if args.json:
         print(json.dumps([row.to_dict() for row in rows], indent=2))

@@ -21,7 +21,7 @@ def command_promote(args: argparse.Namespace) -> int:
             "--copy-to copies --version N or the champion, not a rollback; to roll back the target, run "
             f"tlops promote --model-name {args.copy_to} --rollback"
         )
-    check_tracking_server(args.tracking_uri)
+    check_tracking_server(args.tracking_uri, local_store=False)  # the registry is only where the URI says
     client = MlflowClient(args.tracking_uri)
     if args.copy_to is not None:
         return _copy(client, args)
