@@ -18,12 +18,21 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pandas as pd
 
 from tlops.data.archives import is_archive
 from tlops.data.detection import check_not_detection
-from tlops.data.sources import CSV_MANIFEST_NAMES, OpenedSource, TreeFile, is_junk, list_tree, strip_wrappers
+from tlops.data.sources import (
+    CSV_MANIFEST_NAMES,
+    OpenedSource,
+    TreeFile,
+    is_junk,
+    junk_reason,
+    list_tree,
+    strip_wrappers,
+)
 from tlops.data.splits import SPLITS
 from tlops.errors import TlopsError
 from tlops.io.storage import S3Client, is_s3_uri, read_bytes
@@ -54,11 +63,14 @@ class Layout:
         kind: ``image-folder``, ``pre-split`` or ``csv-manifest``.
         files: The candidate images, with a split when the layout gives one.
         quarantined: Files the layout lists but will not read, with the reason.
+        skipped: Junk (hidden files and folders, ``.DS_Store``, ``__MACOSX/``, ...) left out of the listing: the
+            file or folder, the reason (see :func:`~tlops.data.sources.junk_reason`) and how many files.
     """
 
     kind: str
     files: list[SourceFile]
     quarantined: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def split_given(self) -> bool:
@@ -79,7 +91,14 @@ def list_layout(opened: OpenedSource, s3: S3Client | None = None) -> Layout:
     """
     if opened.csv is not None:
         return csv_layout(opened.csv, opened.root, read_bytes(opened.csv, s3))
-    listing = [f for f in list_tree(opened.root, s3) if not is_junk(f.relpath)]
+    listing, skipped = [], {}
+    for file in list_tree(opened.root, s3):
+        junk = junk_reason(file.relpath)
+        if junk is None:
+            listing.append(file)
+        else:  # a junk folder (a whole .git/) is one entry, with its file count
+            entry = skipped.setdefault(junk[0], {"path": junk[0], "reason": junk[1], "files": 0})
+            entry["files"] += 1
     check_not_detection(listing, opened.source, s3)
     prefix, tree = strip_wrappers(listing, keep=SPLITS)
     root = f"{opened.root.rstrip('/')}/{prefix}" if prefix else opened.root
@@ -87,8 +106,11 @@ def list_layout(opened: OpenedSource, s3: S3Client | None = None) -> Layout:
     if len(manifests) > 1:
         raise TlopsError(f"{opened.source!r} has both manifest.csv and labels.csv at its root; keep one of them")
     if manifests:
-        return csv_layout(manifests[0].uri, root, read_bytes(manifests[0].uri, s3))
-    return folder_layout(tree, opened.source, prefix)
+        layout = csv_layout(manifests[0].uri, root, read_bytes(manifests[0].uri, s3))
+    else:
+        layout = folder_layout(tree, opened.source, prefix)
+    layout.skipped = list(skipped.values())
+    return layout
 
 
 def folder_layout(tree: list[TreeFile], source: str, prefix: str = "") -> Layout:

@@ -334,6 +334,7 @@ def _prepare(
         layout=layout.kind,
         duplicates=deduplicated.duplicates,
         imbalance=class_imbalance(counts["train"]),
+        skipped=layout.skipped,
     )
     return manifest.reset_index(drop=True), prepared
 
