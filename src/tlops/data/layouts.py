@@ -99,6 +99,7 @@ def list_layout(opened: OpenedSource, s3: S3Client | None = None) -> Layout:
         else:  # a junk folder (a whole .git/) is one entry, with its file count
             entry = skipped.setdefault(junk[0], {"path": junk[0], "reason": junk[1], "files": 0})
             entry["files"] += 1
+    _check_not_only_archives(listing, opened)
     check_not_detection(listing, opened.source, s3)
     prefix, tree = strip_wrappers(listing, keep=SPLITS)
     root = f"{opened.root.rstrip('/')}/{prefix}" if prefix else opened.root
@@ -111,6 +112,30 @@ def list_layout(opened: OpenedSource, s3: S3Client | None = None) -> Layout:
         layout = folder_layout(tree, opened.source, prefix)
     layout.skipped = list(skipped.values())
     return layout
+
+
+def _check_not_only_archives(listing: list[TreeFile], opened: OpenedSource) -> None:
+    """Refuse a source holding nothing but archives (a zip inside a zip), naming them, rather than finding no image.
+
+    Archives are extracted only when given as the source itself, never inside one.
+    """
+    if not listing or not all(is_archive(f.relpath) for f in listing):
+        return
+    names = [f.relpath for f in listing]
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    found = f"the archive {shown}" if len(names) == 1 else f"{len(names)} archives ({shown})"
+    if opened.extracted is not None:
+        outer = PurePosixPath(opened.source).name
+        raise TlopsError(
+            f"found only {found} inside {outer}: archives inside an archive are not opened; extract {outer} and "
+            f"give {'it' if len(names) == 1 else 'one of them'} directly (--data PATH/{names[0]}), or repack "
+            "the images themselves (<class>/<image>)"
+        )
+    direct = f"{opened.source.rstrip('/')}/{names[0]}"
+    raise TlopsError(
+        f"found only {found} in {opened.source!r}: give {'it' if len(names) == 1 else 'one of them'} directly, "
+        f"--data {direct}"
+    )
 
 
 def folder_layout(tree: list[TreeFile], source: str, prefix: str = "") -> Layout:
