@@ -316,6 +316,39 @@ def test_junk_skipped_root_files_and_non_images_quarantined(tmp_path: Path) -> N
     assert "outside any class folder" in reasons["root.png"]
     assert reasons["b/readme.txt"].startswith("not an image (text)")
     assert sum(result.num_images.values()) == 7
+    # Junk is not quarantined, but counted and listed with the reason: nothing vanishes without a word.
+    skipped = {entry["path"]: entry for entry in result.skipped}
+    assert set(skipped) == {".cache/", "a/.DS_Store", "a/.hidden.png", "a/Thumbs.db", "b/.thumbs/"}
+    assert (
+        skipped["a/.hidden.png"]["reason"].startswith("hidden file") and "rename" in skipped["a/.hidden.png"]["reason"]
+    )
+    assert skipped[".cache/"]["reason"].startswith("hidden folder") and skipped[".cache/"]["files"] == 1
+    assert result.num_skipped == 5
+    report = (tmp_path / "out" / REPORT_FILE).read_text()
+    assert "- quarantined: 2" in report and "- skipped: 5 (hidden and system files, listed below)" in report
+    assert "## Skipped files" in report and "| `a/.hidden.png` | 1 | hidden file" in report
+    assert load_prepared(tmp_path / "out")[1].skipped == result.skipped
+
+
+def test_junk_folders_are_counted_once_with_their_files(tmp_path: Path) -> None:
+    import zipfile
+
+    data = _write_classes(tmp_path / "data", {"a": 3, "b": 3})
+    archive = tmp_path / "data.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for path in sorted(data.rglob("*.png")):
+            zipped.write(path, path.relative_to(data).as_posix())
+        for name in ("__MACOSX/a/._000.png", "__MACOSX/a/._001.png", "__MACOSX/b/._000.png", ".git/HEAD"):
+            zipped.writestr(name, b"\0junk")
+
+    result = prepare_data(str(archive), tmp_path / "out", _config())
+
+    assert result.skipped == [
+        {"path": ".git/", "reason": "hidden folder: skipped (rename it to use its files)", "files": 1},
+        {"path": "__MACOSX/", "reason": "macOS archive metadata folder: skipped", "files": 3},
+    ]
+    assert result.num_skipped == 4 and result.quarantined == []
+    assert "- skipped: 4 " in (tmp_path / "out" / REPORT_FILE).read_text()
 
 
 def test_symlinks_leaving_the_root_not_followed(tmp_path: Path) -> None:

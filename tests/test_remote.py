@@ -128,6 +128,25 @@ def test_submit_refuses_an_unknown_param_before_any_request(kfp_server: FakeKfp)
     assert kfp_server.requests == []
 
 
+@pytest.mark.parametrize(
+    ("host", "needles"),
+    [
+        ("localhost:8080", ["--host 'localhost:8080' has no scheme", "write http://localhost:8080"]),
+        ("kfp.example.com/", ["has no scheme", "write http://kfp.example.com (or https://kfp.example.com"]),
+        ("ftp://localhost:8080", ["is not an http(s) URL", "write http://localhost:8080"]),
+        ("http://:8080", ["names no host", "http://HOST:PORT"]),
+    ],
+)
+@pytest.mark.parametrize("command", ["submit", "schedule"])
+def test_a_host_without_http_is_named_before_connecting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str, host: str, needles: list[str]
+) -> None:
+    cron = ["--cron", "0 0 3 * * *"] if command == "schedule" else []
+    result = _in_process(monkeypatch, capsys, command, "--host", host, *REMOTE, *cron)
+    line = _one_error_line(result, *needles)
+    assert "does not answer" not in line and "InvalidSchema" not in line
+
+
 def test_submit_to_an_unreachable_server() -> None:
     _one_error_line(_tlops("submit", "--host", "http://127.0.0.1:9", *REMOTE), "does not answer", "127.0.0.1:9")
 

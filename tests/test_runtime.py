@@ -68,3 +68,65 @@ def test_cuda_requested_where_none_exists_is_a_clear_error(tmp_path: Path) -> No
     with pytest.raises(TlopsError, match=r"TLOPS_DEVICE='gpu0' is not a device: use auto, cpu, cuda or cuda:N"):
         runtime_from_environment(environ | {"TLOPS_DEVICE": "gpu0"})
     assert runtime_from_environment(environ | {"TLOPS_DEVICE": "auto"}).device == torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    ("cache", "needles"),
+    [
+        ("a-file", ["TLOPS_CACHE_DIR", "a-file is an existing file", "set TLOPS_CACHE_DIR to a folder you can write"]),
+        ("a-file/cache", ["TLOPS_CACHE_DIR", "is a file, not a folder", "set TLOPS_CACHE_DIR"]),
+        (
+            "/proc/tlops-cache",
+            ["TLOPS_CACHE_DIR /proc/tlops-cache cannot be created or written", "set TLOPS_CACHE_DIR"],
+        ),
+    ],
+)
+def test_an_unusable_cache_dir_fails_in_one_line_naming_the_variable(
+    tmp_path: Path, cache: str, needles: list[str]
+) -> None:
+    from tlops.errors import TlopsError
+    from tlops.io.paths import check_cache_dir
+
+    (tmp_path / "a-file").write_text("x")
+    environ = {"TLOPS_DEVICE": "cpu", "TLOPS_CACHE_DIR": str(tmp_path / cache)}
+
+    for check in (check_cache_dir, runtime_from_environment):
+        with pytest.raises(TlopsError) as error:
+            check(environ)
+        message = str(error.value)
+        assert "\n" not in message and all(needle in message for needle in needles), message
+
+
+def test_the_cache_dir_is_checked_without_being_left_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tlops.io.paths import check_cache_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert check_cache_dir({"TLOPS_CACHE_DIR": str(tmp_path / "new" / "cache")}) == tmp_path / "new" / "cache"
+    assert check_cache_dir({}) == tmp_path / "home" / ".cache" / "tlops"
+    assert runtime_from_environment({"TLOPS_DEVICE": "cpu", "TLOPS_CACHE_DIR": " "}).cache_dir == check_cache_dir({})
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_bad_workers_fail_in_one_line(tmp_path: Path) -> None:
+    from tlops.errors import TlopsError
+
+    with pytest.raises(TlopsError, match="TLOPS_WORKERS='many' is not a whole number"):
+        runtime_from_environment({"TLOPS_DEVICE": "cpu", "TLOPS_CACHE_DIR": str(tmp_path), "TLOPS_WORKERS": "many"})
+
+
+def test_a_step_command_refuses_a_cache_dir_that_is_a_file(
+    small_imagefolder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tlops.cli import main
+    from tlops.data.prepare import SplitConfig, prepare_data
+
+    prepare_data(str(small_imagefolder), tmp_path / "dataset", SplitConfig(workers=1))
+    (tmp_path / "a-file").write_text("x")
+    monkeypatch.setenv("TLOPS_CACHE_DIR", str(tmp_path / "a-file"))
+    args = ["score-backbone", "--dataset", str(tmp_path / "dataset"), "--backbone", "efficientnet_lite0"]
+
+    status = main([*args, "--output", str(tmp_path / "out")])
+
+    assert status == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tlops: error: TLOPS_CACHE_DIR "), lines

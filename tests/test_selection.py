@@ -115,6 +115,35 @@ def test_a_backbone_that_does_not_beat_raw_pixels_is_flagged(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize(
+    ("ours", "theirs", "error", "helps", "start"),
+    [
+        (1.0, 1.0, 0.0, None, "transfer and raw pixels score alike here"),  # a tie is no verdict against transfer
+        (0.90, 0.92, 0.02, None, "transfer and raw pixels score alike here"),  # within the noise
+        (0.90, 0.9001, 0.0, False, "transfer does not help here"),  # strictly better, no noise measured
+        (0.80, 0.95, 0.02, False, "transfer does not help here"),
+        (0.95, 0.80, 0.02, True, "transfer helps"),
+    ],
+)
+def test_transfer_does_not_help_only_when_the_baseline_is_better_beyond_noise(
+    tmp_path: Path, ours: float, theirs: float, error: float, helps: bool | None, start: str
+) -> None:
+    folders = _scored(tmp_path, replace(BASE, name="imagenet", probe_accuracy=ours, probe_std_error=error))
+    baseline = _scored(
+        tmp_path, replace(BASE, name="pixels", probe_accuracy=theirs, probe_std_error=error, params=0, flops=0)
+    )[0]
+
+    selection = choose_backbone(folders, tmp_path / "out", baseline_dir=baseline)
+
+    assert selection.transfer_helps is helps
+    (reason,) = [r for r in selection.reasons if "raw" in r]
+    assert reason.startswith(start), reason
+    assert f"{ours:.3f}" in reason and f"{theirs:.3f}" in reason
+    if start.startswith("transfer does not help"):
+        assert reason.endswith("or fine-tuning may do better"), reason  # a whole sentence, not cut after "may"
+    assert reason in (tmp_path / "out" / "selection.md").read_text()
+
+
+@pytest.mark.parametrize(
     ("options", "message"),
     [
         ({"metric": "accuracy"}, "unknown selection metric 'accuracy'"),

@@ -143,6 +143,34 @@ def test_odd_images_are_predicted_and_bad_rows_get_their_own_error(classifier, l
     assert empty.empty and list(empty.columns) == list(OUTPUT_COLUMNS)
 
 
+def test_the_scoring_server_answers_every_valid_row_and_each_bad_row_with_its_error(classifier, logged: str) -> None:
+    """Through MLflow's scoring server code (JSON parsing, the signature's casts): one bad cell is not a 400."""
+    import base64
+
+    import mlflow
+    from mlflow.pyfunc import scoring_server
+
+    served = mlflow.pyfunc.load_model(logged)
+    png = encode(Image.fromarray(picture(5)), "PNG")
+    text = base64.b64encode(png).decode()
+    cells = [text, "not base64 at all!", None, base64.b64encode(b"no image").decode(), base64.encodebytes(png).decode()]
+    request = json.dumps({"dataframe_split": {"columns": ["image"], "data": [[cell] for cell in cells]}})
+
+    answer = scoring_server.invocations(request, "application/json", served, served.metadata.get_input_schema())
+
+    assert answer.status == 200, answer.response
+    rows = json.loads(answer.response)["predictions"]
+    assert len(rows) == len(cells)
+    for row in (rows[0], rows[4]):
+        assert row["error"] is None
+        assert np.allclose(probabilities_of(row), reference(classifier, png), atol=1e-5)
+    for row in rows[1:4]:
+        assert row["label"] is None and row["error"] and "\n" not in row["error"]
+    assert "not valid base64" in rows[1]["error"]
+    assert "no image (null)" in rows[2]["error"]
+    assert rows[3]["error"].startswith("not an image")
+
+
 def test_a_50_megapixel_photo_is_predicted(classifier, logged: str) -> None:
     import mlflow
 
@@ -163,5 +191,5 @@ def test_the_served_model_is_code_and_tensors_not_a_pickle(logged: str) -> None:
     assert "served_model.py" in {Path(name).name for name in files}
     assert "code/tlops/serving/model.py" in files  # code_paths: loads where tlops is not installed
     mlmodel = (local / "MLmodel").read_text()
-    assert "image" in mlmodel and "binary" in mlmodel
+    assert "image" in mlmodel and '"type": "any"' in mlmodel
     assert json.loads((local / "artifacts" / "preprocessing.json").read_text())["temperature"] == TEMPERATURE

@@ -486,3 +486,41 @@ def test_run_preflight_fails_in_one_line(tmp_path: Path, capsys: pytest.CaptureF
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tlops: error: ") and needle in lines[0], lines
     assert not output.exists()
+
+
+# --- archives inside archives -----------------------------------------------------------------------------------
+
+
+def _inner_zip(path: Path) -> Path:
+    """A valid ImageFolder zip (two classes of three PNGs)."""
+    with zipfile.ZipFile(path, "w") as zipped:
+        for i in range(6):
+            zipped.writestr(f"{('cat', 'dog')[i % 2]}/{i}.png", _png(i))
+    return path
+
+
+def test_a_zip_inside_a_zip_is_named(tmp_path: Path) -> None:
+    inner = _inner_zip(tmp_path / "inner.zip")
+    outer = tmp_path / "outer.zip"
+    with zipfile.ZipFile(outer, "w") as zipped:
+        zipped.write(inner, "inner.zip")
+        zipped.writestr("__MACOSX/._inner.zip", b"junk")
+
+    with pytest.raises(TlopsError) as error:
+        check_dataset(str(outer))
+
+    _one_line(error, "found only the archive inner.zip inside outer.zip", "extract outer.zip", "directly")
+    assert "no images found" not in str(error.value)
+    assert len(check_dataset(str(inner)).files) == 6  # given directly, it is read
+
+
+def test_a_folder_holding_only_archives_names_them(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    _inner_zip(folder / "train.zip")
+    _inner_zip(folder / "test.zip")
+
+    with pytest.raises(TlopsError) as error:
+        check_dataset(str(folder))
+
+    _one_line(error, "found only 2 archives (test.zip, train.zip)", f"--data {folder}/test.zip")

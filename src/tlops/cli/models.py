@@ -22,7 +22,7 @@ def command_models(args: argparse.Namespace) -> int:
 
     uri = registry_uri(args.tracking_uri, Path.cwd())
     logger.info("registry: %s", redact_uri(uri))
-    check_tracking_server(uri)
+    check_tracking_server(uri, local_store=False)  # the registry is only where the URI says
     rows = list_versions(MlflowClient(uri), args.model_name)
     if args.json:
         print(json.dumps([row.to_dict() for row in rows], indent=2))

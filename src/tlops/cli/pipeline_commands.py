@@ -187,7 +187,7 @@ def command_run(args: argparse.Namespace) -> int:
     from tlops.data.demo import write_digits_imagefolder
     from tlops.data.prepare import PreparedCache, preflight_dataset
     from tlops.data.sources import check_data_argument, check_output_apart
-    from tlops.io.paths import cache_dir_from_environment, check_writable_dir
+    from tlops.io.paths import check_cache_dir, check_writable_dir
     from tlops.io.storage import check_writable_location, make_s3_client
     from tlops.models.availability import check_backbone_available
     from tlops.promotion.tracking import check_tracking_server, resolve_tracking_uri
@@ -200,6 +200,7 @@ def command_run(args: argparse.Namespace) -> int:
     split = replace(config.split, archive_limits=archive_limits())
     output = args.output.resolve()
     check_writable_dir(output)
+    cache_dir = check_cache_dir(os.environ)
     data_uri = None
     if args.data is not None:
         check_data_argument(args.data)
@@ -222,7 +223,7 @@ def command_run(args: argparse.Namespace) -> int:
             print(f"no --data given: using the built-in demo data (scikit-learn digits) in {data_uri}")
         s3 = make_s3_client() if data_uri.startswith("s3://") else None
         # Prepared for real into the prepared-dataset cache: the prepare-data step copies it, decoding nothing.
-        cache = PreparedCache.in_cache_dir(cache_dir_from_environment(os.environ))
+        cache = PreparedCache.in_cache_dir(cache_dir)
         prepared = preflight_dataset(data_uri, split, s3, cache)
     except BaseException:
         if created:

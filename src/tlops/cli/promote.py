@@ -25,7 +25,7 @@ def command_promote(args: argparse.Namespace) -> int:
         )
     uri = registry_uri(args.tracking_uri, Path.cwd())
     logger.info("registry: %s", redact_uri(uri))
-    check_tracking_server(uri)
+    check_tracking_server(uri, local_store=False)  # the registry is only where the URI says
     client = MlflowClient(uri)
     if args.copy_to is not None:
         return _copy(client, args)

@@ -8,6 +8,7 @@
 Single folders that only wrap the dataset are stripped first, alike for folders, s3:// prefixes and archives.
 Every file of a folder layout is a candidate image whatever its name (the content decides, when it is read),
 except documented junk (:func:`~tlops.data.sources.is_junk`); files outside any class folder are quarantined.
+Object-detection exports (:mod:`tlops.data.detection`) and folders of images named only like splits are refused.
 """
 
 from __future__ import annotations
@@ -17,11 +18,21 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pandas as pd
 
 from tlops.data.archives import is_archive
-from tlops.data.sources import CSV_MANIFEST_NAMES, OpenedSource, TreeFile, is_junk, list_tree, strip_wrappers
+from tlops.data.detection import check_not_detection
+from tlops.data.sources import (
+    CSV_MANIFEST_NAMES,
+    OpenedSource,
+    TreeFile,
+    is_junk,
+    junk_reason,
+    list_tree,
+    strip_wrappers,
+)
 from tlops.data.splits import SPLITS
 from tlops.errors import TlopsError
 from tlops.io.storage import S3Client, is_s3_uri, read_bytes
@@ -29,6 +40,8 @@ from tlops.io.storage import S3Client, is_s3_uri, read_bytes
 IMAGE_FOLDER, PRE_SPLIT, CSV_MANIFEST = "image-folder", "pre-split", "csv-manifest"
 OUTSIDE_CLASS_FOLDER = "outside any class folder: not used (move it into a <class>/ folder)"
 URL_NOT_SUPPORTED = "{scheme} URLs are not supported: download the images or use s3://"
+# Folder names that mean a split, not a class (``valid`` is Roboflow's, ``validation`` Hugging Face's).
+SPLIT_LIKE_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "testing"})
 _URL = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
 
 
@@ -50,11 +63,14 @@ class Layout:
         kind: ``image-folder``, ``pre-split`` or ``csv-manifest``.
         files: The candidate images, with a split when the layout gives one.
         quarantined: Files the layout lists but will not read, with the reason.
+        skipped: Junk (hidden files and folders, ``.DS_Store``, ``__MACOSX/``, ...) left out of the listing: the
+            file or folder, the reason (see :func:`~tlops.data.sources.junk_reason`) and how many files.
     """
 
     kind: str
     files: list[SourceFile]
     quarantined: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def split_given(self) -> bool:
@@ -75,14 +91,51 @@ def list_layout(opened: OpenedSource, s3: S3Client | None = None) -> Layout:
     """
     if opened.csv is not None:
         return csv_layout(opened.csv, opened.root, read_bytes(opened.csv, s3))
-    prefix, tree = strip_wrappers([f for f in list_tree(opened.root, s3) if not is_junk(f.relpath)], keep=SPLITS)
+    listing, skipped = [], {}
+    for file in list_tree(opened.root, s3):
+        junk = junk_reason(file.relpath)
+        if junk is None:
+            listing.append(file)
+        else:  # a junk folder (a whole .git/) is one entry, with its file count
+            entry = skipped.setdefault(junk[0], {"path": junk[0], "reason": junk[1], "files": 0})
+            entry["files"] += 1
+    _check_not_only_archives(listing, opened)
+    check_not_detection(listing, opened.source, s3)
+    prefix, tree = strip_wrappers(listing, keep=SPLITS)
     root = f"{opened.root.rstrip('/')}/{prefix}" if prefix else opened.root
     manifests = [f for f in tree if f.relpath in CSV_MANIFEST_NAMES]
     if len(manifests) > 1:
         raise TlopsError(f"{opened.source!r} has both manifest.csv and labels.csv at its root; keep one of them")
     if manifests:
-        return csv_layout(manifests[0].uri, root, read_bytes(manifests[0].uri, s3))
-    return folder_layout(tree, opened.source, prefix)
+        layout = csv_layout(manifests[0].uri, root, read_bytes(manifests[0].uri, s3))
+    else:
+        layout = folder_layout(tree, opened.source, prefix)
+    layout.skipped = list(skipped.values())
+    return layout
+
+
+def _check_not_only_archives(listing: list[TreeFile], opened: OpenedSource) -> None:
+    """Refuse a source holding nothing but archives (a zip inside a zip), naming them, rather than finding no image.
+
+    Archives are extracted only when given as the source itself, never inside one.
+    """
+    if not listing or not all(is_archive(f.relpath) for f in listing):
+        return
+    names = [f.relpath for f in listing]
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    found = f"the archive {shown}" if len(names) == 1 else f"{len(names)} archives ({shown})"
+    if opened.extracted is not None:
+        outer = PurePosixPath(opened.source).name
+        raise TlopsError(
+            f"found only {found} inside {outer}: archives inside an archive are not opened; extract {outer} and "
+            f"give {'it' if len(names) == 1 else 'one of them'} directly (--data PATH/{names[0]}), or repack "
+            "the images themselves (<class>/<image>)"
+        )
+    direct = f"{opened.source.rstrip('/')}/{names[0]}"
+    raise TlopsError(
+        f"found only {found} in {opened.source!r}: give {'it' if len(names) == 1 else 'one of them'} directly, "
+        f"--data {direct}"
+    )
 
 
 def folder_layout(tree: list[TreeFile], source: str, prefix: str = "") -> Layout:
@@ -105,6 +158,7 @@ def folder_layout(tree: list[TreeFile], source: str, prefix: str = "") -> Layout
     candidates = [(f, parts) for f, parts in candidates if len(parts) >= 2]
     split_dirs = {parts[0] for _f, parts in candidates if parts[0] in SPLITS and len(parts) >= 3}
     if not split_dirs:
+        _check_classes_not_splits([parts for _f, parts in candidates], source)
         _check_more_than_one_class([parts for _f, parts in candidates], source, prefix)
         return Layout(IMAGE_FOLDER, [SourceFile(f.uri, f.relpath, parts[0]) for f, parts in candidates], loose)
     others = sorted({parts[0] for _f, parts in candidates} - set(SPLITS))
@@ -123,6 +177,18 @@ def folder_layout(tree: list[TreeFile], source: str, prefix: str = "") -> Layout
     files = [SourceFile(f.uri, f.relpath, parts[1], parts[0]) for f, parts in candidates if len(parts) >= 3]
     loose += [{"path": f.relpath, "reason": OUTSIDE_CLASS_FOLDER} for f, parts in candidates if len(parts) < 3]
     return Layout(PRE_SPLIT, files, sorted(loose, key=lambda q: q["path"]))
+
+
+def _check_classes_not_splits(paths: list[tuple[str, ...]], source: str) -> None:
+    """Refuse an ImageFolder whose every class is named like a split: images put in split folders, no classes."""
+    labels = sorted({parts[0] for parts in paths})
+    if not labels or any(label.lower() not in SPLIT_LIKE_NAMES for label in labels):
+        return
+    shown = ", ".join(f"{label}/" for label in labels)
+    raise TlopsError(
+        f"{source!r} has only folders named like splits ({shown}), holding images directly: they would be taken "
+        "as classes; put one folder per class inside each (train/<class>/<image>), or give one folder per class"
+    )
 
 
 def _check_more_than_one_class(paths: list[tuple[str, ...]], source: str, prefix: str) -> None:

@@ -478,6 +478,7 @@ def _prepare(
         layout=layout.kind,
         duplicates=deduplicated.duplicates,
         imbalance=class_imbalance(counts["train"]),
+        skipped=layout.skipped,
     )
     return manifest.reset_index(drop=True), prepared
 

@@ -33,6 +33,8 @@ class PreparedData(JsonRecord):
         duplicates: One entry per duplicated content: ``sha256``, ``label``, ``kept``, ``kept_split``,
             ``removed`` and ``across_splits``.
         imbalance: ``ratio`` (largest over smallest class in train) and balanced ``class_weights``.
+        skipped: Junk not read (hidden files and folders, ``.DS_Store``, ``__MACOSX/``, ...): ``path`` (a file,
+            or a folder ending in ``/``), ``reason`` and ``files`` (how many files).
     """
 
     digest: str
@@ -45,9 +47,15 @@ class PreparedData(JsonRecord):
     layout: str = ""
     duplicates: list[dict[str, Any]] = field(default_factory=list)
     imbalance: dict[str, Any] = field(default_factory=dict)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
     FILE = SUMMARY_FILE
     STEP = "prepare-data"
+
+    @property
+    def num_skipped(self) -> int:
+        """How many junk files were skipped."""
+        return sum(int(entry.get("files", 1)) for entry in self.skipped)
 
     @property
     def num_images(self) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""The Markdown report of a prepared dataset: counts, quarantined files, duplicates and class imbalance."""
+"""The Markdown report of a prepared dataset: counts, quarantined and skipped files, duplicates, class imbalance."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ def render_report(prepared: PreparedData) -> str:
         "- images: " + ", ".join(f"{split} {n}" for split, n in prepared.num_images.items()),
         f"- duplicates removed: {prepared.duplicates_removed}",
         f"- quarantined: {len(prepared.quarantined)}",
+        f"- skipped: {prepared.num_skipped}" + (" (hidden and system files, listed below)" if prepared.skipped else ""),
         "",
         "| class | " + " | ".join(SPLITS) + " |",
         "|---|" + "---:|" * len(SPLITS),
@@ -40,6 +41,9 @@ def render_report(prepared: PreparedData) -> str:
     if prepared.quarantined:
         lines += ["", "## Quarantined files", "", "| file | reason |", "|---|---|"]
         lines += [f"| `{_cell(q['path'])}` | {_cell(q['reason'])} |" for q in prepared.quarantined]
+    if prepared.skipped:
+        lines += ["", "## Skipped files", "", "| file or folder | files | reason |", "|---|---:|---|"]
+        lines += [f"| `{_cell(q['path'])}` | {q.get('files', 1)} | {_cell(q['reason'])} |" for q in prepared.skipped]
     if prepared.duplicates:
         lines += ["", "## Duplicates", "", "Exact copies (same sha256); one is kept, test before val before train.", ""]
         lines += ["| kept | split | removed | sha256 |", "|---|---|---|---|"]

@@ -19,23 +19,40 @@ if TYPE_CHECKING:
 
 CSV_MANIFEST_NAMES = ("manifest.csv", "labels.csv")
 _KINDS = f"a folder, a {'/'.join(ARCHIVE_SUFFIXES)} archive, a .csv manifest or an s3:// URI"
-# Files that operating systems and archivers leave in folders: never part of a dataset, skipped without a word.
+# Files that operating systems and archivers leave in folders: never part of a dataset, skipped (and counted
+# in the data report with the reason).
 JUNK_FILES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
 JUNK_FOLDERS = frozenset({"__macosx"})
 
 
-def is_junk(relpath: str) -> bool:
-    """Whether a file is documented junk, skipped without a word; every other file is used or quarantined.
+def junk_reason(relpath: str) -> tuple[str, str] | None:
+    """Why a file is documented junk, skipped rather than read; ``None`` for a file that is used or quarantined.
 
-    Junk: hidden files (a dot-file, or inside a dot-folder), ``.DS_Store``, ``Thumbs.db``, ``desktop.ini``, and
-    anything inside ``__MACOSX``.
+    Junk: ``.DS_Store``, ``Thumbs.db``, ``desktop.ini``, anything inside ``__MACOSX``, and hidden files (a
+    dot-file, or inside a dot-folder).
+
+    Returns:
+        What is skipped (the file, or the junk folder holding it as ``folder/``) and why.
     """
     parts = PurePosixPath(relpath).parts
-    return (
-        not parts
-        or any(part.startswith(".") or part.lower() in JUNK_FOLDERS for part in parts)
-        or parts[-1].lower() in JUNK_FILES
-    )
+    if not parts:
+        return relpath, "no file name"
+    for depth, part in enumerate(parts[:-1]):
+        folder = "/".join(parts[: depth + 1]) + "/"
+        if part.lower() in JUNK_FOLDERS:
+            return folder, "macOS archive metadata folder: skipped"
+        if part.startswith("."):
+            return folder, "hidden folder: skipped (rename it to use its files)"
+    if parts[-1].lower() in JUNK_FILES:
+        return relpath, "operating-system file: skipped"
+    if parts[-1].startswith("."):
+        return relpath, "hidden file (its name starts with a dot): skipped (rename it to use it)"
+    return None
+
+
+def is_junk(relpath: str) -> bool:
+    """Whether a file is documented junk (see :func:`junk_reason`); every other file is used or quarantined."""
+    return junk_reason(relpath) is not None
 
 
 def check_data_argument(source: str | None, flag: str = "--data") -> str:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from tlops.errors import TlopsError
 
-CACHE_DIR_ENV = "TLOPS_CACHE_DIR"
+CACHE_DIR_VARIABLE = "TLOPS_CACHE_DIR"
 
 
 def default_cache_dir() -> Path:
@@ -24,25 +24,29 @@ def cache_dir_from_environment(environ: Mapping[str, str]) -> Path:
     Args:
         environ: The environment (``os.environ`` at the edges, a dict in tests).
     """
-    value = environ.get(CACHE_DIR_ENV)
-    return Path(value) if value else default_cache_dir()
+    value = environ.get(CACHE_DIR_VARIABLE, "").strip()
+    return Path(value).expanduser() if value else default_cache_dir()
 
 
-def check_writable_dir(path: Path, what: str = "--output") -> None:
+def check_writable_dir(path: Path, what: str = "--output", fix: str | None = None) -> None:
     """Check that ``path`` is, or can be created as, a folder this process can write into; leave nothing behind.
 
-    Missing folders are created to try it and removed again, and a probe file is written and deleted, so the
-    answer is the file system's own (read-only mounts, ``/proc``, ``/sys``, permissions, a file in the way).
+    A probe file is written and deleted, so the answer is the file system's own (read-only mounts, ``/proc``,
+    ``/sys``, permissions, a file in the way). For a missing folder, the folders still missing are created inside
+    a uniquely named scratch folder of the nearest existing one, and removed with it: the check never creates,
+    and so never removes, a folder that another process (another rank of a distributed run, checking the same
+    ``--output`` at once) may be creating or using.
 
     Args:
         path: The folder.
         what: How the user named it (``--output``), for the message.
+        fix: What the user should do instead (default: pass ``what`` a folder you can write to).
 
     Raises:
         TlopsError: naming the folder, why it cannot be written, and the fix.
     """
     path = Path(os.path.abspath(path))
-    fix = f"pass {what} a folder you can write to"
+    fix = fix or f"pass {what} a folder you can write to"
     if path.exists() and not path.is_dir():
         raise TlopsError(f"{what} {path} is an existing file, not a folder; {fix} (it is created if missing)")
     existing = path
@@ -50,12 +54,15 @@ def check_writable_dir(path: Path, what: str = "--output") -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise TlopsError(f"{what} {path} cannot be created: {existing} is a file, not a folder; {fix}")
-    created: list[Path] = []
+    missing = path.relative_to(existing).parts
+    scratch: Path | None = None
     try:
-        for folder in reversed([path, *path.parents][: len(path.relative_to(existing).parts)]):
-            folder.mkdir()
-            created.append(folder)
-        descriptor, probe = tempfile.mkstemp(prefix=".tlops-write-check-", dir=path)
+        folder = existing
+        if missing:
+            scratch = Path(tempfile.mkdtemp(prefix=".tlops-write-check-", dir=existing))
+            folder = scratch.joinpath(*missing)
+            folder.mkdir(parents=True)  # the same names, so a name the file system refuses is caught
+        descriptor, probe = tempfile.mkstemp(prefix=".tlops-write-check-", dir=folder)
         try:
             os.write(descriptor, b"x")
         finally:
@@ -64,6 +71,31 @@ def check_writable_dir(path: Path, what: str = "--output") -> None:
     except OSError as error:
         raise TlopsError(f"{what} {path} cannot be created or written ({error.strerror or error}); {fix}") from None
     finally:
-        for folder in reversed(created):
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def check_cache_dir(environ: Mapping[str, str]) -> Path:
+    """The cache folder (``TLOPS_CACHE_DIR``, else ``~/.cache/tlops``), checked to be a folder this process can write.
+
+    Called by the edges before any step runs, so that a cache pointing at a file or a read-only place fails in
+    one line at once rather than in a traceback when a step first writes there.
+
+    Args:
+        environ: The environment (``os.environ`` at the edges, a dict in tests).
+
+    Raises:
+        TlopsError: naming ``TLOPS_CACHE_DIR`` (or the default folder) and the fix.
+    """
+    path = cache_dir_from_environment(environ)
+    if environ.get(CACHE_DIR_VARIABLE, "").strip():
+        check_writable_dir(
+            path, CACHE_DIR_VARIABLE, f"set {CACHE_DIR_VARIABLE} to a folder you can write to (or unset it)"
+        )
+    else:
+        check_writable_dir(
+            path,
+            f"the cache folder ({CACHE_DIR_VARIABLE} is unset, so the default)",
+            f"set {CACHE_DIR_VARIABLE} to a folder you can write to",
+        )
+    return path

@@ -156,6 +156,23 @@ def read_bytes(uri: str, s3: S3Client | None = None) -> bytes:
         raise _explain_client_error(error, location) from None
 
 
+def read_head(uri: str, size: int, s3: S3Client | None = None) -> bytes:
+    """The first ``size`` bytes (or fewer, for a shorter file) of a local file or S3 object."""
+    if not is_s3_uri(uri):
+        with open(uri, "rb") as file:
+            return file.read(size)
+    if s3 is None:
+        raise TlopsError(f"{uri} is on S3 but no S3 client was given")
+    location = parse_s3_uri(uri)
+    try:
+        response = s3.get_object(Bucket=location.bucket, Key=location.key, Range=f"bytes=0-{max(size, 1) - 1}")
+        return response["Body"].read()[:size]
+    except s3_errors() as error:
+        if getattr(error, "response", {}).get("Error", {}).get("Code") == "InvalidRange":
+            return b""  # an empty object has no byte 0
+        raise _explain_client_error(error, location) from None
+
+
 def download(uri: str, destination: Path, s3: S3Client | None = None) -> Path:
     """Copy a local file or S3 object to ``destination`` atomically (write to a temporary name, then rename)."""
     destination.parent.mkdir(parents=True, exist_ok=True)

@@ -74,6 +74,33 @@ def refused(host: str, status: int, reason: str, token: Token | None, body: Any 
     )
 
 
+def check_host(host: str) -> str:
+    """The ``--host`` URL without a trailing slash, refused unless it is an http(s) URL with a host name.
+
+    ``localhost:8080`` reads as a URL of scheme ``localhost`` to ``requests``, which answers ``InvalidSchema``;
+    the missing ``http://`` is named here, before anything is sent.
+
+    Raises:
+        TlopsError: naming the host and the URL to write instead.
+    """
+    from urllib.parse import urlsplit
+
+    text = host.strip().rstrip("/")
+    if not text:
+        raise TlopsError(
+            f"--host is empty; pass the Kubeflow Pipelines API URL, e.g. http://localhost:8080 with {PORT_FORWARD}"
+        )
+    if "://" not in text:
+        raise TlopsError(f"--host {host!r} has no scheme: write http://{text} (or https://{text} for a TLS endpoint)")
+    parts = urlsplit(text)
+    if parts.scheme.lower() not in ("http", "https"):
+        rest = text.split("://", 1)[1]
+        raise TlopsError(f"--host {host!r} is not an http(s) URL: write http://{rest} (or https://{rest})")
+    if not parts.hostname:
+        raise TlopsError(f"--host {host!r} names no host: write it as http://HOST:PORT, e.g. http://localhost:8080")
+    return text
+
+
 def _check_health(host: str, token: Token | None) -> None:
     """Ask the health endpoint, with the token, so that a wrong host or token fails at once, in one line."""
     import requests
@@ -150,11 +177,11 @@ def connect(host: str, token: Token | None, namespace: str | None = None) -> Con
         namespace: The Kubeflow profile's namespace the experiments and recurring runs live in (multi-user).
 
     Raises:
-        TlopsError: when the host does not answer, or refuses the token.
+        TlopsError: when the host is no http(s) URL, does not answer, or refuses the token.
     """
     import kfp
 
-    host = host.rstrip("/")
+    host = check_host(host)
     _check_health(host, token)
     connection = Connection(host, None, token, namespace or None)
     with calling(connection, "connecting"):

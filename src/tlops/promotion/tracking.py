@@ -18,6 +18,9 @@ TOKEN_ENV = "MLFLOW_TRACKING_TOKEN"
 # Where `tlops run` writes by default (its --output) and the sqlite store it tracks into there without a URI.
 LOCAL_RUN_OUTPUT = "tlops-run"
 LOCAL_STORE = "mlflow.db"
+# Where a user gives the tracking URI: the flag, or the variable that is its default.
+URI_FLAG = "--tracking-uri"
+URI_ENV = "MLFLOW_TRACKING_URI"
 
 
 def local_tracking_uri(output_dir: Path) -> str:
@@ -112,7 +115,37 @@ def check_no_password(uri: str) -> None:
     )
 
 
-def check_tracking_server(uri: str, timeout: float = 5.0, environ: Mapping[str, str] | None = None) -> None:
+def tracking_uri_source(uri: str, environ: Mapping[str, str]) -> str:
+    """Where the user gave a tracking URI: :data:`URI_ENV` when it is that variable's value, else :data:`URI_FLAG`.
+
+    The CLI takes ``--tracking-uri`` with ``$MLFLOW_TRACKING_URI`` as its default, so a URI other than the
+    variable's came from the flag.
+    """
+    return URI_ENV if environ.get(URI_ENV) == uri else URI_FLAG
+
+
+def _unreachable_advice(source: str, local_store: bool, environ: Mapping[str, str]) -> str:
+    """What to do about a server that does not answer, for where the URI came from and what the command needs."""
+    if not local_store:  # models, promote: the registry is on that server, there is no local one to fall back to
+        if source == URI_ENV:
+            return f"start it, or set {URI_ENV} (or pass {URI_FLAG}) to the server that holds the registry"
+        return f"start it, or pass {URI_FLAG} the server that holds the registry"
+    fallback = "to track into a local sqlite store"
+    if source == URI_ENV:
+        return f"start it, or unset {URI_ENV} {fallback}"
+    if environ.get(URI_ENV):
+        return f"start it, or leave out {URI_FLAG} and unset {URI_ENV} {fallback}"
+    return f"start it, or leave out {URI_FLAG} {fallback}"
+
+
+def check_tracking_server(
+    uri: str,
+    timeout: float = 5.0,
+    environ: Mapping[str, str] | None = None,
+    *,
+    source: str | None = None,
+    local_store: bool = True,
+) -> None:
     """Check that an http(s) tracking server answers and takes the credentials MLflow will send; local stores pass.
 
     The credentials are the ones MLflow's client reads: ``MLFLOW_TRACKING_USERNAME`` and
@@ -123,6 +156,10 @@ def check_tracking_server(uri: str, timeout: float = 5.0, environ: Mapping[str, 
         uri: The tracking URI.
         timeout: Seconds to wait for each answer.
         environ: Where the credentials are read; ``os.environ`` when ``None``.
+        source: Where the user gave the URI, :data:`URI_FLAG` or :data:`URI_ENV`, for the advice on a server
+            that does not answer; ``None`` infers it (see :func:`tracking_uri_source`).
+        local_store: Whether the command tracks into a local sqlite store without a URI (``run`` and the steps
+            do; ``models`` and ``promote`` read a registry that only the URI names).
 
     Raises:
         TlopsError: when the server does not answer or refuses the credentials, naming the URI and what to do,
@@ -133,19 +170,17 @@ def check_tracking_server(uri: str, timeout: float = 5.0, environ: Mapping[str, 
         return
     import requests
 
+    environ = os.environ if environ is None else environ
     try:
         response = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
     except requests.RequestException as error:
-        reason = type(error).__name__
-        raise TlopsError(
-            f"MLflow server at {uri} does not answer ({reason}); start it, or unset MLFLOW_TRACKING_URI "
-            "to track into a local sqlite store"
-        ) from None
+        advice = _unreachable_advice(source or tracking_uri_source(uri, environ), local_store, environ)
+        raise TlopsError(f"MLflow server at {uri} does not answer ({type(error).__name__}); {advice}") from None
     if response.status_code != 200:
         raise TlopsError(
             f"MLflow server at {uri} answered {response.status_code} on /health; check the URI and the server logs"
         )
-    _check_credentials(uri, timeout, os.environ if environ is None else environ)
+    _check_credentials(uri, timeout, environ)
 
 
 def _check_credentials(uri: str, timeout: float, environ: Mapping[str, str]) -> None:

@@ -278,11 +278,20 @@ def _create_model(client, target_name: str) -> None:
 
 
 def _copy(client, source_uri: str, target_name: str, existed: bool):
-    """Copy the version; on failure remove a target model created for it."""
+    """Copy the version; on failure remove a target model created for it.
+
+    MLflow's copy creates the target model itself and, finding it created (by :func:`_create_model`, which
+    names a refused name in one line), prints "Registered model ... already exists" to stderr, then "Copied
+    version ...": both are kept off the terminal, where they contradicted tlops' own line for a new model.
+    """
+    import contextlib
+    import io
+
     from mlflow.exceptions import MlflowException
 
     try:
-        return client.copy_model_version(src_model_uri=source_uri, dst_name=target_name)
+        with contextlib.redirect_stderr(io.StringIO()):
+            return client.copy_model_version(src_model_uri=source_uri, dst_name=target_name)
     except MlflowException as error:
         if not existed:
             client.delete_registered_model(target_name)

@@ -6,8 +6,9 @@ the weights' preprocessing, the fitted temperature). Every image is decoded exac
 (:func:`tlops.data.images.decode_image`: content-detected format, EXIF orientation, transparency over white,
 16-bit grey rescaled, pixel limit) and resized and cropped by the same evaluation transform.
 
-Input: a DataFrame with an ``image`` column whose cells are encoded image bytes (what the scoring server's JSON
-carries base64-encoded) or ``(H, W, 3)`` uint8 arrays; in process, an ``(N, H, W, 3)`` uint8 array too.
+Input: a DataFrame with an ``image`` column whose cells are encoded image bytes, their base64 text (what the
+scoring server's JSON carries, handed over undecoded so that one bad cell fails only its row) or ``(H, W, 3)``
+uint8 arrays; in process, an ``(N, H, W, 3)`` uint8 array too.
 Output: one row per image with ``label``, ``probability`` (of that label), ``probabilities`` (class -> calibrated
 probability), ``top_k`` (the ``k`` most probable classes) and ``error`` (why a row could not be classified;
 then the other columns are empty). A bad row never fails the batch.
@@ -15,6 +16,8 @@ then the other columns are empty). A bad row never fails the batch.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -66,7 +69,8 @@ class ServingConfig:
 class ImageClassifier(PythonModel):
     """MLflow ``PythonModel`` over an exported network and the preprocessing of its weights."""
 
-    # The signature logged with the model (a binary ``image`` column) is what MLflow validates the input against.
+    # The signature logged with the model (an ``image`` column of any type) is what MLflow validates the input
+    # against; each cell is checked here, row by row.
     _skip_type_hint_validation = True
 
     def load_context(self, context: Any) -> None:
@@ -149,16 +153,29 @@ def _picture(image: Any, max_pixels: int) -> Any:
 
     from tlops.data.images import decode_image
 
+    if isinstance(image, str):
+        image = _base64(image)
     if isinstance(image, bytes | bytearray | memoryview):
         return decode_image(bytes(image), max_pixels=max_pixels).image
-    if isinstance(image, str):
-        raise ValueError("got text, not image bytes: send the file's bytes (base64-encoded in JSON)")
+    if image is None or (isinstance(image, float) and np.isnan(image)):
+        raise ValueError("the row has no image (null): send the image file's bytes (base64-encoded in JSON)")
     array = np.asarray(image)
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
         raise ValueError(f"an image array must be (H, W, 3) uint8 RGB, got {array.shape} {array.dtype}")
     if array.shape[0] * array.shape[1] > max_pixels:
         raise ValueError(f"image of {array.shape[0] * array.shape[1]} pixels is over the limit of {max_pixels}")
     return Image.fromarray(array, mode="RGB")
+
+
+def _base64(text: str) -> bytes:
+    """The bytes a base64 cell encodes (line breaks allowed, as ``base64.encodebytes`` writes them)."""
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError) as error:
+        shown = text if len(text) <= 20 else f"{text[:20]}..."
+        raise ValueError(
+            f"the row's text {shown!r} is not valid base64 ({error}): send the image file's bytes, base64-encoded"
+        ) from None
 
 
 def _error_row(error: Exception) -> dict[str, Any]:

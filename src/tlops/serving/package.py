@@ -53,10 +53,15 @@ def export_network(model: nn.Module, input_size: int, path: Path) -> Path:
 
 
 def served_signature(classes: list[str]) -> Any:
-    """Input: one binary column ``image``; output: label, probability, per-class probabilities, top-k, error."""
+    """Input: one column ``image``; output: label, probability, per-class probabilities, top-k, error.
+
+    The input column is typed ``Any``, not ``binary``: MLflow's scoring server base64-decodes a binary column
+    itself and answers a request with one invalid or null cell with HTTP 400 for every row. Typed ``Any``, the
+    base64 text reaches the model, which decodes each cell and gives a bad one its own ``error``.
+    """
     from mlflow.models import ModelSignature
     from mlflow.types import DataType
-    from mlflow.types.schema import Array, ColSpec, Map, Object, Property, Schema
+    from mlflow.types.schema import AnyType, Array, ColSpec, Map, Object, Property, Schema
 
     top = Object([Property("label", DataType.string), Property("probability", DataType.double)])
     outputs = Schema(
@@ -68,7 +73,7 @@ def served_signature(classes: list[str]) -> Any:
             ColSpec(DataType.string, "error", required=False),
         ]
     )
-    return ModelSignature(inputs=Schema([ColSpec(DataType.binary, IMAGE_COLUMN)]), outputs=outputs)
+    return ModelSignature(inputs=Schema([ColSpec(AnyType(), IMAGE_COLUMN, required=False)]), outputs=outputs)
 
 
 def example_images(size: int = 32) -> Any:

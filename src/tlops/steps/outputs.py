@@ -169,7 +169,8 @@ class Selection(JsonRecord):
         reasons: Why the chosen backbone won, and whether transfer beats raw pixels.
         metric: The score that ranked them (``probe``, ``knn`` or ``logme``).
         baseline: The no-transfer baseline's row (raw 32x32 pixels), or ``None``.
-        transfer_helps: Whether the chosen backbone's probe accuracy beats the baseline's (``None``: no baseline).
+        transfer_helps: Whether the chosen backbone's probe accuracy beats the baseline's beyond noise (``False``:
+            the baseline's beats it beyond noise; ``None``: no baseline, or no clear difference).
     """
 
     chosen: str

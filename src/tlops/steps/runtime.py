@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from tlops.io.paths import cache_dir_from_environment, default_cache_dir
+from tlops.errors import TlopsError
+from tlops.io.paths import check_cache_dir, default_cache_dir
 from tlops.io.storage import S3Client, make_s3_client
 from tlops.models.device import resolve_device
 
@@ -62,11 +63,18 @@ def runtime_from_environment(environ: Mapping[str, str]) -> Runtime:
 
     Args:
         environ: The environment (``os.environ`` at the edges, a dict in tests).
+
+    Raises:
+        TlopsError: when ``TLOPS_CACHE_DIR`` (or the default cache folder) is not a writable folder, or
+            ``TLOPS_WORKERS`` is not a whole number.
     """
-    workers = environ.get("TLOPS_WORKERS")
+    cache_dir = check_cache_dir(environ)
+    workers = environ.get("TLOPS_WORKERS", "").strip()
+    if workers and not workers.isdigit():
+        raise TlopsError(f"TLOPS_WORKERS={workers!r} is not a whole number; set it to 0 or more, or unset it")
     return Runtime(
         device=resolve_device(environ.get("TLOPS_DEVICE", "auto")),
         s3=make_s3_client(),
-        cache_dir=cache_dir_from_environment(environ),
+        cache_dir=cache_dir,
         workers=int(workers) if workers else default_workers(available_cpus()),
     )

@@ -105,8 +105,8 @@ def choose_backbone(
 
     The candidates within the budgets are ranked by ``metric`` (ties broken by kNN accuracy, then by FLOPs). A
     candidate within one standard error of the best is a near-tie and the cheapest of those (FLOPs, then
-    parameters) is chosen. When the chosen backbone's probe accuracy does not beat the raw-pixel baseline's, the
-    reasons say that transfer does not help here.
+    parameters) is chosen. When the raw-pixel baseline's probe accuracy beats the chosen backbone's beyond noise,
+    the reasons say that transfer does not help here (see :func:`_compare_with_baseline`).
 
     Args:
         score_dirs: Outputs of the score-backbone step, one per candidate.
@@ -146,18 +146,8 @@ def choose_backbone(
     reasons = [_why(chosen, best, eligible, value_field, error_field, description)]
     transfer_helps = None
     if baseline is not None:
-        transfer_helps = chosen["probe_accuracy"] > baseline.probe_accuracy
-        if not transfer_helps:
-            reasons.append(
-                f"transfer does not help here: a linear probe on raw 32x32 pixels reaches {baseline.probe_accuracy:.3f}"
-                f", the chosen backbone {chosen['probe_accuracy']:.3f}; a backbone closer to this domain, more data, "
-                "or fine-tuning may"
-            )
-        else:
-            reasons.append(
-                f"transfer helps: {chosen['name']} {chosen['probe_accuracy']:.3f} vs raw 32x32 pixels "
-                f"{baseline.probe_accuracy:.3f} (linear probe)"
-            )
+        transfer_helps, reason = _compare_with_baseline(chosen, baseline)
+        reasons.append(reason)
     ordered = [*eligible, *(row for row in rows if row["status"] != "ranked")]
     for rank, row in enumerate(ordered, start=1):
         row["rank"] = rank if row["status"] == "ranked" else None
@@ -178,6 +168,27 @@ def choose_backbone(
             "backbone selection: %s", reason
         )
     return selection
+
+
+def _compare_with_baseline(chosen: dict[str, Any], baseline: BackboneScore) -> tuple[bool | None, str]:
+    """Whether transfer helps, judged on linear-probe accuracy beyond noise, and the reason in whole sentences.
+
+    Noise is the standard error of the difference (the two cross-validation standard errors combined). Transfer
+    does not help only when the raw pixels are strictly better beyond it; a tie, or a difference within it, is
+    said as such (``None``: no clear answer).
+    """
+    ours, theirs = chosen["probe_accuracy"], baseline.probe_accuracy
+    noise = (chosen["probe_std_error"] ** 2 + baseline.probe_std_error**2) ** 0.5
+    compared = f"{chosen['name']} {ours:.3f} vs raw 32x32 pixels {theirs:.3f} (linear probe"
+    if ours - theirs > noise:
+        return True, f"transfer helps: {compared})"
+    if theirs - ours > noise:
+        return False, (
+            f"transfer does not help here: a linear probe on raw 32x32 pixels reaches {theirs:.3f}, the chosen "
+            f"backbone {ours:.3f}; a backbone closer to this domain, more data, or fine-tuning may do better"
+        )
+    within = "a tie" if ours == theirs else f"within the noise of {noise:.3f}"
+    return None, f"transfer and raw pixels score alike here: {compared}, {within}); neither is clearly better"
 
 
 def _row(score: BackboneScore) -> dict[str, Any]:
