@@ -140,7 +140,7 @@ def test_flags_override_the_config_file_and_unknown_keys_are_named(tmp_path: Pat
     ("argv", "message"),
     [
         (["--mixup", "-1"], "--mixup must be >= 0, got -1.0"),
-        (["--processes-per-node", "0"], "--processes-per-node must be >= 1, got 0"),
+        (["--processes-per-node", "0"], "--processes-per-node must be positive, got 0"),
         (["--swa-epochs", "5"], "--swa-epochs must be between 0 and --epochs (3), got 5"),
         (["--batch-size", "30", "--grad-accumulation", "4"],
          "--batch-size 30 is not a multiple of --grad-accumulation 4"),
@@ -162,7 +162,7 @@ def test_the_command_line_names_a_bad_setting_by_its_flag(argv: list[str], messa
 def test_kubeflow_names_a_bad_setting_by_its_parameter() -> None:
     with pytest.raises(TlopsError, match=r"^parameter train_settings\.mixup must be >= 0, got -1\.0$"):
         from_parameters({"train_settings": {"mixup": -1}})
-    with pytest.raises(TlopsError, match=r"^parameter processes_per_node must be >= 1, got 0$"):
+    with pytest.raises(TlopsError, match=r"^parameter processes_per_node must be positive, got 0$"):
         from_parameters({"processes_per_node": 0})
     with pytest.raises(TlopsError, match=r"^parameter gate_settings: unknown setting 'margn'; did you mean margin\?$"):
         from_parameters({"gate_settings": {"margn": 0.1}})

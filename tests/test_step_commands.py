@@ -102,7 +102,7 @@ def _cases(inputs: dict[str, Path]) -> dict[str, tuple[list[str], list[str]]]:
         ),
         "select-backbone negative budget": (
             ["select-backbone", "--dataset", prepared, "--max-params", "-5"],
-            ["--max-params and --max-latency-ms must be 0 (no limit) or positive"],
+            ["--max-params must be >= 0, got -5"],
         ),
         "select-backbone more scoring images than the split has": (
             ["select-backbone", "--dataset", prepared, "--scoring-images-per-class", "1000"],

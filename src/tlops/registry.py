@@ -45,7 +45,7 @@ class Registry(Generic[T]):
         name = self._aliases.get(name, name)
         if name in self._entries:
             return name
-        close = difflib.get_close_matches(name, [*self._entries, *self._aliases], n=3, cutoff=0.5)
+        close = difflib.get_close_matches(name, [*self._entries, *self._aliases], n=3, cutoff=0.6)
         hint = f"did you mean {' or '.join(close)}?" if close else f"choose one of {', '.join(self._entries)}"
         raise TlopsError(f"unknown {self.kind} {name!r} for {self.option}: {hint}")
 

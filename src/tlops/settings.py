@@ -160,7 +160,10 @@ def check_ranges(instance: Any) -> None:
         if not ok:
             close = difflib.get_close_matches(str(value), list(map(str, spec.choices or ())), n=2)
             hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-            raise SettingError((item.name,), "{0} must be " + spec.describe_range() + f", got {value!r}{hint}")
+            whole = isinstance(value, int) and spec.minimum == 1 and not spec.open_min
+            positive = spec.maximum is None and (whole or (spec.minimum == 0 and spec.open_min))
+            allowed = "positive" if positive and spec.choices is None else spec.describe_range()
+            raise SettingError((item.name,), "{0} must be " + allowed + f", got {value!r}{hint}")
 
 
 def coerce(value: Any, kind: Any, path: str) -> Any:

@@ -74,7 +74,7 @@ class TrainConfig:
     clip_grad_norm: float = setting(1.0, "clip the gradient norm to this (0: off)", minimum=0)
     torch_compile: bool = setting(False, "torch.compile the model for fine-tuning (pays off on GPUs)")
     auto_probe_accuracy: float = setting(
-        0.97, "auto keeps a probe when its validation accuracy reaches this", minimum=0, maximum=1
+        0.97, "auto keeps a probe when its validation accuracy reaches this (above 1: never)", minimum=0
     )
     auto_min_images_per_class: int = setting(
         10, "auto keeps a probe below this many training images in the smallest class", minimum=0
