@@ -208,7 +208,7 @@ CASES: dict[str, Case] = {
     # a gate threshold out of range, before any work
     "run-gate-alpha": Case(
         (*RUN, "--data", "{root}/valid", "--output", "{root}/out", "--gate-alpha", "1.5"),
-        ("--gate-alpha: must be in (0, 1) (got 1.5)",),
+        ("--gate-alpha must be in (0, 1), got 1.5",),
     ),
 }
 

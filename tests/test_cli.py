@@ -163,7 +163,7 @@ def test_run_epochs_zero(bad_runs: dict[str, BadRun]) -> None:
 
 def test_run_split_fractions_leaving_no_training_data(bad_runs: dict[str, BadRun]) -> None:
     run = bad_runs["fractions"]
-    _assert_bad_input(run.result, run.output, "val + test fractions")
+    _assert_bad_input(run.result, run.output, "--val-fraction + --test-fraction must leave at least 10% for training")
     assert not run.output.exists()
 
 

@@ -454,3 +454,23 @@ def test_a_refused_token_is_named_by_its_source(kfp_server: FakeKfp, tmp_path: P
     _one_error_line(forbidden, "refused the request (403 Forbidden) with the token from KFP_TOKEN: ", "--namespace")
     _no_token_in(forbidden)
     assert kfp_server.requests_to("GET", "/recurringruns")[-1].authorization == f"Bearer {FORBIDDEN}"
+
+
+def test_the_kfp_experiment_and_the_service_account_are_options_of_their_own(kfp_server: FakeKfp) -> None:
+    """--experiment names the MLflow experiment (a pipeline parameter); the KFP run is filed under --kfp-experiment."""
+    result = _tlops(
+        "submit", "--host", kfp_server.url, *REMOTE, "--experiment", "mlflow-exp", "--kfp-experiment", "kfp-exp",
+        "--service-account", "tlops-runner", env={"KFP_TOKEN": TOKEN},
+    )  # fmt: skip
+    _succeeded(result)
+    (run,) = kfp_server.runs.values()
+    assert kfp_server.experiments[run["experiment_id"]]["display_name"] == "kfp-exp"
+    assert run["runtime_config"]["parameters"]["experiment"] == "mlflow-exp"
+    assert run["service_account"] == "tlops-runner"
+
+
+@pytest.mark.parametrize("command", ["submit", "schedule"])
+def test_remote_help_shows_no_local_defaults(command: str) -> None:
+    help_text = " ".join(build_parser()._subparsers._group_actions[0].choices[command].format_help().split())
+    assert "built-in demo data" not in help_text and "--output" not in help_text
+    assert "--kfp-experiment" in help_text and "--service-account" in help_text and "--config" in help_text

@@ -26,6 +26,36 @@ def pipeline_parameters(data_uri: str, tracking_uri: str, config: RunConfig) -> 
     return {"data_uri": data_uri, "tracking_uri": tracking_uri, **to_parameters(config)}
 
 
+def check_checkpoint(config: RunConfig, checkpoint_uri: str) -> None:
+    """Refuse, before any work, a checkpoint left by a run with other training settings.
+
+    A re-run with the same command resumes from it; with other settings the fine-tune step would refuse it only
+    after every step before it had run.
+
+    Raises:
+        TlopsError: naming the settings that differ (as flags, with both values) and the two ways out.
+    """
+    from dataclasses import asdict
+
+    from tlops.io.storage import make_s3_client
+    from tlops.steps.config import cli_name
+    from tlops.train.resume import CheckpointStore
+
+    store = CheckpointStore(checkpoint_uri, make_s3_client() if checkpoint_uri.startswith("s3://") else None)
+    saved = store.saved_settings()
+    if not saved:
+        return
+    now = asdict(config.train)
+    ignored = {"surgical_blocks"} if now["strategy"] == "auto" else set()  # auto sets it for surgical
+    differs = [key for key in sorted(saved.keys() & now.keys()) if key not in ignored and saved[key] != now[key]]
+    if differs:
+        changes = ", ".join(f"{cli_name('train.' + key)} {saved[key]} then, {now[key]} now" for key in differs)
+        raise TlopsError(
+            f"{store.location} is the checkpoint of an interrupted run with other settings ({changes}): run with "
+            f"the same settings to resume it, or delete it to start over"
+        )
+
+
 def _check_settings(config: RunConfig) -> list[str]:
     """Check what the run config cannot check alone (no network): backbone names, image size, model name.
 
@@ -201,6 +231,10 @@ def command_run(args: argparse.Namespace) -> int:
     output = args.output.resolve()
     check_writable_dir(output)
     cache_dir = check_cache_dir(os.environ)
+    # A run killed during fine-tuning and started again with the same command resumes from the last epoch.
+    if not config.storage.checkpoint_uri:
+        config = replace(config, storage=replace(config.storage, checkpoint_uri=str(output / "checkpoints")))
+    check_checkpoint(config, config.storage.checkpoint_uri)
     data_uri = None
     if args.data is not None:
         check_data_argument(args.data)
@@ -234,9 +268,6 @@ def command_run(args: argparse.Namespace) -> int:
     from tlops.steps.summary import format_summary  # imports torch: not before the preflight has passed
 
     output.mkdir(parents=True, exist_ok=True)
-    # A run killed during fine-tuning and started again with the same command resumes from the last epoch.
-    if not config.storage.checkpoint_uri:
-        config = replace(config, storage=replace(config.storage, checkpoint_uri=str(output / "checkpoints")))
     written = write_config(given, output)
     parameters = pipeline_parameters(data_uri, tracking_uri, config)
     images = sum(prepared.num_images.values())

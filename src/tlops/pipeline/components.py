@@ -49,6 +49,7 @@ def prepare_data(
     dataset: Output[Dataset],
     report: Output[Markdown],
     source_fingerprint: str = "",
+    task: Optional[str] = None,
     seed: Optional[int] = None,
     split_settings: Optional[dict] = None,
 ):
@@ -280,6 +281,7 @@ def register(
     kfp_run_id: str = "",
     kfp_run_name: str = "",
     kfp_pipeline_name: str = "",
+    task: Optional[str] = None,
     seed: Optional[int] = None,
     split_settings: Optional[dict] = None,
     backbones: Optional[list] = None,

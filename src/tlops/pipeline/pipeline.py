@@ -162,7 +162,7 @@ def build_pipeline(scoring_parallelism: int = MAX_PARALLEL_SCORING, retries: boo
         with dsl.ExitHandler(exit_task, name="transfer-learning"):
             fingerprint = components.fingerprint_data(data_uri=data_uri).set_display_name("fingerprint data")
             data = components.prepare_data(
-                data_uri=data_uri, source_fingerprint=fingerprint.output, **pick("seed", "split_settings")
+                data_uri=data_uri, source_fingerprint=fingerprint.output, **pick("task", "seed", "split_settings")
             ).set_display_name("prepare data")
             scoring = {
                 "dataset": data.outputs["dataset"],

@@ -32,6 +32,7 @@ from tlops.settings import (
     to_mapping,
     walk,
 )
+from tlops.tasks import TASKS
 from tlops.train.config import TrainConfig
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -140,6 +141,12 @@ class RunConfig:
     dataclass; :meth:`to_mapping` gives the plain data a config file holds.
     """
 
+    task: str = setting(
+        "image-classification",
+        "what the model does with its input: " + "; ".join(f"{name}: {task.summary}" for name, task in TASKS),
+        choices=TASKS.names(),
+        parameter=True,
+    )
     seed: int = setting(0, "seed of the split, sampling and training", parameter=True)
     split: SplitConfig = section(SplitConfig)
     selection: SelectionConfig = section(SelectionConfig)
@@ -150,7 +157,8 @@ class RunConfig:
     resources: ResourcesConfig = section(ResourcesConfig)
 
     def __post_init__(self) -> None:
-        """Copy the run's seed into the sections that use it."""
+        """Check the task; copy the run's seed into the sections that use it."""
+        check_ranges(self)
         object.__setattr__(self, "split", replace(self.split, seed=self.seed))
         object.__setattr__(self, "train", replace(self.train, seed=self.seed))
 

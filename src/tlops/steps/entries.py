@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from tlops.registry import Registry
 from tlops.steps.config import RunConfig
+from tlops.tasks import TASKS
 
 if TYPE_CHECKING:
     from tlops.io.storage import S3Client
@@ -148,13 +149,14 @@ def _scoring(config: RunConfig) -> dict[str, Any]:
 
 
 def _prepare(call: StepCall) -> Any:
-    from tlops.data.prepare import PreparedCache, prepare_data
+    from tlops.data.prepare import PreparedCache
 
     assert call.make_s3 is not None and call.output is not None
     cache = PreparedCache.in_cache_dir(call.cache_dir) if call.cache_dir is not None else None
     source = call.arguments["data"]
     s3 = call.make_s3() if source.startswith("s3://") else None
-    return prepare_data(source, call.output, call.config.split, s3, cache, call.arguments.get("fingerprint"))
+    task = TASKS.get(call.config.task)
+    return task.prepare(source, call.output, call.config.split, s3, cache, call.arguments.get("fingerprint"))
 
 
 def _score(call: StepCall) -> Any:

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from tlops.data.config import SplitConfig
     from tlops.data.prepared import PreparedData
+    from tlops.data.prepared_cache import PreparedCache
     from tlops.io.storage import S3Client
     from tlops.models.backbones import Backbone
 
@@ -23,11 +24,19 @@ class ImageClassification:
     name = "image-classification"
     summary = "one label per image: ImageFolder, pre-split train/val/test or a CSV manifest; served from image bytes"
 
-    def prepare(self, source: str, output: Path, config: SplitConfig, s3: S3Client | None) -> PreparedData:
-        """:func:`tlops.data.prepare.prepare_data`."""
+    def prepare(
+        self,
+        source: str,
+        output: Path,
+        config: SplitConfig,
+        s3: S3Client | None,
+        cache: PreparedCache | None = None,
+        fingerprint: str | None = None,
+    ) -> PreparedData:
+        """:func:`tlops.data.prepare.prepare_data` (``cache``: the prepared-dataset cache; see there)."""
         from tlops.data.prepare import prepare_data
 
-        return prepare_data(source, output, config, s3)
+        return prepare_data(source, output, config, s3, cache, fingerprint)
 
     def build_model(self, backbone: Backbone, num_classes: int, head: nn.Module | None = None) -> nn.Module:
         """:func:`tlops.models.backbones.build_classifier`: normalisation, backbone, linear (or given) head."""

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from tlops.data.config import SplitConfig
     from tlops.data.prepared import PreparedData
+    from tlops.data.prepared_cache import PreparedCache
     from tlops.io.storage import S3Client
     from tlops.models.backbones import Backbone
 
@@ -28,8 +29,19 @@ class Task(Protocol):
     name: str
     summary: str
 
-    def prepare(self, source: str, output: Path, config: SplitConfig, s3: S3Client | None) -> PreparedData:
-        """Recognise, validate, quarantine and split a dataset of this task; write the manifest and report."""
+    def prepare(
+        self,
+        source: str,
+        output: Path,
+        config: SplitConfig,
+        s3: S3Client | None,
+        cache: PreparedCache | None = None,
+        fingerprint: str | None = None,
+    ) -> PreparedData:
+        """Recognise, validate, quarantine and split a dataset of this task; write the manifest and report.
+
+        ``cache`` and ``fingerprint``: reuse what the preflight of ``tlops run`` prepared for the same source.
+        """
         ...
 
     def build_model(self, backbone: Backbone, num_classes: int, head: nn.Module | None = None) -> nn.Module:

@@ -78,6 +78,30 @@ class CheckpointStore:
             )
         return state
 
+    def saved_settings(self) -> dict[str, Any] | None:
+        """The training settings the checkpoint was written with (its fingerprint's), or ``None`` without one.
+
+        For a preflight: a re-run with other settings would be refused only when fine-tuning starts.
+
+        Raises:
+            TlopsError: when the checkpoint is unreadable.
+        """
+        try:
+            data = read_bytes(self.location, self.s3)
+        except FileNotFoundError:
+            return None
+        except TlopsError as error:
+            if str(error).startswith("S3 object "):
+                return None
+            raise
+        try:
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise TlopsError(
+                f"the checkpoint {self.location} is unreadable ({type(error).__name__}): delete it to start over"
+            ) from None
+        return dict(state.get("fingerprint", {}).get("config", {}))
+
     def save(self, state: dict[str, Any], fingerprint: dict[str, Any]) -> None:
         """Write the state atomically (temporary file + rename, or one S3 PUT)."""
         payload = {"schema": CHECKPOINT_SCHEMA, "fingerprint": fingerprint, **state}
