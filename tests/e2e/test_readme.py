@@ -202,8 +202,8 @@ NOT_RUN: dict[str, str] = {
     "bash .ci/run": "CI's entry point: builds .venv from PyPI and runs this whole suite (recursion)",
     "bash bench/readme_command.sh": "a clean clone, a full install from PyPI and the full 1,797-image demo "
     "(about 6 minutes); a benchmark run by hand, its result quoted in README.md",
-    "tests/support/services.py start|stop": "shorthand for two commands (`python tests/support/services.py start --workdir DIR "
-    "--env-file FILE`, `... stop --workdir DIR`); tests/conftest.py's `services` fixture calls the same "
+    "tests/support/services.py start|stop": "shorthand for two commands (`python tests/support/services.py start "
+    "--workdir DIR --env-file FILE`, `... stop --workdir DIR`); tests/conftest.py's `services` fixture calls the same "
     "start_services/stop_services for every integration test here",
     "mlflow server --backend-store-uri sqlite:///mlflow.db --artifacts-destination s3://bucket/mlflow": "a server "
     "that runs until stopped; tests/support/services.py starts this same command (a temporary sqlite store, artifacts "
