@@ -392,5 +392,3 @@ def test_bad_credentials_fail_before_any_step(
     assert ("asks for credentials (401)" in line) == (case == "no credentials"), line
     assert not output.exists()  # failed before any step: not even --output was created
     assert _versions(auth_server) == before
-
-

@@ -228,5 +228,3 @@ def test_up_run_down_up_keeps_the_registered_model_and_its_objects(cwd: Path) ->
     assert (kept.run_id, kept.source, kept.aliases) == (version.run_id, version.source, version.aliases)
     assert _objects(exported, prefix) == objects
     succeeded(_tlops(DOWN, cwd))
-
-

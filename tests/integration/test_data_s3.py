@@ -120,5 +120,3 @@ def test_s3_wrong_credentials_fail_fast(
     assert "refused access" in message
     assert bucket in message
     assert "AWS_SECRET_ACCESS_KEY" in message
-
-

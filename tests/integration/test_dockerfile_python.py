@@ -40,5 +40,3 @@ def test_the_build_time_python_runs_against_this_package(dockerfile: Path, tmp_p
 
     converted = sorted(path.name for path in tmp_path.rglob("*.safetensors"))
     assert [name.split("-")[0] for name in converted] == [f"tf_{name}" for name in sorted(BUNDLED)], converted
-
-

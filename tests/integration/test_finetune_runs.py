@@ -179,5 +179,3 @@ def test_fine_tune_bad_input_is_one_line_and_leaves_nothing(probed: dict[str, Pa
         "--checkpoint-uri"
     )
     assert sorted(p.name for p in output.rglob("*")) == ["checkpoints", "fine-tune-checkpoint.pt"]
-
-

@@ -65,5 +65,3 @@ def test_submit_refuses_a_password_in_the_tracking_uri(tmp_path: Path) -> None:
     result = _tlops(arguments, tmp_path, {}, SHORT_TIMEOUT_S)
     line = _one_error_line(result, "carries a password", f"http://{USER}:***@mlflow.mlflow:5000", *CREDENTIAL_VARIABLES)
     assert password not in result.stderr, line
-
-

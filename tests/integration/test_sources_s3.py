@@ -138,5 +138,3 @@ def test_empty_bucket(s3_env: Any, bucket: str, tmp_path: Path, prefix: str) -> 
 
 
 # --- the tlops run preflight ------------------------------------------------------------------------------------
-
-

@@ -68,5 +68,3 @@ def test_a_service_that_does_not_start_is_reported_with_its_log_and_nothing_stay
     ports = {*Ports.derived(s3_port, mlflow_port).seaweedfs().values(), mlflow_port}
     assert not [port for port in ports if port_taken("127.0.0.1", port)]
     assert time.monotonic() - start < 120
-
-

@@ -83,5 +83,3 @@ def test_fine_tune_command_logs_lines_not_progress_bars(
     assert len(progress_lines) <= 2 * (elapsed // 30 + 1), progress_lines
     assert not re.search(r"\d%\|", stderr), stderr  # no tqdm bar (" 40%|####      | 2/5 [...]") anywhere
     assert json.loads(result.stdout)["strategy"] == "lp-ft"  # stdout holds the result only
-
-

@@ -47,5 +47,3 @@ def test_help_mentions_the_strategies(tmp_path: Path) -> None:
         assert flag in run.stdout
     for flag in ("--unfreeze-blocks", "--layer-decay", "--swa-epochs", "--checkpoint-uri", "--gpu-node-selector"):
         assert flag in run.stdout
-
-

@@ -239,5 +239,3 @@ def test_csv_absolute_paths_inside_its_folder_and_urls(tmp_path: Path) -> None:
 
 
 # --- and: S3 without credentials, for run and prepare-data ----------------------------------------------------------
-
-

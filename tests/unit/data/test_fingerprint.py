@@ -71,5 +71,3 @@ def test_a_missing_or_empty_source_is_refused(tmp_path: Path, make: str, needle:
 
 
 # --- the real pipeline under kfp.local: a step fails ------------------------------------------------------------------
-
-

@@ -101,5 +101,3 @@ def test_compute_metrics_binary_has_no_top5() -> None:
 
 
 # --- the steps end to end, on real images ----------------------------------------------------------------------
-
-

@@ -135,5 +135,3 @@ def test_a_cache_folder_that_cannot_be_written_is_refused(tmp_path: Path) -> Non
     (tmp_path / "file").write_text("in the way")
     with pytest.raises(TlopsError, match="--feature-cache"):
         FeatureCache(str(tmp_path / "file" / "cache")).check()
-
-

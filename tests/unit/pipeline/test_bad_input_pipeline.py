@@ -101,5 +101,3 @@ def test_rerun_keeps_every_run_summary(tmp_path: Path) -> None:
 
 
 # --- and: S3 without credentials, for run and prepare-data ----------------------------------------------------------
-
-

@@ -83,5 +83,3 @@ def test_every_component_yaml_has_its_page_and_the_index_lists_them() -> None:
 
 
 # --- 2: each component run alone by kfp.local ---------------------------------------------------------------------
-
-

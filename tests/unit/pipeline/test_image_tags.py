@@ -119,5 +119,3 @@ def test_the_default_tag_is_the_version_plus_the_commit_when_known() -> None:
 
 
 # --- docker/README.md -----------------------------------------------------------------------------------------------
-
-

@@ -210,5 +210,3 @@ def test_the_failed_step_is_not_the_dag_or_a_driver() -> None:
 
 
 # --- authentication ---------------------------------------------------------------------------------------------
-
-

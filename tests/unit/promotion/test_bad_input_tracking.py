@@ -48,5 +48,3 @@ def test_filesystem_tracking_refused_wherever_a_uri_is_taken(tmp_path: Path, uri
 
 
 # --- and: S3 without credentials, for run and prepare-data ----------------------------------------------------------
-
-

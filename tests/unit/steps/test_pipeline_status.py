@@ -100,5 +100,3 @@ def test_record_status_command(tracking_uri: str, capsys, client, experiment: st
 
 
 # --- the real pipeline under kfp.local: a step fails ------------------------------------------------------------------
-
-

@@ -274,5 +274,3 @@ def test_auto_keeps_the_probe_when_fine_tuning_does_not_improve(
     assert saved.keys() == probe_state.keys()
     for key, value in probe_state.items():
         assert torch.equal(saved[key], value), key
-
-
