@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
+import re
 import shlex
+import signal
 import socket
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,7 @@ import pytest
 from test_readme import base_env, covers, readme_command, run, succeeded
 from tlops.stack import lifecycle
 from tlops.stack.config import BUCKET, DEFAULT_DIR, DEFAULT_MLFLOW_PORT, DEFAULT_S3_PORT, Credentials, Ports
-from tlops.stack.processes import port_taken
+from tlops.stack.processes import ProcessRecord, append_record, port_taken
 from tlops.stack.services import s3_client
 
 UP = "tlops stack up"
@@ -49,6 +53,16 @@ def cwd(tmp_path: Path) -> Iterator[Path]:
         yield tmp_path
     finally:
         lifecycle.stop(tmp_path / DEFAULT_DIR, grace=5)
+
+
+def _free_ports() -> tuple[int, int]:
+    """An S3 port whose SeaweedFS ports (it, the 3 above it, each + 10000) are free, and a free MLflow port."""
+    rng = random.Random()
+    for _ in range(500):
+        ports = Ports.derived(rng.randrange(20000, 22000), rng.randrange(22100, 23000))  # below ephemeral ports
+        if not any(port_taken("127.0.0.1", port) for port in (*ports.seaweedfs().values(), ports.mlflow)):
+            return ports.s3, ports.mlflow
+    raise AssertionError("no free ports for a stack")
 
 
 def _tlops(text: str, cwd: Path, extra: tuple[str, ...] = (), env: dict[str, str] | None = None, timeout: float = 600):
@@ -228,3 +242,80 @@ def test_up_run_down_up_keeps_the_registered_model_and_its_objects(cwd: Path) ->
     assert (kept.run_id, kept.source, kept.aliases) == (version.run_id, version.source, version.aliases)
     assert _objects(exported, prefix) == objects
     succeeded(_tlops(DOWN, cwd))
+
+
+def test_a_taken_port_is_named_with_its_option_and_nothing_starts(cwd: Path) -> None:
+    s3_port, mlflow_port = _free_ports()
+    ports = ("--s3-port", str(s3_port), "--mlflow-port", str(mlflow_port))
+    directory = cwd / DEFAULT_DIR
+    cases = [
+        (mlflow_port, "the MLflow server", "--mlflow-port PORT"),
+        (s3_port + 2 + 10000, "SeaweedFS's volume server gRPC, --s3-port + 10002", "--s3-port PORT"),
+    ]
+    for taken, owner, option in cases:
+        with socket.socket() as holder:
+            holder.bind(("127.0.0.1", taken))
+            holder.listen()
+            result = _tlops(UP, cwd, ports)
+        assert result.returncode == 2, result.stderr
+        assert result.stdout == ""
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith(f"tlops: error: port {taken} on 127.0.0.1 is taken ({owner} needs it)")
+        assert option in result.stderr
+        # Nothing started, nothing recorded; a new folder is not even created.
+        assert not directory.exists() or sorted(p.name for p in directory.iterdir()) == [".lock"]
+        directory.mkdir(exist_ok=True)  # the second case: an existing folder
+
+
+def test_down_and_status_with_nothing_running(cwd: Path) -> None:
+    directory = cwd / DEFAULT_DIR
+    down = _tlops(DOWN, cwd)
+    assert (down.returncode, down.stdout) == (0, "")
+    assert down.stderr == f"tlops stack: no tlops stack runs from {directory}: nothing to stop\n"
+    status = _tlops(STATUS, cwd)
+    assert status.returncode == 3
+    assert {name: row for name, row in _status_rows(status.stdout).items()} == {
+        "seaweedfs": ["-", "-", "stopped"],
+        "mlflow": ["-", "-", "stopped"],
+    }
+    assert f"no tlops stack runs from {directory}: start it with tlops stack up" in status.stderr
+    assert not directory.exists()  # neither created a folder
+
+
+def test_down_leaves_a_recorded_pid_alone_once_it_is_another_process(cwd: Path) -> None:
+    """A pid in the records that now belongs to another process (other start time, no token) is not signalled."""
+    directory = cwd / DEFAULT_DIR
+    directory.mkdir()
+    other = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    try:
+        ticks = int(Path(f"/proc/{other.pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        append_record(directory / "pids", ProcessRecord("weed", other.pid, ticks - 1, "not-its-token"))
+        down = _tlops(DOWN, cwd)
+        assert down.returncode == 0 and "no tlops stack runs from" in down.stderr, down.stderr
+        assert other.poll() is None
+        status = _tlops(STATUS, cwd)
+        assert status.returncode == 3
+        assert _status_rows(status.stdout)["seaweedfs"][0] == "-"
+    finally:
+        other.send_signal(signal.SIGKILL)
+        other.wait()
+
+
+@pytest.mark.integration
+def test_a_service_that_does_not_start_is_reported_with_its_log_and_nothing_stays(cwd: Path) -> None:
+    s3_port, mlflow_port = _free_ports()
+    directory = cwd / DEFAULT_DIR
+    directory.mkdir()
+    (directory / "mlflow.db").write_bytes(b"not a sqlite database " * 100)
+    start = time.monotonic()
+    up = _tlops(UP, cwd, ("--s3-port", str(s3_port), "--mlflow-port", str(mlflow_port)))
+    assert up.returncode == 2, up.stderr
+    starting, first, *tail = up.stderr.splitlines()
+    assert starting.startswith("tlops stack: starting SeaweedFS")
+    assert re.match(r"tlops: error: the MLflow server did not start: it exited with status \d+; nothing is left", first)
+    assert f"the cause is in {directory / 'mlflow.log'}, whose last lines are:" in first
+    assert tail and all(line.startswith("  ") for line in tail)
+    assert not (directory / "pids").exists()
+    ports = {*Ports.derived(s3_port, mlflow_port).seaweedfs().values(), mlflow_port}
+    assert not [port for port in ports if port_taken("127.0.0.1", port)]
+    assert time.monotonic() - start < 120
