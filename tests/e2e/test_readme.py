@@ -197,8 +197,8 @@ NOT_RUN: dict[str, str] = {
     ".venv/bin/pip install -e .": INSTALL_REASON,
     ".venv/bin/pip install -e '.[dev]'": INSTALL_REASON,
     ".venv/bin/python -m pytest -q": "the test suite itself, which holds this test: running it here would recurse",
-    '.venv/bin/python -m pytest -q -m "not integration and not pipeline"': "the suite's fast lane, which holds "
-    "this test (it is not marked): running it here would recurse",
+    ".venv/bin/python -m pytest -q tests/unit": "the suite's everyday lane (tests/README.md); this test is in "
+    "tests/e2e, and the lane runs on its own in CI's whole suite",
     "bash .ci/run": "CI's entry point: builds .venv from PyPI and runs this whole suite (recursion)",
     "bash bench/readme_command.sh": "a clean clone, a full install from PyPI and the full 1,797-image demo "
     "(about 6 minutes); a benchmark run by hand, its result quoted in README.md",
@@ -216,8 +216,9 @@ NOT_RUN: dict[str, str] = {
             "docker push ghcr.io/my-org/tlops:$TAG",
             "docker push ghcr.io/my-org/tlops-gpu:$TAG",
         ),
-        "no container engine or registry here; tests/test_dockerfiles.py lints both Dockerfiles and runs their "
-        "build-time Python, and tests/test_image_tags.py checks these tags are the images the compiled YAMLs name",
+        "no container engine or registry here; tests/unit/test_dockerfiles.py lints both Dockerfiles and runs their "
+        "build-time Python, and tests/unit/pipeline/test_image_tags.py checks these tags are the images the "
+        "compiled YAMLs name",
     ),
 }
 
