@@ -5,7 +5,7 @@ Usage (run by hand; several minutes, most of it the S3 runs with one worker)::
     python bench/prepare_data.py --workdir /tmp/tlops-bench --output bench/prepare_data.json
 
 The dataset (``--images`` 64x64 JPEGs in ``--classes`` classes, all different) is generated once into
-``WORKDIR/dataset-*`` and reused. SeaweedFS (and the MLflow server ``tests/services.py`` starts with it) runs in
+``WORKDIR/dataset-*`` and reused. SeaweedFS (and the MLflow server ``tests/support/services.py`` starts with it) runs in
 ``WORKDIR/services`` for the S3 half and is stopped at the end; the dataset is uploaded there once per service
 data directory. Each source is measured with one worker and with ``SplitConfig().workers``: the whole
 ``prepare_data`` call (listing, reading, hashing, decoding, splitting, writing the manifest) is timed.
@@ -30,7 +30,7 @@ from PIL import Image
 from tlops.io.storage import make_s3_client
 
 BUCKET = "tlops-bench"
-SERVICES_PY = Path(__file__).resolve().parent.parent / "tests" / "services.py"
+SERVICES_PY = Path(__file__).resolve().parent.parent / "tests" / "support" / "services.py"
 UPLOAD_THREADS = 8  # within botocore's default pool of 10 connections
 
 
@@ -56,7 +56,7 @@ def generate_dataset(root: Path, images: int, classes: int, size: int = 64) -> P
 
 
 def load_services_module() -> ModuleType:
-    """Import tests/services.py by path (it is not part of the tlops package)."""
+    """Import tests/support/services.py by path (it is not part of the tlops package)."""
     spec = importlib.util.spec_from_file_location("tlops_test_services", SERVICES_PY)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -16,7 +16,7 @@ What ``tlops run`` does with the data before its first training step, called her
 
 The dataset (``--images`` 64x64 JPEGs in 10 classes, generated once into ``WORKDIR/dataset-*``, as
 bench/prepare_data.py makes them) is read from the local folder and, unless ``--skip-s3``, through a real SeaweedFS
-S3 gateway (``tests/services.py``). ``SplitConfig().workers`` threads read and decode. Table on stdout, JSON to
+S3 gateway (``tests/support/services.py``). ``SplitConfig().workers`` threads read and decode. Table on stdout, JSON to
 ``--output``.
 """
 

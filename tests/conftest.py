@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: real SeaweedFS S3 and MLflow services for integration tests.
+"""Shared pytest fixtures (real SeaweedFS S3 and MLflow services for integration tests) and the lane markers.
 
 If ``TLOPS_TEST_MLFLOW_URI`` and ``TLOPS_TEST_S3_ENDPOINT`` are set (``.ci/run`` started the
 services and exported their environment), those are used. Otherwise the ``services`` fixture
@@ -22,12 +22,26 @@ import pytest
 for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 
-# Make tests/services.py importable whatever pytest's --import-mode is.
-_TESTS_DIR = str(Path(__file__).resolve().parent)
-if _TESTS_DIR not in sys.path:
-    sys.path.insert(0, _TESTS_DIR)
+# The shared helpers (tests/support: services, fake_kfp, fake_kubernetes, loopback) and the README contract's
+# helpers (tests/e2e/test_readme.py, imported by tests of other lanes) import by module name, whatever
+# pytest's --import-mode is and whichever lane runs.
+_TESTS = Path(__file__).resolve().parent
+for _helpers in (_TESTS / "support", _TESTS / "e2e"):
+    if str(_helpers) not in sys.path:
+        sys.path.insert(0, str(_helpers))
 
 from services import Services, make_s3_client, start_services, stop_services  # noqa: E402
+
+# The lane of a test is the folder it is in (tests/README.md): a marker each, so `-m unit` selects the fast lane.
+LANES = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its lane, the first folder of its path under tests/."""
+    for item in items:
+        parts = Path(item.path).resolve().relative_to(_TESTS).parts
+        if len(parts) > 1 and parts[0] in LANES:
+            item.add_marker(parts[0])
 
 
 @pytest.fixture(scope="session")

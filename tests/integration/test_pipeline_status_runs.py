@@ -1,0 +1,84 @@
+"""The pipeline's first and last steps: the source fingerprint that keys the cache, and the exit handler's record."""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tlops.data.fingerprint import source_fingerprint
+from tlops.errors import TlopsError
+from tlops.promotion.failures import KFP_RUN_TAG
+
+
+def _image_folder(root: Path, classes: dict[str, int]) -> Path:
+    for index, (name, count) in enumerate(classes.items()):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            pixels = np.full((8, 8, 3), (index * 60 + i * 7) % 256, np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.mark.integration
+def test_the_fingerprint_of_an_s3_prefix_follows_its_objects(s3_client, services) -> None:
+    bucket = f"fingerprint-{uuid.uuid4().hex[:8]}"
+    s3_client.create_bucket(Bucket=bucket)
+    for key in ("ds/cat/0.png", "ds/dog/0.png"):
+        s3_client.put_object(Bucket=bucket, Key=key, Body=b"one")
+    first = source_fingerprint(f"s3://{bucket}/ds", s3_client)
+    assert first.startswith("2-") and source_fingerprint(f"s3://{bucket}/ds/", s3_client) == first
+    s3_client.put_object(Bucket=bucket, Key="ds/cat/0.png", Body=b"two")  # same key and size, other bytes: ETag
+    assert source_fingerprint(f"s3://{bucket}/ds", s3_client) != first
+    with pytest.raises(TlopsError, match="holds no files"):
+        source_fingerprint(f"s3://{bucket}/nothing-here", s3_client)
+
+
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One sqlite store for the module (creating one takes seconds); each test uses an experiment of its own."""
+    return f"sqlite:///{tmp_path_factory.mktemp('tracking') / 'mlflow.db'}"
+
+
+@pytest.fixture
+def client(tracking_uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri)
+
+
+@pytest.fixture
+def experiment() -> str:
+    return f"tlops-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.mark.pipeline
+def test_a_failed_local_pipeline_is_recorded_in_mlflow_once_without_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tracking_uri: str, client, experiment: str
+) -> None:
+    from tlops.pipeline.local import PipelineFailed, run_locally
+
+    data = _image_folder(tmp_path / "data", {"only-one-class": 6})  # prepare-data refuses a single class
+    captured = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", captured)  # kfp.local's task lines: on stderr, at DEBUG (tlops -v)
+    local_logger = logging.getLogger("tlops.pipeline.local")
+    local_logger.setLevel(logging.DEBUG)
+    parameters = {"data_uri": str(data), "tracking_uri": tracking_uri, "experiment": experiment}
+    try:
+        with pytest.raises(PipelineFailed, match="prepare-data"):
+            run_locally(parameters, tmp_path / "out")
+    finally:
+        local_logger.setLevel(logging.NOTSET)
+    log = captured.getvalue()
+    assert log.count("Executing task 'prepare-data'") == 1  # kfp.local honours retries: tlops run builds none
+    assert "Executing task 'record-pipeline-status'" in log
+    (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert run.info.status == "FAILED" and run.data.tags["tlops.pipeline_state"] == "FAILED"
+    assert run.data.tags[KFP_RUN_TAG] and run.info.run_name.startswith("tlops-transfer-learning")
+    assert not (tmp_path / "out" / "pipeline_root").exists()  # the failed run's partial outputs are gone

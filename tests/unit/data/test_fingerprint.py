@@ -1,0 +1,64 @@
+"""The pipeline's first and last steps: the source fingerprint that keys the cache, and the exit handler's record."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tlops.data.fingerprint import source_fingerprint
+from tlops.errors import TlopsError
+
+
+def _image_folder(root: Path, classes: dict[str, int]) -> Path:
+    for index, (name, count) in enumerate(classes.items()):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            pixels = np.full((8, 8, 3), (index * 60 + i * 7) % 256, np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+def test_the_fingerprint_changes_exactly_when_a_file_does(tmp_path: Path) -> None:
+    data = _image_folder(tmp_path / "data", {"cat": 3, "dog": 3})
+    first = source_fingerprint(str(data))
+    assert first.startswith("6-") and source_fingerprint(str(data)) == first
+    assert source_fingerprint(str(data) + "/") == first
+    (data / ".DS_Store").write_bytes(b"junk")  # what an OS leaves behind is not data
+    assert source_fingerprint(str(data)) == first
+
+    added = data / "dog" / "new.png"
+    added.write_bytes((data / "dog" / "0.png").read_bytes())
+    assert source_fingerprint(str(data)) not in (first,)
+    added.unlink()
+    assert source_fingerprint(str(data)) == first  # removed again: the same files, the same fingerprint
+
+    changed = data / "cat" / "1.png"
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))  # rewritten in place
+    assert source_fingerprint(str(data)) != first
+
+
+def test_an_archive_or_a_csv_stands_for_its_folder(tmp_path: Path) -> None:
+    data = _image_folder(tmp_path / "shared" / "images", {"a": 2, "b": 2})
+    archive = tmp_path / "shared" / "images.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(data, arcname="images")
+    manifest = tmp_path / "shared" / "labels.csv"
+    manifest.write_text("path,label\nimages/a/0.png,a\nimages/b/0.png,b\n")
+    folder = source_fingerprint(str(tmp_path / "shared"))
+    assert source_fingerprint(str(archive)) == folder == source_fingerprint(str(manifest))
+    manifest.write_text("path,label\nimages/a/0.png,a\nimages/b/1.png,b\n")  # the manifest changed
+    assert source_fingerprint(str(manifest)) != folder
+
+
+@pytest.mark.parametrize(("make", "needle"), [("missing", "does not exist"), ("empty", "holds no files")])
+def test_a_missing_or_empty_source_is_refused(tmp_path: Path, make: str, needle: str) -> None:
+    source = tmp_path / make
+    if make == "empty":
+        source.mkdir()
+    with pytest.raises(TlopsError, match=needle):
+        source_fingerprint(str(source))
