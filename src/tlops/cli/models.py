@@ -21,7 +21,8 @@ def command_models(args: argparse.Namespace) -> int:
     from tlops.promotion.versions import list_versions
 
     uri = registry_uri(args.tracking_uri, Path.cwd())
-    logger.info("registry: %s", redact_uri(uri))
+    if not args.tracking_uri:  # say which store was taken when none was named
+        logger.info("registry: %s", redact_uri(uri))
     check_tracking_server(uri, local_store=False)  # the registry is only where the URI says
     rows = list_versions(MlflowClient(uri), args.model_name)
     if args.json:

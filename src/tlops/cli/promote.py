@@ -24,7 +24,8 @@ def command_promote(args: argparse.Namespace) -> int:
             f"tlops promote --model-name {args.copy_to} --rollback"
         )
     uri = registry_uri(args.tracking_uri, Path.cwd())
-    logger.info("registry: %s", redact_uri(uri))
+    if not args.tracking_uri:  # say which store was taken when none was named
+        logger.info("registry: %s", redact_uri(uri))
     check_tracking_server(uri, local_store=False)  # the registry is only where the URI says
     client = MlflowClient(uri)
     if args.copy_to is not None:

@@ -36,8 +36,8 @@ def compile_pipeline(path: Path, image_repository: str | None = None, image_tag:
     return _compile(transfer_learning_pipeline, path, images(image_repository, image_tag), stable=True)
 
 
-def _compile(component: Any, path: Path, chosen: Images, stable: bool = False) -> Path:
-    """Compile a pipeline or component to ``path`` with its images renamed to ``chosen``."""
+def _compile(component: Any, path: Path, chosen: Images, stable: bool = True) -> Path:
+    """Compile a pipeline or component to ``path`` with its images renamed to ``chosen`` (header made stable)."""
     from kfp import compiler
 
     compiler.Compiler().compile(component, str(path))

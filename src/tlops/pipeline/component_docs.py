@@ -138,8 +138,9 @@ def _example(component: Any, file_name: str, inputs: dict[str, Port]) -> str:
         body.append(f"    # optional: {', '.join(optional)} (leave out of the call below to run without)")
     exit_task = any(port.kind == "dsl.PipelineTaskFinalStatus" for port in inputs.values())
     body += [f"    {'exit_task = ' if exit_task else ''}{variable}(", *(f"        {call}," for call in calls), "    )"]
-    if exit_task:
-        arguments.append("guarded_uri: str")
+    if exit_task:  # a parameter without a default: before those with one
+        first_default = next((i for i, argument in enumerate(arguments) if " = " in argument), len(arguments))
+        arguments.insert(first_default, "guarded_uri: str")
         body += [
             "    with dsl.ExitHandler(exit_task):  # it runs after these tasks, however they end",
             "        dsl.importer(artifact_uri=guarded_uri, artifact_class=dsl.Dataset)",

@@ -170,8 +170,13 @@ def test_the_ece_guard_vetoes_an_overconfident_challenger():
     ],
 )
 def test_invalid_configs_are_rejected_naming_the_field(field: str, value: object):
-    with pytest.raises(ValueError, match=field):
+    from tlops.settings import SettingError
+
+    with pytest.raises(SettingError, match=rf"^{field} must be .*, got {value!r}") as error:
         GateConfig(**{field: value})
+    assert error.value.render(lambda path: f"--gate-{path.replace('_', '-')}").startswith(
+        f"--gate-{field.replace('_', '-')} must be"
+    )
 
 
 def test_the_result_records_its_checks_and_config():

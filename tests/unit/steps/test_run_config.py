@@ -28,8 +28,8 @@ LEAVES = leaves()
 def other_value(item: Leaf) -> Any:
     """A valid value of the setting that is not its default."""
     default, spec = item.default, item.spec
-    if spec.choices is not None:
-        return next(choice for choice in spec.choices if choice != default and choice != "full")
+    if spec.choices is not None:  # another choice; the default where it is the only one (the task, for now)
+        return next((choice for choice in spec.choices if choice not in (default, "full")), default)
     if item.type is bool:
         return not default
     if item.type is int:

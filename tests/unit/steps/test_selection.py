@@ -146,8 +146,8 @@ def test_transfer_does_not_help_only_when_the_baseline_is_better_beyond_noise(
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"metric": "accuracy"}, "unknown selection metric 'accuracy'"),
-        ({"max_params": -1}, "must be 0 .no limit. or positive"),
+        ({"metric": "accuracy"}, "--selection-metric must be one of probe, knn, logme, got 'accuracy'"),
+        ({"max_params": -1}, "--max-params must be >= 0, got -1"),
     ],
 )
 def test_bad_ranking_options_are_refused(tmp_path: Path, options: dict, message: str) -> None:
