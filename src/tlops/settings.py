@@ -110,6 +110,11 @@ def spec_of(item: dataclasses.Field) -> Spec:
     return item.metadata.get(_KEY, Spec(user=False))
 
 
+def default_name(path: str) -> str:
+    """A setting's name where no edge renders it: its flag by the common rule (``train.lr`` -> ``--lr``)."""
+    return "--" + path.rpartition(".")[2].replace("_", "-")
+
+
 class SettingError(TlopsError):
     """A setting out of its range, or settings that contradict each other.
 
@@ -119,7 +124,7 @@ class SettingError(TlopsError):
 
     def __init__(self, paths: tuple[str, ...], template: str) -> None:
         self.paths, self.template = paths, template
-        super().__init__(self.render(lambda path: path))
+        super().__init__(self.render(default_name))
 
     def render(self, name: Callable[[str], str]) -> str:
         """The message with each setting named by ``name(path)``."""

@@ -11,6 +11,7 @@ import sys
 
 from tlops.cli.parser import build_parser
 from tlops.errors import TlopsError
+from tlops.settings import SettingError
 
 __all__ = ["build_parser", "main"]
 
@@ -78,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         from tlops.cli.step_commands import command_step
 
         return command_step(args)
+    except SettingError as error:  # a setting, named by its flag
+        from tlops.steps.config import cli_name
+
+        print(f"tlops: error: {error.render(cli_name)}", file=sys.stderr)
+        return 2
     except TlopsError as error:
         print(f"tlops: error: {error}", file=sys.stderr)
         return 2

@@ -35,8 +35,12 @@ from tlops.steps.config import parameter_defaults
 
 
 def with_setting_defaults(component: BaseComponent) -> BaseComponent:
-    """Write the run config's default of each setting input into the component's spec (the YAML's defaults)."""
+    """Write the run config's default of each setting input into the component's spec (the YAML's defaults).
+
+    A ``backbone`` input (one candidate) defaults to the first of the default ``backbones``.
+    """
     defaults = parameter_defaults()
+    defaults["backbone"] = defaults["backbones"][0]
     for name, spec in (component.component_spec.inputs or {}).items():
         if name in defaults:
             spec.default = defaults[name]
@@ -80,8 +84,8 @@ def prepare_data(
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def score_backbone(
     dataset: Input[Dataset],
-    backbone: str,
     score: Output[Artifact],
+    backbone: Optional[str] = None,
     seed: Optional[int] = None,
     image_size: Optional[int] = None,
     feature_cache: Optional[str] = None,
@@ -139,25 +143,30 @@ def select_backbone(
     selection_settings: Optional[dict] = None,
 ) -> str:
     """Rank the scored candidates against the raw-pixel baseline within the budgets; return the chosen name."""
-    from tlops.steps.config import from_parameters
-
-    settings = from_parameters(locals()).selection
+    inputs = dict(locals())
     import shutil
     from pathlib import Path
 
+    from tlops.errors import TlopsError
     from tlops.io.logs import configure_logging
+    from tlops.settings import SettingError
+    from tlops.steps.config import from_parameters, parameter_name
     from tlops.steps.outputs import SELECTION_TABLE_FILE
     from tlops.steps.select_backbone import choose_backbone
 
     configure_logging()
-    result = choose_backbone(
-        [Path(item.path) for item in scores],
-        Path(selection.path),
-        baseline_dir=Path(baseline.path) if baseline is not None else None,
-        metric=settings.metric,
-        max_params=settings.max_params,
-        max_latency_ms=settings.max_latency_ms,
-    )
+    settings = from_parameters(inputs).selection
+    try:
+        result = choose_backbone(
+            [Path(item.path) for item in scores],
+            Path(selection.path),
+            baseline_dir=Path(baseline.path) if baseline is not None else None,
+            metric=settings.metric,
+            max_params=settings.max_params,
+            max_latency_ms=settings.max_latency_ms,
+        )
+    except SettingError as error:  # a budget no candidate fits: named as the pipeline's parameter
+        raise TlopsError("parameter " + error.render(parameter_name)) from None
     selection.metadata.update({"chosen": result.chosen, "reasons": result.reasons})
     shutil.copyfile(Path(selection.path) / SELECTION_TABLE_FILE, table.path)
     return result.chosen
@@ -166,9 +175,9 @@ def select_backbone(
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def extract_features(
     dataset: Input[Dataset],
-    backbone: str,
     features: Output[Dataset],
     probe: Output[Model],
+    backbone: Optional[str] = None,
     seed: Optional[int] = None,
     image_size: Optional[int] = None,
     feature_cache: Optional[str] = None,

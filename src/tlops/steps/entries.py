@@ -13,8 +13,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tlops.errors import TlopsError
 from tlops.registry import Registry
-from tlops.steps.config import RunConfig
+from tlops.settings import SettingError
+from tlops.steps.config import DEFAULT_BACKBONE, RunConfig, parameter_name
 from tlops.tasks import TASKS
 
 if TYPE_CHECKING:
@@ -148,6 +150,11 @@ def _scoring(config: RunConfig) -> dict[str, Any]:
     }
 
 
+def _backbone(call: StepCall) -> str:
+    """The one backbone a step runs: given, else the first of the run config's candidates."""
+    return call.arguments.get("backbone") or call.config.selection.backbones[0]
+
+
 def _prepare(call: StepCall) -> Any:
     from tlops.data.prepare import PreparedCache
 
@@ -164,7 +171,7 @@ def _score(call: StepCall) -> Any:
 
     assert call.output is not None
     dataset = call.folders["dataset"]
-    return score_backbone(dataset, call.arguments["backbone"], call.output, call.runtime(), **_scoring(call.config))
+    return score_backbone(dataset, _backbone(call), call.output, call.runtime(), **_scoring(call.config))
 
 
 def _select(call: StepCall) -> Any:
@@ -191,7 +198,7 @@ def _extract(call: StepCall) -> Any:
     scoring.pop("scoring_images_per_class")
     return extract_and_probe(
         call.folders["dataset"],
-        call.arguments["backbone"],
+        _backbone(call),
         call.output_folder("features"),
         call.output_folder("probe"),
         call.runtime(),
@@ -262,7 +269,7 @@ def _describe_prepared(result: Any) -> dict[str, Any]:
 
 
 TRACKING = Argument("tracking_uri", "MLflow tracking URI")
-BACKBONE = Argument("backbone", "the backbone", default="efficientnet_lite0")
+BACKBONE = Argument("backbone", "the backbone", default=DEFAULT_BACKBONE)
 
 STEPS.add(
     "prepare-data",
@@ -284,7 +291,7 @@ STEPS.add(
         "extract one candidate's features (cached) and score them: probe, kNN, LogME, cost",
         SCORING_SETTINGS,
         (DATASET,),
-        (Argument("backbone", "the candidate, or pixels for the no-transfer baseline", default="efficientnet_lite0"),),
+        (Argument("backbone", "the candidate, or pixels for the no-transfer baseline", default=DEFAULT_BACKBONE),),
         "folder for the score record",
         _score,
         lambda result: result.to_dict(),
@@ -429,4 +436,7 @@ def run_step(
         outputs=outputs or {},
         cache_dir=cache_dir_from_environment(environ),
     )
-    return STEPS.get(name).run(call)
+    try:
+        return STEPS.get(name).run(call)
+    except SettingError as error:  # a setting, named as Kubeflow users name it
+        raise TlopsError("parameter " + error.render(parameter_name)) from None

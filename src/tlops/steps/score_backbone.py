@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tlops.errors import TlopsError
 from tlops.evaluation.transferability import knn_accuracy, logme, probe_accuracy
 from tlops.models.backbones import load_backbone
 from tlops.models.names import PIXELS_BASELINE, check_backbone_name
 from tlops.models.threads import single_blas_thread
+from tlops.settings import SettingError
 from tlops.steps.common import localized_manifest
 from tlops.steps.config import RunConfig, SelectionConfig, StorageConfig
 from tlops.steps.features import dataset_features, open_feature_cache
@@ -116,15 +116,17 @@ def score_backbone(
 
 def _check_scoring_images(prepared: PreparedData, per_class: int) -> None:
     """Refuse a scoring sample larger than the smallest class of the training split."""
+    path = ("selection.scoring_images_per_class",)
     if per_class < 0:
-        raise TlopsError(f"--scoring-images-per-class {per_class} is negative: give a count, or 0 for all images")
+        raise SettingError(path, "{0} " + f"{per_class} is negative: give a count, or 0 for all images")
     train = prepared.counts.get("train", {})
     if per_class and train:
         smallest, count = min(train.items(), key=lambda item: item[1])
         if per_class > count:
-            raise TlopsError(
-                f"--scoring-images-per-class {per_class} asks for more images than the training split has: class "
-                f"{smallest!r} has {count}; use {count} or fewer, or 0 for all images"
+            raise SettingError(
+                path,
+                "{0} " + f"{per_class} asks for more images than the training split has: class {smallest!r} has "
+                f"{count}; use {count} or fewer, or 0 for all images",
             )
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from tlops.errors import TlopsError
 from tlops.models.names import PIXELS_BASELINE, check_backbone_name
 from tlops.settings import SettingError
-from tlops.steps.config import DEFAULT_BACKBONE, SELECTION_METRICS, RunConfig, SelectionConfig, StorageConfig, cli_name
+from tlops.steps.config import DEFAULT_BACKBONE, SELECTION_METRICS, RunConfig, SelectionConfig, StorageConfig
 from tlops.steps.outputs import SELECTION_TABLE_FILE, BackboneScore, PreparedData, Selection
 from tlops.train.config import TrainConfig
 
@@ -133,10 +133,11 @@ def choose_backbone(
         if not over:
             eligible.append(row)
     if not eligible:
-        raise TlopsError(
+        raise SettingError(
+            ("selection.max_params", "selection.max_latency_ms"),
             "no candidate fits the budget ("
-            + "; ".join(f"{row['name']}: {row['status']}" for row in rows)
-            + "): raise --max-params / --max-latency-ms or add smaller candidates"
+            + "; ".join(f"{row['name']}: {row['status']}" for row in rows).replace("{", "{{").replace("}", "}}")
+            + "): raise {0} / {1} or add smaller candidates",
         )
     eligible.sort(key=lambda row: (-row[value_field], -row["knn_accuracy"], row["flops"], row["params"]))
     best = eligible[0]
@@ -265,4 +266,4 @@ def _check_selection(metric: str, max_params: int, max_latency_ms: float) -> Non
     try:
         SelectionConfig(metric=metric, max_params=max_params, max_latency_ms=max_latency_ms)
     except SettingError as error:
-        raise TlopsError(error.within("selection").render(cli_name)) from None
+        raise error.within("selection") from None

@@ -20,9 +20,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from tlops.data.sampling import EpochSampler, SeededAugmentation
-from tlops.errors import TlopsError
 from tlops.io.progress import progress
 from tlops.models.device import autocast
+from tlops.settings import SettingError
 from tlops.train.blocks import trained_blocks
 from tlops.train.config import TrainConfig
 from tlops.train.epoch import OptimizerStep, Quiet, batch_mixer, train_epoch
@@ -148,10 +148,11 @@ def micro_batch_size(config: TrainConfig, train_images: int, world_size: int) ->
             config.batch_size, train_images, batch,
         )  # fmt: skip
     if batch < parts or batch % parts:
-        raise TlopsError(
-            f"--batch-size {config.batch_size} does not split over {world_size} processes x "
-            f"{config.grad_accumulation} accumulation steps with {train_images} training images: use a multiple "
-            f"of {parts} no larger than {train_images}"
+        raise SettingError(
+            ("train.batch_size",),
+            "{0} " + f"{config.batch_size} does not split over {world_size} processes x {config.grad_accumulation} "
+            f"accumulation steps with {train_images} training images: use a multiple of {parts} no larger than "
+            f"{train_images}",
         )
     return batch // parts
 

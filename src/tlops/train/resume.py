@@ -49,11 +49,11 @@ class CheckpointStore:
         """The checkpoint file's path or URI."""
         return f"{self.uri.rstrip('/')}/{CHECKPOINT_FILE}"
 
-    def load(self, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
-        """The saved state, or ``None`` when there is none.
+    def _read(self) -> dict[str, Any] | None:
+        """The saved state as written, or ``None`` when there is none.
 
         Raises:
-            TlopsError: when the checkpoint was written for another run (fingerprint), or is unreadable.
+            TlopsError: when the checkpoint is unreadable.
         """
         try:
             data = read_bytes(self.location, self.s3)
@@ -64,11 +64,21 @@ class CheckpointStore:
                 return None
             raise
         try:
-            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as error:
             raise TlopsError(
                 f"the checkpoint {self.location} is unreadable ({type(error).__name__}): delete it to start over"
             ) from None
+
+    def load(self, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+        """The saved state, or ``None`` when there is none.
+
+        Raises:
+            TlopsError: when the checkpoint was written for another run (fingerprint), or is unreadable.
+        """
+        state = self._read()
+        if state is None:
+            return None
         theirs = state.get("fingerprint", {})
         if state.get("schema") != CHECKPOINT_SCHEMA or theirs != fingerprint:
             differs = sorted(k for k in fingerprint.keys() | theirs.keys() if fingerprint.get(k) != theirs.get(k))
@@ -86,21 +96,8 @@ class CheckpointStore:
         Raises:
             TlopsError: when the checkpoint is unreadable.
         """
-        try:
-            data = read_bytes(self.location, self.s3)
-        except FileNotFoundError:
-            return None
-        except TlopsError as error:
-            if str(error).startswith("S3 object "):
-                return None
-            raise
-        try:
-            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise TlopsError(
-                f"the checkpoint {self.location} is unreadable ({type(error).__name__}): delete it to start over"
-            ) from None
-        return dict(state.get("fingerprint", {}).get("config", {}))
+        state = self._read()
+        return None if state is None else dict(state.get("fingerprint", {}).get("config", {}))
 
     def save(self, state: dict[str, Any], fingerprint: dict[str, Any]) -> None:
         """Write the state atomically (temporary file + rename, or one S3 PUT)."""

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from tlops.errors import TlopsError
 from tlops.registry import Registry
+from tlops.settings import SettingError
 
 if TYPE_CHECKING:
     from tlops.train.config import TrainConfig
@@ -71,12 +71,13 @@ def check_unfreeze_blocks(count: int, num_blocks: int) -> None:
     """Refuse to unfreeze more blocks than the backbone has.
 
     Raises:
-        TlopsError: naming the block count and the fix.
+        SettingError: naming the block count and the fix.
     """
     if count > num_blocks:
-        raise TlopsError(
-            f"--unfreeze-blocks {count} is more than the backbone's {num_blocks} blocks: use at most {num_blocks} "
-            "(or --strategy lp-ft to train every block)"
+        raise SettingError(
+            ("train.unfreeze_blocks", "train.strategy"),
+            "{0} " + f"{count} is more than the backbone's {num_blocks} blocks: use at most {num_blocks} (or "
+            "{1} lp-ft to train every block)",
         )
 
 

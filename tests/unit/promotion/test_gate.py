@@ -172,8 +172,11 @@ def test_the_ece_guard_vetoes_an_overconfident_challenger():
 def test_invalid_configs_are_rejected_naming_the_field(field: str, value: object):
     from tlops.settings import SettingError
 
-    with pytest.raises(SettingError, match=rf"^{field} must be .*, got {value!r}") as error:
+    with pytest.raises(SettingError) as error:
         GateConfig(**{field: value})
+    assert error.value.render(lambda path: path).startswith(f"{field} must be ") and f"got {value!r}" in str(
+        error.value
+    )
     assert error.value.render(lambda path: f"--gate-{path.replace('_', '-')}").startswith(
         f"--gate-{field.replace('_', '-')} must be"
     )

@@ -170,7 +170,7 @@ def test_every_component_input_has_a_default_except_the_data_and_the_tracking_se
     from tlops.pipeline.components import ALL_COMPONENTS
 
     defaults = parameter_defaults()
-    required_by_design = {"data_uri", "tracking_uri", "backbone", "status"}
+    required_by_design = {"data_uri", "tracking_uri", "status"}  # the data, the registry, set by KFP
     for component in ALL_COMPONENTS:
         for name, spec in component.component_spec.inputs.items():
             is_artifact = not hasattr(spec, "type") or spec.type not in ("String", "Integer", "Float", "Boolean",
@@ -204,3 +204,19 @@ def test_an_empty_config_file_is_the_defaults(tmp_path: Path) -> None:
     empty.write_text("")
     assert resolve_config(build_parser().parse_args(["run", "--config", str(empty)])) == RunConfig()
     assert replace(RunConfig(), seed=3).train.seed == 3
+
+
+def test_a_setting_found_wrong_during_a_step_is_named_by_each_edge() -> None:
+    """More blocks than the backbone has: --unfreeze-blocks on the command line, train_settings.* on Kubeflow."""
+    from tlops.settings import SettingError
+    from tlops.steps.config import cli_name, parameter_name
+    from tlops.train.strategies import STRATEGIES
+
+    with pytest.raises(SettingError) as error:
+        STRATEGIES.get("partial").trained_blocks(4, RunConfig.from_mapping({"train": {"unfreeze_blocks": 9}}).train)
+    assert error.value.render(cli_name) == (
+        "--unfreeze-blocks 9 is more than the backbone's 4 blocks: use at most 4 (or --strategy lp-ft to train every "
+        "block)"
+    )
+    assert error.value.render(parameter_name).startswith("train_settings.unfreeze_blocks 9 is more than")
+    assert "(or strategy lp-ft" in error.value.render(parameter_name)
