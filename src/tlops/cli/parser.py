@@ -78,7 +78,8 @@ def _add_registry_uri_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tracking-uri",
         default=os.environ.get("MLFLOW_TRACKING_URI"),
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./tlops-run/mlflow.db, the store tlops run "
+        "writes without one)",
     )
 
 
