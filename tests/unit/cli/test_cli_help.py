@@ -2,32 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-CLI_TIMEOUT_S = 120
-
-
-def _base_env() -> dict[str, str]:
-    """This environment without any tracking server or S3 settings the developer may have exported."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_"))}
-    env["TLOPS_DEVICE"] = "cpu"
-    return env
-
-
-def _tlops(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tlops.cli", *args],
-        cwd=cwd,
-        env=env or _base_env(),
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-        check=False,
-    )
-
+from commands import tlops_module as _tlops
 
 # --- bad input to ``tlops run`` ---------------------------------------------------------------------------------
 

@@ -13,33 +13,16 @@ inputs imported from the run before), so the data is prepared once, by prepare-d
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[3]
-COMPONENTS = REPO / "components"
+from component_pages import example as _example
+from component_pages import load_example as _load_example
+from repository import COMPONENTS
+
 YAMLS = sorted(COMPONENTS.glob("*.yaml"))
-
-
-def _example(name: str) -> str:
-    """The Python example of ``components/<name>.md``."""
-    page = (COMPONENTS / f"{name}.md").read_text()
-    (code,) = re.findall(r"```python\n(.*?)```", page, flags=re.DOTALL)
-    return code
-
-
-def _load_example(name: str, folder: Path) -> Callable:
-    """Run the example of ``components/<name>.md`` in ``folder`` (it compiles there) and return its pipeline."""
-    namespace: dict[str, Any] = {}
-    # dont_inherit: not this module's `from __future__ import annotations` (KFP reads the annotations as types)
-    exec(compile(_example(name), f"components/{name}.md", "exec", dont_inherit=True), namespace)
-    assert (folder / f"with_{name}.yaml").is_file(), "the example compiles its pipeline"
-    return namespace[f"with_{name}"]
 
 
 # --- 1: each YAML in a pipeline of its own, compiled --------------------------------------------------------------

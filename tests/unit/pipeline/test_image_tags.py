@@ -9,28 +9,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from compiled import compiled_files as _files
+from compiled import executor_images as _executor_images
+from repository import REPO
 from tlops import __version__
 from tlops.errors import TlopsError
 from tlops.pipeline.compile import PIPELINE_FILE, compile_all
 from tlops.pipeline.image import CPU_IMAGE, GPU_IMAGE, Images, default_tag, images
 
-REPO = Path(__file__).resolve().parents[3]
 OTHER = Images("registry.example.com:5000/ml-team", f"{__version__}-{'0123456789abcdef' * 2}01234567")
 GPU_STEPS = {"score-backbone", "extract-features", "fine-tune"}
-
-
-def _files(root: Path) -> list[Path]:
-    """The compiled files: the YAMLs and the component docs."""
-    return sorted(p.relative_to(root) for d in ("pipelines", "components") for p in (root / d).glob("*.*"))
-
-
-def _executor_images(path: Path) -> dict[str, str]:
-    spec = next(yaml.safe_load_all(path.read_text()))
-    return {
-        name: executor["container"]["image"]
-        for name, executor in spec["deploymentSpec"]["executors"].items()
-        if "container" in executor
-    }
 
 
 @pytest.fixture(scope="module")

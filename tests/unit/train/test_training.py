@@ -22,7 +22,6 @@ from tlops.steps.outputs import (
     read_head,
     write_probe,
 )
-from tlops.steps.runtime import Runtime
 from tlops.train.auto import Evidence, decide
 from tlops.train.config import STRATEGIES, TrainConfig
 from tlops.train.probe import ProbeResult, fit_linear_head, load_features, save_features
@@ -268,11 +267,6 @@ def test_train_config_rejects_bad_settings() -> None:
         with pytest.raises(TlopsError):
             TrainConfig(**bad)
     assert TrainConfig(strategy="lp-ft", epochs=1).epochs == 1
-
-
-@pytest.fixture(scope="module")
-def runtime(tmp_path_factory: pytest.TempPathFactory) -> Runtime:
-    return Runtime(cache_dir=tmp_path_factory.mktemp("cache"), batch_size=32)
 
 
 def test_balanced_class_weights_match_scikit_learn() -> None:
