@@ -11,8 +11,8 @@ Wrong, missing or URI-embedded credentials must fail ``tlops run`` before any st
 ``MLFLOW_TRACKING_USERNAME`` and ``MLFLOW_TRACKING_PASSWORD``, with nothing registered.
 
 The S3 secret is the suite's (SeaweedFS keeps its identities read-only), the MLflow passwords are random.
-The last two tests need no services (not marked): ``tlops submit`` and the URI checks refuse a password in a
-tracking URI without printing it.
+A password in a tracking URI, refused without a server, is tested in tests/integration/test_security_commands.py
+(``tlops submit``) and tests/unit/promotion/test_security_uris.py (the URI checks).
 """
 
 from __future__ import annotations

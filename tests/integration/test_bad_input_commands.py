@@ -1,8 +1,8 @@
-"""Bad input found by a new user (issue 6): each is one ``tlops: error:`` line and exit status 2, or works as
-documented, and nothing is left half-written.
+"""Bad input found by a new user (issue 6), the cases that run ``tlops`` or read S3: each is one ``tlops: error:``
+line and exit status 2, or works as documented, and nothing is left half-written.
 
 CLI cases run the installed ``tlops`` console script in subprocesses (all started at once by one fixture, as
-each is a fresh Python); library cases call the data functions directly.
+each is a fresh Python); S3 cases read a bucket on the suite's SeaweedFS.
 """
 
 from __future__ import annotations
@@ -258,12 +258,6 @@ def test_read_only_output_folder(tmp_path: Path) -> None:
     assert list(locked.iterdir()) == []
 
 
-# --- 3. the error line of a failed pipeline, and what a failed run leaves -----------------------------------------
-
-
-# --- 11. a re-run into the same --output keeps the earlier run's summary --------------------------------------------
-
-
 # --- 4. files are judged by content, not by extension ---------------------------------------------------------
 
 
@@ -279,9 +273,6 @@ def test_files_judged_by_content_on_s3(s3_env: Any, s3_client: Any, bucket: str,
     assert from_s3.digest == prepare_data(str(root), tmp_path / "from-folder", _config()).digest
 
 
-# --- 6. archive limits ----------------------------------------------------------------------------------------
-
-
 # --- 8. wrapper folders stripped alike for folders, archives and S3 ---------------------------------------------
 
 
@@ -295,9 +286,6 @@ def test_wrapped_s3_prefix(s3_env: Any, s3_client: Any, bucket: str, tmp_path: P
     from_s3 = prepare_data(f"s3://{bucket}/ds", tmp_path / "a", _config(), make_s3_client())
     assert from_s3.classes == ["cats", "dogs"]
     assert from_s3.digest == prepare_data(str(root), tmp_path / "b", _config()).digest
-
-
-# --- 9. CSV rows: absolute paths inside the CSV's folder, http(s) URLs ----------------------------------------------
 
 
 # --- and: S3 without credentials, for run and prepare-data ----------------------------------------------------------

@@ -1,4 +1,6 @@
-"""The command line's contract: bad input to ``tlops run`` gives one line on stderr and exit status 2."""
+"""The command line's contract: bad input to ``tlops run`` gives one line on stderr and exit status 2; ``tlops
+prepare-data`` prepares a folder and refuses bad input alike.
+"""
 
 from __future__ import annotations
 

@@ -8,7 +8,8 @@ supports ``dsl.importer`` (``kfp.local.importer_handler``), also with a URI that
 URIs. The components run one after another on each other's outputs (each fixture is one component run alone, its
 inputs imported from the run before), so the data is prepared once, by prepare-data itself. Those runs are marked
 ``pipeline`` (90 s to 3 minutes on 2 busy cores, most of it the step processes importing torch and MLflow; pytest's
-``--durations`` shows each fixture's run); the compile checks are not.
+``--durations`` shows each fixture's run). Each YAML compiled alone is checked in
+tests/unit/pipeline/test_component_yamls.py.
 """
 
 from __future__ import annotations
@@ -72,9 +73,6 @@ def output_parameter(task: Path, name: str = "Output") -> Any:
 
 def output_metadata(task: Path, name: str) -> dict[str, Any]:
     return json.loads((task / "executor_output.json").read_text())["artifacts"][name]["artifacts"][0]["metadata"]
-
-
-# --- 1: each YAML in a pipeline of its own, compiled --------------------------------------------------------------
 
 
 # --- 2: each component run alone by kfp.local ---------------------------------------------------------------------

@@ -1,8 +1,4 @@
-"""Object-detection exports (COCO, Pascal VOC, YOLO, KITTI) and split-named class folders are refused, not trained.
-
-A detection export holds images in ``train/`` and ``test/`` folders; read as an ImageFolder it would train a
-train-vs-test classifier without a word.
-"""
+"""An object-detection export (Pascal VOC) under an S3 prefix is refused, not trained, in one line naming it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The feature cache: hits, misses, damaged and stale entries, streaming shards, local and real S3 storage."""
+"""The feature cache on a real S3 (SeaweedFS): an entry written in shards and read back, a missing bucket refused."""
 
 from __future__ import annotations
 

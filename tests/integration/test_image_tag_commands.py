@@ -1,6 +1,6 @@
-"""Images that follow the code: ``tlops compile --image-repository R --image-tag T`` names R/tlops:T and
-R/tlops-gpu:T in every executor and changes nothing else; the checked-in files keep the release tag; the commands
-of docker/README.md tag the images that the YAMLs they compile name."""
+"""Images that follow the code, through the commands: ``tlops compile`` tags with the commit of ``TLOPS_GIT_COMMIT``,
+and the commands of docker/README.md tag the images that the YAMLs they compile name.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""The pipeline's first and last steps: the source fingerprint that keys the cache, and the exit handler's record."""
+"""The pipeline's first and last steps on real services: the fingerprint of an S3 prefix follows its objects, and a
+failed local pipeline is recorded in MLflow once.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Read the data once: the preflight of ``tlops run`` and the prepare-data step share one pass through the cache.
+"""Read the data once from S3: the preflight and prepare-data share one pass through the cache, and an object
+overwritten in place is read again.
 
 Counts come from :func:`tlops.data.images.decode_count` (every ``decode_image`` call in this process).
 """

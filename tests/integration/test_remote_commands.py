@@ -1,4 +1,5 @@
-"""tlops submit / schedule against a fake Kubeflow Pipelines server (tests/fake_kfp.py) driven by the real kfp.Client.
+"""tlops submit / schedule against a fake Kubeflow Pipelines server (tests/support/fake_kfp.py) driven by the real
+kfp.Client.
 
 Bad input is refused before any request; the pipeline and this code's version are uploaded once and reused; runs
 and recurring runs carry exactly the pipeline's parameters; the token reaches the server and never the output.

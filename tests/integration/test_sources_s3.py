@@ -1,4 +1,6 @@
-"""Dataset sources and layouts: archives (zip-slip safe), pre-split folders, CSV manifests, leakage, imbalance."""
+"""Dataset sources on a real S3 (SeaweedFS): a zip and a pre-split tar.gz prepared from a bucket, an empty bucket
+refused in one line.
+"""
 
 from __future__ import annotations
 
@@ -54,21 +56,3 @@ def test_empty_bucket(s3_env: Any, bucket: str, tmp_path: Path, prefix: str) -> 
     with pytest.raises(TlopsError, match="no images found"):
         prepare_data(uri, tmp_path / "out", _config(), make_s3_client())
     assert not (tmp_path / "out").exists()
-
-
-# --- pre-split folders ------------------------------------------------------------------------------------------
-
-
-# --- CSV manifests ----------------------------------------------------------------------------------------------
-
-
-# --- leakage: duplicates and label conflicts --------------------------------------------------------------------
-
-
-# --- class imbalance --------------------------------------------------------------------------------------------
-
-
-# --- minimum per split ------------------------------------------------------------------------------------------
-
-
-# --- the tlops run preflight ------------------------------------------------------------------------------------

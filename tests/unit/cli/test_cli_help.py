@@ -1,15 +1,10 @@
-"""The command line's contract: bad input to ``tlops run`` gives one line on stderr and exit status 2."""
+"""``tlops --help`` names the training strategies."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from commands import tlops_module as _tlops
-
-# --- bad input to ``tlops run`` ---------------------------------------------------------------------------------
-
-
-# --- help and prepare-data --------------------------------------------------------------------------------------
 
 
 def test_help_mentions_the_strategies(tmp_path: Path) -> None:

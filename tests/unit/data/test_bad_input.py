@@ -1,8 +1,6 @@
-"""Bad input found by a new user (issue 6): each is one ``tlops: error:`` line and exit status 2, or works as
-documented, and nothing is left half-written.
-
-CLI cases run the installed ``tlops`` console script in subprocesses (all started at once by one fixture, as
-each is a fresh Python); library cases call the data functions directly.
+"""Bad input found by a new user (issue 6), the cases the data functions meet: files judged by content, archive
+limits, wrapper folders, CSV rows. Each is a one-line ``TlopsError`` or works as documented, and nothing is left
+half-written.
 """
 
 from __future__ import annotations
@@ -27,15 +25,6 @@ from tlops.data.prepare import MANIFEST_FILE, REPORT_FILE, prepare_data
 from tlops.errors import TlopsError
 
 URL_REASON = "http(s) URLs are not supported: download the images or use s3://"
-
-
-# --- the CLI cases, run at once ---------------------------------------------------------------------------------
-
-
-# --- 3. the error line of a failed pipeline, and what a failed run leaves -----------------------------------------
-
-
-# --- 11. a re-run into the same --output keeps the earlier run's summary --------------------------------------------
 
 
 # --- 4. files are judged by content, not by extension ---------------------------------------------------------
@@ -178,6 +167,3 @@ def test_csv_absolute_paths_inside_its_folder_and_urls(tmp_path: Path) -> None:
     (data / "labels.csv").write_text(f"path,label\n{tmp_path / 'elsewhere.png'},a\n")
     with pytest.raises(TlopsError, match="leaves the CSV's folder"):
         prepare_data(str(data / "labels.csv"), tmp_path / "out2", _config())
-
-
-# --- and: S3 without credentials, for run and prepare-data ----------------------------------------------------------

@@ -1,4 +1,6 @@
-"""The pipeline's first and last steps: the source fingerprint that keys the cache, and the exit handler's record."""
+"""The source fingerprint that keys the cache: it changes exactly when a file does, an archive or a CSV stands for
+its folder, and a missing or empty source is refused.
+"""
 
 from __future__ import annotations
 

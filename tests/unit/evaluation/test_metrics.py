@@ -1,8 +1,5 @@
-"""Linear probe, strategy choice, fine-tuning and evaluation, on real features and a real (tiny) dataset.
-
-The end-to-end tests run the steps (prepare data -> extract features and probe -> fine-tune -> evaluate) on
-scikit-learn's handwritten digits written as an ImageFolder (10 classes x 10 images), with the bundled
-ImageNet-pretrained EfficientNet-Lite0 at 64x64 pixels.
+"""Evaluation metrics: the expected calibration error against one written out here, and ``compute_metrics`` against
+scikit-learn.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The feature cache: hits, misses, damaged and stale entries, streaming shards, local and real S3 storage."""
+"""The feature cache: hits, misses, damaged and stale entries, streaming shards, on local storage."""
 
 from __future__ import annotations
 

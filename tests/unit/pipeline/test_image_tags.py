@@ -1,6 +1,7 @@
-"""Images that follow the code: ``tlops compile --image-repository R --image-tag T`` names R/tlops:T and
-R/tlops-gpu:T in every executor and changes nothing else; the checked-in files keep the release tag; the commands
-of docker/README.md tag the images that the YAMLs they compile name."""
+"""Images that follow the code: ``compile_all`` with other images names R/tlops:T and R/tlops-gpu:T in every executor
+and changes nothing else; the checked-in files keep the release tag; bad repositories and tags are refused; the
+default tag is the version plus the commit when known.
+"""
 
 from __future__ import annotations
 
@@ -104,6 +105,3 @@ def test_the_default_tag_is_the_version_plus_the_commit_when_known() -> None:
     assert default_tag("3f2c9e1-dirty") == f"{__version__}-3f2c9e1-dirty"
     with pytest.raises(TlopsError, match=r"^TLOPS_GIT_COMMIT='a b' does not make a Docker tag .* or pass --image-tag$"):
         default_tag("a b")
-
-
-# --- docker/README.md -----------------------------------------------------------------------------------------------

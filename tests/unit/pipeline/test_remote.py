@@ -1,7 +1,5 @@
-"""tlops submit / schedule against a fake Kubeflow Pipelines server (tests/fake_kfp.py) driven by the real kfp.Client.
-
-Bad input is refused before any request; the pipeline and this code's version are uploaded once and reused; runs
-and recurring runs carry exactly the pipeline's parameters; the token reaches the server and never the output.
+"""``tlops submit`` / ``schedule`` without a server: cron expressions, bad input refused before any request, the run's
+parameters exactly the pipeline's inputs, where the token comes from, waiting for a run and naming the failed step.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The pipeline's first and last steps: the source fingerprint that keys the cache, and the exit handler's record."""
+"""The pipeline's first and last steps as commands and functions: ``fingerprint-data`` prints the fingerprint, and the
+exit handler's record of a failed, half-registered or succeeded pipeline (``record-pipeline-status``).
+"""
 
 from __future__ import annotations
 
