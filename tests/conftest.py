@@ -125,3 +125,31 @@ def trained_model(small_imagefolder: Path, tmp_path_factory: pytest.TempPathFact
     # The gate looks in a local registry that does not exist: no champion, nothing created.
     evaluate(dirs["data"], dirs["model"], dirs["evaluation"], runtime, tracking_uri=f"sqlite:///{root}/mlflow.db")
     return dirs
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A CPU step runtime with a feature cache of its own, one for each module (batches of 32)."""
+    from tlops.steps.runtime import Runtime
+
+    return Runtime(cache_dir=tmp_path_factory.mktemp("cache"), batch_size=32)
+
+
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One sqlite store for the module (creating one takes seconds); each test uses an experiment of its own."""
+    return f"sqlite:///{tmp_path_factory.mktemp('tracking') / 'mlflow.db'}"
+
+
+@pytest.fixture
+def client(tracking_uri: str) -> Any:
+    """An ``MlflowClient`` of the module's sqlite store (a module may define a ``client`` of another store)."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri)
+
+
+@pytest.fixture
+def experiment() -> str:
+    """A fresh experiment name, ``tlops-<uuid8>``."""
+    return f"tlops-{uuid.uuid4().hex[:8]}"

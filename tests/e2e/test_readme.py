@@ -44,9 +44,9 @@ import pytest
 import yaml
 from PIL import Image, ImageDraw
 
+from repository import REPO
 from tlops.train.config import STRATEGIES
 
-REPO = Path(__file__).resolve().parents[2]
 # Every page whose commands and snippets are run: the README, the docs/ pages, the benchmark and image READMEs.
 READMES = (
     "README.md",

@@ -11,8 +11,8 @@ Wrong, missing or URI-embedded credentials must fail ``tlops run`` before any st
 ``MLFLOW_TRACKING_USERNAME`` and ``MLFLOW_TRACKING_PASSWORD``, with nothing registered.
 
 The S3 secret is the suite's (SeaweedFS keeps its identities read-only), the MLflow passwords are random.
-The last two tests need no services (not marked): ``tlops submit`` and the URI checks refuse a password in a
-tracking URI without printing it.
+A password in a tracking URI, refused without a server, is tested in tests/integration/test_security_commands.py
+(``tlops submit``) and tests/unit/promotion/test_security_uris.py (the URI checks).
 """
 
 from __future__ import annotations
@@ -36,21 +36,22 @@ import numpy as np
 import pytest
 import requests
 
+from commands import CLI_TIMEOUT_S as SHORT_TIMEOUT_S
+from commands import tlops_script as _tlops
+from credentials import CREDENTIAL_VARIABLES, USER
+from credentials import secret as _secret
+from refusals import only_error_line as _one_error_line
+from repository import REPO
 from services import Services, make_s3_client
 from test_readme import _shape, base_env, succeeded
 
-REPO = Path(__file__).resolve().parents[2]
-TLOPS = Path(sys.executable).parent / "tlops"
 HOST = "127.0.0.1"
-USER = "tlops-ci"
 ADMIN = "admin"
 MODEL = "tlops-classifier"  # tlops's default; the server is this module's own
 CLASSES = ("circle", "square", "triangle")
 PER_CLASS = 8
 READY_TIMEOUT_S = 180.0
 RUN_TIMEOUT_S = 900
-SHORT_TIMEOUT_S = 120
-CREDENTIAL_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 HTTP = requests.Session()
 HTTP.trust_env = False  # loopback: no proxy
 
@@ -78,11 +79,6 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
-
-
-def _secret(prefix: str) -> str:
-    """A distinctive random value (nothing else in a run could contain it by chance)."""
-    return f"{prefix}-{secrets.token_hex(16)}"
 
 
 def _s3_env(services: Services) -> dict[str, str]:
@@ -193,18 +189,6 @@ def dataset(services: Services, auth_server: AuthServer) -> str:
         for index in range(PER_CLASS):
             s3.put_object(Bucket=auth_server.bucket, Key=f"images/{kind}/{kind}-{index}.png", Body=_png(kind, rng))
     return f"s3://{auth_server.bucket}/images"
-
-
-def _tlops(arguments: list[str], cwd: Path, environment: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(TLOPS), *arguments],
-        cwd=cwd,
-        env=base_env() | environment,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def _run_arguments(data: str, output: Path) -> list[str]:
@@ -356,16 +340,6 @@ def _versions(auth_server: AuthServer) -> int:
     )
     assert response.status_code == 200, response.text
     return len(response.json().get("model_versions", []))
-
-
-def _one_error_line(result: subprocess.CompletedProcess, *needles: str) -> str:
-    assert result.returncode == 2, (result.returncode, result.stdout[-2000:], result.stderr[-3000:])
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("tlops: error: "), result.stderr
-    assert "Traceback" not in result.stderr and result.stdout == "", result.stdout
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.mark.integration

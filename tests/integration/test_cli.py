@@ -1,4 +1,6 @@
-"""The command line's contract: bad input to ``tlops run`` gives one line on stderr and exit status 2."""
+"""The command line's contract: bad input to ``tlops run`` gives one line on stderr and exit status 2; ``tlops
+prepare-data`` prepares a folder and refuses bad input alike.
+"""
 
 from __future__ import annotations
 
@@ -15,28 +17,10 @@ from typing import Any
 
 import pytest
 
+from commands import CLI_TIMEOUT_S
+from commands import clean_env as _base_env
+from commands import tlops_module as _tlops
 from tlops.data.demo import write_digits_imagefolder
-
-CLI_TIMEOUT_S = 120
-
-
-def _base_env() -> dict[str, str]:
-    """This environment without any tracking server or S3 settings the developer may have exported."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_"))}
-    env["TLOPS_DEVICE"] = "cpu"
-    return env
-
-
-def _tlops(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tlops.cli", *args],
-        cwd=cwd,
-        env=env or _base_env(),
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-        check=False,
-    )
 
 
 def _assert_bad_input(result: subprocess.CompletedProcess[str], output: Path, *needles: str) -> str:

@@ -8,13 +8,13 @@ supports ``dsl.importer`` (``kfp.local.importer_handler``), also with a URI that
 URIs. The components run one after another on each other's outputs (each fixture is one component run alone, its
 inputs imported from the run before), so the data is prepared once, by prepare-data itself. Those runs are marked
 ``pipeline`` (90 s to 3 minutes on 2 busy cores, most of it the step processes importing torch and MLflow; pytest's
-``--durations`` shows each fixture's run); the compile checks are not.
+``--durations`` shows each fixture's run). Each YAML compiled alone is checked in
+tests/unit/pipeline/test_component_yamls.py.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,29 +25,13 @@ import pytest
 import yaml
 from PIL import Image
 
+from component_pages import load_example as _load_example
+from repository import COMPONENTS, REPO
 from tlops.promotion.config import RegistryConfig
 
-REPO = Path(__file__).resolve().parents[2]
-COMPONENTS = REPO / "components"
 BACKBONE = "efficientnet_lite0"
 IMAGE_SIZE = 32
 CLASSES = ("red", "green", "blue")
-
-
-def _example(name: str) -> str:
-    """The Python example of ``components/<name>.md``."""
-    page = (COMPONENTS / f"{name}.md").read_text()
-    (code,) = re.findall(r"```python\n(.*?)```", page, flags=re.DOTALL)
-    return code
-
-
-def _load_example(name: str, folder: Path) -> Callable:
-    """Run the example of ``components/<name>.md`` in ``folder`` (it compiles there) and return its pipeline."""
-    namespace: dict[str, Any] = {}
-    # dont_inherit: not this module's `from __future__ import annotations` (KFP reads the annotations as types)
-    exec(compile(_example(name), f"components/{name}.md", "exec", dont_inherit=True), namespace)
-    assert (folder / f"with_{name}.yaml").is_file(), "the example compiles its pipeline"
-    return namespace[f"with_{name}"]
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +73,6 @@ def output_parameter(task: Path, name: str = "Output") -> Any:
 
 def output_metadata(task: Path, name: str) -> dict[str, Any]:
     return json.loads((task / "executor_output.json").read_text())["artifacts"][name]["artifacts"][0]["metadata"]
-
-
-# --- 1: each YAML in a pipeline of its own, compiled --------------------------------------------------------------
 
 
 # --- 2: each component run alone by kfp.local ---------------------------------------------------------------------

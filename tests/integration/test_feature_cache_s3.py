@@ -1,4 +1,4 @@
-"""The feature cache: hits, misses, damaged and stale entries, streaming shards, local and real S3 storage."""
+"""The feature cache on a real S3 (SeaweedFS): an entry written in shards and read back, a missing bucket refused."""
 
 from __future__ import annotations
 
@@ -6,38 +6,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-import torch
 
+from feature_entries import IDS, KEY
+from feature_entries import assert_equal_splits as _assert_equal
+from feature_entries import write_entry as _write
 from tlops.errors import TlopsError
-from tlops.models.feature_cache import FeatureCache, FeatureKey
-
-KEY = FeatureKey("d" * 64, "efficientnet_lite0", "w" * 64, {"input_size": 224, "mean": [0.5, 0.5, 0.5]})
-IDS = {"train": [f"t{i}" for i in range(7)], "val": ["v0", "v1"], "test": ["s0"]}
-
-
-def _splits(width: int = 4) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    generator = torch.Generator().manual_seed(0)
-    return {
-        split: (torch.randn(len(ids), width, generator=generator), torch.arange(len(ids)) % 2)
-        for split, ids in IDS.items()
-    }
-
-
-def _write(cache: FeatureCache, key: FeatureKey = KEY, batch: int = 3) -> dict:
-    splits = _splits()
-    writer = cache.writer(key)
-    for split, (features, targets) in splits.items():
-        for start in range(0, len(targets), batch):
-            stop = start + batch
-            writer.add(split, features[start:stop], targets[start:stop], IDS[split][start:stop])
-    writer.commit({"seconds": 12.5, "images": 10}, {"params": 3, "flops": 5, "latency_ms": 1.0, "device": "cpu"})
-    return splits
-
-
-def _assert_equal(loaded, expected) -> None:
-    assert set(loaded) == set(expected)
-    for split, (features, targets) in expected.items():
-        assert torch.equal(loaded[split][0], features) and torch.equal(loaded[split][1], targets)
+from tlops.models.feature_cache import FeatureCache
 
 
 @pytest.mark.integration

@@ -14,22 +14,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tlops.data.demo import write_digits_imagefolder
-from tlops.data.prepare import SplitConfig, prepare_data
+from probes import SMALL_SIZE as SIZE
+from probes import probe_small
 from tlops.errors import TlopsError
 from tlops.models.backbones import load_backbone
-from tlops.steps.extract_features import extract_and_probe
 from tlops.steps.outputs import WEIGHTS_FILE
-from tlops.steps.runtime import Runtime
 from tlops.train.resume import CheckpointStore
 
-SIZE = 32
 
-
-# --- blocks --------------------------------------------------------------------------------------------------------
-
-
-# --- the loop ------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def probed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Small digits probed once for this module, with a feature cache of their own."""
+    return probe_small(tmp_path_factory.mktemp("engine"))
 
 
 # --- checkpoints ---------------------------------------------------------------------------------------------------
@@ -48,18 +44,6 @@ def test_checkpoints_on_s3(s3_client, bucket: str) -> None:
 
 
 # --- the step: resume after SIGKILL, DDP against one process -------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def probed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("engine")
-    images = write_digits_imagefolder(root / "images", per_class=8)
-    runtime = Runtime(cache_dir=root / "cache", batch_size=32)
-    prepare_data(str(images), root / "data", SplitConfig(seed=0, workers=2))
-    extract_and_probe(root / "data", "efficientnet_lite0", root / "x" / "features", root / "x" / "probe", runtime,
-                      image_size=SIZE)  # fmt: skip
-    return {"data": root / "data", "probe": root / "x" / "probe", "features": root / "x" / "features",
-            "cache": root / "cache"}  # fmt: skip
 
 
 def _environment(probed: dict[str, Path]) -> dict[str, str]:

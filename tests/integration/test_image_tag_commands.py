@@ -1,6 +1,6 @@
-"""Images that follow the code: ``tlops compile --image-repository R --image-tag T`` names R/tlops:T and
-R/tlops-gpu:T in every executor and changes nothing else; the checked-in files keep the release tag; the commands
-of docker/README.md tag the images that the YAMLs they compile name."""
+"""Images that follow the code, through the commands: ``tlops compile`` tags with the commit of ``TLOPS_GIT_COMMIT``,
+and the commands of docker/README.md tag the images that the YAMLs they compile name.
+"""
 
 from __future__ import annotations
 
@@ -8,28 +8,13 @@ import re
 import subprocess
 from pathlib import Path
 
-import yaml
-
+from compiled import compiled_files as _files
+from compiled import executor_images as _executor_images
+from repository import REPO
 from test_readme import BIN, TLOPS, Command, base_env, covers, readme_command, readme_commands, run, succeeded
 from tlops import __version__
 from tlops.pipeline.compile import PIPELINE_FILE
 from tlops.pipeline.image import Images
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _files(root: Path) -> list[Path]:
-    """The compiled files: the YAMLs and the component docs."""
-    return sorted(p.relative_to(root) for d in ("pipelines", "components") for p in (root / d).glob("*.*"))
-
-
-def _executor_images(path: Path) -> dict[str, str]:
-    spec = next(yaml.safe_load_all(path.read_text()))
-    return {
-        name: executor["container"]["image"]
-        for name, executor in spec["deploymentSpec"]["executors"].items()
-        if "container" in executor
-    }
 
 
 def test_the_command_line_tags_with_the_commit_of_tlops_git_commit(tmp_path: Path) -> None:

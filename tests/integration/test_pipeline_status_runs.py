@@ -1,4 +1,6 @@
-"""The pipeline's first and last steps: the source fingerprint that keys the cache, and the exit handler's record."""
+"""The pipeline's first and last steps on real services: the fingerprint of an S3 prefix follows its objects, and a
+failed local pipeline is recorded in MLflow once.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +10,12 @@ import sys
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
+from images import solid_image_folder as _image_folder
 from tlops.data.fingerprint import source_fingerprint
 from tlops.errors import TlopsError
 from tlops.promotion.failures import KFP_RUN_TAG
-
-
-def _image_folder(root: Path, classes: dict[str, int]) -> Path:
-    for index, (name, count) in enumerate(classes.items()):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(count):
-            pixels = np.full((8, 8, 3), (index * 60 + i * 7) % 256, np.uint8)
-            Image.fromarray(pixels).save(root / name / f"{i}.png")
-    return root
 
 
 @pytest.mark.integration
@@ -38,24 +30,6 @@ def test_the_fingerprint_of_an_s3_prefix_follows_its_objects(s3_client, services
     assert source_fingerprint(f"s3://{bucket}/ds", s3_client) != first
     with pytest.raises(TlopsError, match="holds no files"):
         source_fingerprint(f"s3://{bucket}/nothing-here", s3_client)
-
-
-@pytest.fixture(scope="module")
-def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One sqlite store for the module (creating one takes seconds); each test uses an experiment of its own."""
-    return f"sqlite:///{tmp_path_factory.mktemp('tracking') / 'mlflow.db'}"
-
-
-@pytest.fixture
-def client(tracking_uri: str):
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri)
-
-
-@pytest.fixture
-def experiment() -> str:
-    return f"tlops-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.mark.pipeline

@@ -1,57 +1,26 @@
-"""Read the data once: the preflight of ``tlops run`` and the prepare-data step share one pass through the cache.
+"""Read the data once from S3: the preflight and prepare-data share one pass through the cache, and an object
+overwritten in place is read again.
 
 Counts come from :func:`tlops.data.images.decode_count` (every ``decode_image`` call in this process).
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from tlops.data.images import decode_count
+from decodes import IMAGES
+from decodes import decodes as _decodes
+from decodes import imagefolder as _imagefolder
+from decodes import png16 as _image_bytes
+from splits import split_config as _config
 from tlops.data.prepare import (
     PreparedCache,
-    SplitConfig,
     preflight_dataset,
     prepare_data,
 )
-
-CLASSES = {"cat": 4, "dog": 4, "eel": 4}
-
-IMAGES = sum(CLASSES.values())
-
-
-def _image_bytes(seed: int, size: int = 16) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def _imagefolder(root: Path, classes: dict[str, int] = CLASSES) -> Path:
-    seed = 0
-    for label, n in classes.items():
-        (root / label).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            (root / label / f"{i:02d}.png").write_bytes(_image_bytes(seed))
-            seed += 1
-    return root
-
-
-def _config(**changes: Any) -> SplitConfig:
-    return SplitConfig(**{"workers": 2} | changes)
-
-
-def _decodes(call: Any, *args: Any, **kwargs: Any) -> tuple[Any, int]:
-    """What ``call`` returned and how many images it decoded."""
-    before = decode_count()
-    result = call(*args, **kwargs)
-    return result, decode_count() - before
 
 
 @pytest.mark.integration

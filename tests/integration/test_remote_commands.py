@@ -1,4 +1,5 @@
-"""tlops submit / schedule against a fake Kubeflow Pipelines server (tests/fake_kfp.py) driven by the real kfp.Client.
+"""tlops submit / schedule against a fake Kubeflow Pipelines server (tests/support/fake_kfp.py) driven by the real
+kfp.Client.
 
 Bad input is refused before any request; the pipeline and this code's version are uploaded once and reused; runs
 and recurring runs carry exactly the pipeline's parameters; the token reaches the server and never the output.
@@ -12,20 +13,20 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
 
+from commands import REMOTE
+from commands import in_process as _in_process
 from fake_kfp import FakeKfp
+from refusals import one_error_line as _one_error_line
 from tlops import __version__
 from tlops.cli import build_parser
 from tlops.cli.pipeline_commands import pipeline_parameters
 from tlops.cli.settings import resolve_config
 from tlops.pipeline.pipeline import PIPELINE_NAME
-
-REMOTE = ["--data", "s3://bucket/dataset", "--tracking-uri", "http://mlflow:5000"]
 
 TOKEN = "kfp-test-token-3f9a1c"  # what the fake accepts
 
@@ -41,28 +42,6 @@ def _tlops(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
     return subprocess.run(
         [sys.executable, "-m", "tlops.cli", *args], capture_output=True, text=True, env=environment, timeout=300
     )
-
-
-def _in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> SimpleNamespace:
-    """``tlops ARGS`` run by ``main`` here (for input refused before anything starts): exit status and output."""
-    from tlops.cli import main
-    from tlops.io.logs import LEVEL_ENV
-
-    for name in ("KFP_HOST", "KFP_TOKEN", "KFP_NAMESPACE", "MLFLOW_TRACKING_URI", LEVEL_ENV):
-        monkeypatch.delenv(name, raising=False)
-    capsys.readouterr()
-    status = main(list(args))
-    captured = capsys.readouterr()
-    return SimpleNamespace(returncode=status, stdout=captured.out, stderr=captured.err)
-
-
-def _one_error_line(result: subprocess.CompletedProcess[str] | SimpleNamespace, *needles: str) -> str:
-    assert result.returncode == 2, result
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("tlops: error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def _succeeded(result: subprocess.CompletedProcess[str]) -> str:

@@ -1,60 +1,16 @@
-"""No secret anywhere a run leaves a trace, tracked on an MLflow server that asks for a password.
-
-This module starts its own ``mlflow server --app-name basic-auth`` (sqlite stores in a temporary folder, artifacts
-proxied to a bucket on the suite's SeaweedFS), adds a non-admin user with a random password, uploads a small
-labelled ImageFolder to S3 and runs ``tlops run`` once as that user. The run must register a version, and neither
-the S3 secret key nor an MLflow password (nor the basic-auth header made of one) may appear in what it printed,
-in any file under ``--output``, in the compiled pipeline YAMLs, or in anything MLflow keeps of the run and the
-model version: params, tags, metric names, every artifact, the registered model's tags and descriptions.
-
-Wrong, missing or URI-embedded credentials must fail ``tlops run`` before any step, in one line that names
-``MLFLOW_TRACKING_USERNAME`` and ``MLFLOW_TRACKING_PASSWORD``, with nothing registered.
-
-The S3 secret is the suite's (SeaweedFS keeps its identities read-only), the MLflow passwords are random.
-The last two tests need no services (not marked): ``tlops submit`` and the URI checks refuse a password in a
-tracking URI without printing it.
+"""``tlops submit`` refuses a tracking URI that carries a password, in one line naming the credential variables and
+without printing the password (no server needed: the check comes before any request).
 """
 
 from __future__ import annotations
 
-import secrets
-import subprocess
-import sys
 from pathlib import Path
 
-from test_readme import base_env
-
-TLOPS = Path(sys.executable).parent / "tlops"
-USER = "tlops-ci"
-SHORT_TIMEOUT_S = 120
-CREDENTIAL_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-
-
-def _secret(prefix: str) -> str:
-    """A distinctive random value (nothing else in a run could contain it by chance)."""
-    return f"{prefix}-{secrets.token_hex(16)}"
-
-
-def _tlops(arguments: list[str], cwd: Path, environment: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(TLOPS), *arguments],
-        cwd=cwd,
-        env=base_env() | environment,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def _one_error_line(result: subprocess.CompletedProcess, *needles: str) -> str:
-    assert result.returncode == 2, (result.returncode, result.stdout[-2000:], result.stderr[-3000:])
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("tlops: error: "), result.stderr
-    assert "Traceback" not in result.stderr and result.stdout == "", result.stdout
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
+from commands import CLI_TIMEOUT_S as SHORT_TIMEOUT_S
+from commands import tlops_script as _tlops
+from credentials import CREDENTIAL_VARIABLES, USER
+from credentials import secret as _secret
+from refusals import only_error_line as _one_error_line
 
 
 def test_submit_refuses_a_password_in_the_tracking_uri(tmp_path: Path) -> None:

@@ -1,8 +1,5 @@
-"""Linear probe, strategy choice, fine-tuning and evaluation, on real features and a real (tiny) dataset.
-
-The end-to-end tests run the steps (prepare data -> extract features and probe -> fine-tune -> evaluate) on
-scikit-learn's handwritten digits written as an ImageFolder (10 classes x 10 images), with the bundled
-ImageNet-pretrained EfficientNet-Lite0 at 64x64 pixels.
+"""The ``fine-tune`` command, run as a subprocess on probed digits, logs lines (one per epoch and step), not progress
+bars.
 """
 
 from __future__ import annotations
@@ -17,32 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tlops.data.demo import DIGIT_NAMES, write_digits_imagefolder
-from tlops.data.prepare import SplitConfig, prepare_data
-from tlops.steps.extract_features import extract_and_probe
+from probes import probe_digits
 from tlops.steps.runtime import Runtime
-
-IMAGE_SIZE = 64
-
-PER_CLASS = 10
-
-
-@pytest.fixture(scope="module")
-def runtime(tmp_path_factory: pytest.TempPathFactory) -> Runtime:
-    return Runtime(cache_dir=tmp_path_factory.mktemp("cache"), batch_size=32)
 
 
 @pytest.fixture(scope="module")
 def probed(tmp_path_factory: pytest.TempPathFactory, runtime: Runtime) -> dict[str, Path]:
-    """Digits ImageFolder -> prepared data -> cached features and the probe head (EfficientNet-Lite0 at 64 px)."""
-    root = tmp_path_factory.mktemp("e2e")
-    images = write_digits_imagefolder(root / "images", per_class=PER_CLASS)
-    data_dir, features_dir, probe_dir = root / "data", root / "features", root / "probe"
-    prepared = prepare_data(str(images), data_dir, SplitConfig(seed=0, workers=2))
-    assert prepared.classes == sorted(DIGIT_NAMES)
-    summary = extract_and_probe(data_dir, "efficientnet_lite0", features_dir, probe_dir, runtime, image_size=IMAGE_SIZE)
-    assert summary.image_size == IMAGE_SIZE and summary.backbone == "efficientnet_lite0"
-    return {"root": root, "data": data_dir, "features": features_dir, "probe": probe_dir}
+    """The digits probed once for this module (``runtime`` from tests/conftest.py)."""
+    return probe_digits(tmp_path_factory.mktemp("e2e"), runtime)
 
 
 def test_fine_tune_command_logs_lines_not_progress_bars(

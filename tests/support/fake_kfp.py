@@ -44,7 +44,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 
-from loopback import LoopbackServer
+import loopback
+from loopback import LoopbackServer, QuietHandler
 
 API = "/apis/v2beta1"
 HEALTHZ = f"{API}/healthz"
@@ -54,13 +55,9 @@ DEFAULT_EXPERIMENT = "Default"
 
 
 @dataclass
-class Request:
-    """One request the fake received."""
+class Request(loopback.Request):
+    """One request the fake received, with its ``Authorization`` header and the file name of each multipart field."""
 
-    method: str
-    path: str
-    query: dict[str, str]
-    body: Any
     authorization: str | None
     files: dict[str, str] = field(default_factory=dict)  # multipart field -> file name
 
@@ -467,17 +464,10 @@ class FakeKfp(LoopbackServer):
 
 
 def _handler(fake: FakeKfp) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True
-
-        def log_message(self, *_args: Any) -> None:
-            pass
-
+    class Handler(QuietHandler):
         def _serve(self) -> None:
             parts = urlsplit(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
+            raw = self.read_body()
             content_type = self.headers.get("Content-Type") or ""
             uploads: dict[str, tuple[str, bytes]] = {}
             body: Any = None
@@ -494,12 +484,7 @@ def _handler(fake: FakeKfp) -> type[BaseHTTPRequestHandler]:
                 {name: filename for name, (filename, _data) in uploads.items()},
             )
             status, answer = fake.handle(request, uploads)
-            data = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.send(status, json.dumps(answer).encode(), "application/json")
 
         do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _serve
 

@@ -30,22 +30,12 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from loopback import LoopbackServer
+from loopback import LoopbackServer, QuietHandler, Request
 
 TRAINJOBS = re.compile(r"/apis/trainer\.kubeflow\.org/v1alpha1/namespaces/([^/]+)/trainjobs(?:/([^/]+))?")
 CRD = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/trainjobs.trainer.kubeflow.org"
 PODS = re.compile(r"/api/v1/namespaces/([^/]+)/pods")
 POD_LOG = re.compile(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/log")
-
-
-@dataclass
-class Request:
-    """One request the fake received."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    body: Any
 
 
 @dataclass
@@ -355,28 +345,17 @@ def _owned(pod: dict[str, Any], namespace: str, job: str) -> bool:
 
 
 def _handler(fake: FakeKubernetes) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls between the header and the body writes
-
-        def log_message(self, *_args: Any) -> None:
-            pass
-
+    class Handler(QuietHandler):
         def _serve(self) -> None:
             parts = urlsplit(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
+            raw = self.read_body()
             body = json.loads(raw) if raw else None
             status, answer = fake.handle(self.command, parts.path, dict(parse_qsl(parts.query)), body)
             if isinstance(answer, str):
                 data, content_type = answer.encode(), "text/plain; charset=utf-8"
             else:
                 data, content_type = json.dumps(answer).encode(), "application/json"
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.send(status, data, content_type)
 
         do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _serve
 

@@ -6,7 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from repository import REPO
+
 LAYERS = (
     "io", "data", "models", "serving", "train", "evaluation", "promotion", "tasks", "steps", "pipeline", "stack", "cli",
 )  # fmt: skip

@@ -1,38 +1,10 @@
-"""The command line's contract: bad input to ``tlops run`` gives one line on stderr and exit status 2."""
+"""``tlops --help`` names the training strategies."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-CLI_TIMEOUT_S = 120
-
-
-def _base_env() -> dict[str, str]:
-    """This environment without any tracking server or S3 settings the developer may have exported."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_"))}
-    env["TLOPS_DEVICE"] = "cpu"
-    return env
-
-
-def _tlops(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tlops.cli", *args],
-        cwd=cwd,
-        env=env or _base_env(),
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-        check=False,
-    )
-
-
-# --- bad input to ``tlops run`` ---------------------------------------------------------------------------------
-
-
-# --- help and prepare-data --------------------------------------------------------------------------------------
+from commands import tlops_module as _tlops
 
 
 def test_help_mentions_the_strategies(tmp_path: Path) -> None:

@@ -1,102 +1,33 @@
-"""Bad input found by a new user (issue 6): each is one ``tlops: error:`` line and exit status 2, or works as
-documented, and nothing is left half-written.
-
-CLI cases run the installed ``tlops`` console script in subprocesses (all started at once by one fixture, as
-each is a fresh Python); library cases call the data functions directly.
+"""Bad input found by a new user (issue 6), the cases the data functions meet: files judged by content, archive
+limits, wrapper folders, CSV rows. Each is a one-line ``TlopsError`` or works as documented, and nothing is left
+half-written.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import tarfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
+from bad_input import check_mislabelled as _check_mislabelled
+from bad_input import deflated_zip as _zip
+from bad_input import folder as _folder
+from bad_input import image as _image
+from bad_input import mislabelled_tree as _mislabelled_tree
+from bad_input import svg as _svg
+from splits import split_config as _config
 from tlops.data.archives import ArchiveLimits, extract_archive
-from tlops.data.prepare import MANIFEST_FILE, REPORT_FILE, SplitConfig, prepare_data
+from tlops.data.prepare import MANIFEST_FILE, REPORT_FILE, prepare_data
 from tlops.errors import TlopsError
 
 URL_REASON = "http(s) URLs are not supported: download the images or use s3://"
 
 
-def _image(seed: int, fmt: str = "PNG", size: int = 12) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, fmt)
-    return buffer.getvalue()
-
-
-def _folder(root: Path, sizes: dict[str, int], seed: int = 0, fmt: str = "PNG", ext: str = ".png") -> Path:
-    """``sizes[relative folder]`` distinct images in each folder."""
-    for folder, n in sizes.items():
-        (root / folder).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            (root / folder / f"{i:03d}{ext}").write_bytes(_image(seed, fmt))
-            seed += 1
-    return root
-
-
-def _config() -> SplitConfig:
-    return SplitConfig(workers=2)
-
-
-# --- the CLI cases, run at once ---------------------------------------------------------------------------------
-
-
-def _zip(path: Path, members: dict[str, bytes]) -> Path:
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return path
-
-
-# --- 3. the error line of a failed pipeline, and what a failed run leaves -----------------------------------------
-
-
-# --- 11. a re-run into the same --output keeps the earlier run's summary --------------------------------------------
-
-
 # --- 4. files are judged by content, not by extension ---------------------------------------------------------
-
-
-def _svg() -> bytes:
-    return b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"/>\n'
-
-
-def _mislabelled_tree(root: Path) -> Path:
-    """cats/dogs PNGs, a JPEG named .heic, an SVG, a class of SVGs only, junk; wrapped in ``images/``."""
-    data = _folder(root / "images", {"cats": 4, "dogs": 4})
-    (data / "cats" / "photo.heic").write_bytes(_image(50, "JPEG"))
-    (data / "dogs" / "logo.svg").write_bytes(_svg())
-    (data / "dogs" / "notes.txt").write_text("good dogs\n")
-    for junk in (".DS_Store", "Thumbs.db", "desktop.ini", ".hidden.png"):
-        (data / "cats" / junk).write_bytes(b"\0junk")
-    (data / "__MACOSX" / "cats").mkdir(parents=True)
-    (data / "__MACOSX" / "cats" / "._000.png").write_bytes(b"\0junk")
-    return root
-
-
-def _quarantined(out: Path) -> dict[str, str]:
-    summary = json.loads((out / "prepare_summary.json").read_text())
-    return {q["path"]: q["reason"] for q in summary["quarantined"]}
-
-
-def _check_mislabelled(out: Path) -> None:
-    manifest = pd.read_csv(out / MANIFEST_FILE, dtype=str)
-    assert "cats/photo.heic" in set(manifest["relpath"])  # a JPEG, whatever its name says
-    reasons = _quarantined(out)
-    assert set(reasons) == {"dogs/logo.svg", "dogs/notes.txt"}  # junk is skipped; nothing else vanishes
-    assert reasons["dogs/logo.svg"].startswith("not an image (SVG)")
-    assert reasons["dogs/notes.txt"].startswith("not an image (text)")
-    report = (out / REPORT_FILE).read_text()
-    assert "`dogs/logo.svg`" in report and "not an image (SVG)" in report
 
 
 def test_files_judged_by_content_in_a_folder_and_an_archive(tmp_path: Path) -> None:
@@ -236,6 +167,3 @@ def test_csv_absolute_paths_inside_its_folder_and_urls(tmp_path: Path) -> None:
     (data / "labels.csv").write_text(f"path,label\n{tmp_path / 'elsewhere.png'},a\n")
     with pytest.raises(TlopsError, match="leaves the CSV's folder"):
         prepare_data(str(data / "labels.csv"), tmp_path / "out2", _config())
-
-
-# --- and: S3 without credentials, for run and prepare-data ----------------------------------------------------------

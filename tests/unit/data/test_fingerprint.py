@@ -1,4 +1,6 @@
-"""The pipeline's first and last steps: the source fingerprint that keys the cache, and the exit handler's record."""
+"""The source fingerprint that keys the cache: it changes exactly when a file does, an archive or a CSV stands for
+its folder, and a missing or empty source is refused.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +8,11 @@ import os
 import tarfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
+from images import solid_image_folder as _image_folder
 from tlops.data.fingerprint import source_fingerprint
 from tlops.errors import TlopsError
-
-
-def _image_folder(root: Path, classes: dict[str, int]) -> Path:
-    for index, (name, count) in enumerate(classes.items()):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(count):
-            pixels = np.full((8, 8, 3), (index * 60 + i * 7) % 256, np.uint8)
-            Image.fromarray(pixels).save(root / name / f"{i}.png")
-    return root
 
 
 def test_the_fingerprint_changes_exactly_when_a_file_does(tmp_path: Path) -> None:

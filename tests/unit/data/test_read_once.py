@@ -5,7 +5,6 @@ Counts come from :func:`tlops.data.images.decode_count` (every ``decode_image`` 
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import shutil
@@ -15,19 +14,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 import tlops.data.prepare as prepare_module
+from decodes import IMAGES
+from decodes import decodes as _decodes
+from decodes import imagefolder as _imagefolder
+from decodes import png16 as _image_bytes
+from splits import split_config as _config
 from tlops.data.archives import ArchiveLimits
 from tlops.data.fingerprint import fingerprint_covers, source_fingerprint
-from tlops.data.images import decode_count
 from tlops.data.prepare import (
     MANIFEST_FILE,
     PreparedCache,
-    SplitConfig,
     load_prepared,
     preflight_dataset,
     prepare_data,
@@ -36,38 +36,6 @@ from tlops.data.prepare import (
 from tlops.data.prepared_cache import cache_key
 from tlops.errors import TlopsError
 from tlops.io.paths import cache_dir_from_environment, default_cache_dir
-
-CLASSES = {"cat": 4, "dog": 4, "eel": 4}
-
-IMAGES = sum(CLASSES.values())
-
-
-def _image_bytes(seed: int, size: int = 16) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def _imagefolder(root: Path, classes: dict[str, int] = CLASSES) -> Path:
-    seed = 0
-    for label, n in classes.items():
-        (root / label).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            (root / label / f"{i:02d}.png").write_bytes(_image_bytes(seed))
-            seed += 1
-    return root
-
-
-def _config(**changes: Any) -> SplitConfig:
-    return SplitConfig(**{"workers": 2} | changes)
-
-
-def _decodes(call: Any, *args: Any, **kwargs: Any) -> tuple[Any, int]:
-    """What ``call`` returned and how many images it decoded."""
-    before = decode_count()
-    result = call(*args, **kwargs)
-    return result, decode_count() - before
 
 
 def _entries(cache: PreparedCache) -> list[str]:

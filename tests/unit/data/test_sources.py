@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import tarfile
@@ -11,11 +10,17 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
+from archives import archive_folder as _archive_folder
+from archives import make_tar as _tar
+from archives import make_zip as _zip
+from images import image_bytes as _png
+from images import write_images as _write
+from refusals import one_line as _one_line
+from splits import PRESPLIT
+from splits import split_config as _config
 from tlops.cli import main
 from tlops.data.archives import extract_archive
 from tlops.data.prepare import (
@@ -23,7 +28,6 @@ from tlops.data.prepare import (
     REPORT_FILE,
     SPLITS,
     SUMMARY_FILE,
-    SplitConfig,
     check_dataset,
     load_prepared,
     prepare_data,
@@ -32,68 +36,11 @@ from tlops.data.prepare import (
 from tlops.errors import TlopsError
 
 
-def _png(seed: int, size: int = 8) -> bytes:
-    """Bytes of a small random RGB PNG, distinct for each seed."""
-    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def _write(root: Path, folders: dict[str, int], seed: int = 0) -> Path:
-    """``folders[relative folder]`` distinct PNGs in each folder, named 000.png, 001.png, ..."""
-    for folder, n in folders.items():
-        (root / folder).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            (root / folder / f"{i:03d}.png").write_bytes(_png(seed))
-            seed += 1
-    return root
-
-
-def _config(seed: int = 0) -> SplitConfig:
-    return SplitConfig(seed=seed, workers=2)
-
-
 def _manifest(out: Path) -> pd.DataFrame:
     return pd.read_csv(out / MANIFEST_FILE, dtype={"label": str})
 
 
-def _one_line(error: pytest.ExceptionInfo[TlopsError], *needles: str) -> str:
-    message = str(error.value)
-    assert "\n" not in message
-    for needle in needles:
-        assert needle in message, (needle, message)
-    return message
-
-
-PRESPLIT = {"train/cat": 6, "train/dog": 5, "val/cat": 2, "val/dog": 2, "test/cat": 2, "test/dog": 3}
-
-
 # --- archives: zip-slip and friends -----------------------------------------------------------------------------
-
-
-def _zip(path: Path, members: dict[str, bytes], symlinks: dict[str, str] | None = None) -> Path:
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-        for name, target in (symlinks or {}).items():
-            info = zipfile.ZipInfo(name)
-            info.external_attr = 0o120777 << 16  # a symlink, as Info-ZIP stores one
-            archive.writestr(info, target)
-    return path
-
-
-def _tar(path: Path, members: dict[str, bytes], links: dict[str, tuple[bytes, str]] | None = None) -> Path:
-    with tarfile.open(path, "w:gz" if path.name.endswith((".tar.gz", ".tgz")) else "w") as archive:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-        for name, (kind, target) in (links or {}).items():
-            info = tarfile.TarInfo(name)
-            info.type, info.linkname = kind, target
-            archive.addfile(info)
-    return path
 
 
 GOOD_MEMBERS = {f"{label}/{i}.png": _png(10 * ord(label) + i) for label in "ab" for i in range(3)}
@@ -151,13 +98,6 @@ def test_unreadable_archive(tmp_path: Path, name: str) -> None:
     with pytest.raises(TlopsError, match=f"{name} is not a readable"):
         prepare_data(str(tmp_path / name), tmp_path / "out", _config())
     assert not (tmp_path / "out").exists()
-
-
-def _archive_folder(folder: Path, archive: Path, wrapper: str = "") -> Path:
-    """Pack ``folder`` into a zip or tar.gz, under ``wrapper/`` when given."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    names = {f"{wrapper}/{p.relative_to(folder).as_posix()}".lstrip("/"): p.read_bytes() for p in files}
-    return _zip(archive, names) if archive.suffix == ".zip" else _tar(archive, names)
 
 
 @pytest.mark.parametrize(("name", "wrapper"), [("flowers.zip", "flowers"), ("flowers.tar.gz", ""), ("f.tgz", "a/b")])

@@ -1,8 +1,5 @@
-"""Linear probe, strategy choice, fine-tuning and evaluation, on real features and a real (tiny) dataset.
-
-The end-to-end tests run the steps (prepare data -> extract features and probe -> fine-tune -> evaluate) on
-scikit-learn's handwritten digits written as an ImageFolder (10 classes x 10 images), with the bundled
-ImageNet-pretrained EfficientNet-Lite0 at 64x64 pixels.
+"""Evaluation metrics: the expected calibration error against one written out here, and ``compute_metrics`` against
+scikit-learn.
 """
 
 from __future__ import annotations
@@ -11,8 +8,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
+from calibration import reference_ece as _reference_ece
 from tlops.evaluation.metrics import compute_metrics, expected_calibration_error
-from tlops.steps.runtime import Runtime
 
 
 def test_ece_is_zero_for_confident_correct_predictions() -> None:
@@ -37,20 +34,6 @@ def test_ece_weights_bins_by_their_share() -> None:
     probabilities = np.array([[0.95, 0.05], [0.05, 0.95], [0.95, 0.05], [0.55, 0.45]])
     targets = np.array([0, 1, 0, 1])
     assert expected_calibration_error(probabilities, targets) == pytest.approx(0.75 * 0.05 + 0.25 * 0.55)
-
-
-def _reference_ece(probabilities: np.ndarray, targets: np.ndarray, bins: int = 15) -> float:
-    """ECE written out here: bin k holds the confidences in (k/bins, (k+1)/bins], weighted by its share."""
-    confidence = probabilities.max(1)
-    correct = probabilities.argmax(1) == targets
-    which = np.maximum(np.ceil(confidence * bins).astype(int) - 1, 0)
-    return float(
-        sum(
-            (which == k).mean() * abs(correct[which == k].mean() - confidence[which == k].mean())
-            for k in range(bins)
-            if (which == k).any()
-        )
-    )
 
 
 @pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
@@ -91,8 +74,3 @@ def test_compute_metrics_binary_has_no_top5() -> None:
     assert result.metrics["test_accuracy"] == pytest.approx(0.75)
     assert result.metrics["test_log_loss"] == pytest.approx(sk.log_loss(targets, probabilities))
     assert result.confusion == [[1, 0], [1, 2]]
-
-
-@pytest.fixture(scope="module")
-def runtime(tmp_path_factory: pytest.TempPathFactory) -> Runtime:
-    return Runtime(cache_dir=tmp_path_factory.mktemp("cache"), batch_size=32)

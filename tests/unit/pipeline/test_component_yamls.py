@@ -1,45 +1,22 @@
-"""Every component YAML is reusable alone: loaded with ``kfp.components.load_component_from_file`` into a pipeline
-of its own (its input artifacts from ``dsl.importer``), compiled, and run by kfp.local on a tiny dataset.
+"""Every component YAML loads alone: each ``components/<name>.md`` example loads its YAML with
+``kfp.components.load_component_from_file`` into a pipeline of its own, which compiles; every YAML has its page and
+the index lists them.
 
-The pipelines are the examples of the generated ``components/<name>.md`` pages, run as written (from a folder
-where ``components/`` is the checked-in one), so the docs' examples are checked too. kfp 2.17's local runner
-supports ``dsl.importer`` (``kfp.local.importer_handler``), also with a URI that is a pipeline parameter or a
-``dsl.ParallelFor`` item, so each component runs exactly as in another pipeline on a cluster, with local paths as
-URIs. The components run one after another on each other's outputs (each fixture is one component run alone, its
-inputs imported from the run before), so the data is prepared once, by prepare-data itself. Those runs are marked
-``pipeline`` (90 s to 3 minutes on 2 busy cores, most of it the step processes importing torch and MLflow; pytest's
-``--durations`` shows each fixture's run); the compile checks are not.
+Each component run alone by kfp.local is in tests/integration/test_components.py.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[3]
-COMPONENTS = REPO / "components"
+from component_pages import example as _example
+from component_pages import load_example as _load_example
+from repository import COMPONENTS
+
 YAMLS = sorted(COMPONENTS.glob("*.yaml"))
-
-
-def _example(name: str) -> str:
-    """The Python example of ``components/<name>.md``."""
-    page = (COMPONENTS / f"{name}.md").read_text()
-    (code,) = re.findall(r"```python\n(.*?)```", page, flags=re.DOTALL)
-    return code
-
-
-def _load_example(name: str, folder: Path) -> Callable:
-    """Run the example of ``components/<name>.md`` in ``folder`` (it compiles there) and return its pipeline."""
-    namespace: dict[str, Any] = {}
-    # dont_inherit: not this module's `from __future__ import annotations` (KFP reads the annotations as types)
-    exec(compile(_example(name), f"components/{name}.md", "exec", dont_inherit=True), namespace)
-    assert (folder / f"with_{name}.yaml").is_file(), "the example compiles its pipeline"
-    return namespace[f"with_{name}"]
 
 
 # --- 1: each YAML in a pipeline of its own, compiled --------------------------------------------------------------
@@ -80,6 +57,3 @@ def test_every_component_yaml_has_its_page_and_the_index_lists_them() -> None:
         assert "## Inputs" in page and "## Outputs" in page and "## In the transfer-learning pipeline" in page
         image = next(yaml.safe_load_all(path.read_text()))["deploymentSpec"]["executors"]
         assert f"`{next(iter(image.values()))['container']['image']}`" in page
-
-
-# --- 2: each component run alone by kfp.local ---------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""Images that follow the code: ``tlops compile --image-repository R --image-tag T`` names R/tlops:T and
-R/tlops-gpu:T in every executor and changes nothing else; the checked-in files keep the release tag; the commands
-of docker/README.md tag the images that the YAMLs they compile name."""
+"""Images that follow the code: ``compile_all`` with other images names R/tlops:T and R/tlops-gpu:T in every executor
+and changes nothing else; the checked-in files keep the release tag; bad repositories and tags are refused; the
+default tag is the version plus the commit when known.
+"""
 
 from __future__ import annotations
 
@@ -9,28 +10,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from compiled import compiled_files as _files
+from compiled import executor_images as _executor_images
+from repository import REPO
 from tlops import __version__
 from tlops.errors import TlopsError
 from tlops.pipeline.compile import PIPELINE_FILE, compile_all
 from tlops.pipeline.image import CPU_IMAGE, GPU_IMAGE, Images, default_tag, images
 
-REPO = Path(__file__).resolve().parents[3]
 OTHER = Images("registry.example.com:5000/ml-team", f"{__version__}-{'0123456789abcdef' * 2}01234567")
 GPU_STEPS = {"score-backbone", "extract-features", "fine-tune"}
-
-
-def _files(root: Path) -> list[Path]:
-    """The compiled files: the YAMLs and the component docs."""
-    return sorted(p.relative_to(root) for d in ("pipelines", "components") for p in (root / d).glob("*.*"))
-
-
-def _executor_images(path: Path) -> dict[str, str]:
-    spec = next(yaml.safe_load_all(path.read_text()))
-    return {
-        name: executor["container"]["image"]
-        for name, executor in spec["deploymentSpec"]["executors"].items()
-        if "container" in executor
-    }
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +105,3 @@ def test_the_default_tag_is_the_version_plus_the_commit_when_known() -> None:
     assert default_tag("3f2c9e1-dirty") == f"{__version__}-3f2c9e1-dirty"
     with pytest.raises(TlopsError, match=r"^TLOPS_GIT_COMMIT='a b' does not make a Docker tag .* or pass --image-tag$"):
         default_tag("a b")
-
-
-# --- docker/README.md -----------------------------------------------------------------------------------------------

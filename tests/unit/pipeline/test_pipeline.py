@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from repository import REPO
 from tlops.pipeline.compile import PIPELINE_FILE, compile_all
 
-REPO = Path(__file__).resolve().parents[3]
 STEPS = {
     "fingerprint-data",
     "prepare-data",

@@ -1,12 +1,9 @@
-"""tlops submit / schedule against a fake Kubeflow Pipelines server (tests/fake_kfp.py) driven by the real kfp.Client.
-
-Bad input is refused before any request; the pipeline and this code's version are uploaded once and reused; runs
-and recurring runs carry exactly the pipeline's parameters; the token reaches the server and never the output.
+"""``tlops submit`` / ``schedule`` without a server: cron expressions, bad input refused before any request, the run's
+parameters exactly the pipeline's inputs, where the token comes from, waiting for a run and naming the failed step.
 """
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,6 +11,9 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from commands import REMOTE
+from commands import in_process as _in_process
+from refusals import one_error_line as _one_error_line
 from tlops.cli import build_parser
 from tlops.cli.pipeline_commands import pipeline_parameters
 from tlops.cli.settings import resolve_config
@@ -23,30 +23,6 @@ from tlops.pipeline.kfp_api import Connection
 from tlops.pipeline.kfp_auth import Token, find_token
 from tlops.pipeline.overrides import parse_overrides
 from tlops.pipeline.remote import check_cron, wait_for_run
-
-REMOTE = ["--data", "s3://bucket/dataset", "--tracking-uri", "http://mlflow:5000"]
-
-
-def _in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> SimpleNamespace:
-    """``tlops ARGS`` run by ``main`` here (for input refused before anything starts): exit status and output."""
-    from tlops.cli import main
-    from tlops.io.logs import LEVEL_ENV
-
-    for name in ("KFP_HOST", "KFP_TOKEN", "KFP_NAMESPACE", "MLFLOW_TRACKING_URI", LEVEL_ENV):
-        monkeypatch.delenv(name, raising=False)
-    capsys.readouterr()
-    status = main(list(args))
-    captured = capsys.readouterr()
-    return SimpleNamespace(returncode=status, stdout=captured.out, stderr=captured.err)
-
-
-def _one_error_line(result: subprocess.CompletedProcess[str] | SimpleNamespace, *needles: str) -> str:
-    assert result.returncode == 2, result
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("tlops: error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.mark.parametrize("expression", ["0 3 * * *", "", "0 0 0 3 * * *"])

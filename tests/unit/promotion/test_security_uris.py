@@ -1,18 +1,5 @@
-"""No secret anywhere a run leaves a trace, tracked on an MLflow server that asks for a password.
-
-This module starts its own ``mlflow server --app-name basic-auth`` (sqlite stores in a temporary folder, artifacts
-proxied to a bucket on the suite's SeaweedFS), adds a non-admin user with a random password, uploads a small
-labelled ImageFolder to S3 and runs ``tlops run`` once as that user. The run must register a version, and neither
-the S3 secret key nor an MLflow password (nor the basic-auth header made of one) may appear in what it printed,
-in any file under ``--output``, in the compiled pipeline YAMLs, or in anything MLflow keeps of the run and the
-model version: params, tags, metric names, every artifact, the registered model's tags and descriptions.
-
-Wrong, missing or URI-embedded credentials must fail ``tlops run`` before any step, in one line that names
-``MLFLOW_TRACKING_USERNAME`` and ``MLFLOW_TRACKING_PASSWORD``, with nothing registered.
-
-The S3 secret is the suite's (SeaweedFS keeps its identities read-only), the MLflow passwords are random.
-The last two tests need no services (not marked): ``tlops submit`` and the URI checks refuse a password in a
-tracking URI without printing it.
+"""A password in a tracking URI is refused by the URI and server checks without being shown (``redact_uri`` masks it);
+URIs without one pass unchanged.
 """
 
 from __future__ import annotations

@@ -1,28 +1,19 @@
-"""The pipeline's first and last steps: the source fingerprint that keys the cache, and the exit handler's record."""
+"""The pipeline's first and last steps as commands and functions: ``fingerprint-data`` prints the fingerprint, and the
+exit handler's record of a failed, half-registered or succeeded pipeline (``record-pipeline-status``).
+"""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
+from images import solid_image_folder as _image_folder
 from tlops.cli import main
 from tlops.data.fingerprint import source_fingerprint
 from tlops.errors import TlopsError
 from tlops.promotion.failures import KFP_RUN_TAG, PipelineOutcome, record_failed_run
 from tlops.steps.pipeline_status import record_pipeline_status
-
-
-def _image_folder(root: Path, classes: dict[str, int]) -> Path:
-    for index, (name, count) in enumerate(classes.items()):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(count):
-            pixels = np.full((8, 8, 3), (index * 60 + i * 7) % 256, np.uint8)
-            Image.fromarray(pixels).save(root / name / f"{i}.png")
-    return root
 
 
 def test_fingerprint_data_command_prints_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -31,24 +22,6 @@ def test_fingerprint_data_command_prints_it(tmp_path: Path, capsys: pytest.Captu
     assert f'"fingerprint": "{source_fingerprint(str(data))}"' in capsys.readouterr().out
     assert main(["fingerprint-data", "--data", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
-
-
-@pytest.fixture(scope="module")
-def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One sqlite store for the module (creating one takes seconds); each test uses an experiment of its own."""
-    return f"sqlite:///{tmp_path_factory.mktemp('tracking') / 'mlflow.db'}"
-
-
-@pytest.fixture
-def client(tracking_uri: str):
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri)
-
-
-@pytest.fixture
-def experiment() -> str:
-    return f"tlops-{uuid.uuid4().hex[:8]}"
 
 
 def test_a_failed_pipeline_that_never_reached_mlflow_gets_a_failed_run(client, experiment: str) -> None:

@@ -18,12 +18,13 @@ from PIL import Image
 from safetensors.torch import load_file
 from sklearn import metrics as sk
 
-from tlops.data.demo import DIGIT_NAMES, write_digits_imagefolder
-from tlops.data.prepare import SplitConfig, prepare_data, read_manifest
+from calibration import reference_ece as _reference_ece
+from probes import IMAGE_SIZE, probe_digits
+from tlops.data.demo import DIGIT_NAMES
+from tlops.data.prepare import read_manifest
 from tlops.data.preprocessing import DataConfig, eval_transform
 from tlops.models.backbones import build_classifier, load_backbone
 from tlops.steps.evaluate import evaluate
-from tlops.steps.extract_features import extract_and_probe
 from tlops.steps.fine_tune import fine_tune
 from tlops.steps.outputs import (
     EVALUATION_FILE,
@@ -42,43 +43,13 @@ from tlops.steps.runtime import Runtime
 from tlops.train.config import TrainConfig
 from tlops.train.probe import load_features
 
-IMAGE_SIZE = 64
-
-PER_CLASS = 10
-
 METRIC_KEYS = ("test_accuracy", "test_macro_f1", "test_balanced_accuracy", "test_ece", "test_log_loss")
-
-
-def _reference_ece(probabilities: np.ndarray, targets: np.ndarray, bins: int = 15) -> float:
-    """ECE written out here: bin k holds the confidences in (k/bins, (k+1)/bins], weighted by its share."""
-    confidence = probabilities.max(1)
-    correct = probabilities.argmax(1) == targets
-    which = np.maximum(np.ceil(confidence * bins).astype(int) - 1, 0)
-    return float(
-        sum(
-            (which == k).mean() * abs(correct[which == k].mean() - confidence[which == k].mean())
-            for k in range(bins)
-            if (which == k).any()
-        )
-    )
-
-
-@pytest.fixture(scope="module")
-def runtime(tmp_path_factory: pytest.TempPathFactory) -> Runtime:
-    return Runtime(cache_dir=tmp_path_factory.mktemp("cache"), batch_size=32)
 
 
 @pytest.fixture(scope="module")
 def probed(tmp_path_factory: pytest.TempPathFactory, runtime: Runtime) -> dict[str, Path]:
-    """Digits ImageFolder -> prepared data -> cached features and the probe head (EfficientNet-Lite0 at 64 px)."""
-    root = tmp_path_factory.mktemp("e2e")
-    images = write_digits_imagefolder(root / "images", per_class=PER_CLASS)
-    data_dir, features_dir, probe_dir = root / "data", root / "features", root / "probe"
-    prepared = prepare_data(str(images), data_dir, SplitConfig(seed=0, workers=2))
-    assert prepared.classes == sorted(DIGIT_NAMES)
-    summary = extract_and_probe(data_dir, "efficientnet_lite0", features_dir, probe_dir, runtime, image_size=IMAGE_SIZE)
-    assert summary.image_size == IMAGE_SIZE and summary.backbone == "efficientnet_lite0"
-    return {"root": root, "data": data_dir, "features": features_dir, "probe": probe_dir}
+    """The digits probed once for this module (``runtime`` from tests/conftest.py)."""
+    return probe_digits(tmp_path_factory.mktemp("e2e"), runtime)
 
 
 def _no_registry(tmp_path: Path) -> str:

@@ -10,12 +10,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from tlops.data.demo import write_digits_imagefolder
-from tlops.data.prepare import SplitConfig, prepare_data
+from probes import SMALL_SIZE as SIZE
+from probes import probe_small
 from tlops.data.sampling import EpochSampler, SeededAugmentation
 from tlops.errors import TlopsError
 from tlops.models.backbones import build_classifier, load_backbone
-from tlops.steps.extract_features import extract_and_probe
 from tlops.steps.fine_tune import fine_tune
 from tlops.steps.outputs import ModelConfig, load_model
 from tlops.steps.runtime import Runtime
@@ -26,7 +25,11 @@ from tlops.train.mlp import fit_mlp_head
 from tlops.train.optim import parameter_groups
 from tlops.train.resume import CheckpointStore
 
-SIZE = 32
+
+@pytest.fixture(scope="module")
+def probed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Small digits probed once for this module, with a feature cache of their own."""
+    return probe_small(tmp_path_factory.mktemp("engine"))
 
 
 @pytest.fixture(scope="module")
@@ -223,18 +226,6 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path: Path) -> None:
 
 
 # --- the step: resume after SIGKILL, DDP against one process -------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def probed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("engine")
-    images = write_digits_imagefolder(root / "images", per_class=8)
-    runtime = Runtime(cache_dir=root / "cache", batch_size=32)
-    prepare_data(str(images), root / "data", SplitConfig(seed=0, workers=2))
-    extract_and_probe(root / "data", "efficientnet_lite0", root / "x" / "features", root / "x" / "probe", runtime,
-                      image_size=SIZE)  # fmt: skip
-    return {"data": root / "data", "probe": root / "x" / "probe", "features": root / "x" / "features",
-            "cache": root / "cache"}  # fmt: skip
 
 
 def test_mlp_probe_strategy_saves_a_servable_mlp_head(probed: dict[str, Path], tmp_path: Path) -> None:

@@ -1,8 +1,5 @@
-"""Linear probe, strategy choice, fine-tuning and evaluation, on real features and a real (tiny) dataset.
-
-The end-to-end tests run the steps (prepare data -> extract features and probe -> fine-tune -> evaluate) on
-scikit-learn's handwritten digits written as an ImageFolder (10 classes x 10 images), with the bundled
-ImageNet-pretrained EfficientNet-Lite0 at 64x64 pixels.
+"""Training without a dataset: the linear probe head (standardization folded in, classes missing from training), the
+features files, the strategy choice of ``auto``, the training settings and the class weights.
 """
 
 from __future__ import annotations
@@ -22,7 +19,6 @@ from tlops.steps.outputs import (
     read_head,
     write_probe,
 )
-from tlops.steps.runtime import Runtime
 from tlops.train.auto import Evidence, decide
 from tlops.train.config import STRATEGIES, TrainConfig
 from tlops.train.probe import ProbeResult, fit_linear_head, load_features, save_features
@@ -268,11 +264,6 @@ def test_train_config_rejects_bad_settings() -> None:
         with pytest.raises(TlopsError):
             TrainConfig(**bad)
     assert TrainConfig(strategy="lp-ft", epochs=1).epochs == 1
-
-
-@pytest.fixture(scope="module")
-def runtime(tmp_path_factory: pytest.TempPathFactory) -> Runtime:
-    return Runtime(cache_dir=tmp_path_factory.mktemp("cache"), batch_size=32)
 
 
 def test_balanced_class_weights_match_scikit_learn() -> None:
