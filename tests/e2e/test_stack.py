@@ -323,16 +323,6 @@ def test_a_service_that_does_not_start_is_reported_with_its_log_and_nothing_stay
     assert time.monotonic() - start < 120
 
 
-def test_the_defaults_are_the_cluster_ports_and_the_stack_folder() -> None:
-    from tlops.cli.parser import build_parser
-
-    args = build_parser().parse_args(["stack", "up"])
-    assert (args.dir, args.s3_port, args.mlflow_port) == (Path(".tlops-stack"), 8333, 5000)
-    assert (DEFAULT_S3_PORT, DEFAULT_MLFLOW_PORT) == (8333, 5000)
-    ports = Ports.derived()
-    assert (ports.master, ports.volume, ports.filer, ports.filer_grpc) == (8334, 8335, 8336, 18336)
-
-
 def test_up_without_the_stack_extra_names_it_and_creates_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
