@@ -334,12 +334,14 @@ def test_a_fixed_backbone_pipeline_built_from_the_component_yamls_compiles_and_r
 
     prepare, extract, tune, evaluate = map(load, ("prepare_data", "extract_features", "fine_tune", "evaluate"))
 
-    @dsl.pipeline(name="fixed-backbone")
-    def fixed_backbone(data_uri: str, tracking_uri: str):
+    def steps(data_uri: str, tracking_uri: str):
         data = prepare(data_uri=data_uri)
         features = extract(dataset=data.outputs["dataset"], backbone=BACKBONE, image_size=IMAGE_SIZE)
         model = tune(dataset=data.outputs["dataset"], probe=features.outputs["probe"], strategy="linear-probe")
         evaluate(dataset=data.outputs["dataset"], model=model.outputs["model"], tracking_uri=tracking_uri)
+
+    steps.__annotations__ = {"data_uri": str, "tracking_uri": str}  # KFP reads types, not this module's strings
+    fixed_backbone = dsl.pipeline(name="fixed-backbone")(steps)
 
     compiler.Compiler().compile(fixed_backbone, str(workdir / "fixed_backbone.yaml"))
     task = run_alone(
@@ -350,6 +352,6 @@ def test_a_fixed_backbone_pipeline_built_from_the_component_yamls_compiles_and_r
         tracking_uri=f"sqlite:///{workdir / 'fixed.db'}",
     )
     evaluation = json.loads((task / "evaluation" / "evaluation.json").read_text())
-    assert 0.0 <= evaluation["metrics"]["accuracy"] <= 1.0
+    assert 0.0 <= evaluation["metrics"]["test_accuracy"] <= 1.0
     training = json.loads((task.parent / "fine-tune" / "model" / "training.json").read_text())
     assert training["strategy"] == "linear-probe" and training["config"]["epochs"] == 3  # the default

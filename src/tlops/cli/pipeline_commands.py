@@ -283,6 +283,6 @@ def command_run(args: argparse.Namespace) -> int:
         return 1
     path, kept, replaced = keep_run_summary(summary, output)
     print(format_summary(summary))
-    print(f"  summary    {path} (this run's is kept as {kept.relative_to(output)}{'; ' if replaced else ''}{replaced})")
     print(f"  settings   {written} (repeat the run with --config {written})")
+    print(f"  summary    {path} (this run's is kept as {kept.relative_to(output)}{'; ' if replaced else ''}{replaced})")
     return 0
