@@ -35,6 +35,8 @@ class PreparedData(JsonRecord):
         imbalance: ``ratio`` (largest over smallest class in train) and balanced ``class_weights``.
         skipped: Junk not read (hidden files and folders, ``.DS_Store``, ``__MACOSX/``, ...): ``path`` (a file,
             or a folder ending in ``/``), ``reason`` and ``files`` (how many files).
+        task: The task whose data this is (stamped by the task that prepared it; ``""``: the default task), which
+            the later steps ask for the model, metrics and served signature.
     """
 
     digest: str
@@ -48,6 +50,7 @@ class PreparedData(JsonRecord):
     duplicates: list[dict[str, Any]] = field(default_factory=list)
     imbalance: dict[str, Any] = field(default_factory=dict)
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    task: str = ""
 
     FILE = SUMMARY_FILE
     STEP = "prepare-data"

@@ -32,7 +32,7 @@ from tlops.settings import (
     to_mapping,
     walk,
 )
-from tlops.tasks import TASKS
+from tlops.tasks import DEFAULT_TASK, TASKS
 from tlops.train.config import TrainConfig
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -142,7 +142,7 @@ class RunConfig:
     """
 
     task: str = setting(
-        "image-classification",
+        DEFAULT_TASK,
         "what the model does with its input: " + "; ".join(f"{name}: {task.summary}" for name, task in TASKS),
         choices=TASKS.names(),
         parameter=True,

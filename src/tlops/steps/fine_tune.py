@@ -15,7 +15,7 @@ from tlops.data.loading import make_loader, split_dataset
 from tlops.data.preprocessing import eval_transform, train_transform
 from tlops.errors import TlopsError
 from tlops.io.storage import check_writable_location
-from tlops.models.backbones import Backbone, build_classifier, load_backbone
+from tlops.models.backbones import Backbone, load_backbone
 from tlops.models.extraction import weights_checksum
 from tlops.steps.common import localized_manifest
 from tlops.steps.config import RunConfig
@@ -31,6 +31,7 @@ from tlops.steps.outputs import (
     save_model,
 )
 from tlops.steps.runtime import Runtime
+from tlops.tasks import task_of
 from tlops.train.auto import Evidence, decide, keep_fine_tuned
 from tlops.train.blocks import block_groups
 from tlops.train.config import TrainConfig
@@ -106,6 +107,7 @@ def fine_tune(
         if config.class_weighted
         else None
     )
+    task = task_of(prepared.task)  # the model on the backbone is the task's
     evidence, mlp = _evidence(manifest, classes, probe_summary, config, features_dir, selection_dir, class_weights)
     strategy, config, reasons = _decide(config, evidence)
     backbone = load_backbone(
@@ -115,7 +117,8 @@ def fine_tune(
     if strategy.trains_backbone:
         checkpoints = CheckpointStore(checkpoint_uri, runtime.s3) if checkpoint_uri else None
         outcome = _fine_tune_backbone(
-            backbone, read_head(probe_dir), manifest, classes, strategy, config, runtime, evidence,
+            task.build_model(backbone, len(classes), head=read_head(probe_dir)), backbone, manifest, classes,
+            strategy, config, runtime, evidence,
             class_weights=class_weights, checkpoints=checkpoints, distributed=distributed,
             fingerprint=_fingerprint(probe_summary.backbone, classes, manifest, strategy.name, config),
         )  # fmt: skip
@@ -128,7 +131,7 @@ def fine_tune(
         outcome = Outcome(strategy.name)
     if outcome.model is None:  # a probe: the linear head, or the MLP's
         head = mlp.head if outcome.strategy == "mlp-probe" and mlp is not None else read_head(probe_dir)
-        outcome.model = build_classifier(backbone, len(classes), head=head).eval()
+        outcome.model = task.build_model(backbone, len(classes), head=head).eval()
     training = _training_record(outcome, config, reasons, evidence, probe_summary, mlp)
     model_config = ModelConfig(
         backbone=backbone.name,
@@ -182,8 +185,8 @@ def _decide(config: TrainConfig, evidence: Evidence) -> tuple[Strategy, TrainCon
 
 
 def _fine_tune_backbone(
+    model: nn.Module,
     backbone: Backbone,
-    head,
     manifest,
     classes: list[str],
     strategy: Strategy,
@@ -194,6 +197,8 @@ def _fine_tune_backbone(
 ) -> Outcome | None:
     """Train the blocks ``strategy`` names; under ``auto`` keep the result only when it beats the best probe.
 
+    ``model`` is the task's model on ``backbone``, starting from the probe head.
+
     Returns:
         The outcome on rank 0 (``None`` on the other ranks of a torchrun group). When ``auto`` rolls back, the
         backbone's pretrained weights are restored and the outcome is the best probe's.
@@ -201,7 +206,7 @@ def _fine_tune_backbone(
     blocks = block_groups(backbone.model)
     strategy.trained_blocks(len(blocks), config)  # refuses more blocks than there are
     pretrained = copy.deepcopy(backbone.model.state_dict())  # training updates the backbone in place
-    run = _train_backbone(backbone, head, manifest, classes, strategy.name, blocks, config, runtime, **loop_options)
+    run = _train_backbone(model, backbone, manifest, classes, strategy.name, blocks, config, runtime, **loop_options)
     if not loop_options["distributed"].is_main:
         return None
     outcome = Outcome(strategy.name, run.model, run.history, run.best_epoch, run.resumed_from)
@@ -287,8 +292,8 @@ def _evidence(
 
 
 def _train_backbone(
+    model: nn.Module,
     backbone: Backbone,
-    head,
     manifest,
     classes: list[str],
     strategy: str,
@@ -311,7 +316,7 @@ def _train_backbone(
         pin_memory=runtime.pin_memory,
     )
     return train_classifier(
-        build_classifier(backbone, len(classes), head=head),
+        model,
         train_set,
         val_loader,
         config,

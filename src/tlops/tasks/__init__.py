@@ -8,9 +8,9 @@ in :data:`TASKS`; ``tlops list tasks`` prints them. docs/architecture.md says ho
 
 from __future__ import annotations
 
-from tlops.tasks.protocol import TASKS, Task
+from tlops.tasks.protocol import DEFAULT_TASK, TASKS, Task, task_of
 
-__all__ = ["TASKS", "Task"]
+__all__ = ["DEFAULT_TASK", "TASKS", "Task", "task_of"]
 
 # Importing a task module registers it.
 from tlops.tasks import image_classification  # noqa: F401

@@ -33,10 +33,14 @@ class ImageClassification:
         cache: PreparedCache | None = None,
         fingerprint: str | None = None,
     ) -> PreparedData:
-        """:func:`tlops.data.prepare.prepare_data` (``cache``: the prepared-dataset cache; see there)."""
+        """:func:`tlops.data.prepare.prepare_data` (``cache``: the prepared-dataset cache), stamped with the task."""
+        from dataclasses import replace
+
         from tlops.data.prepare import prepare_data
 
-        return prepare_data(source, output, config, s3, cache, fingerprint)
+        prepared = replace(prepare_data(source, output, config, s3, cache, fingerprint), task=self.name)
+        prepared.write(output)
+        return prepared
 
     def build_model(self, backbone: Backbone, num_classes: int, head: nn.Module | None = None) -> nn.Module:
         """:func:`tlops.models.backbones.build_classifier`: normalisation, backbone, linear (or given) head."""

@@ -62,3 +62,10 @@ class Task(Protocol):
 
 
 TASKS: Registry[Task] = Registry("task", "--task")
+DEFAULT_TASK = "image-classification"
+"""The task of a run that names none (and of prepared data from before tasks were recorded)."""
+
+
+def task_of(name: str) -> Task:
+    """The registered task ``name`` (``""``: :data:`DEFAULT_TASK`)."""
+    return TASKS.get(name or DEFAULT_TASK)
