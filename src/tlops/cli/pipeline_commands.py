@@ -232,8 +232,7 @@ def command_run(args: argparse.Namespace) -> int:
     check_writable_dir(output)
     cache_dir = check_cache_dir(os.environ)
     # A run killed during fine-tuning and started again with the same command resumes from the last epoch.
-    if not config.storage.checkpoint_uri:
-        config = replace(config, storage=replace(config.storage, checkpoint_uri=str(output / "checkpoints")))
+    config = config.with_checkpoints_in(str(output))
     check_checkpoint(config, config.storage.checkpoint_uri)
     data_uri = None
     if args.data is not None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import replace
 from pathlib import Path
 
-from tlops.cli.checks import archive_limits, backbone_list
+from tlops.cli.checks import backbone_list
 from tlops.cli.settings import resolve_config
 from tlops.cli.staging import staged_folders, upload_output
 from tlops.errors import TlopsError
@@ -27,9 +26,8 @@ def command_step(args: argparse.Namespace) -> int:
     entry = STEPS.get(args.command)
     with staged_folders(args) as output_uri:
         config = resolve_config(args)
-        if output_uri and entry.name == "fine-tune" and not config.storage.checkpoint_uri:
-            checkpoints = f"{output_uri.rstrip('/')}/checkpoints"  # pods share no disk: resume from S3
-            config = replace(config, storage=replace(config.storage, checkpoint_uri=checkpoints))
+        if output_uri and entry.name == "fine-tune":
+            config = config.with_checkpoints_in(output_uri)  # pods share no disk: resume from S3
         _check_step_arguments(args, entry, config)
         output = args.output
         if output is not None:
@@ -106,34 +104,16 @@ def _check_step_arguments(args: argparse.Namespace, entry: StepEntry, config: Ru
 
 def _run_step(args: argparse.Namespace, entry: StepEntry, config: RunConfig) -> object:
     """Call the step through its entry (as its KFP component does); returns what the command prints (as JSON)."""
-    from tlops.io.paths import cache_dir_from_environment
-    from tlops.steps.entries import StepCall
+    from tlops.steps.entries import call_step
 
-    def make_runtime():
-        from tlops.steps.runtime import runtime_from_environment
-
-        return runtime_from_environment(os.environ)
-
-    def make_s3():
-        from tlops.io.storage import make_s3_client
-
-        return make_s3_client()
-
-    if entry.name == "prepare-data":
-        config = replace(config, split=replace(config.split, archive_limits=archive_limits()))
-    call = StepCall(
-        folders={folder.name: getattr(args, folder.name, None) for folder in entry.folders},
-        output=args.output,
-        config=config,
-        arguments={argument.name: getattr(args, argument.name, None) for argument in entry.arguments},
-        make_runtime=make_runtime,
-        make_s3=make_s3,
-        lineage={"git_commit": os.environ.get("TLOPS_GIT_COMMIT", "")},  # set in images built from a commit
-        cache_dir=cache_dir_from_environment(os.environ),
-    )
+    folders = {folder.name: getattr(args, folder.name, None) for folder in entry.folders}
+    arguments = {argument.name: getattr(args, argument.name, None) for argument in entry.arguments}
     if entry.name == "fine-tune" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return _fine_tune_rank(call)
-    result = entry.run(call)
+        return _fine_tune_rank(folders, args.output, config)
+    result = call_step(
+        entry.name, config, os.environ, folders=folders, output=args.output, arguments=arguments,
+        lineage={"git_commit": os.environ.get("TLOPS_GIT_COMMIT", "")},  # set in images built from a commit
+    )  # fmt: skip
     if entry.name == "select-backbone":
         from tlops.steps.select_backbone import selection_table
 
@@ -141,24 +121,20 @@ def _run_step(args: argparse.Namespace, entry: StepEntry, config: RunConfig) -> 
     return entry.describe(result)
 
 
-def _fine_tune_rank(call) -> object:
+def _fine_tune_rank(folders: dict, output: Path, config: RunConfig) -> object:
     """``tlops fine-tune`` as one rank of a torchrun group (a TrainJob node): the worker's code path."""
     from tlops.steps.ddp_worker import run_worker
     from tlops.steps.fine_tune import worker_request
     from tlops.steps.outputs import Training
 
-    config = call.config
-    if not config.storage.checkpoint_uri:
-        config = replace(config, storage=replace(config.storage, checkpoint_uri=str(call.output / "checkpoints")))
-    features, selection = call.folders.get("features"), call.folders.get("selection")
     request = worker_request(
-        call.folders["dataset"], call.folders["probe"], call.output, config, features_dir=features,
-        selection_dir=selection,
+        folders["dataset"], folders["probe"], output, config.with_checkpoints_in(str(output)),
+        features_dir=folders.get("features"), selection_dir=folders.get("selection"),
     )  # fmt: skip
     run_worker(request, os.environ)
     if os.environ.get("RANK", "0") != "0":
         return {}
-    return {k: v for k, v in Training.read(call.output).to_dict().items() if k != "history"}
+    return {k: v for k, v in Training.read(output).to_dict().items() if k != "history"}
 
 
 def command_fingerprint(args: argparse.Namespace) -> int:

@@ -171,6 +171,16 @@ class RunConfig:
         """
         return from_mapping(cls, mapping)
 
+    def with_checkpoints_in(self, folder: str) -> RunConfig:
+        """This config with ``storage.checkpoint_uri`` set to ``folder/checkpoints`` unless one was given.
+
+        A fine-tune step killed and started again with the same command resumes from there.
+        """
+        if self.storage.checkpoint_uri:
+            return self
+        uri = f"{str(folder).rstrip('/')}/checkpoints"
+        return replace(self, storage=replace(self.storage, checkpoint_uri=uri))
+
     def to_mapping(self) -> dict[str, Any]:
         """The settings as nested plain data (what ``OUTPUT/config.yaml`` holds)."""
         return to_mapping(self)

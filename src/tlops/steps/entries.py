@@ -210,9 +210,7 @@ def _fine_tune(call: StepCall) -> Any:
     from tlops.steps.fine_tune import fine_tune_on_processes
 
     assert call.output is not None
-    config = call.config
-    if not config.storage.checkpoint_uri:  # a re-run resumes from the output's checkpoint
-        config = replace(config, storage=replace(config.storage, checkpoint_uri=str(call.output / "checkpoints")))
+    config = call.config.with_checkpoints_in(str(call.output))  # a re-run resumes from the output's checkpoint
     probe = call.folders["probe"]
     features = call.folders.get("features")
     if features is None and probe is not None and (Path(probe).parent / "features").is_dir():
@@ -379,9 +377,9 @@ STEPS.add(
 )
 
 
-def run_step(
+def call_step(
     name: str,
-    parameters: Mapping[str, Any],
+    config: RunConfig,
     environ: Mapping[str, str],
     *,
     folders: dict[str, Path | None] | None = None,
@@ -390,29 +388,31 @@ def run_step(
     outputs: dict[str, Path] | None = None,
     lineage: dict[str, str] | None = None,
 ) -> Any:
-    """Run step ``name`` as a KFP component does: settings from its inputs, the runtime from ``environ``.
+    """Run step ``name`` with ``config``, its runtime, S3 client, cache folder and archive limits from ``environ``.
+
+    What both edges call: the CLI's step commands and (through :func:`run_step`) the KFP components.
 
     Args:
         name: The step (:data:`STEPS`).
-        parameters: The component's inputs (its ``locals()``): the setting inputs among them are read
-            (:func:`~tlops.steps.config.from_parameters`, naming a bad one as Kubeflow does).
-        environ: The pod's environment (device, workers, caches, S3 endpoint, archive limits).
-        folders: Input artifacts' paths.
-        output: The output artifact's path.
+        config: The run's settings.
+        environ: The environment (device, workers, caches, S3 endpoint, archive limits).
+        folders: Input folders (artifacts' paths on Kubeflow).
+        output: The output folder.
         arguments: The step's other inputs (backbone, data URI, tracking URI).
-        outputs: The output artifacts of a step with several.
+        outputs: The output folders of a step with several.
         lineage: Where the run happens, for register.
 
     Returns:
         The step function's result.
+
+    Raises:
+        SettingError: for a setting the step finds wrong (each edge names it its way).
+        TlopsError: as the step does.
     """
+    from tlops.data.archives import ArchiveLimits
     from tlops.io.paths import cache_dir_from_environment
-    from tlops.steps.config import from_parameters
 
-    config = from_parameters(dict(parameters))
     if name == "prepare-data":
-        from tlops.data.archives import ArchiveLimits
-
         config = replace(config, split=replace(config.split, archive_limits=ArchiveLimits.from_environment(environ)))
 
     def make_runtime() -> Runtime:
@@ -436,7 +436,30 @@ def run_step(
         outputs=outputs or {},
         cache_dir=cache_dir_from_environment(environ),
     )
+    return STEPS.get(name).run(call)
+
+
+def run_step(
+    name: str,
+    parameters: Mapping[str, Any],
+    environ: Mapping[str, str],
+    **inputs: Any,
+) -> Any:
+    """Run step ``name`` as a KFP component does: :func:`call_step` with the settings read from its inputs.
+
+    Args:
+        name: The step (:data:`STEPS`).
+        parameters: The component's inputs (its ``locals()``): the setting inputs among them are read
+            (:func:`~tlops.steps.config.from_parameters`, naming a bad one as Kubeflow does).
+        environ: The pod's environment.
+        **inputs: ``folders``, ``output``, ``arguments``, ``outputs``, ``lineage`` as :func:`call_step` takes them.
+
+    Returns:
+        The step function's result.
+    """
+    from tlops.steps.config import from_parameters
+
     try:
-        return STEPS.get(name).run(call)
+        return call_step(name, from_parameters(dict(parameters)), environ, **inputs)
     except SettingError as error:  # a setting, named as Kubeflow users name it
         raise TlopsError("parameter " + error.render(parameter_name)) from None
