@@ -282,12 +282,6 @@ def to_mapping(instance: Any) -> dict[str, Any]:
     return result
 
 
-def sections(cls: type) -> dict[str, type]:
-    """The nested sections of a run config class: field name -> section class."""
-    types = field_types(cls)
-    return {item.name: types[item.name] for item in user_fields(cls) if dataclasses.is_dataclass(types[item.name])}
-
-
 def walk(cls: type, prefix: str = "") -> list[tuple[str, dataclasses.Field, Any, type]]:
     """Every leaf setting of a (nested) config class: ``(path, field, type, owning class)``, in order."""
     types = field_types(cls)

@@ -267,11 +267,6 @@ def leaves() -> list[Leaf]:
     return result
 
 
-def leaf(path: str) -> Leaf:
-    """The setting at ``path``."""
-    return next(item for item in leaves() if item.path == path)
-
-
 def cli_name(path: str) -> str:
     """How the command line names the setting at ``path`` (its flag; a path that is no setting as it is)."""
     return next((item.flag for item in leaves() if item.path == path), path)

@@ -107,8 +107,3 @@ class TrainConfig:
     def strategy_entry(self) -> Strategy:
         """The registered :class:`~tlops.train.strategies.Strategy` of :attr:`strategy`."""
         return STRATEGIES.get(self.strategy)
-
-    @property
-    def fine_tunes(self) -> bool:
-        """Whether the strategy trains backbone weights (``auto`` may)."""
-        return self.strategy_entry.trains_backbone
