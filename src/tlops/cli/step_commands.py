@@ -84,7 +84,7 @@ def _check_step_arguments(args: argparse.Namespace, entry: StepEntry, config: Ru
     if getattr(args, "backbone", None) is not None:
         from tlops.models.names import PIXELS_BASELINE
 
-        allowed = entry.name == "score-backbone" and args.backbone == PIXELS_BASELINE
+        allowed = entry.name in ("score-backbone", "extract-features") and args.backbone == PIXELS_BASELINE
         if not allowed and len(backbone_list(args.backbone)) != 1:
             raise TlopsError(
                 "--backbone takes one name; score and rank several with tlops select-backbone --backbones A,B"

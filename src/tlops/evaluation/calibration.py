@@ -123,8 +123,11 @@ def held_out_nll(logits: np.ndarray, targets: np.ndarray, folds: int = CHECK_FOL
     return float(losses.mean())
 
 
-def checked_temperature(logits: np.ndarray, targets: np.ndarray) -> tuple[float, str]:
+def checked_temperature(logits: np.ndarray, targets: np.ndarray, source: str = "validation") -> tuple[float, str]:
     """The fitted temperature when it generalises, else 1, with the reason.
+
+    ``source`` names the held-out logits in the reason: ``validation``, or ``out-of-fold train+val`` when they
+    come from the cross-validation of a head refitted on train+val.
 
     The validation split also chose the epoch, the strategy and the probe's regularisation, so its accuracy is
     optimistic, and it can be small. A fitted temperature is kept only when, in cross-validation over the
@@ -138,17 +141,17 @@ def checked_temperature(logits: np.ndarray, targets: np.ndarray) -> tuple[float,
     logits = np.asarray(logits, dtype=np.float64)
     targets = np.asarray(targets, dtype=np.int64)
     if len(targets) < 2 * CHECK_FOLDS:
-        return 1.0, f"kept T = 1: {len(targets)} validation images are too few to fit it (at least {2 * CHECK_FOLDS})"
+        return 1.0, f"kept T = 1: {len(targets)} {source} images are too few to fit it (at least {2 * CHECK_FOLDS})"
     temperature = fit_temperature(logits, targets)
     errors = int((logits.argmax(1) != targets).sum())
     if temperature < 1.0 and errors < MIN_SHARPEN_ERRORS:
         return 1.0, (
             f"kept T = 1: the fitted temperature {temperature:.3f} would sharpen the probabilities on the strength "
-            f"of {errors} misclassified validation images (at least {MIN_SHARPEN_ERRORS} needed)"
+            f"of {errors} misclassified {source} images (at least {MIN_SHARPEN_ERRORS} needed)"
         )
     unscaled = float(-special.log_softmax(logits, axis=1)[np.arange(len(targets)), targets].mean())
     cross_validated = held_out_nll(logits, targets)
-    numbers = f"held-out NLL {cross_validated:.4f} vs {unscaled:.4f} at T = 1 ({CHECK_FOLDS}-fold CV on validation)"
+    numbers = f"held-out NLL {cross_validated:.4f} vs {unscaled:.4f} at T = 1 ({CHECK_FOLDS}-fold CV on {source})"
     if cross_validated < unscaled:
         return temperature, f"T = {temperature:.3f}: {numbers}"
     return 1.0, f"kept T = 1: a fitted temperature ({temperature:.3f}) does not generalise: {numbers}"
@@ -181,6 +184,7 @@ def calibrate(
     test_logits: np.ndarray,
     test_targets: np.ndarray,
     num_classes: int,
+    source: str = "validation",
 ) -> Calibration:
     """Fit the temperature on the validation split (kept when it generalises) and report test metrics.
 
@@ -190,8 +194,9 @@ def calibrate(
         test_logits: Test logits ``(N_test, C)``.
         test_targets: Test class ids.
         num_classes: Number of classes ``C``.
+        source: What the held-out logits are, for the reason (see :func:`checked_temperature`).
     """
-    temperature, reason = checked_temperature(val_logits, val_targets)
+    temperature, reason = checked_temperature(val_logits, val_targets, source)
     return Calibration(
         temperature=temperature,
         before=calibration_metrics(softmax(test_logits), test_targets, num_classes),

@@ -39,12 +39,15 @@ class CrossValScore:
         folds: Number of outer folds.
         chosen: The hyper-parameter chosen most often inside the folds (k for kNN, the ridge alpha for the
             probe); ties go to the smaller value.
+        fold_scores: The accuracy of each outer fold, in fold order (two scores computed with the same ``seed``
+            on the same targets come from the same folds, so they can be compared fold by fold).
     """
 
     mean: float
     std_error: float
     folds: int
     chosen: float
+    fold_scores: tuple[float, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------------------- LogME
@@ -314,4 +317,5 @@ def _summarise(scores: Sequence[float], chosen: Sequence[float]) -> CrossValScor
         std_error=std_error,
         folds=folds,
         chosen=float(min(v for v, c in counts.items() if c == most)),
+        fold_scores=tuple(float(score) for score in scores),
     )

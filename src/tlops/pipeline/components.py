@@ -140,6 +140,7 @@ def select_backbone(
     selection: Output[Artifact],
     table: Output[Markdown],
     baseline: Optional[Input[Artifact]] = None,
+    strategy: Optional[str] = None,
     selection_settings: Optional[dict] = None,
 ) -> str:
     """Rank the scored candidates against the raw-pixel baseline within the budgets; return the chosen name."""
@@ -155,7 +156,8 @@ def select_backbone(
     from tlops.steps.select_backbone import choose_backbone
 
     configure_logging()
-    settings = from_parameters(inputs).selection
+    config = from_parameters(inputs)
+    settings = config.selection
     try:
         result = choose_backbone(
             [Path(item.path) for item in scores],
@@ -164,6 +166,8 @@ def select_backbone(
             metric=settings.metric,
             max_params=settings.max_params,
             max_latency_ms=settings.max_latency_ms,
+            ship_baseline=settings.ship_baseline,
+            strategy=config.train.strategy,
         )
     except SettingError as error:  # a budget no candidate fits: named as the pipeline's parameter
         raise TlopsError("parameter " + error.render(parameter_name)) from None

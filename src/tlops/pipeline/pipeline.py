@@ -179,7 +179,7 @@ def build_pipeline(scoring_parallelism: int = MAX_PARALLEL_SCORING, retries: boo
             selection = components.select_backbone(
                 scores=dsl.Collected(scored.outputs["score"]),
                 baseline=baseline.outputs["score"],
-                **pick("selection_settings"),
+                **pick("strategy", "selection_settings"),
             ).set_display_name("select backbone")
             features = components.extract_features(
                 dataset=data.outputs["dataset"],

@@ -67,6 +67,11 @@ class SelectionConfig:
     scoring_images_per_class: int = setting(
         0, "training images per class the selection scores use (0: all of them)", minimum=0
     )
+    ship_baseline: bool = setting(
+        True,
+        "ship the no-transfer baseline (a linear head on the image downsampled to 32x32) when its cross-validated "
+        "probe accuracy is above every backbone's (not with a strategy that fine-tunes a backbone)",
+    )
 
     def __post_init__(self) -> None:
         """Check the ranges; the backbone names are checked where they are used (some need the network)."""

@@ -188,6 +188,8 @@ def _select(call: StepCall) -> Any:
         metric=selection.metric,
         max_params=selection.max_params,
         max_latency_ms=selection.max_latency_ms,
+        ship_baseline=selection.ship_baseline,
+        strategy=call.config.train.strategy,
     )
 
 
@@ -300,7 +302,7 @@ STEPS.add(
     StepEntry(
         "select-backbone",
         "score every candidate and the raw-pixel baseline on a prepared dataset, print the table, choose one",
-        (*SCORING_SETTINGS, "selection.*"),
+        (*SCORING_SETTINGS, "selection.*", "train.strategy"),
         (DATASET,),
         (),
         "folder for the ranking table (selection.md), its record and each candidate's score (scores/)",

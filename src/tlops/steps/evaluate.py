@@ -23,6 +23,7 @@ from tlops.steps.outputs import (
     Evaluation,
     PreparedData,
     load_model,
+    read_calibration_set,
     write_predictions,
 )
 from tlops.steps.runtime import Runtime
@@ -49,10 +50,11 @@ def evaluate(
 ) -> Evaluated:
     """Evaluate a trained classifier on the test split, then run the promotion gate against the champion.
 
-    The model's probabilities are calibrated first: one temperature, fitted on the validation split by minimising
-    the negative log-likelihood and kept only when it generalises
-    (:func:`~tlops.evaluation.calibration.checked_temperature`), divides the logits (the served model applies the
-    same). Writes
+    The model's probabilities are calibrated first: one temperature, fitted on the validation split (on the
+    out-of-fold logits of the fine-tune step's cross-validation when its head was refitted on train+val, see
+    :func:`~tlops.steps.outputs.write_calibration_set`) by minimising the negative log-likelihood and kept only
+    when it generalises (:func:`~tlops.evaluation.calibration.checked_temperature`), divides the logits (the
+    served model applies the same). Writes
     ``evaluation.json`` (metrics of the calibrated probabilities, calibration before and after, per-class report,
     confusion matrix), ``predictions.safetensors`` (calibrated), ``confusion_matrix.png``,
     ``reliability_diagram.png`` (before and after) and the gate's ``comparison.json`` into ``output_dir``.
@@ -88,7 +90,11 @@ def evaluate(
         )
         logits[split] = predict_logits(model, loader, runtime.device)
     (val_logits, val_targets), (test_logits, targets) = logits["val"], logits["test"]
-    calibration = calibrate(val_logits, val_targets, test_logits, targets, len(classes))
+    held_out = read_calibration_set(model_dir)  # out-of-fold logits when the head was refitted on train+val
+    source = "validation"
+    if held_out is not None:
+        (val_logits, val_targets), source = held_out, "out-of-fold train+val"
+    calibration = calibrate(val_logits, val_targets, test_logits, targets, len(classes), source)
     logger.info(
         "calibration: %s; test ECE %.4f -> %.4f, log loss %.4f -> %.4f",
         calibration.reason,

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from tlops.models.backbones import load_backbone
-from tlops.models.names import check_backbone_name
+from tlops.models.names import PIXELS_BASELINE, check_backbone_name
 from tlops.steps.common import localized_manifest
 from tlops.steps.config import RunConfig, SelectionConfig, StorageConfig
 from tlops.steps.features import dataset_features, open_feature_cache
@@ -56,7 +56,8 @@ def extract_and_probe(
         TlopsError: when the backbone name is unknown, ``data_dir`` is not a prepare-data output, or the feature
             cache cannot be written.
     """
-    check_backbone_name(backbone_name)
+    if backbone_name != PIXELS_BASELINE:  # select-backbone ships the baseline when it scores best
+        check_backbone_name(backbone_name)
     PreparedData.read(data_dir)
     cache = open_feature_cache(feature_cache, runtime)
     manifest, classes = localized_manifest(data_dir, runtime)

@@ -6,7 +6,7 @@ import copy
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from torch import nn
@@ -14,6 +14,7 @@ from torch import nn
 from tlops.data.loading import make_loader, split_dataset
 from tlops.data.preprocessing import eval_transform, train_transform
 from tlops.errors import TlopsError
+from tlops.estimates import image_difference
 from tlops.io.storage import check_writable_location
 from tlops.models.backbones import Backbone, load_backbone
 from tlops.models.extraction import weights_checksum
@@ -26,10 +27,11 @@ from tlops.steps.outputs import (
     ProbeSummary,
     Selection,
     Training,
-    read_features,
     read_head,
     save_model,
+    write_calibration_set,
 )
+from tlops.steps.probes import ProbeFit, choose_probe
 from tlops.steps.runtime import Runtime
 from tlops.tasks import task_of
 from tlops.train.auto import Evidence, decide, keep_fine_tuned
@@ -43,7 +45,6 @@ from tlops.train.finetune import (
     balanced_class_weights,
     train_classifier,
 )
-from tlops.train.mlp import MlpProbeResult, fit_mlp_head
 from tlops.train.resume import CheckpointStore
 from tlops.train.strategies import STRATEGIES, Strategy
 
@@ -108,8 +109,10 @@ def fine_tune(
         else None
     )
     task = task_of(prepared.task)  # the model on the backbone is the task's
-    evidence, mlp = _evidence(manifest, classes, probe_summary, config, features_dir, selection_dir, class_weights)
-    strategy, config, reasons = _decide(config, evidence)
+    val_images = int((manifest["split"] == "val").sum())
+    probe = choose_probe(probe_dir, features_dir, config, len(classes), class_weights, val_images)
+    evidence = _evidence(manifest, probe_summary, probe, selection_dir)
+    strategy, config, reasons = _decide(config, evidence, probe)
     backbone = load_backbone(
         probe_summary.backbone, image_size=probe_summary.image_size, s3=runtime.s3, cache_dir=runtime.cache_dir
     )
@@ -119,6 +122,7 @@ def fine_tune(
         outcome = _fine_tune_backbone(
             task.build_model(backbone, len(classes), head=read_head(probe_dir)), backbone, manifest, classes,
             strategy, config, runtime, evidence,
+            probe=probe, features_dir=features_dir,
             class_weights=class_weights, checkpoints=checkpoints, distributed=distributed,
             fingerprint=_fingerprint(probe_summary.backbone, classes, manifest, strategy.name, config),
         )  # fmt: skip
@@ -129,19 +133,21 @@ def fine_tune(
         return None
     else:
         outcome = Outcome(strategy.name)
-    if outcome.model is None:  # a probe: the linear head, or the MLP's
-        head = mlp.head if outcome.strategy == "mlp-probe" and mlp is not None else read_head(probe_dir)
-        outcome.model = task.build_model(backbone, len(classes), head=head).eval()
-    training = _training_record(outcome, config, reasons, evidence, probe_summary, mlp)
+    shipped_probe = outcome.model is None
+    if shipped_probe:  # the chosen probe's head on the frozen backbone
+        outcome.model = task.build_model(backbone, len(classes), head=probe.head).eval()
+    training = _training_record(outcome, config, reasons, evidence, probe)
     model_config = ModelConfig(
         backbone=backbone.name,
         classes=classes,
         data_config=asdict(backbone.data_config),
         strategy=outcome.strategy,
-        head_hidden=config.mlp_hidden if outcome.strategy == "mlp-probe" else 0,
+        head_hidden=probe.mlp_hidden if shipped_probe else 0,
         weights_sha256=pretrained_checksum,
     )
     save_model(output_dir, outcome.model, model_config)
+    if shipped_probe and probe.calibration is not None:  # the head saw the validation split
+        write_calibration_set(output_dir, *probe.calibration)
     training.write(output_dir)
     if outcome.history:
         from tlops.evaluation.plots import learning_curves_figure, save_png
@@ -174,11 +180,11 @@ class Outcome:
     reasons: list[str] = field(default_factory=list)
 
 
-def _decide(config: TrainConfig, evidence: Evidence) -> tuple[Strategy, TrainConfig, list[str]]:
+def _decide(config: TrainConfig, evidence: Evidence, probe: ProbeFit) -> tuple[Strategy, TrainConfig, list[str]]:
     """The strategy to train (``auto`` decides from the evidence), the settings it trains with, and why."""
     name, reasons = decide(config, evidence)
-    if config.strategy == "auto" and name == "surgical":
-        config = replace(config, surgical_blocks="first")  # auto's reason: an input-level shift
+    if STRATEGIES.get(name).kind == "feature-based" or config.strategy == "auto":
+        reasons = [*reasons[:1], *probe.reasons, *reasons[1:]]  # how the probe was chosen, after the evidence
     for reason in reasons:
         logger.info("strategy %s: %s", name, reason)
     return STRATEGIES.get(name), config, reasons
@@ -193,11 +199,15 @@ def _fine_tune_backbone(
     config: TrainConfig,
     runtime: Runtime,
     evidence: Evidence,
+    *,
+    probe: ProbeFit,
+    features_dir: Path | None,
     **loop_options,
 ) -> Outcome | None:
-    """Train the blocks ``strategy`` names; under ``auto`` keep the result only when it beats the best probe.
+    """Train the blocks ``strategy`` names; under ``auto`` keep the result only when it beats the chosen probe.
 
-    ``model`` is the task's model on ``backbone``, starting from the probe head.
+    ``model`` is the task's model on ``backbone``, starting from the linear probe's head. ``auto`` compares the
+    fine-tuned model with the chosen probe fitted on the training split, image by image on the validation split.
 
     Returns:
         The outcome on rank 0 (``None`` on the other ranks of a torchrun group). When ``auto`` rolls back, the
@@ -205,6 +215,13 @@ def _fine_tune_backbone(
     """
     blocks = block_groups(backbone.model)
     strategy.trained_blocks(len(blocks), config)  # refuses more blocks than there are
+    probe_correct = None
+    if config.strategy == "auto" and loop_options["distributed"].is_main:  # what the fine-tuned model must beat
+        probe_correct = (
+            probe.validation_correct(features_dir)
+            if features_dir is not None
+            else _validation_correct(model, backbone, manifest, classes, runtime)  # the linear probe, frozen
+        )
     pretrained = copy.deepcopy(backbone.model.state_dict())  # training updates the backbone in place
     run = _train_backbone(model, backbone, manifest, classes, strategy.name, blocks, config, runtime, **loop_options)
     if not loop_options["distributed"].is_main:
@@ -214,8 +231,10 @@ def _fine_tune_backbone(
         outcome.reasons.append(f"resumed from the checkpoint of epoch {run.resumed_from}")
     if config.strategy != "auto":
         return outcome
-    tuned_val = next(r.val_accuracy for r in reversed(run.history) if r.epoch == run.best_epoch)
-    keep, why = keep_fine_tuned(tuned_val, evidence)
+    assert probe_correct is not None
+    correct = _validation_correct(run.model, backbone, manifest, classes, runtime)
+    difference = image_difference(correct, probe_correct, f"paired on {len(correct)} validation images")
+    keep, why = keep_fine_tuned(difference, evidence)
     outcome.reasons.append(why)
     if not keep:
         backbone.model.load_state_dict(pretrained)
@@ -223,24 +242,44 @@ def _fine_tune_backbone(
     return outcome
 
 
-def _training_record(
-    outcome: Outcome,
-    config: TrainConfig,
-    reasons: list[str],
-    evidence: Evidence,
-    probe_summary: ProbeSummary,
-    mlp: MlpProbeResult | None,
-) -> Training:
-    """The training record (``training.json``): what was trained, why, and each epoch's numbers."""
-    probe_train, probe_val = (
-        (mlp.train_accuracy, mlp.val_accuracy)
-        if outcome.strategy == "mlp-probe" and mlp is not None
-        else (probe_summary.train_accuracy, probe_summary.val_accuracy)
+def _validation_correct(model: nn.Module, backbone: Backbone, manifest, classes: list[str], runtime: Runtime):
+    """Per-image correctness of ``model`` on the validation split, in the manifest's order (as the features).
+
+    Under ``no_grad``, not inference mode: the model may be trained afterwards.
+    """
+    import numpy as np
+    import torch
+
+    loader = make_loader(
+        split_dataset(manifest, "val", classes, eval_transform(backbone.data_config)),
+        runtime.batch_size,
+        workers=runtime.workers,
+        pin_memory=runtime.pin_memory,
     )
+    was_training = model.training
+    model.eval().to(runtime.device)
+    correct = []
+    with torch.no_grad():
+        for images, labels in loader:
+            predicted = model(images.to(runtime.device)).argmax(1).cpu()
+            correct.append((predicted == labels).numpy())
+    model.train(was_training)
+    return np.concatenate(correct) if correct else np.zeros(0, dtype=bool)
+
+
+def _training_record(
+    outcome: Outcome, config: TrainConfig, reasons: list[str], evidence: Evidence, probe: ProbeFit
+) -> Training:
+    """The training record (``training.json``): what was trained, why, and each epoch's numbers.
+
+    For a shipped probe the validation accuracy is the probe's estimate (cross-validated on small data).
+    """
     records = [asdict(r) for r in outcome.history]
-    records = records or [asdict(EpochRecord(0, None, probe_train, float("nan"), probe_val))]
+    records = records or [asdict(EpochRecord(0, None, probe.train_accuracy, float("nan"), probe.accuracy))]
     best = outcome.best_epoch
-    val_accuracy = probe_val if best == 0 else next(r["val_accuracy"] for r in reversed(records) if r["epoch"] == best)
+    val_accuracy = (
+        probe.accuracy if best == 0 else next(r["val_accuracy"] for r in reversed(records) if r["epoch"] == best)
+    )
     throughput = [r["images_per_second"] for r in records if r.get("images_per_second")]
     return Training(
         strategy=outcome.strategy,
@@ -248,7 +287,7 @@ def _training_record(
         reasons=reasons,
         best_epoch=best,
         val_accuracy=val_accuracy,
-        probe_val_accuracy=probe_summary.val_accuracy,
+        probe_val_accuracy=probe.accuracy,
         history=[{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in records],
         config=asdict(config),
         evidence=asdict(evidence),
@@ -257,38 +296,22 @@ def _training_record(
     )
 
 
-def _evidence(
-    manifest,
-    classes: list[str],
-    probe_summary: ProbeSummary,
-    config: TrainConfig,
-    features_dir: Path | None,
-    selection_dir: Path | None,
-    class_weights,
-) -> tuple[Evidence, MlpProbeResult | None]:
-    """What ``auto`` decides from; fits the MLP probe on the cached features when it may be used."""
+def _evidence(manifest, probe_summary: ProbeSummary, probe: ProbeFit, selection_dir: Path | None) -> Evidence:
+    """What ``auto`` decides from: the data's size, the chosen probe's estimate, the selection table's scores."""
     train_rows = manifest[manifest["split"] == "train"]
     evidence = Evidence(
         train_images_per_class=train_rows["label"].value_counts().to_dict(),
         val_images=int((manifest["split"] == "val").sum()),
         linear_probe_val=probe_summary.val_accuracy,
+        backbone=probe_summary.backbone,
+        probe=probe.strategy,
+        probe_accuracy=probe.accuracy,
+        probe_std_error=probe.std_error,
+        probe_basis=probe.basis,
+        cross_validation=probe.cross_validation,
     )
     _add_selection_evidence(evidence, selection_dir, probe_summary.backbone)
-    if features_dir is None or not config.strategy_entry.needs_features:
-        return evidence, None
-    splits = read_features(features_dir)
-    mlp = fit_mlp_head(
-        splits["train"],
-        splits["val"],
-        len(classes),
-        config.mlp_hidden,
-        config.mlp_dropout,
-        seed=config.seed,
-        class_weights=class_weights,
-    )
-    evidence.mlp_probe_val = mlp.val_accuracy
-    logger.info("MLP probe on cached features: val accuracy %.4f (epoch %d)", mlp.val_accuracy, mlp.best_epoch)
-    return evidence, mlp
+    return evidence
 
 
 def _train_backbone(

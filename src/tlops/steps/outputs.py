@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from tlops.data.preprocessing import DataConfig
 
 __all__ = [
+    "CALIBRATION_SET_FILE",
     "COMPARISON_FILE",
     "CONFUSION_MATRIX_FILE",
     "EVALUATION_FILE",
@@ -79,6 +80,7 @@ WEIGHTS_FILE = "model.safetensors"  # fine-tune
 MODEL_CONFIG_FILE = "model_config.json"
 TRAINING_FILE = "training.json"
 LEARNING_CURVES_FILE = "learning_curves.png"
+CALIBRATION_SET_FILE = "calibration_set.safetensors"  # out-of-fold logits when the head saw the validation split
 EVALUATION_FILE = "evaluation.json"  # evaluate
 PREDICTIONS_FILE = "predictions.safetensors"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
@@ -131,6 +133,8 @@ class BackboneScore(JsonRecord):
         extraction_seconds: Time of the pass that computed the features (this run's or an earlier one's).
         cache_hit: Whether the features came from the cache.
         cache_entry: The feature-cache entry.
+        probe_fold_accuracies: The probe's accuracy on each fold; every candidate of a run is scored on the same
+            images and folds, so two candidates compare fold by fold.
     """
 
     name: str
@@ -153,6 +157,8 @@ class BackboneScore(JsonRecord):
     extraction_seconds: float
     cache_hit: bool
     cache_entry: str
+    probe_fold_accuracies: list[float] = field(default_factory=list)
+    schema_version: int = field(default=2, kw_only=True)
 
     FILE = SCORE_FILE
     STEP = "score-backbone"
@@ -473,6 +479,32 @@ def write_predictions(folder: Path, probabilities: np.ndarray, targets: np.ndarr
     Path(folder).mkdir(parents=True, exist_ok=True)
     tensors = {"probabilities": torch.from_numpy(probabilities).contiguous(), "targets": torch.from_numpy(targets)}
     save_file(tensors, str(Path(folder) / PREDICTIONS_FILE))
+
+
+def write_calibration_set(folder: Path, logits: np.ndarray, targets: np.ndarray) -> None:
+    """Write held-out logits and class ids that calibrate the model in place of the validation split's.
+
+    The fine-tune step writes them when the shipped head was refitted on train+val: its validation logits are then
+    in-sample, and the out-of-fold logits of the cross-validation that chose it are the held-out ones.
+    """
+    import numpy
+    import torch
+    from safetensors.torch import save_file
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    tensors = {"logits": torch.from_numpy(numpy.ascontiguousarray(logits)), "targets": torch.from_numpy(targets)}
+    save_file(tensors, str(Path(folder) / CALIBRATION_SET_FILE))
+
+
+def read_calibration_set(folder: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The logits and class ids :func:`write_calibration_set` wrote, or ``None`` when the folder has none."""
+    from safetensors.numpy import load_file
+
+    path = Path(folder) / CALIBRATION_SET_FILE
+    if not path.is_file():
+        return None
+    tensors = load_file(str(path))
+    return tensors["logits"], tensors["targets"]
 
 
 # --- register ----------------------------------------------------------------------------------------------------

@@ -97,6 +97,7 @@ def score_backbone(
         extraction_seconds=round(features.extraction_seconds, 2),
         cache_hit=features.cache_hit,
         cache_entry=features.entry,
+        probe_fold_accuracies=list(probe.fold_scores),
     )
     score.write(output_dir)
     logger.info(

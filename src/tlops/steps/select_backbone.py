@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tlops.errors import TlopsError
+from tlops.estimates import PairedDifference, fold_difference
 from tlops.models.names import PIXELS_BASELINE, check_backbone_name
 from tlops.settings import SettingError
 from tlops.steps.config import DEFAULT_BACKBONE, SELECTION_METRICS, RunConfig, SelectionConfig, StorageConfig
 from tlops.steps.outputs import SELECTION_TABLE_FILE, BackboneScore, PreparedData, Selection
 from tlops.train.config import TrainConfig
+from tlops.train.strategies import STRATEGIES
 
 if TYPE_CHECKING:
     from tlops.steps.runtime import Runtime
@@ -45,6 +47,8 @@ def select_backbone(
     metric: str = SelectionConfig.metric,
     max_params: int = SelectionConfig.max_params,
     max_latency_ms: float = SelectionConfig.max_latency_ms,
+    ship_baseline: bool = SelectionConfig.ship_baseline,
+    strategy: str = TrainConfig.strategy,
     seed: int = RunConfig.seed,
 ) -> Selection:
     """Score every candidate and the raw-pixel baseline one after the other, then choose (see :func:`choose_backbone`).
@@ -84,6 +88,8 @@ def select_backbone(
         metric=metric,
         max_params=max_params,
         max_latency_ms=max_latency_ms,
+        ship_baseline=ship_baseline,
+        strategy=strategy,
     )
 
 
@@ -100,13 +106,17 @@ def choose_backbone(
     metric: str = SelectionConfig.metric,
     max_params: int = SelectionConfig.max_params,
     max_latency_ms: float = SelectionConfig.max_latency_ms,
+    ship_baseline: bool = SelectionConfig.ship_baseline,
+    strategy: str = TrainConfig.strategy,
 ) -> Selection:
     """Rank the scored candidates and choose one; write ``selection.json`` and the table ``selection.md``.
 
     The candidates within the budgets are ranked by ``metric`` (ties broken by kNN accuracy, then by FLOPs). A
     candidate within one standard error of the best is a near-tie and the cheapest of those (FLOPs, then
     parameters) is chosen. When the raw-pixel baseline's probe accuracy beats the chosen backbone's beyond noise,
-    the reasons say that transfer does not help here (see :func:`_compare_with_baseline`).
+    the reasons say that transfer does not help here (see :func:`_compare_with_baseline`); when it is higher at
+    all, the baseline is the model chosen (``chosen == "pixels"``), unless ``ship_baseline`` is off or ``strategy``
+    fine-tunes a backbone.
 
     Args:
         score_dirs: Outputs of the score-backbone step, one per candidate.
@@ -115,6 +125,8 @@ def choose_backbone(
         metric: ``probe``, ``knn`` or ``logme``.
         max_params: Largest parameter count allowed (0: no limit).
         max_latency_ms: Largest latency per image allowed, in milliseconds (0: no limit).
+        ship_baseline: Whether the baseline may be the chosen model.
+        strategy: The training strategy (one that fine-tunes a backbone needs a backbone).
 
     Raises:
         TlopsError: for an unknown metric, no scores, or when no candidate fits the budgets.
@@ -145,27 +157,30 @@ def choose_backbone(
     near = [row for row in eligible if row[value_field] >= best[value_field] - margin]
     chosen = min(near, key=lambda row: (row["flops"], row["params"], -row[value_field]))
     reasons = [_why(chosen, best, eligible, value_field, error_field, description)]
-    transfer_helps = None
+    transfer_helps, shipped = None, False
     if baseline is not None:
         transfer_helps, reason = _compare_with_baseline(chosen, baseline)
         reasons.append(reason)
+        shipped, why = _ship_baseline(chosen, baseline, ship_baseline, strategy)
+        reasons += [why] if why else []
     ordered = [*eligible, *(row for row in rows if row["status"] != "ranked")]
     for rank, row in enumerate(ordered, start=1):
         row["rank"] = rank if row["status"] == "ranked" else None
-        if row is chosen:
+        if row is chosen and not shipped:
             row["status"] = "chosen"
+    baseline_row = _row(baseline) | {"status": "chosen" if shipped else "baseline", "rank": None} if baseline else None
     selection = Selection(
-        chosen=chosen["name"],
+        chosen=PIXELS_BASELINE if shipped else chosen["name"],
         ranking=ordered,
         reasons=reasons,
         metric=metric,
-        baseline=_row(baseline) | {"status": "baseline", "rank": None} if baseline else None,
+        baseline=baseline_row,
         transfer_helps=transfer_helps,
     )
     selection.write(output_dir)
     (output_dir / SELECTION_TABLE_FILE).write_text(selection_table(selection))
     for reason in reasons:
-        (logger.warning if reason.startswith("transfer does not help") else logger.info)(
+        (logger.warning if reason.startswith(("transfer does not help", "shipping")) else logger.info)(
             "backbone selection: %s", reason
         )
     return selection
@@ -174,22 +189,62 @@ def choose_backbone(
 def _compare_with_baseline(chosen: dict[str, Any], baseline: BackboneScore) -> tuple[bool | None, str]:
     """Whether transfer helps, judged on linear-probe accuracy beyond noise, and the reason in whole sentences.
 
-    Noise is the standard error of the difference (the two cross-validation standard errors combined). Transfer
-    does not help only when the raw pixels are strictly better beyond it; a tie, or a difference within it, is
-    said as such (``None``: no clear answer).
+    The difference is measured fold by fold (every candidate is scored on the same images and folds) with its
+    corrected standard error (:func:`~tlops.estimates.fold_difference`). Transfer does not help only when
+    the raw pixels are strictly better beyond one standard error; a difference within it is said as such (``None``:
+    no clear answer).
     """
     ours, theirs = chosen["probe_accuracy"], baseline.probe_accuracy
-    noise = (chosen["probe_std_error"] ** 2 + baseline.probe_std_error**2) ** 0.5
+    difference = baseline_difference(chosen, baseline)
     compared = f"{chosen['name']} {ours:.3f} vs raw 32x32 pixels {theirs:.3f} (linear probe"
-    if ours - theirs > noise:
-        return True, f"transfer helps: {compared})"
-    if theirs - ours > noise:
+    if -difference.mean > difference.std_error:
+        return (
+            True,
+            f"transfer helps: {compared}, backbone - pixels {-difference.mean:+.3f} ± {difference.std_error:.3f})",
+        )
+    if difference.mean > difference.std_error:
         return False, (
             f"transfer does not help here: a linear probe on raw 32x32 pixels reaches {theirs:.3f}, the chosen "
-            f"backbone {ours:.3f}; a backbone closer to this domain, more data, or fine-tuning may do better"
+            f"backbone {ours:.3f} (pixels - backbone {difference.describe()})"
         )
-    within = "a tie" if ours == theirs else f"within the noise of {noise:.3f}"
+    within = "a tie" if ours == theirs else f"within one standard error, pixels - backbone {difference.describe()}"
     return None, f"transfer and raw pixels score alike here: {compared}, {within}); neither is clearly better"
+
+
+def baseline_difference(chosen: dict[str, Any], baseline: BackboneScore) -> PairedDifference:
+    """Baseline minus chosen cross-validated probe accuracy, paired by fold when both scores have fold scores."""
+    ours, theirs = chosen.get("probe_fold_accuracies") or [], baseline.probe_fold_accuracies
+    basis = f"{baseline.folds}-fold CV on {baseline.images} training images"
+    if len(ours) == len(theirs) > 1:
+        return fold_difference(theirs, ours, baseline.folds, basis + ", paired by fold")
+    noise = (chosen["probe_std_error"] ** 2 + baseline.probe_std_error**2) ** 0.5  # scores of an older version
+    return PairedDifference(baseline.probe_accuracy - chosen["probe_accuracy"], noise, basis)
+
+
+def _ship_baseline(
+    chosen: dict[str, Any], baseline: BackboneScore, ship_baseline: bool, strategy: str
+) -> tuple[bool, str | None]:
+    """Whether the raw-pixel baseline is the model to ship instead of ``chosen``, and the reason when it matters.
+
+    The baseline is shipped when its cross-validated probe accuracy is the higher one (the best estimate there is;
+    the fine-tune step then chooses its head by cross-validation as for any backbone), unless the user turned that
+    off or asked for a strategy that fine-tunes a backbone.
+    """
+    difference = baseline_difference(chosen, baseline)
+    if difference.mean <= 0:
+        return False, None
+    if not ship_baseline:
+        return False, "the raw-pixel baseline scores higher but --no-ship-baseline keeps the backbone"
+    if STRATEGIES.get(strategy).trains_backbone:
+        return False, (
+            f"the raw-pixel baseline scores higher but strategy {strategy!r} fine-tunes a backbone, so "
+            f"{chosen['name']} is kept"
+        )
+    return True, (
+        f"shipping the no-transfer baseline (a linear head on the image downsampled to 32x32): its cross-validated "
+        f"probe accuracy {baseline.probe_accuracy:.3f} is above {chosen['name']}'s {chosen['probe_accuracy']:.3f}, "
+        f"pixels - backbone {difference.describe()} (--no-ship-baseline keeps a backbone)"
+    )
 
 
 def _row(score: BackboneScore) -> dict[str, Any]:

@@ -1,26 +1,25 @@
 """The ``auto`` strategy: decide from the evidence at hand, then prove the choice on validation.
 
-Rule (freeze when the target is close to the source and data is small, fine-tune when they differ):
+Every decision is taken on an estimate with its standard error, never on a point estimate from a few images:
 
-1. fewer than ``auto_min_images_per_class`` training images in the smallest class -> the better probe (too
-   little data to fine-tune without overfitting);
-2. the linear probe already reaches ``auto_probe_accuracy`` on validation -> the better probe (the source's
-   features fit the target: it is close to the source);
-3. ``auto_lp_ft_images_per_class`` images per class or more -> ``lp-ft`` (every block, from the probe head);
-4. raw pixels score as well as the backbone's features (the target's low-level statistics are far from the
-   source's) -> ``surgical`` on the first ``unfreeze_blocks`` blocks (Lee et al. 2023: input-level shift);
-5. otherwise -> ``partial`` (the top ``unfreeze_blocks`` blocks: enough data to adapt the task-specific layers,
-   not the generic ones).
-
-A fine-tuned model is then kept only when its validation accuracy beats the best probe's by more than one
-standard error of the validation estimate; otherwise the probe is kept.
+1. The probe (linear or MLP, and its regularisation) is chosen by repeated k-fold cross-validation on train+val
+   when the validation split is small (:mod:`tlops.train.probe_selection`), on the validation split otherwise.
+2. Fine-tuning is tried only where it can pay off (the rules below, from the benchmark in bench/README.md):
+   never on the no-transfer baseline (it has no backbone), nor below ``auto_min_images_per_class`` training images
+   in the smallest class, nor when the probe already reaches ``auto_probe_accuracy``; otherwise the
+   ``auto_fine_tune`` strategy is trained from the linear probe's head.
+3. The fine-tuned model is kept only when its validation accuracy beats the chosen probe's (fitted on the training
+   split alone, so both are held out) by more than one standard error of their paired per-image difference.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
+from tlops.estimates import PairedDifference
+from tlops.models.names import PIXELS_BASELINE
 from tlops.train.config import TrainConfig
 
 
@@ -31,11 +30,17 @@ class Evidence:
     Attributes:
         train_images_per_class: Training images of each class.
         val_images: Validation images.
-        linear_probe_val: Validation accuracy of the linear probe.
-        mlp_probe_val: Validation accuracy of the MLP probe (``None`` when it was not fitted).
+        linear_probe_val: Validation accuracy of the linear probe of extract-features (C chosen on validation).
+        mlp_probe_val: Validation accuracy of the MLP probe (``None`` when it was not fitted on the split).
         knn_accuracy: Cross-validated kNN accuracy of the backbone from the selection table (``None``: no table).
         baseline_probe: Cross-validated probe accuracy of raw pixels (``None``: no baseline).
         backbone_probe: Cross-validated probe accuracy of the backbone (``None``: no table).
+        backbone: The backbone (``pixels``: the no-transfer baseline, nothing to fine-tune).
+        probe: The probe chosen (``linear-probe`` or ``mlp-probe``).
+        probe_accuracy: Its estimated accuracy (cross-validated, or on the validation split).
+        probe_std_error: The standard error of that estimate.
+        probe_basis: What the estimate was measured on.
+        cross_validation: The cross-validated candidates (``None``: chosen on the validation split).
     """
 
     train_images_per_class: dict[str, int]
@@ -45,22 +50,25 @@ class Evidence:
     knn_accuracy: float | None = None
     baseline_probe: float | None = None
     backbone_probe: float | None = None
+    backbone: str = ""
+    probe: str = "linear-probe"
+    probe_accuracy: float | None = None
+    probe_std_error: float | None = None
+    probe_basis: str = ""
+    cross_validation: dict[str, Any] | None = None
 
     @property
     def best_probe(self) -> tuple[str, float]:
-        """The probe that validates best: ``(strategy, val accuracy)`` (linear on ties: simpler)."""
-        if self.mlp_probe_val is not None and self.mlp_probe_val > self.linear_probe_val:
-            return "mlp-probe", self.mlp_probe_val
-        return "linear-probe", self.linear_probe_val
+        """The probe chosen and its estimated accuracy."""
+        estimate = self.probe_accuracy if self.probe_accuracy is not None else self.linear_probe_val
+        return self.probe, estimate
 
     def describe(self) -> str:
         """One line of the evidence, for the log and the record."""
-        parts = [
-            f"smallest class {min(self.train_images_per_class.values())} training images",
-            f"linear probe val {self.linear_probe_val:.3f}",
-        ]
-        if self.mlp_probe_val is not None:
-            parts.append(f"MLP probe val {self.mlp_probe_val:.3f}")
+        probe, estimate = self.best_probe
+        parts = [f"smallest class {min(self.train_images_per_class.values())} training images"]
+        error = f" ± {self.probe_std_error:.3f}" if self.probe_std_error is not None else ""
+        parts.append(f"{probe} {estimate:.3f}{error}" + (f" ({self.probe_basis})" if self.probe_basis else ""))
         if self.knn_accuracy is not None:
             parts.append(f"kNN {self.knn_accuracy:.3f}")
         if self.baseline_probe is not None and self.backbone_probe is not None:
@@ -82,61 +90,44 @@ def decide(config: TrainConfig, evidence: Evidence) -> tuple[str, list[str]]:
     if config.strategy != "auto":
         return config.strategy, [f"strategy {config.strategy!r} was requested"]
     reasons = [evidence.describe()]
-    probe, probe_val = evidence.best_probe
+    probe, estimate = evidence.best_probe
     smallest = min(evidence.train_images_per_class.values())
+    if evidence.backbone == PIXELS_BASELINE:
+        return probe, [*reasons, f"the no-transfer baseline has no backbone to fine-tune: keep the {probe}"]
     if smallest < config.auto_min_images_per_class:
         return probe, [
             *reasons,
-            f"the smallest class has {smallest} training images (< {config.auto_min_images_per_class}): too little "
-            f"data to fine-tune without overfitting, keep the backbone frozen ({probe}, val {probe_val:.3f})",
+            f"the smallest class has {smallest} training images (< {config.auto_min_images_per_class}): too few to "
+            f"fine-tune and to show that it helped, keep the backbone frozen ({probe}, {estimate:.3f})",
         ]
-    if evidence.linear_probe_val >= config.auto_probe_accuracy:
+    if estimate >= config.auto_probe_accuracy:
         return probe, [
             *reasons,
-            f"the frozen features already separate the classes (linear probe val {evidence.linear_probe_val:.3f} >= "
-            f"{config.auto_probe_accuracy}): the target is close to the source, keep the backbone frozen ({probe})",
+            f"the frozen features already separate the classes ({probe} {estimate:.3f} >= "
+            f"{config.auto_probe_accuracy}): keep the backbone frozen",
         ]
-    far = (
-        evidence.baseline_probe is not None
-        and evidence.backbone_probe is not None
-        and evidence.baseline_probe >= evidence.backbone_probe
-    )
-    if smallest >= config.auto_lp_ft_images_per_class:
-        return "lp-ft", [
-            *reasons,
-            f"fine-tune every block from the probe head (lp-ft): {smallest}+ training images per class "
-            f"(>= {config.auto_lp_ft_images_per_class}) support it",
-        ]
-    if far:
-        return "surgical", [
-            *reasons,
-            f"raw pixels fit as well as the pretrained features (probe {evidence.baseline_probe:.3f} vs "
-            f"{evidence.backbone_probe:.3f}): the low-level statistics differ from the source, and {smallest} images "
-            f"per class (< {config.auto_lp_ft_images_per_class}) are too few for every block: fine-tune the first "
-            f"{config.unfreeze_blocks} blocks (surgical, input-level shift)",
-        ]
-    return "partial", [
+    return config.auto_fine_tune, [
         *reasons,
-        f"probe val {probe_val:.3f} < {config.auto_probe_accuracy} with {smallest} images per class (between "
-        f"{config.auto_min_images_per_class} and {config.auto_lp_ft_images_per_class}): fine-tune the top "
-        f"{config.unfreeze_blocks} blocks only (partial), the generic lower blocks stay frozen",
+        f"try {config.auto_fine_tune} from the linear probe's head: {smallest}+ training images per class and "
+        f"{probe} {estimate:.3f} < {config.auto_probe_accuracy}; kept only if it beats the {probe} on validation",
     ]
 
 
-def keep_fine_tuned(fine_tuned_val: float, evidence: Evidence) -> tuple[bool, str]:
-    """Whether ``auto`` keeps a fine-tuned model: it must beat the best probe by more than one standard error.
+def keep_fine_tuned(difference: PairedDifference, evidence: Evidence) -> tuple[bool, str]:
+    """Whether ``auto`` keeps a fine-tuned model: it must beat the probe by more than one standard error.
+
+    Args:
+        difference: Fine-tuned minus probe accuracy, paired per validation image (both fitted on the training
+            split only).
+        evidence: What ``auto`` decided from.
 
     Returns:
         The verdict and its reason.
     """
-    probe, probe_val = evidence.best_probe
-    error = standard_error(probe_val, evidence.val_images)
-    if fine_tuned_val > probe_val + error:
-        return True, (
-            f"kept the fine-tuned model: val {fine_tuned_val:.3f} beats the {probe} ({probe_val:.3f}) by more than "
-            f"one standard error ({error:.3f}, {evidence.val_images} val images)"
+    probe = evidence.probe
+    if difference.mean > difference.std_error:
+        return (
+            True,
+            f"kept the fine-tuned model: fine-tuned - {probe} {difference.describe()}, above one standard error",
         )
-    return False, (
-        f"kept the {probe}: the fine-tuned model's val {fine_tuned_val:.3f} does not beat its {probe_val:.3f} by "
-        f"more than one standard error ({error:.3f}, {evidence.val_images} val images)"
-    )
+    return False, (f"kept the {probe}: fine-tuned - {probe} {difference.describe()} is not above one standard error")

@@ -12,6 +12,7 @@ from tlops.train.strategies import STRATEGIES, SURGICAL_BLOCKS, Strategy
 
 # The aliases --strategy accepts besides the registered names (full = lp-ft).
 STRATEGY_CHOICES: tuple[str, ...] = (*STRATEGIES.names(), *STRATEGIES.aliases())
+FINE_TUNING_STRATEGIES: tuple[str, ...] = tuple(name for name, entry in STRATEGIES if entry.trains_backbone)
 
 
 @dataclass(frozen=True)
@@ -74,13 +75,21 @@ class TrainConfig:
     clip_grad_norm: float = setting(1.0, "clip the gradient norm to this (0: off)", minimum=0)
     torch_compile: bool = setting(False, "torch.compile the model for fine-tuning (pays off on GPUs)")
     auto_probe_accuracy: float = setting(
-        0.97, "auto keeps a probe when its validation accuracy reaches this (above 1: never)", minimum=0
+        0.97, "auto keeps a probe when its estimated accuracy reaches this (above 1: never)", minimum=0
     )
     auto_min_images_per_class: int = setting(
         10, "auto keeps a probe below this many training images in the smallest class", minimum=0
     )
-    auto_lp_ft_images_per_class: int = setting(
-        100, "auto fine-tunes every block (lp-ft) from this many images per class, fewer blocks below", minimum=0
+    auto_fine_tune: str = setting(
+        "lp-ft",
+        "the strategy auto tries when fine-tuning may pay off (kept only if it beats the probe on validation)",
+        choices=FINE_TUNING_STRATEGIES,
+    )
+    cross_validate_below: int = setting(
+        500,
+        "choose the probe and its regularisation by repeated k-fold cross-validation on train+val, and refit it on "
+        "train+val, when the validation split has fewer images than this (0: always on the validation split)",
+        minimum=0,
     )
     class_weighted: bool = setting(
         False,

@@ -13,6 +13,9 @@ from torch import nn
 
 from tlops.models.threads import single_blas_thread
 
+C_GRID = (0.01, 0.1, 1.0, 10.0)
+"""Inverse regularisation strengths the linear probe chooses from (features centred, globally scaled)."""
+
 
 @dataclass
 class ProbeResult:
@@ -52,7 +55,7 @@ def fit_linear_head(
     train: tuple[torch.Tensor, torch.Tensor],
     val: tuple[torch.Tensor, torch.Tensor],
     num_classes: int,
-    grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0),
+    grid: tuple[float, ...] = C_GRID,
     seed: int = 0,
     class_weighted: bool = False,
 ) -> ProbeResult:
@@ -80,7 +83,6 @@ def _fit_linear_head(
     seed: int,
     class_weighted: bool,
 ) -> ProbeResult:
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score
 
     x_train, y_train = train[0].numpy().astype(np.float64), train[1].numpy()
@@ -89,9 +91,7 @@ def _fit_linear_head(
     z_train, z_val = scaler.transform(x_train), scaler.transform(x_val)
     best = None
     for c in grid:
-        classifier = LogisticRegression(
-            C=c, max_iter=2000, random_state=seed, class_weight="balanced" if class_weighted else None
-        ).fit(z_train, y_train)
+        classifier = logistic_regression(c, seed, class_weighted).fit(z_train, y_train)
         score = (
             float(balanced_accuracy_score(y_val, classifier.predict(z_val)))
             if class_weighted
@@ -101,15 +101,44 @@ def _fit_linear_head(
             best = (score, c, classifier)
     assert best is not None
     score, c, classifier = best
-    weight, bias = _full_coefficients(classifier, num_classes, x_train.shape[1])
-    head = nn.Linear(x_train.shape[1], num_classes)
-    with torch.no_grad():
-        head.weight.copy_(torch.from_numpy(weight / scaler.scale_).float())
-        head.bias.copy_(torch.from_numpy(bias - (weight / scaler.scale_) @ scaler.mean_).float())
+    head = _folded_head(classifier, scaler, num_classes, x_train.shape[1])
     return ProbeResult(head=head, C=c, val_accuracy=score, train_accuracy=float(classifier.score(z_train, y_train)))
 
 
-def _full_coefficients(classifier, num_classes: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def logistic_regression(c: float, seed: int, class_weighted: bool):
+    """The probe's classifier: multinomial logistic regression with inverse regularisation ``c``."""
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(
+        C=c, max_iter=2000, random_state=seed, class_weight="balanced" if class_weighted else None
+    )
+
+
+def linear_head_with(
+    features: np.ndarray, targets: np.ndarray, num_classes: int, c: float, seed: int = 0, class_weighted: bool = False
+) -> nn.Linear:
+    """The linear head fitted on all of ``features`` at a fixed ``c`` (chosen beforehand, e.g. by cross-validation).
+
+    The same scaling and classifier as :func:`fit_linear_head`, folded into the returned layer; one BLAS thread.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    with single_blas_thread():
+        scaler = GlobalScaler().fit(x)
+        classifier = logistic_regression(c, seed, class_weighted).fit(scaler.transform(x), np.asarray(targets))
+    return _folded_head(classifier, scaler, num_classes, x.shape[1])
+
+
+def _folded_head(classifier, scaler: GlobalScaler, num_classes: int, width: int) -> nn.Linear:
+    """An ``nn.Linear`` applying ``classifier`` to raw features (the scaler folded into its weights)."""
+    weight, bias = full_coefficients(classifier, num_classes, width)
+    head = nn.Linear(width, num_classes)
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(weight / scaler.scale_).float())
+        head.bias.copy_(torch.from_numpy(bias - (weight / scaler.scale_) @ scaler.mean_).float())
+    return head
+
+
+def full_coefficients(classifier, num_classes: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Coefficients for all classes (classes absent from training get a very negative bias)."""
     weight = np.zeros((num_classes, width))
     bias = np.full(num_classes, -1e4)

@@ -255,5 +255,5 @@ def test_cv_folds_rejects_a_class_with_one_sample():
 
 
 def test_standard_error_is_zero_for_one_fold():
-    assert _summarise([0.5], [3]) == CrossValScore(mean=0.5, std_error=0.0, folds=1, chosen=3.0)
+    assert _summarise([0.5], [3]) == CrossValScore(mean=0.5, std_error=0.0, folds=1, chosen=3.0, fold_scores=(0.5,))
     assert _summarise([0.5, 0.7], [3, 1]).std_error == pytest.approx(0.1)

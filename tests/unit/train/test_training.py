@@ -205,12 +205,14 @@ def test_full_is_read_as_lp_ft() -> None:
 def test_auto_keeps_probe_when_features_already_separate_classes() -> None:
     chosen, reasons = decide(TrainConfig(strategy="auto"), _evidence(0.985, {"a": 50, "b": 60}))
     assert chosen == "linear-probe"
-    assert reasons[0].startswith("evidence: smallest class 50 training images, linear probe val 0.985")
+    assert reasons[0].startswith("evidence: smallest class 50 training images, linear-probe 0.985")
     assert len(reasons) == 2 and "0.985" in reasons[1] and ">= 0.97" in reasons[1]
-    # The threshold is inclusive; a better MLP probe is the one kept.
+    # The threshold is inclusive, on the estimate of the probe chosen (cross-validated, with its error).
     config = TrainConfig(auto_probe_accuracy=0.9)
     assert decide(config, _evidence(0.9, {"a": 50, "b": 60}))[0] == "linear-probe"
-    assert decide(config, _evidence(0.9, {"a": 50, "b": 60}, mlp_probe_val=0.93))[0] == "mlp-probe"
+    chosen_mlp = _evidence(0.8, {"a": 50}, probe="mlp-probe", probe_accuracy=0.93, probe_std_error=0.02)
+    chosen, reasons = decide(config, chosen_mlp)
+    assert chosen == "mlp-probe" and "mlp-probe 0.930 ± 0.020" in reasons[0]
 
 
 def test_auto_keeps_probe_when_smallest_class_is_small() -> None:
@@ -218,31 +220,35 @@ def test_auto_keeps_probe_when_smallest_class_is_small() -> None:
     assert chosen == "linear-probe"
     assert "7 training images" in reasons[-1] and "< 10" in reasons[-1]
     chosen, _ = decide(TrainConfig(auto_min_images_per_class=5), _evidence(0.5, {"a": 50, "b": 7}))
-    assert chosen == "partial"
+    assert chosen == "lp-ft"
 
 
-def test_auto_fine_tunes_the_top_blocks_on_moderate_data_and_everything_on_much() -> None:
+def test_auto_tries_its_fine_tuning_strategy_where_it_may_pay_off_and_never_on_raw_pixels() -> None:
     chosen, reasons = decide(TrainConfig(strategy="auto"), _evidence(0.8, {"a": 50, "b": 10, "c": 30}))
-    assert chosen == "partial"
-    assert "0.800 < 0.97" in reasons[-1] and "top 2 blocks" in reasons[-1]
-    chosen, reasons = decide(TrainConfig(strategy="auto"), _evidence(0.8, {"a": 150, "b": 100}))
-    assert chosen == "lp-ft" and "100+ training images per class" in reasons[-1]
-    # Raw pixels as good as the pretrained features: low-level statistics differ, tune the first blocks.
-    far = _evidence(0.8, {"a": 50, "b": 30}, baseline_probe=0.9, backbone_probe=0.85, knn_accuracy=0.7)
-    chosen, reasons = decide(TrainConfig(strategy="auto"), far)
-    assert chosen == "surgical" and "first 2 blocks (surgical, input-level shift)" in reasons[-1]
-    assert "kNN 0.700" in reasons[0] and "raw pixels 0.900 vs backbone 0.850" in reasons[0]
+    assert chosen == "lp-ft"
+    assert "0.800 < 0.97" in reasons[-1] and "kept only if it beats" in reasons[-1]
+    assert decide(TrainConfig(auto_fine_tune="partial"), _evidence(0.8, {"a": 50}))[0] == "partial"
+    pixels = _evidence(0.5, {"a": 500, "b": 500}, backbone="pixels")
+    chosen, reasons = decide(TrainConfig(strategy="auto"), pixels)
+    assert chosen == "linear-probe" and "no backbone to fine-tune" in reasons[-1]
+    with pytest.raises(TlopsError, match="auto-fine-tune must be one of partial, surgical, lp-ft, gradual"):
+        TrainConfig(auto_fine_tune="mlp-probe")
 
 
-def test_auto_keeps_a_fine_tuned_model_only_beyond_one_standard_error() -> None:
+def test_auto_keeps_a_fine_tuned_model_only_beyond_one_paired_standard_error() -> None:
+    from tlops.estimates import image_difference
     from tlops.train.auto import keep_fine_tuned, standard_error
 
-    evidence = _evidence(0.8, {"a": 50}, mlp_probe_val=0.82)
-    error = standard_error(0.82, 100)
-    assert error == pytest.approx((0.82 * 0.18 / 100) ** 0.5)
-    assert keep_fine_tuned(0.82 + error + 1e-9, evidence)[0] is True
-    kept, why = keep_fine_tuned(0.82 + error - 1e-9, evidence)
-    assert kept is False and why.startswith("kept the mlp-probe")
+    evidence = _evidence(0.8, {"a": 50}, probe="mlp-probe")
+    probe = np.array([1] * 80 + [0] * 20)
+    better = probe.copy()
+    better[80:95] = 1  # 15 more right, none lost: +0.15, clearly above its error
+    kept, why = keep_fine_tuned(image_difference(better, probe, "paired on 100 validation images"), evidence)
+    assert kept is True and why.startswith("kept the fine-tuned model: fine-tuned - mlp-probe +0.150 ±")
+    noisy = probe.copy()
+    noisy[80:90], noisy[:8] = 1, 0  # 10 gained, 8 lost: +0.02, within one standard error
+    kept, why = keep_fine_tuned(image_difference(noisy, probe, "paired on 100 validation images"), evidence)
+    assert kept is False and why.startswith("kept the mlp-probe: fine-tuned - mlp-probe +0.020 ±")
     assert standard_error(1.0, 50) == pytest.approx(0.01)  # never 0: half an image's share
 
 
