@@ -192,12 +192,28 @@ def cross_validate_probes(
                     if repeat == 0:
                         oof[candidate][held] = values
     estimates = [CandidateEstimate(c, scores[c], oof[c]) for c in candidates]
+    chosen, best, difference = one_standard_error_choice(estimates, k, f"{repeats} x {k}-fold CV, paired by fold")
+    return ProbeChoice(estimates, chosen, best, difference, k, repeats, len(y))
+
+
+def one_standard_error_choice(
+    estimates: Sequence[CandidateEstimate], folds: int, basis: str
+) -> tuple[CandidateEstimate, CandidateEstimate, PairedDifference]:
+    """The simplest estimate whose paired difference to the best is within one corrected standard error.
+
+    Args:
+        estimates: The candidates' estimates on the same folds, simplest first.
+        folds: Folds of one repeat.
+        basis: What the folds were, for the difference's record.
+
+    Returns:
+        The chosen estimate, the best one (the simplest of the best on ties), and best minus chosen.
+    """
     best = max(estimates, key=lambda e: e.mean)  # the first (simplest) on ties
-    basis = f"{repeats} x {k}-fold CV, paired by fold"
     for estimate in estimates:
-        difference = fold_difference(best.fold_scores, estimate.fold_scores, k, basis)
+        difference = fold_difference(best.fold_scores, estimate.fold_scores, folds, basis)
         if difference.mean <= difference.std_error:
-            return ProbeChoice(estimates, estimate, best, difference, k, repeats, len(y))
+            return estimate, best, difference
     raise AssertionError("the best candidate is within one standard error of itself")
 
 

@@ -235,3 +235,47 @@ def test_auto_keeps_the_probe_when_fine_tuning_does_not_improve(
     assert saved.keys() == probe_state.keys()
     for key, value in probe_state.items():
         assert torch.equal(saved[key], value), key
+
+
+@pytest.mark.parametrize("strategy", ["auto", "linear-probe", "mlp-probe"])
+def test_a_probe_on_small_data_is_chosen_by_cross_validation_refitted_and_calibrated_out_of_fold(
+    probed: dict[str, Path], runtime: Runtime, tmp_path: Path, strategy: str
+) -> None:
+    from tlops.steps.outputs import CALIBRATION_SET_FILE, read_calibration_set
+
+    model_dir = tmp_path / "model"
+    config = TrainConfig(strategy=strategy, auto_min_images_per_class=100)  # auto: no fine-tuning trial
+    summary = fine_tune(probed["data"], probed["probe"], model_dir, config, runtime, features_dir=probed["features"])
+
+    splits = read_features(probed["features"])
+    pooled = len(splits["train"][1]) + len(splits["val"][1])
+    cross_validation = summary.evidence["cross_validation"]
+    assert cross_validation["basis"] == f"3 x 5-fold CV on {pooled} train+val images"
+    allowed = {"auto": ("linear", "MLP"), "linear-probe": ("linear",), "mlp-probe": ("MLP",)}[strategy]
+    assert {label.split()[0] for label in cross_validation["candidates"]} == set(allowed)
+    assert summary.strategy == (strategy if strategy != "auto" else summary.evidence["probe"])
+    assert summary.val_accuracy == pytest.approx(cross_validation["chosen_accuracy"])  # the estimate, not in-sample
+    assert any(r.startswith("probe chosen by cross-validation") for r in summary.reasons), summary.reasons
+    assert f"refitted on all {pooled} train+val images" in summary.reasons
+    logits, targets = read_calibration_set(model_dir)
+    assert logits.shape == (pooled, 10) and len(targets) == pooled
+    assert (model_dir / CALIBRATION_SET_FILE).is_file()
+
+    # The refitted head saw the validation split: evaluate calibrates on the out-of-fold logits instead.
+    evaluation = evaluate(
+        probed["data"], model_dir, tmp_path / "evaluation", runtime, tracking_uri=_no_registry(tmp_path)
+    )
+    assert "out-of-fold train+val" in evaluation.evaluation.calibration["reason"]
+
+
+def test_a_large_validation_split_chooses_the_probe_on_it_and_keeps_it_for_calibration(
+    probed: dict[str, Path], runtime: Runtime, tmp_path: Path
+) -> None:
+    from tlops.steps.outputs import CALIBRATION_SET_FILE
+
+    config = TrainConfig(strategy="auto", auto_min_images_per_class=100, cross_validate_below=0)
+    summary = fine_tune(probed["data"], probed["probe"], tmp_path, config, runtime, features_dir=probed["features"])
+    assert summary.evidence["cross_validation"] is None
+    assert summary.evidence["probe_basis"].endswith("validation images")
+    assert any("standard error" in r and "MLP - linear" in r for r in summary.reasons), summary.reasons
+    assert not (tmp_path / CALIBRATION_SET_FILE).exists()
