@@ -22,7 +22,13 @@ from tlops.steps.outputs import ProbeSummary, read_features, read_head
 from tlops.train.auto import standard_error
 from tlops.train.config import TrainConfig
 from tlops.train.mlp import fit_mlp_head
-from tlops.train.probe_selection import cross_validate_probes, cv_folds_for, fit_chosen, probe_candidates
+from tlops.train.probe_selection import (
+    affordable,
+    cross_validate_probes,
+    cv_folds_for,
+    fit_chosen,
+    probe_candidates,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +129,9 @@ def _cross_validated(
     """Cross-validate the allowed probes on train+val, refit the chosen one on train+val."""
     options = {"seed": config.seed, "class_weights": class_weights}
     options |= {"mlp_hidden": config.mlp_hidden, "mlp_dropout": config.mlp_dropout}
-    choice = cross_validate_probes(pooled[0], pooled[1], num_classes, probe_candidates(allowed), **options)
+    candidates = probe_candidates(allowed)
+    affordable_candidates = affordable(candidates, *pooled[0].shape)
+    choice = cross_validate_probes(pooled[0], pooled[1], num_classes, affordable_candidates, **options)
     candidate = choice.chosen.candidate
     head = fit_chosen(candidate, pooled, num_classes, **options)
     with torch.no_grad():
@@ -135,7 +143,15 @@ def _cross_validated(
         accuracy=choice.chosen.mean,
         std_error=choice.standard_error(),
         basis=choice.basis,
-        reasons=[choice.reason(), f"refitted on all {choice.images} train+val images"],
+        reasons=[
+            choice.reason(),
+            *(
+                ["the MLP probe was not cross-validated: too large to train 5 times (--strategy mlp-probe trains it)"]
+                if len(affordable_candidates) < len(candidates)
+                else []
+            ),
+            f"refitted on all {choice.images} train+val images",
+        ],
         train_accuracy=fitted,
         calibration=(choice.chosen.oof_logits, pooled[1].numpy()),
         cross_validation=choice.to_dict(),

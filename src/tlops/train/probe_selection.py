@@ -25,7 +25,25 @@ from tlops.train.probe import C_GRID, GlobalScaler, full_coefficients, linear_he
 MLP_EPOCHS = (20, 50, 100)
 """Epoch budgets of the MLP probe the cross-validation chooses from."""
 DEFAULT_FOLDS = 5
-DEFAULT_REPEATS = 3
+MAX_REPEATS = 3
+REPEAT_BELOW_IMAGES = 600
+"""Repeat the k-fold split (3 times) below this many images, where one split's luck matters most; once above."""
+MLP_CV_MAX_CELLS = 1_500_000
+"""Cross-validate the MLP probe only up to this many images x feature dimensions (about 1,000 images of 1,280
+features): above it, 5 trainings of 100 epochs cost minutes on one CPU thread and the linear probe alone is
+cross-validated (the MLP probe stays available as ``--strategy mlp-probe``)."""
+
+
+def repeats_for(images: int) -> int:
+    """Repeats of the k-fold split for ``images`` images (:data:`REPEAT_BELOW_IMAGES`)."""
+    return MAX_REPEATS if images < REPEAT_BELOW_IMAGES else 1
+
+
+def affordable(candidates: Sequence[ProbeCandidate], images: int, width: int) -> list[ProbeCandidate]:
+    """The candidates whose cross-validation is affordable: no MLP above :data:`MLP_CV_MAX_CELLS`."""
+    if images * width <= MLP_CV_MAX_CELLS:
+        return list(candidates)
+    return [c for c in candidates if c.strategy != "mlp-probe"] or list(candidates)
 
 
 @dataclass(frozen=True)
@@ -150,7 +168,7 @@ def cross_validate_probes(
     candidates: Sequence[ProbeCandidate],
     *,
     folds: int = DEFAULT_FOLDS,
-    repeats: int = DEFAULT_REPEATS,
+    repeats: int | None = None,
     seed: int = 0,
     class_weights: torch.Tensor | None = None,
     mlp_hidden: int = 512,
@@ -164,7 +182,7 @@ def cross_validate_probes(
         num_classes: Classes of the dataset.
         candidates: The configurations, simplest first (:func:`probe_candidates`).
         folds: Folds wanted (at most the smallest class's images: :func:`cv_folds_for`).
-        repeats: Repeats of the k-fold split, each shuffled with its own seed.
+        repeats: Repeats of the k-fold split, each shuffled with its own seed (``None``: :func:`repeats_for`).
         seed: Seed of the splits and the fits.
         class_weights: Per-class loss weights (then balanced accuracy is the score).
         mlp_hidden: Hidden width of the MLP probe.
@@ -176,6 +194,7 @@ def cross_validate_probes(
     from sklearn.model_selection import StratifiedKFold
 
     y = targets.numpy()
+    repeats = repeats or repeats_for(len(y))
     k = cv_folds_for(y, folds)
     if not k:
         raise ValueError("cross-validation needs at least two images of every class")
@@ -233,9 +252,10 @@ def _fold_logits(
     if linear:
         scaler = GlobalScaler().fit(x[train])
         z_train, z_held = scaler.transform(x[train]), scaler.transform(x[held])
-        for candidate in linear:
-            classifier = logistic_regression(candidate.value, options["seed"], options["class_weights"] is not None)
-            classifier.fit(z_train, y[train])
+        classifier = logistic_regression(1.0, options["seed"], options["class_weights"] is not None)
+        classifier.set_params(warm_start=True)  # each C starts from the previous (weaker-to-stronger) solution
+        for candidate in sorted(linear, key=lambda c: -c.value):
+            classifier.set_params(C=candidate.value).fit(z_train, y[train])
             weight, bias = full_coefficients(classifier, num_classes, x.shape[1])
             logits[candidate] = z_held @ weight.T + bias
     mlp = [c for c in candidates if c.strategy == "mlp-probe"]
