@@ -59,6 +59,10 @@ def test_raw_pixels_that_beat_the_backbone_are_shipped_and_test_at_least_as_well
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     shipped = evaluate(data, tmp_path / "model", tmp_path / "evaluation", runtime, tracking_uri=tracking)
     assert shipped.evaluation.backbone == "pixels"
+    # The head was refitted on train+val: the cross-validation's out-of-fold logits calibrated it.
+    assert "out-of-fold train+val" in shipped.evaluation.calibration["reason"]
+    assert any(r.startswith("probe chosen by cross-validation") for r in training.reasons), training.reasons
+    assert training.val_accuracy == training.evidence["probe_accuracy"]  # the estimate, not an in-sample accuracy
 
     splits = read_features(tmp_path / "features")
     reference = fit_linear_head(splits["train"], splits["val"], 10).head
