@@ -37,6 +37,8 @@ all scored on the same test split:
   its mean standard deviation on train first, so neither dominates the global scaling);
 * ``ensemble@S``: the linear probe on lite0 and lite1 features side by side (feature-level ensemble, block-scaled
   likewise; at ``--ensemble-sizes``);
+* ``pick@S`` (derived by the report, no training): per seed, the one of ``linear-probe@S``, ``pixels`` and
+  ``concat@S`` with the best validation accuracy (ties to the linear probe, then pixels): a rule ``auto`` could use;
 * ``lp-ft``, ``partial``: the ``fine_tune`` step (``TrainConfig(strategy=..., epochs=--epochs, seed=seed)``, every
   other setting at its default) from the lite0 linear probe at ``--image-size``, scored by the ``evaluate`` step;
 * ``auto``: the pipeline's path: ``select_backbone`` (lite0 and the raw-pixel baseline at ``--image-size``), the
@@ -73,6 +75,7 @@ DATASETS = ("digits", "digits-far", "lfw", "textures", "glyphs", "photos")
 FINE_TUNE_ARMS = ("lp-ft", "partial", "auto")
 PROBE_ARMS = ("linear-probe", "mlp-probe", "pixels", "concat", "ensemble")
 ARMS = (*PROBE_ARMS, *FINE_TUNE_ARMS)
+DERIVED_ARMS = ("pick",)  # computed by the report from the probe rows (see with_picks)
 BACKBONE = "efficientnet_lite0"
 ENSEMBLE_SECOND = "efficientnet_lite1"
 TEST_PER_CLASS = 30
@@ -515,6 +518,30 @@ def run_cell(name: str, size: int, seed: int, store: FeatureStore, runtime, args
 # --- report ------------------------------------------------------------------------------------------------------
 
 
+PICKED = ("linear-probe", "pixels", "concat")  # pick@S chooses among these by val accuracy, ties to the first
+
+
+def with_picks(rows: list[dict]) -> list[dict]:
+    """Add the derived arm ``pick@S``: per seed, the one of linear-probe@S, pixels, concat@S that validates best.
+
+    A rule ``auto`` could apply without training anything (ties go to the linear probe, then to pixels).
+    """
+    by_cell: dict[tuple, dict[str, dict]] = {}
+    for row in rows:
+        if "val_accuracy" in row and not row["arm"].startswith("pick@"):
+            by_cell.setdefault((row["dataset"], row["size"], row["seed"]), {})[row["arm"]] = row
+    picks = []
+    for arms in by_cell.values():
+        for size in sorted({int(a.partition("@")[2]) for a in arms if a.startswith("linear-probe@")}):
+            candidates = [arms.get(f"linear-probe@{size}"), arms.get("pixels"), arms.get(f"concat@{size}")]
+            candidates = [c for c in candidates if c is not None]
+            if len(candidates) < len(PICKED):
+                continue
+            best = max(candidates, key=lambda r: r["val_accuracy"])  # max keeps the first of equals
+            picks.append(best | {"arm": f"pick@{size}", "picked": best["arm"]})
+    return [r for r in rows if not r["arm"].startswith("pick@")] + picks
+
+
 def row_key(row: dict[str, Any]) -> tuple:
     return row["dataset"], row["size"], row["seed"], row["arm"]
 
@@ -524,13 +551,14 @@ def arm_order(arms: set[str]) -> list[str]:
 
     def key(arm: str) -> tuple:
         base, _, size = arm.partition("@")
-        return (ARMS.index(base) if base in ARMS else len(ARMS), int(size or 0))
+        ordered = (*PROBE_ARMS, *DERIVED_ARMS, *FINE_TUNE_ARMS)
+        return (ordered.index(base) if base in ordered else len(ordered), int(size or 0))
 
     return sorted(arms, key=key)
 
 
 def is_probe(arm: str) -> bool:
-    return arm.partition("@")[0] in PROBE_ARMS
+    return arm.partition("@")[0] in (*PROBE_ARMS, *DERIVED_ARMS)
 
 
 def cell_means(rows: list[dict]) -> dict[tuple, dict[str, list[float]]]:
@@ -555,13 +583,15 @@ def markdown(rows: list[dict]) -> str:
     arms = arm_order({row["arm"] for row in rows if "test_accuracy" in row})
     applied: dict[tuple, list[str]] = {}
     test_images: dict[tuple, int] = {}
+    val_images: dict[tuple, set[int]] = {}
     for row in rows:
         test_images[(row["dataset"], row["size"])] = row["test_images"]
+        val_images.setdefault((row["dataset"], row["size"]), set()).add(row["val_images"])
         if row["arm"] == "auto" and "applied" in row:
             applied.setdefault((row["dataset"], row["size"]), []).append(row["applied"])
     lines = [
-        "| dataset | n/class | " + " | ".join(arms) + " | best arm | auto applied | auto - best probe (SE) |",
-        "|---|---:|" + "---:|" * len(arms) + "---|---|---|",
+        "| dataset | n/class | val | " + " | ".join(arms) + " | best arm | auto applied | auto - best probe (SE) |",
+        "|---|---:|---:|" + "---:|" * len(arms) + "---|---|---|",
     ]
     order = {name: i for i, name in enumerate(DATASETS)}
     for dataset, size in sorted(table, key=lambda k: (order.get(k[0], 99), k[1])):
@@ -577,7 +607,8 @@ def markdown(rows: list[dict]) -> str:
             verdict = f"{diff:+.3f} vs {best_probe} ({se:.3f}{', within' if abs(diff) <= se else ''})"
         cells = [spread(scores[arm]) if arm in scores else "-" for arm in arms]
         auto = "/".join(applied.get((dataset, size), [])) or "-"
-        lines.append(f"| {dataset} | {size} | " + " | ".join(cells) + f" | {best} | {auto} | {verdict} |")
+        val = "/".join(str(v) for v in sorted(val_images[(dataset, size)]))
+        lines.append(f"| {dataset} | {size} | {val} | " + " | ".join(cells) + f" | {best} | {auto} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -605,6 +636,15 @@ def aggregate(rows: list[dict]) -> str:
                 means = {arm: statistics.fmean(v) for arm, v in scores.items()}
                 best.append(f"{dataset}: {max(means, key=means.get)}")
         wins.append(f"- {size}/class: " + "; ".join(best))
+    picks: dict[tuple, list[str]] = {}
+    for row in rows:
+        if row["arm"].startswith("pick@"):
+            picks.setdefault((row["arm"], row["size"]), []).append(row["picked"].partition("@")[0])
+    if picks:
+        wins += ["", "What pick@S chose (over datasets and seeds):", ""]
+        for (arm, size), chosen in sorted(picks.items()):
+            counts = ", ".join(f"{name} {chosen.count(name)}" for name in PICKED if name in chosen)
+            wins.append(f"- {arm}, {size}/class: {counts}")
     return "\n".join(lines + wins)
 
 
@@ -703,6 +743,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{time.perf_counter() - start:.0f} s in all (feature store: {store.seconds:.0f} s of extraction)")
     elif args.json:
         args.json.write_text(json.dumps(report, indent=1, default=str))
+    rows = with_picks(rows)
     print("### Test accuracy: mean (min-max over seeds)\n\n" + markdown(rows) + "\n")
     print("### Aggregate: mean over datasets (datasets counted)\n\n" + aggregate(rows))
     return 0
