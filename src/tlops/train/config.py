@@ -78,7 +78,10 @@ class TrainConfig:
         0.97, "auto keeps a probe when its estimated accuracy reaches this (above 1: never)", minimum=0
     )
     auto_min_images_per_class: int = setting(
-        10, "auto keeps a probe below this many training images in the smallest class", minimum=0
+        100,
+        "auto tries fine-tuning only from this many training images in the smallest class (below it, fine-tuning "
+        "lost to the best probe in every cell of the transfer benchmark: bench/README.md)",
+        minimum=0,
     )
     auto_fine_tune: str = setting(
         "lp-ft",
