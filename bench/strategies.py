@@ -27,9 +27,11 @@ throughput (the mean of the history's ``images_per_second``; none for the probes
 the wall seconds of the ``fine_tune`` step.
 
 For ``auto``: the strategy its rule chose (``decide`` on the recorded evidence) and the one it kept (a fine-tuned
-model is kept only if it beats the best probe on validation by more than one standard error), whether its
-validation accuracy is at least the best probe's (its promise by construction), and whether its test accuracy is
-within one standard error of the best test accuracy of the other strategies run (``best - SE(best)``).
+model is kept only if it beats the chosen probe on validation by more than one paired standard error), whether its
+recorded validation accuracy is at least the best probe's (for a probe chosen by cross-validation that is its
+cross-validated estimate, which the one-standard-error rule may put a little below another probe's), and whether its
+test accuracy is within one standard error of the best test accuracy of the other strategies run
+(``best - SE(best)``). bench/transfer.py is the broader benchmark that sets ``auto``'s rules.
 """
 
 from __future__ import annotations

@@ -1474,12 +1474,59 @@ def test_bench_strategies(tmp_path: Path) -> None:
     assert verdict["decided"] in STRATEGIES and verdict["decided"] != "auto"
     assert verdict["kept"] in ("linear-probe", "mlp-probe", verdict["decided"])
     assert verdict["kept"] == rows["auto"]["applied"]
-    assert verdict["val_at_least_best_probe"] is True  # by construction: a fine-tuned model must beat the probes
+    assert isinstance(verdict["val_at_least_best_probe"], bool)  # estimates of different kinds (CV, validation)
     probes_val = max(rows["linear-probe"]["val_accuracy"], rows["mlp-probe"]["val_accuracy"])
     assert verdict["best_probe_val_accuracy"] >= probes_val
     assert verdict["best_strategy"] in ("linear-probe", "mlp-probe", "partial")
     assert isinstance(verdict["test_within_one_se_of_best"], bool)
     assert f"auto decided **{verdict['decided']}**, kept **{verdict['kept']}**" in stdout
+
+
+# --- bench/transfer.py -----------------------------------------------------------------------------------------
+
+TRANSFER_BENCH = "OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TLOPS_WORKERS=0 python bench/transfer.py --seeds {seed} " \
+    "--workdir /tmp/tlops-bench-transfer --json /tmp/tlops-bench-transfer/seed{seed}.json"  # fmt: skip
+TRANSFER_AUTO = "OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TLOPS_WORKERS=0 python bench/transfer.py --arms auto --seeds 0 " \
+    "--workdir /tmp/tlops-bench-transfer --json /tmp/tlops-bench-transfer/after0.json"  # fmt: skip
+TRANSFER_MERGE = (
+    "python bench/transfer.py --arms none --merge /tmp/tlops-bench-transfer/seed0.json --merge "
+    "/tmp/tlops-bench-transfer/seed1.json --json /tmp/tlops-bench-transfer/transfer.json"
+)
+TRANSFER_USAGE = (
+    "python bench/transfer.py [--workdir DIR] [--sizes 5,10,30,100] [--seeds 0,1] [--arms LIST] [--json FILE] "
+    "[--merge FILE]"
+)
+# Instead of six datasets at four sizes, two seeds, every arm: the digits at 5 a class, three arms, 32 px, 1 epoch.
+TRANSFER_TINY = ["--datasets", "digits", "--sizes", "5", "--probe-sizes", "32", "--image-size", "32", "--epochs", "1"]
+
+
+@covers(TRANSFER_BENCH.format(seed=0), TRANSFER_BENCH.format(seed=1), TRANSFER_AUTO, TRANSFER_MERGE, TRANSFER_USAGE)
+def test_bench_transfer(tmp_path: Path) -> None:
+    """One seed with two probe arms, auto re-run alone into its own JSON, the merge of both, the usage form."""
+    bench = {"/tmp/tlops-bench-transfer": str(tmp_path / "bench")}
+    first = readme_command(TRANSFER_BENCH.format(seed=0), bench)
+    assert first.env == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TLOPS_WORKERS": "0"}
+    first.argv += [*TRANSFER_TINY, "--arms", "linear-probe,pixels"]
+    stdout = succeeded(run(first, REPO, timeout=SHORT_TIMEOUT_S))
+    assert "| dataset | n/class | val | linear-probe@32 | pixels |" in stdout
+    auto = readme_command(TRANSFER_AUTO, bench)
+    auto.argv += TRANSFER_TINY
+    succeeded(run(auto, REPO, timeout=SHORT_TIMEOUT_S))
+    (tmp_path / "bench" / "after0.json").rename(tmp_path / "bench" / "seed1.json")  # stands in for seed 1's rows
+    merged = succeeded(run(readme_command(TRANSFER_MERGE, bench), REPO, timeout=SHORT_TIMEOUT_S))
+    assert "| dataset | n/class | val | linear-probe@32 | pixels | pick@32 | auto | best arm | auto applied |" in merged
+    rows = json.loads((tmp_path / "bench" / "transfer.json").read_text())["rows"]
+    assert {row["arm"] for row in rows} == {"linear-probe@32", "pixels", "auto"}
+    (auto_row,) = [row for row in rows if row["arm"] == "auto"]
+    assert auto_row["applied"] in STRATEGIES and 0 <= auto_row["test_accuracy"] <= 1
+    usage = readme_command(
+        TRANSFER_USAGE,
+        {"[--workdir DIR]": f"--workdir {tmp_path / 'bench'}", "[--json FILE]": f"--json {tmp_path / 'usage.json'}"}
+        | {"[--sizes 5,10,30,100] [--seeds 0,1] [--arms LIST]": "--arms none"}
+        | {"[--merge FILE]": f"--merge {tmp_path / 'bench' / 'transfer.json'}"},
+    )
+    assert "| digits | 5 |" in succeeded(run(usage, REPO, timeout=SHORT_TIMEOUT_S))
+    assert json.loads((tmp_path / "usage.json").read_text())["rows"] == rows
 
 
 GATE_BENCH = (
