@@ -1514,7 +1514,7 @@ def test_bench_transfer(tmp_path: Path) -> None:
     succeeded(run(auto, REPO, timeout=SHORT_TIMEOUT_S))
     (tmp_path / "bench" / "after0.json").rename(tmp_path / "bench" / "seed1.json")  # stands in for seed 1's rows
     merged = succeeded(run(readme_command(TRANSFER_MERGE, bench), REPO, timeout=SHORT_TIMEOUT_S))
-    assert "| dataset | n/class | val | linear-probe@32 | pixels | pick@32 | auto | best arm | auto applied |" in merged
+    assert "| dataset | n/class | val | linear-probe@32 | pixels | auto | best arm | auto applied |" in merged
     rows = json.loads((tmp_path / "bench" / "transfer.json").read_text())["rows"]
     assert {row["arm"] for row in rows} == {"linear-probe@32", "pixels", "auto"}
     (auto_row,) = [row for row in rows if row["arm"] == "auto"]

@@ -24,7 +24,7 @@ from tlops.steps.select_backbone import select_backbone
 from tlops.train.config import TrainConfig
 from tlops.train.probe import fit_linear_head
 
-TRAIN, TEST = 10, 30  # images a class
+TRAIN, TEST = 10, 20  # images a class
 
 
 def _train_and_test_folders(root: Path) -> Path:
@@ -44,7 +44,7 @@ def test_raw_pixels_that_beat_the_backbone_are_shipped_and_test_at_least_as_well
 ) -> None:
     data = tmp_path / "prepared"
     prepare_data(str(_train_and_test_folders(tmp_path)), data, SplitConfig(seed=0))
-    selection = select_backbone(data, ["efficientnet_lite0"], tmp_path / "selection", runtime, image_size=64)
+    selection = select_backbone(data, ["efficientnet_lite0"], tmp_path / "selection", runtime, image_size=32)
     assert selection.chosen == "pixels", selection.reasons
     assert selection.reasons[-1].startswith("shipping the no-transfer baseline")
     assert "paired by fold" in selection.reasons[-1]  # the estimate and its interval behind the decision
