@@ -105,8 +105,8 @@ STRATEGIES.add(
     "auto",
     Strategy(
         "auto",
-        "decide from evidence (images per class, probe, kNN and raw-pixel accuracy); keep a fine-tuned model "
-        "only when it beats the best probe on validation by more than one standard error",
+        "decide on estimates with their errors: the probe by cross-validation on small data, fine-tuning tried "
+        "from 100 images a class and kept only when it beats the probe on validation beyond one standard error",
         "decides",
         needs_features=True,
     ),
