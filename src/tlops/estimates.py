@@ -53,9 +53,15 @@ def fold_difference(a: Sequence[float], b: Sequence[float], folds: int, basis: s
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     if len(a) != len(b) or d.size == 0:
         raise ValueError(f"paired fold scores must be non-empty and of equal length, got {len(a)} and {len(b)}")
-    variance = float(d.var(ddof=1)) if d.size > 1 else 0.0
-    ratio = 1.0 / max(folds - 1, 1)
-    return PairedDifference(float(d.mean()), math.sqrt((1.0 / d.size + ratio) * variance), basis)
+    return PairedDifference(float(d.mean()), fold_standard_error(d, folds), basis)
+
+
+def fold_standard_error(scores: Sequence[float], folds: int) -> float:
+    """The corrected resampled standard error of the mean of repeated k-fold scores (0 for fewer than two)."""
+    values = np.asarray(scores, dtype=np.float64)
+    if values.size < 2:
+        return 0.0
+    return math.sqrt((1.0 / values.size + 1.0 / max(folds - 1, 1)) * float(values.var(ddof=1)))
 
 
 def image_difference(correct_a: np.ndarray, correct_b: np.ndarray, basis: str) -> PairedDifference:

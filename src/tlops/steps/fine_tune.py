@@ -218,8 +218,8 @@ def _fine_tune_backbone(
     probe_correct = None
     if config.strategy == "auto" and loop_options["distributed"].is_main:  # what the fine-tuned model must beat
         probe_correct = (
-            probe.validation_correct(features_dir)
-            if features_dir is not None
+            probe.validation_correct()
+            if probe.val is not None
             else _validation_correct(model, backbone, manifest, classes, runtime)  # the linear probe, frozen
         )
     pretrained = copy.deepcopy(backbone.model.state_dict())  # training updates the backbone in place

@@ -52,6 +52,7 @@ class ProbeFit:
         cross_validation: The cross-validated candidates (``None``: chosen on the validation split).
         mlp_hidden: Hidden width of the head (0: linear).
         train_only: Builds the same probe fitted on the training split alone (for comparing on validation).
+        val: The cached validation features and class ids (``None``: no cached features were given).
     """
 
     strategy: str
@@ -65,10 +66,12 @@ class ProbeFit:
     cross_validation: dict | None = None
     mlp_hidden: int = 0
     train_only: Callable[[], nn.Module] | None = field(default=None, repr=False)
+    val: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
-    def validation_correct(self, features_dir: Path) -> np.ndarray:
+    def validation_correct(self) -> np.ndarray:
         """Per-image correctness on the validation split of this probe fitted on the training split alone."""
-        features, targets = read_features(features_dir)["val"]
+        assert self.val is not None, "needs the cached features"
+        features, targets = self.val
         head = self.train_only() if self.train_only is not None else self.head
         with torch.no_grad():
             return (head.eval()(features.float()).argmax(1) == targets).numpy()
@@ -98,12 +101,16 @@ def choose_probe(
         return linear
     splits = read_features(features_dir)
     train, val = splits["train"], splits["val"]
+    linear.val = val
     if config.strategy_entry.trains_backbone:
         return linear  # fine-tuning starts from the linear head; there is no probe to choose
     pooled = (torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]))
     if len(val[1]) < config.cross_validate_below and cv_folds_for(pooled[1].numpy()):
-        return _cross_validated(pooled, train, allowed, config, num_classes, class_weights)
-    return _on_validation(linear, train, val, allowed, config, num_classes, class_weights)
+        fit = _cross_validated(pooled, train, allowed, config, num_classes, class_weights)
+    else:
+        fit = _on_validation(linear, train, val, allowed, config, num_classes, class_weights)
+    fit.val = val
+    return fit
 
 
 def _linear_from_extract(probe_dir: Path, summary: ProbeSummary, val_images: int) -> ProbeFit:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from tlops.estimates import PairedDifference, fold_difference
+from tlops.estimates import PairedDifference, fold_difference, fold_standard_error
 from tlops.models.threads import single_blas_thread
 from tlops.train.mlp import fit_mlp_head_for, mlp_logits_at
 from tlops.train.probe import C_GRID, GlobalScaler, full_coefficients, linear_head_with, logistic_regression
@@ -125,10 +125,7 @@ class ProbeChoice:
 
     def standard_error(self) -> float:
         """The chosen candidate's standard error over the folds (corrected for the overlap of training folds)."""
-        scores = np.asarray(self.chosen.fold_scores)
-        if scores.size < 2:
-            return 0.0
-        return float(np.sqrt((1 / scores.size + 1 / max(self.folds - 1, 1)) * scores.var(ddof=1)))
+        return fold_standard_error(self.chosen.fold_scores, self.folds)
 
     def reason(self) -> str:
         """One sentence: what was chosen, on which estimate, and why over the best when they differ."""
@@ -267,10 +264,10 @@ def _fold_logits(
 
 
 def _score(truth: np.ndarray, predicted: np.ndarray, balanced: bool) -> float:
-    """Accuracy, or balanced accuracy (mean recall over the classes present)."""
-    if not balanced:
-        return float(np.mean(truth == predicted))
-    return float(np.mean([np.mean(predicted[truth == c] == c) for c in np.unique(truth)]))
+    """Accuracy, or balanced accuracy (mean recall over the classes present), by scikit-learn."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
+    return float((balanced_accuracy_score if balanced else accuracy_score)(truth, predicted))
 
 
 def fit_chosen(

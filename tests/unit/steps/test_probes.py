@@ -50,7 +50,7 @@ def test_small_data_cross_validates_the_allowed_probes_and_refits_on_train_and_v
     logits, targets = fit.calibration
     assert logits.shape == (30, 3) and list(targets) == [0] * 8 + [1] * 8 + [2] * 8 + [0] * 2 + [1] * 2 + [2] * 2
     # The head was refitted on train+val; the one compared with a fine-tuned model saw the training split only.
-    correct = fit.validation_correct(features)
+    correct = fit.validation_correct()
     assert correct.shape == (6,) and correct.dtype == bool
 
 
