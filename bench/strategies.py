@@ -177,7 +177,7 @@ def auto_verdict(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     if auto is None:
         return None
     evidence = auto["evidence"]
-    probe_vals = [evidence["linear_probe_val"], evidence.get("mlp_probe_val")]
+    probe_vals = [evidence["linear_probe_val"], evidence.get("probe_accuracy")]
     probe_vals += [r["val_accuracy"] for r in others if r["strategy"] in PROBES]
     best_probe_val = max(v for v in probe_vals if v is not None)
     verdict: dict[str, Any] = {

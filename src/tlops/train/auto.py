@@ -31,7 +31,6 @@ class Evidence:
         train_images_per_class: Training images of each class.
         val_images: Validation images.
         linear_probe_val: Validation accuracy of the linear probe of extract-features (C chosen on validation).
-        mlp_probe_val: Validation accuracy of the MLP probe (``None`` when it was not fitted on the split).
         knn_accuracy: Cross-validated kNN accuracy of the backbone from the selection table (``None``: no table).
         baseline_probe: Cross-validated probe accuracy of raw pixels (``None``: no baseline).
         backbone_probe: Cross-validated probe accuracy of the backbone (``None``: no table).
@@ -46,7 +45,6 @@ class Evidence:
     train_images_per_class: dict[str, int]
     val_images: int
     linear_probe_val: float
-    mlp_probe_val: float | None = None
     knn_accuracy: float | None = None
     baseline_probe: float | None = None
     backbone_probe: float | None = None
