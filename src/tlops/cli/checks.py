@@ -6,18 +6,32 @@ import os
 
 from tlops.data.archives import ArchiveLimits
 from tlops.errors import TlopsError
-from tlops.steps.config import DEFAULT_BACKBONE
+from tlops.tasks import TASKS, Task
 
 
-def backbone_list(text: str) -> list[str]:
-    """The names of a comma-separated ``--backbones`` option, each checked (no torch import)."""
-    from tlops.models.names import check_backbone_name
+def backbone_list(text: str, task: Task | None = None) -> list[str]:
+    """The names of a comma-separated ``--backbones`` option, each checked (no torch import).
 
+    Args:
+        text: The option's value; empty: the task's own candidates.
+        task: The task the names must suit; ``None`` (not known yet): a name any task takes passes.
+    """
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
-        raise TlopsError(f"--backbones is empty; name at least one, e.g. {DEFAULT_BACKBONE}")
+        return list(task.default_backbones) if task is not None else []
     for name in names:
-        check_backbone_name(name)
+        if task is not None:
+            task.check_backbone(name)
+            continue
+        errors = []
+        for _, candidate_task in TASKS:
+            try:
+                candidate_task.check_backbone(name)
+                break
+            except TlopsError as error:
+                errors.append(error)
+        else:
+            raise errors[0]
     return names
 
 

@@ -16,6 +16,7 @@ from tlops.promotion.config import RegistryConfig
 SCORING_SETTINGS = ("seed", "selection.image_size", "selection.scoring_images_per_class", "storage.feature_cache",
                     "train.class_weighted")  # fmt: skip
 DEMO_IMAGE_SIZE = 128
+DEMOS = ("digits", "text")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Keep at most this many demo images per class (all 1,797 digits when unset); tests use it to shrink the demo.
 DEMO_IMAGES_PER_CLASS_ENV = "TLOPS_DEMO_IMAGES_PER_CLASS"
@@ -39,8 +40,17 @@ def _add_run_arguments(parser: argparse.ArgumentParser, local: bool) -> None:
         parser.add_argument(
             "--data",
             help="dataset: a folder, s3://bucket/prefix, .zip/.tar(.gz) archive or .csv manifest (path,label[,split]); "
-            "one subfolder per class, or train/ val/ test/ subfolders kept as given (default: built-in demo data, "
-            f"scikit-learn digits at --image-size {DEMO_IMAGE_SIZE})",
+            "one subfolder per class, or train/ val/ test/ subfolders kept as given; for text, a .csv/.tsv/.jsonl/"
+            ".parquet table (text,label[,split]) or class folders of .txt files (default: the built-in demo data, "
+            "see --demo)",
+        )
+        parser.add_argument(
+            "--demo",
+            choices=DEMOS,
+            default="digits",
+            help="the built-in demo data used when --data is not given: digits (scikit-learn's 8x8 digits at "
+            f"--image-size {DEMO_IMAGE_SIZE}) or text (docstrings of installed libraries, labelled by library) "
+            "(default: %(default)s)",
         )
         parser.add_argument(
             "--output", type=Path, default=Path("tlops-run"), help="run directory (default: %(default)s)"

@@ -215,12 +215,13 @@ def command_run(args: argparse.Namespace) -> int:
     import shutil
 
     from tlops.data.demo import write_digits_imagefolder
-    from tlops.data.prepare import PreparedCache, preflight_dataset
+    from tlops.data.prepare import PreparedCache
     from tlops.data.sources import check_data_argument, check_output_apart
     from tlops.io.paths import check_cache_dir, check_writable_dir
     from tlops.io.storage import check_writable_location, make_s3_client
     from tlops.models.availability import check_backbone_available
     from tlops.promotion.tracking import check_tracking_server, resolve_tracking_uri
+    from tlops.tasks import DEFAULT_TASK, detect_task
 
     # Preflight: fail in one line before any step runs, anything is registered or --output is written; the
     # cheap checks first, the data (every image read and decoded) last.
@@ -245,19 +246,27 @@ def command_run(args: argparse.Namespace) -> int:
     if feature_cache:
         s3_cache = make_s3_client() if feature_cache.startswith("s3://") else None
         check_writable_location(feature_cache, s3_cache, "--feature-cache")
-    for name in backbones:
-        check_backbone_available(name)
     created = not output.exists()
     try:
-        if data_uri is None:
+        if data_uri is None and args.demo == "text":
+            from tlops.data.text.demo import write_text_demo
+
+            data_uri = str(write_text_demo(output / "demo-data"))
+            print(f"no --data given: using the built-in text demo (docstrings of installed libraries) in {data_uri}")
+        elif data_uri is None:
             data_uri = str(write_digits_imagefolder(output / "demo-data", per_class=_demo_images_per_class()))
             if not config.selection.image_size:
                 config = replace(config, selection=replace(config.selection, image_size=DEMO_IMAGE_SIZE))
             print(f"no --data given: using the built-in demo data (scikit-learn digits) in {data_uri}")
         s3 = make_s3_client() if data_uri.startswith("s3://") else None
+        task = detect_task(config.task, data_uri, s3)
+        config = replace(config, task=task.name)  # the steps need not recognise it again
+        for name in backbone_list(",".join(backbones), task):
+            if task.name == DEFAULT_TASK:
+                check_backbone_available(name)
         # Prepared for real into the prepared-dataset cache: the prepare-data step copies it, decoding nothing.
         cache = PreparedCache.in_cache_dir(cache_dir)
-        prepared = preflight_dataset(data_uri, split, s3, cache)
+        prepared = task.preflight(data_uri, split, s3, cache)
     except BaseException:
         if created:
             shutil.rmtree(output, ignore_errors=True)
@@ -270,8 +279,9 @@ def command_run(args: argparse.Namespace) -> int:
     written = write_config(given, output)
     parameters = pipeline_parameters(data_uri, tracking_uri, config)
     images = sum(prepared.num_images.values())
+    kind = "texts" if task.name != DEFAULT_TASK else "images"
     print(
-        f"running the tlops pipeline locally ({images} images, {len(prepared.quarantined)} quarantined; tracking at "
+        f"running the tlops pipeline locally ({images} {kind}, {len(prepared.quarantined)} quarantined; tracking at "
         f"{tracking_uri})",
         flush=True,
     )

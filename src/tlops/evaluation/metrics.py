@@ -64,6 +64,14 @@ def predict_logits(model: nn.Module, loader: DataLoader, device: torch.device) -
     return np.concatenate(outputs), np.concatenate(targets)
 
 
+def accuracy_of(logits: np.ndarray, targets: np.ndarray, balanced: bool = False) -> float:
+    """Accuracy (balanced accuracy when ``balanced``) of the argmax of ``logits`` against ``targets``."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
+    score = balanced_accuracy_score if balanced else accuracy_score
+    return float(score(targets, np.asarray(logits).argmax(axis=1)))
+
+
 def expected_calibration_error(probabilities: np.ndarray, targets: np.ndarray, bins: int = 15) -> float:
     """ECE with equal-width confidence bins: sum over bins of weight * |accuracy - confidence|."""
     confidence = probabilities.max(1)

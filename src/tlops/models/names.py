@@ -61,6 +61,27 @@ FAMILIES = tuple(name for name in BACKBONE_FAMILIES.names() if name != "bundled"
 # The no-transfer baseline scored beside every candidate: a linear probe on the image downsampled to 32x32.
 PIXELS_BASELINE = "pixels"
 PIXELS_SIZE = 32
+# The text task's: logistic regression on character 1-4-gram TF-IDF of the text.
+TFIDF_BASELINE = "tfidf"
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """How the reasons and tables name a no-transfer baseline.
+
+    Attributes:
+        short: A few words (``raw 32x32 pixels``).
+        long: What is shipped when it wins.
+    """
+
+    short: str
+    long: str
+
+
+BASELINES = {
+    PIXELS_BASELINE: Baseline("raw 32x32 pixels", "a linear head on the image downsampled to 32x32"),
+    TFIDF_BASELINE: Baseline("char n-gram TF-IDF", "logistic regression on character 1-4-gram TF-IDF of the text"),
+}
 MIN_IMAGE_SIZE = 32  # the smallest input the supported backbones' downsampling stages still make sense of
 NAMES_HELP = (
     f"{', '.join(BUNDLED)}, timm:NAME, torchvision:NAME or hub:OWNER/REPO:ENTRY "

@@ -37,10 +37,10 @@ from tlops.steps.config import parameter_defaults
 def with_setting_defaults(component: BaseComponent) -> BaseComponent:
     """Write the run config's default of each setting input into the component's spec (the YAML's defaults).
 
-    A ``backbone`` input (one candidate) defaults to the first of the default ``backbones``.
+    A ``backbone`` input (one candidate) defaults to the first of the default ``backbones`` (empty: the task's own).
     """
     defaults = parameter_defaults()
-    defaults["backbone"] = defaults["backbones"][0]
+    defaults["backbone"] = next(iter(defaults["backbones"]), "")
     for name, spec in (component.component_spec.inputs or {}).items():
         if name in defaults:
             spec.default = defaults[name]
@@ -56,21 +56,25 @@ def prepare_data(
     task: Optional[str] = None,
     seed: Optional[int] = None,
     split_settings: Optional[dict] = None,
-):
-    """Validate every image of a dataset (folder, s3://, archive or CSV manifest), split it, write the manifest.
+    backbones: Optional[list] = None,
+) -> NamedTuple("Prepared", [("candidates", list), ("task", str)]):
+    """Validate every example of a dataset (images or texts: folder, s3://, archive, table); split it, write it.
 
     ``source_fingerprint`` (from fingerprint-data) keys the step's cache, so that a cached prepared dataset is
     reused only while the files behind ``data_uri`` are unchanged, and the prepared-dataset cache in the runtime
-    cache dir: an entry that ``tlops run``'s preflight wrote is copied, no image decoded again.
+    cache dir: an entry that ``tlops run``'s preflight wrote is copied, no image decoded again. Returns the
+    candidates to score (``backbones``, or the recognised task's own when empty) and the task.
     """
     inputs = dict(locals())
     import os
     import shutil
+    from collections import namedtuple
     from pathlib import Path
 
     from tlops.io.logs import configure_logging
     from tlops.steps.entries import run_step
     from tlops.steps.outputs import REPORT_FILE
+    from tlops.tasks import task_of
 
     configure_logging()
     folder = Path(dataset.path)
@@ -79,6 +83,9 @@ def prepare_data(
     dataset.metadata.update({"digest": prepared.digest, "classes": prepared.classes, **prepared.num_images})
     dataset.metadata["source_fingerprint"] = source_fingerprint
     shutil.copyfile(folder / REPORT_FILE, report.path)
+    recognised = task_of(prepared.task)
+    candidates = list(backbones or []) or list(recognised.default_backbones)
+    return namedtuple("Prepared", ["candidates", "task"])(candidates, recognised.name)
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
@@ -117,19 +124,21 @@ def score_baseline(
     class_weighted: Optional[bool] = None,
     selection_settings: Optional[dict] = None,
 ):
-    """Score the no-transfer baseline (a linear probe on raw 32x32 pixels) like a candidate, on the CPU image."""
+    """Score the task's no-transfer baseline (raw 32x32 pixels; char n-gram TF-IDF for text) on the CPU image."""
     inputs = dict(locals())
     import os
     from pathlib import Path
 
+    from tlops.data.prepared import PreparedData
     from tlops.io.logs import configure_logging
-    from tlops.models.names import PIXELS_BASELINE
     from tlops.steps.entries import run_step
+    from tlops.tasks import task_of
 
     configure_logging()
+    baseline = task_of(PreparedData.read(Path(dataset.path)).task).baseline
     result = run_step(
         "score-backbone", inputs, os.environ, folders={"dataset": Path(dataset.path)}, output=Path(score.path),
-        arguments={"backbone": PIXELS_BASELINE},
+        arguments={"backbone": baseline},
     )  # fmt: skip
     score.metadata.update(result.to_dict())
 

@@ -162,20 +162,22 @@ def build_pipeline(scoring_parallelism: int = MAX_PARALLEL_SCORING, retries: boo
         with dsl.ExitHandler(exit_task, name="transfer-learning"):
             fingerprint = components.fingerprint_data(data_uri=data_uri).set_display_name("fingerprint data")
             data = components.prepare_data(
-                data_uri=data_uri, source_fingerprint=fingerprint.output, **pick("task", "seed", "split_settings")
+                data_uri=data_uri,
+                source_fingerprint=fingerprint.output,
+                **pick("task", "seed", "split_settings", "backbones"),
             ).set_display_name("prepare data")
             scoring = {
                 "dataset": data.outputs["dataset"],
                 **pick("seed", "feature_cache", "class_weighted", "selection_settings"),
             }
-            with dsl.ParallelFor(settings["backbones"], parallelism=scoring_parallelism) as candidate:
+            with dsl.ParallelFor(data.outputs["candidates"], parallelism=scoring_parallelism) as candidate:
                 scored = components.score_backbone(backbone=candidate, image_size=settings["image_size"], **scoring)
                 scored.set_display_name("score backbone")
                 _credentials(scored, credentials_secret)
                 _gpu_node_pool(scored, **gpu_pool)
                 if retries:
                     _gpu_retries(scored)
-            baseline = components.score_baseline(**scoring).set_display_name("score raw pixels (no transfer)")
+            baseline = components.score_baseline(**scoring).set_display_name("score the no-transfer baseline")
             selection = components.select_backbone(
                 scores=dsl.Collected(scored.outputs["score"]),
                 baseline=baseline.outputs["score"],

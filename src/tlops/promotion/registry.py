@@ -161,9 +161,6 @@ def register_model(record: RunRecord, config: RegistryConfig, client=None) -> Re
     import mlflow
     from mlflow import MlflowClient
 
-    from tlops.serving.model import ServingConfig
-    from tlops.serving.package import log_served_model
-
     check_tracking_server(config.tracking_uri)
     mlflow.set_tracking_uri(config.tracking_uri)
     client = client or MlflowClient(config.tracking_uri)
@@ -176,7 +173,6 @@ def register_model(record: RunRecord, config: RegistryConfig, client=None) -> Re
             record.lineage["kfp_run_id"],
         )
         return earlier
-    prepared = record.prepared
     experiment = _experiment(client, config)
 
     run = mlflow.start_run(experiment_id=experiment.experiment_id)
@@ -184,12 +180,9 @@ def register_model(record: RunRecord, config: RegistryConfig, client=None) -> Re
     version = None
     try:
         _log_run(record)
-        serving = ServingConfig(
-            classes=prepared.classes, data_config=record.data_config, temperature=record.temperature
-        )
-        metadata = {"classes": prepared.classes, "data_config": record.data_config, "backbone": record.backbone}
-        logged = log_served_model(record.model, serving, metadata)
-        tags = version_tags(record, run.info.run_id) | {"tensor_model_uri": logged.tensors.model_uri}
+        logged = _log_served(record)
+        tags = version_tags(record, run.info.run_id)
+        tags |= {"tensor_model_uri": logged.tensors.model_uri} if logged.tensors is not None else {}
         version = mlflow.register_model(logged.served.model_uri, config.model_name, tags=tags)
         moved = assign_aliases(client, config.model_name, version.version, record.promote, record.compared_champion)
     except Exception as error:
@@ -213,13 +206,28 @@ def register_model(record: RunRecord, config: RegistryConfig, client=None) -> Re
         version=int(version.version),
         model_uri=f"models:/{config.model_name}/{version.version}",
         logged_model_uri=logged.served.model_uri,
-        tensor_model_uri=logged.tensors.model_uri,
+        tensor_model_uri=logged.tensors.model_uri if logged.tensors is not None else "",
         run_id=run.info.run_id,
         experiment=config.experiment,
         aliases=moved.aliases,
         champion=moved.champion,
         champion_reason=moved.reason,
     )
+
+
+def _log_served(record: RunRecord) -> Any:
+    """Log the served model of the record's task into the active run (``LoggedModels``)."""
+    prepared = record.prepared
+    metadata = {"classes": prepared.classes, "data_config": record.data_config, "backbone": record.backbone}
+    if prepared.task == "text-classification":
+        from tlops.serving.text_package import log_served_text_model
+
+        return log_served_text_model(record.model, prepared.classes, record.temperature, metadata)
+    from tlops.serving.model import ServingConfig
+    from tlops.serving.package import log_served_model
+
+    serving = ServingConfig(classes=prepared.classes, data_config=record.data_config, temperature=record.temperature)
+    return log_served_model(record.model, serving, metadata)
 
 
 def _log_run(record: RunRecord) -> None:
@@ -232,7 +240,7 @@ def _log_run(record: RunRecord) -> None:
             "backbone": record.backbone,
             "strategy": training["strategy"],
             "requested_strategy": training["requested_strategy"],
-            "input_size": record.data_config["input_size"],
+            "input_size": record.data_config.get("input_size", 0),
             "num_classes": len(prepared.classes),
             "dataset_digest": prepared.digest,
             **{f"train.{k}": v for k, v in training["config"].items()},

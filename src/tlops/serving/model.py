@@ -28,6 +28,7 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 IMAGE_COLUMN = "image"
+TEXT_COLUMN = "text"  # the input column of a served text model
 OUTPUT_COLUMNS = ("label", "probability", "probabilities", "top_k", "error")
 NETWORK_ARTIFACT = "network"
 PREPROCESSING_ARTIFACT = "preprocessing"

@@ -19,7 +19,7 @@ from tlops.data.preprocessing import DataConfig, eval_transform
 from tlops.evaluation.metrics import predict
 from tlops.promotion.aliases import CHAMPION
 from tlops.promotion.gate import GateConfig, compare
-from tlops.serving.model import IMAGE_COLUMN
+from tlops.serving.model import IMAGE_COLUMN, TEXT_COLUMN
 from tlops.steps.outputs import Comparison
 from tlops.steps.runtime import Runtime
 
@@ -95,14 +95,17 @@ def _champion_probabilities(uri: str, info, manifest: pd.DataFrame, classes: lis
     if "python_function" in info.flavors and "pytorch" not in info.flavors:
         served = mlflow.pyfunc.load_model(uri)
         rows = []
-        paths = list(test["local_path"])
-        for start in range(0, len(paths), SERVED_IMAGES_PER_CALL):
-            chunk = [Path(path).read_bytes() for path in paths[start : start + SERVED_IMAGES_PER_CALL]]
-            rows.append(served.predict(pd.DataFrame({IMAGE_COLUMN: chunk})))
+        texts = "text" in test.columns  # prepared texts: the served text model takes them as they are
+        items = list(test["text"] if texts else test["local_path"])
+        for start in range(0, len(items), SERVED_IMAGES_PER_CALL):
+            chunk = items[start : start + SERVED_IMAGES_PER_CALL]
+            column = {TEXT_COLUMN: chunk} if texts else {IMAGE_COLUMN: [Path(path).read_bytes() for path in chunk]}
+            rows.append(served.predict(pd.DataFrame(column)))
         predictions = pd.concat(rows, ignore_index=True)
         failed = predictions["error"].notna()
         if failed.any():
-            raise ValueError(f"{int(failed.sum())} test images failed: {predictions['error'][failed].iloc[0]}")
+            kind = "texts" if texts else "images"
+            raise ValueError(f"{int(failed.sum())} test {kind} failed: {predictions['error'][failed].iloc[0]}")
         return np.array([[row[name] for name in classes] for row in predictions["probabilities"]])
     import mlflow.pytorch
 

@@ -32,7 +32,7 @@ from tlops.settings import (
     to_mapping,
     walk,
 )
-from tlops.tasks import DEFAULT_TASK, TASKS
+from tlops.tasks import DETECT_TASK, TASKS
 from tlops.train.config import TrainConfig
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -44,9 +44,11 @@ class SelectionConfig:
     """Which backbones are candidates and how they are ranked."""
 
     backbones: tuple[str, ...] = setting(
-        (DEFAULT_BACKBONE,),
-        "candidate backbones, comma-separated: efficientnet_lite0/1/2 (bundled), timm:NAME, torchvision:NAME, "
-        "hub:OWNER/REPO:ENTRY, NAME@s3://weights; more than one are ranked",
+        (),
+        "candidate backbones (encoders for text), comma-separated; more than one are ranked. Images: "
+        "efficientnet_lite0/1/2 (bundled), timm:NAME, torchvision:NAME, hub:OWNER/REPO:ENTRY, NAME@s3://weights. "
+        "Text: minilm (bundled all-MiniLM-L6-v2), a Hugging Face model folder or s3:// prefix, hf:NAME from the "
+        "local Hugging Face cache. Empty: the task's own (efficientnet_lite0 for images, minilm for text)",
         parameter=True,
     )
     image_size: int = setting(
@@ -76,8 +78,6 @@ class SelectionConfig:
     def __post_init__(self) -> None:
         """Check the ranges; the backbone names are checked where they are used (some need the network)."""
         check_ranges(self)
-        if not self.backbones:
-            raise SettingError(("backbones",), "{0} is empty; name at least one, e.g. " + DEFAULT_BACKBONE)
 
 
 @dataclass(frozen=True)
@@ -147,9 +147,10 @@ class RunConfig:
     """
 
     task: str = setting(
-        DEFAULT_TASK,
-        "what the model does with its input: " + "; ".join(f"{name}: {task.summary}" for name, task in TASKS),
-        choices=TASKS.names(),
+        DETECT_TASK,
+        "what the model does with its input: auto (recognised from the data); "
+        + "; ".join(f"{name}: {task.summary}" for name, task in TASKS),
+        choices=(DETECT_TASK, *TASKS.names()),
         parameter=True,
     )
     seed: int = setting(0, "seed of the split, sampling and training", parameter=True)

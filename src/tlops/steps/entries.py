@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from tlops.errors import TlopsError
 from tlops.registry import Registry
 from tlops.settings import SettingError
-from tlops.steps.config import DEFAULT_BACKBONE, RunConfig, parameter_name
-from tlops.tasks import TASKS
+from tlops.steps.config import RunConfig, parameter_name
+from tlops.tasks import detect_task
 
 if TYPE_CHECKING:
     from tlops.io.storage import S3Client
@@ -151,8 +151,8 @@ def _scoring(config: RunConfig) -> dict[str, Any]:
 
 
 def _backbone(call: StepCall) -> str:
-    """The one backbone a step runs: given, else the first of the run config's candidates."""
-    return call.arguments.get("backbone") or call.config.selection.backbones[0]
+    """The one backbone a step runs: given, else the first of the run config's candidates (``""``: the task's)."""
+    return call.arguments.get("backbone") or next(iter(call.config.selection.backbones), "")
 
 
 def _prepare(call: StepCall) -> Any:
@@ -162,7 +162,7 @@ def _prepare(call: StepCall) -> Any:
     cache = PreparedCache.in_cache_dir(call.cache_dir) if call.cache_dir is not None else None
     source = call.arguments["data"]
     s3 = call.make_s3() if source.startswith("s3://") else None
-    task = TASKS.get(call.config.task)
+    task = detect_task(call.config.task, source, s3)
     return task.prepare(source, call.output, call.config.split, s3, cache, call.arguments.get("fingerprint"))
 
 
@@ -269,14 +269,14 @@ def _describe_prepared(result: Any) -> dict[str, Any]:
 
 
 TRACKING = Argument("tracking_uri", "MLflow tracking URI")
-BACKBONE = Argument("backbone", "the backbone", default=DEFAULT_BACKBONE)
+BACKBONE = Argument("backbone", "the backbone (empty: the task's own)", default="")
 
 STEPS.add(
     "prepare-data",
     StepEntry(
         "prepare-data",
         "validate, split and write the manifest of a dataset",
-        ("seed", "split.*"),
+        ("task", "seed", "split.*"),
         (),
         (Argument("data", "folder, s3://bucket/prefix, .zip/.tar(.gz) archive or .csv manifest"),),
         "folder for the manifest and report",
@@ -291,7 +291,11 @@ STEPS.add(
         "extract one candidate's features (cached) and score them: probe, kNN, LogME, cost",
         SCORING_SETTINGS,
         (DATASET,),
-        (Argument("backbone", "the candidate, or pixels for the no-transfer baseline", default=DEFAULT_BACKBONE),),
+        (
+            Argument(
+                "backbone", "the candidate, or the no-transfer baseline (pixels, tfidf); empty: the task's own", ""
+            ),
+        ),
         "folder for the score record",
         _score,
         lambda result: result.to_dict(),

@@ -15,7 +15,7 @@ from tlops.promotion.config import RegistryConfig
 from tlops.promotion.gate import GateConfig
 from tlops.promotion.tracking import check_tracking_server
 from tlops.steps.champion import compare_with_champion
-from tlops.steps.common import localized_manifest
+from tlops.steps.encoders import is_text, prepared_manifest, targets_of, texts_of
 from tlops.steps.outputs import (
     CONFUSION_MATRIX_FILE,
     RELIABILITY_DIAGRAM_FILE,
@@ -77,11 +77,14 @@ def evaluate(
     PreparedData.read(data_dir)
     model, config = load_model(model_dir)
     check_tracking_server(tracking_uri)
-    manifest, classes = localized_manifest(data_dir, runtime)
+    manifest, classes, task = prepared_manifest(data_dir, runtime)
     if config.classes != classes:
         raise TlopsError("the model's classes differ from the dataset's; evaluate on the data it was trained on")
     logits = {}
     for split in ("val", "test"):
+        if is_text(task):
+            logits[split] = (model.logits(texts_of(manifest, split)), targets_of(manifest, split, classes))
+            continue
         loader = make_loader(
             split_dataset(manifest, split, classes, eval_transform(config.preprocessing)),
             runtime.batch_size,

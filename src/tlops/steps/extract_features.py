@@ -5,17 +5,19 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from tlops.models.backbones import load_backbone
-from tlops.models.names import PIXELS_BASELINE, check_backbone_name
-from tlops.steps.common import localized_manifest
+from tlops.models.names import TFIDF_BASELINE
 from tlops.steps.config import RunConfig, SelectionConfig, StorageConfig
-from tlops.steps.features import dataset_features, open_feature_cache
+from tlops.steps.encoders import encoder_features, input_size, load_encoder, prepared_manifest, targets_of, texts_of
+from tlops.steps.features import open_feature_cache
 from tlops.steps.outputs import PreparedData, ProbeSummary, write_features, write_probe
 from tlops.steps.runtime import Runtime
+from tlops.tasks import task_of
 from tlops.train.config import TrainConfig
 from tlops.train.probe import fit_linear_head
 
 logger = logging.getLogger(__name__)
+
+TFIDF_DIR = "tfidf"  # the text baseline's classifier, in the probe/ folder
 
 
 def extract_and_probe(
@@ -56,13 +58,17 @@ def extract_and_probe(
         TlopsError: when the backbone name is unknown, ``data_dir`` is not a prepare-data output, or the feature
             cache cannot be written.
     """
-    if backbone_name != PIXELS_BASELINE:  # select-backbone ships the baseline when it scores best
-        check_backbone_name(backbone_name)
-    PreparedData.read(data_dir)
+    prepared = PreparedData.read(data_dir)
+    task = task_of(prepared.task)
+    backbone_name = backbone_name or task.default_backbones[0]
+    if backbone_name != task.baseline:  # select-backbone ships the baseline when it scores best
+        task.check_backbone(backbone_name)
+    if backbone_name == TFIDF_BASELINE:
+        return _tfidf_probe(data_dir, features_dir, probe_dir, runtime, seed=seed, class_weighted=class_weighted)
     cache = open_feature_cache(feature_cache, runtime)
-    manifest, classes = localized_manifest(data_dir, runtime)
-    backbone = load_backbone(backbone_name, image_size=image_size or None, s3=runtime.s3, cache_dir=runtime.cache_dir)
-    features = dataset_features(backbone, manifest, classes, runtime, cache)
+    manifest, classes, _ = prepared_manifest(data_dir, runtime)
+    backbone = load_encoder(prepared.task, backbone_name, runtime, image_size=image_size)
+    features = encoder_features(prepared.task, backbone, manifest, classes, runtime, cache)
     splits = features.splits
     write_features(features_dir, splits)
     probe = fit_linear_head(splits["train"], splits["val"], len(classes), seed=seed, class_weighted=class_weighted)
@@ -72,7 +78,7 @@ def extract_and_probe(
         C=probe.C,
         val_accuracy=probe.val_accuracy,
         train_accuracy=probe.train_accuracy,
-        image_size=backbone.data_config.input_size,
+        image_size=input_size(backbone),
         num_features=backbone.num_features,
         class_weighted=class_weighted,
         cache_hit=features.cache_hit,
@@ -81,4 +87,37 @@ def extract_and_probe(
     )
     write_probe(probe_dir, probe.head, summary)
     logger.info("linear probe on %s: val accuracy %.4f (C=%s)", backbone_name, probe.val_accuracy, probe.C)
+    return summary
+
+
+def _tfidf_probe(
+    data_dir: Path, features_dir: Path, probe_dir: Path, runtime: Runtime, *, seed: int, class_weighted: bool
+) -> ProbeSummary:
+    """The text baseline's "probe": TF-IDF + logistic regression fitted on the training texts, scored on val.
+
+    It has no dense features: ``features_dir`` is left empty and the classifier is saved into ``probe_dir``
+    (:meth:`tlops.models.tfidf.TfidfClassifier.save`) beside the summary.
+    """
+    from tlops.evaluation.metrics import accuracy_of
+    from tlops.models.tfidf import TfidfClassifier
+
+    manifest, classes, _ = prepared_manifest(data_dir, runtime)
+    train_texts, val_texts = texts_of(manifest, "train"), texts_of(manifest, "val")
+    train_y, val_y = targets_of(manifest, "train", classes), targets_of(manifest, "val", classes)
+    model = TfidfClassifier.fit_text(train_texts, train_y, num_classes=len(classes), class_weighted=class_weighted)
+    features_dir.mkdir(parents=True, exist_ok=True)
+    probe_dir.mkdir(parents=True, exist_ok=True)
+    model.save(probe_dir / TFIDF_DIR)
+    summary = ProbeSummary(
+        backbone=TFIDF_BASELINE,
+        classes=classes,
+        C=model.C,
+        val_accuracy=accuracy_of(model.logits(val_texts), val_y, class_weighted) if len(val_y) else 0.0,
+        train_accuracy=accuracy_of(model.logits(train_texts), train_y, class_weighted),
+        image_size=0,
+        num_features=model.num_features,
+        class_weighted=class_weighted,
+    )
+    summary.write(probe_dir)
+    logger.info("tfidf baseline: val accuracy %.4f (C=%s)", summary.val_accuracy, model.C)
     return summary

@@ -20,6 +20,7 @@ from tlops.models.backbones import Backbone, load_backbone
 from tlops.models.extraction import weights_checksum
 from tlops.steps.common import localized_manifest
 from tlops.steps.config import RunConfig
+from tlops.steps.encoders import is_text
 from tlops.steps.outputs import (
     LEARNING_CURVES_FILE,
     ModelConfig,
@@ -88,6 +89,14 @@ def fine_tune(
             or a checkpoint of another run.
     """
     prepared = PreparedData.read(data_dir)
+    if is_text(prepared.task):
+        from tlops.steps.fine_tune_text import fine_tune_text
+
+        return fine_tune_text(
+            data_dir, probe_dir, output_dir, config, runtime,
+            features_dir=features_dir, selection_dir=selection_dir, checkpoint_uri=checkpoint_uri,
+            distributed=distributed,
+        )  # fmt: skip
     probe_summary = ProbeSummary.read(probe_dir)
     if probe_summary.classes != prepared.classes:
         raise TlopsError(

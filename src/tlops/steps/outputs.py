@@ -292,6 +292,7 @@ class ModelConfig(JsonRecord):
         strategy: The transfer strategy that produced the weights.
         head_hidden: Hidden width of the MLP head (``mlp-probe``); 0 for a linear head.
         weights_sha256: Checksum of the pretrained backbone weights training started from (lineage).
+        task: The task of the model (``""``: image classification, as before tasks were recorded).
     """
 
     backbone: str
@@ -300,6 +301,7 @@ class ModelConfig(JsonRecord):
     strategy: str
     head_hidden: int = 0
     weights_sha256: str = ""
+    task: str = ""
 
     FILE = MODEL_CONFIG_FILE
     STEP = "fine-tune"
@@ -372,6 +374,8 @@ def load_model(folder: Path) -> tuple[nn.Module, ModelConfig]:
     from tlops.models.checkpoint import rebuild_classifier
 
     config = ModelConfig.read(folder)
+    if config.task == "text-classification":
+        return _load_text_model(folder, config), config
     weights = Path(folder) / WEIGHTS_FILE
     if not weights.is_file():
         raise TlopsError(f"{folder} is not a fine-tune output (no {WEIGHTS_FILE}): run tlops fine-tune first")
@@ -379,6 +383,22 @@ def load_model(folder: Path) -> tuple[nn.Module, ModelConfig]:
         config.backbone, config.preprocessing, len(config.classes), load_file(str(weights)), config.head_hidden
     )
     return model, config
+
+
+def _load_text_model(folder: Path, config: ModelConfig) -> Any:
+    """The text model a fine-tune step saved: the TF-IDF classifier, or the encoder with its head."""
+    from safetensors.torch import load_file
+
+    if config.backbone == "tfidf":
+        from tlops.models.tfidf import TfidfClassifier
+
+        return TfidfClassifier.load(Path(folder) / "tfidf")
+    from tlops.models.text_model import load_encoder_text_model
+
+    weights = Path(folder) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise TlopsError(f"{folder} is not a fine-tune output (no {WEIGHTS_FILE}): run tlops fine-tune first")
+    return load_encoder_text_model(config.backbone, load_file(str(weights)), len(config.classes), config.head_hidden)
 
 
 # --- evaluate ----------------------------------------------------------------------------------------------------

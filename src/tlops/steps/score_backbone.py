@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 
 from tlops.evaluation.transferability import knn_accuracy, logme, probe_accuracy
-from tlops.models.backbones import load_backbone
-from tlops.models.names import PIXELS_BASELINE, check_backbone_name
+from tlops.models.names import TFIDF_BASELINE
 from tlops.models.threads import single_blas_thread
 from tlops.settings import SettingError
-from tlops.steps.common import localized_manifest
 from tlops.steps.config import RunConfig, SelectionConfig, StorageConfig
-from tlops.steps.features import dataset_features, open_feature_cache
+from tlops.steps.encoders import encoder_features, input_size, load_encoder, prepared_manifest, targets_of, texts_of
+from tlops.steps.features import open_feature_cache
 from tlops.steps.outputs import BackboneScore, PreparedData
 from tlops.steps.runtime import Runtime
+from tlops.tasks import task_of
 from tlops.train.config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -59,14 +59,18 @@ def score_backbone(
         TlopsError: for an unknown backbone, a folder that is not a prepare-data output, more scoring images
             per class than the training split has, or a feature cache that cannot be written.
     """
-    if backbone_name != PIXELS_BASELINE:
-        check_backbone_name(backbone_name)
     prepared = PreparedData.read(data_dir)
+    task = task_of(prepared.task)
+    backbone_name = backbone_name or task.default_backbones[0]
+    if backbone_name != task.baseline:
+        task.check_backbone(backbone_name)
     _check_scoring_images(prepared, scoring_images_per_class)
+    if backbone_name == TFIDF_BASELINE:
+        return _score_tfidf(data_dir, output_dir, runtime, scoring_images_per_class, class_weighted, folds, seed)
     cache = open_feature_cache(feature_cache, runtime)
-    manifest, classes = localized_manifest(data_dir, runtime)
-    backbone = load_backbone(backbone_name, image_size=image_size or None, s3=runtime.s3, cache_dir=runtime.cache_dir)
-    features = dataset_features(backbone, manifest, classes, runtime, cache)
+    manifest, classes, _ = prepared_manifest(data_dir, runtime)
+    backbone = load_encoder(prepared.task, backbone_name, runtime, image_size=image_size)
+    features = encoder_features(prepared.task, backbone, manifest, classes, runtime, cache)
     x, y = (tensor.numpy() for tensor in features.splits["train"])
     if scoring_images_per_class:
         rows = _sample_per_class(y, scoring_images_per_class, seed)
@@ -89,7 +93,7 @@ def score_backbone(
         latency_ms=float(features.cost.get("latency_ms", 0.0)),
         device=str(features.cost.get("device", runtime.device)),
         num_features=int(x.shape[1]),
-        input_size=backbone.data_config.input_size,
+        input_size=input_size(backbone),
         images=len(y),
         folds=probe.folds,
         scoring_seconds=round(time.perf_counter() - start, 2),
@@ -112,6 +116,58 @@ def score_backbone(
         "features from the cache" if score.cache_hit else f"features extracted in {score.feature_seconds:.1f} s",
         score.scoring_seconds,
     )
+    return score
+
+
+def _score_tfidf(
+    data_dir: Path,
+    output_dir: Path,
+    runtime: Runtime,
+    scoring_images_per_class: int,
+    class_weighted: bool,
+    folds: int,
+    seed: int,
+) -> BackboneScore:
+    """The text baseline's score: TF-IDF + logistic regression on the same folds as the encoders' probes.
+
+    It has no features to cache, no kNN and no LogME (0 in the record): it is compared by its probe accuracy.
+    """
+    from tlops.evaluation.transferability import tfidf_probe_accuracy
+
+    manifest, classes, _ = prepared_manifest(data_dir, runtime)
+    texts, y = texts_of(manifest, "train"), targets_of(manifest, "train", classes)
+    if scoring_images_per_class:
+        rows = _sample_per_class(y, scoring_images_per_class, seed)
+        texts, y = [texts[i] for i in rows], y[rows]
+    start = time.perf_counter()
+    with single_blas_thread():
+        probe = tfidf_probe_accuracy(texts, y, folds=folds, seed=seed, class_weighted=class_weighted)
+    seconds = round(time.perf_counter() - start, 2)
+    score = BackboneScore(
+        name=TFIDF_BASELINE,
+        probe_accuracy=probe.mean,
+        probe_std_error=probe.std_error,
+        knn_accuracy=0.0,
+        knn_std_error=0.0,
+        knn_k=0,
+        logme=0.0,
+        params=0,
+        flops=0,
+        latency_ms=0.0,
+        device="cpu",
+        num_features=0,
+        input_size=0,
+        images=len(y),
+        folds=probe.folds,
+        scoring_seconds=seconds,
+        feature_seconds=0.0,
+        extraction_seconds=0.0,
+        cache_hit=False,
+        cache_entry="",
+        probe_fold_accuracies=list(probe.fold_scores),
+    )
+    score.write(output_dir)
+    logger.info("tfidf: probe %.3f ± %.3f on %d training texts (%.1f s)", probe.mean, probe.std_error, len(y), seconds)
     return score
 
 

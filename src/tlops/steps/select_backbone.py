@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from tlops.errors import TlopsError
 from tlops.estimates import PairedDifference, fold_difference
-from tlops.models.names import PIXELS_BASELINE, check_backbone_name
+from tlops.models.names import BASELINES
 from tlops.settings import SettingError
-from tlops.steps.config import DEFAULT_BACKBONE, SELECTION_METRICS, RunConfig, SelectionConfig, StorageConfig
+from tlops.steps.config import SELECTION_METRICS, RunConfig, SelectionConfig, StorageConfig
 from tlops.steps.outputs import SELECTION_TABLE_FILE, BackboneScore, PreparedData, Selection
+from tlops.tasks import task_of
 from tlops.train.config import TrainConfig
 from tlops.train.strategies import STRATEGIES
 
@@ -62,13 +63,11 @@ def select_backbone(
     """
     from tlops.steps.score_backbone import score_backbone  # torch: not needed to choose from scores
 
-    candidates = list(dict.fromkeys(candidates))
-    if not candidates:
-        raise TlopsError(f"no candidate backbones given; pass at least one, e.g. --backbones {DEFAULT_BACKBONE}")
+    task = task_of(PreparedData.read(data_dir).task)
+    candidates = list(dict.fromkeys(candidates)) or list(task.default_backbones)
     for name in candidates:
-        check_backbone_name(name)
+        task.check_backbone(name)
     _check_selection(metric, max_params, max_latency_ms)
-    PreparedData.read(data_dir)
     options = {
         "image_size": image_size,
         "feature_cache": feature_cache,
@@ -77,7 +76,7 @@ def select_backbone(
         "seed": seed,
     }
     folders = []
-    for name in [*candidates, PIXELS_BASELINE]:
+    for name in [*candidates, task.baseline]:
         folder = output_dir / "scores" / _folder_name(name)
         score_backbone(data_dir, name, folder, runtime, **options)
         folders.append(folder)
@@ -170,7 +169,7 @@ def choose_backbone(
             row["status"] = "chosen"
     baseline_row = _row(baseline) | {"status": "chosen" if shipped else "baseline", "rank": None} if baseline else None
     selection = Selection(
-        chosen=PIXELS_BASELINE if shipped else chosen["name"],
+        chosen=baseline.name if shipped and baseline else chosen["name"],
         ranking=ordered,
         reasons=reasons,
         metric=metric,
@@ -196,19 +195,20 @@ def _compare_with_baseline(chosen: dict[str, Any], baseline: BackboneScore) -> t
     """
     ours, theirs = chosen["probe_accuracy"], baseline.probe_accuracy
     difference = baseline_difference(chosen, baseline)
-    compared = f"{chosen['name']} {ours:.3f} vs raw 32x32 pixels {theirs:.3f} (linear probe"
+    name, described = baseline.name, BASELINES[baseline.name].short
+    compared = f"{chosen['name']} {ours:.3f} vs {described} {theirs:.3f} (linear probe"
     if -difference.mean > difference.std_error:
         return (
             True,
-            f"transfer helps: {compared}, backbone - pixels {-difference.mean:+.3f} ± {difference.std_error:.3f})",
+            f"transfer helps: {compared}, backbone - {name} {-difference.mean:+.3f} ± {difference.std_error:.3f})",
         )
     if difference.mean > difference.std_error:
         return False, (
-            f"transfer does not help here: a linear probe on raw 32x32 pixels reaches {theirs:.3f}, the chosen "
-            f"backbone {ours:.3f} (pixels - backbone {difference.describe()})"
+            f"transfer does not help here: a linear probe on {described} reaches {theirs:.3f}, the chosen "
+            f"backbone {ours:.3f} ({name} - backbone {difference.describe()})"
         )
-    within = "a tie" if ours == theirs else f"within one standard error, pixels - backbone {difference.describe()}"
-    return None, f"transfer and raw pixels score alike here: {compared}, {within}); neither is clearly better"
+    within = "a tie" if ours == theirs else f"within one standard error, {name} - backbone {difference.describe()}"
+    return None, f"transfer and {described} score alike here: {compared}, {within}); neither is clearly better"
 
 
 def baseline_difference(chosen: dict[str, Any], baseline: BackboneScore) -> PairedDifference:
@@ -233,17 +233,18 @@ def _ship_baseline(
     difference = baseline_difference(chosen, baseline)
     if difference.mean <= 0:
         return False, None
+    described = BASELINES[baseline.name]
     if not ship_baseline:
-        return False, "the raw-pixel baseline scores higher but --no-ship-baseline keeps the backbone"
+        return False, f"the {described.short} baseline scores higher but --no-ship-baseline keeps the backbone"
     if STRATEGIES.get(strategy).trains_backbone:
         return False, (
-            f"the raw-pixel baseline scores higher but strategy {strategy!r} fine-tunes a backbone, so "
+            f"the {described.short} baseline scores higher but strategy {strategy!r} fine-tunes a backbone, so "
             f"{chosen['name']} is kept"
         )
     return True, (
-        f"shipping the no-transfer baseline (a linear head on the image downsampled to 32x32): its cross-validated "
+        f"shipping the no-transfer baseline ({described.long}): its cross-validated "
         f"probe accuracy {baseline.probe_accuracy:.3f} is above {chosen['name']}'s {chosen['probe_accuracy']:.3f}, "
-        f"pixels - backbone {difference.describe()} (--no-ship-baseline keeps a backbone)"
+        f"{baseline.name} - backbone {difference.describe()} (--no-ship-baseline keeps a backbone)"
     )
 
 
@@ -294,7 +295,7 @@ def selection_table(selection: Selection) -> str:
     rows = selection.rows
     lines = []
     for row in rows:
-        name = row["name"] if row["name"] != PIXELS_BASELINE else "raw pixels 32x32 (no transfer)"
+        name = f"{BASELINES[row['name']].short} (no transfer)" if row["name"] in BASELINES else row["name"]
         lines.append(
             f"| {row.get('rank') or ''} | {name} | {row['probe_accuracy']:.3f} ± {row['probe_std_error']:.3f} | "
             f"{row['knn_accuracy']:.3f} ({row['knn_k']}) | {row['logme']:.3f} | {row['params'] / 1e6:.1f}M | "

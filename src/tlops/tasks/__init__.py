@@ -8,9 +8,9 @@ in :data:`TASKS`; ``tlops list tasks`` prints them. docs/architecture.md says ho
 
 from __future__ import annotations
 
-from tlops.tasks.protocol import DEFAULT_TASK, TASKS, Task, task_of
+from tlops.tasks.protocol import DEFAULT_TASK, DETECT_TASK, TASKS, Task, detect_task, task_of
 
-__all__ = ["DEFAULT_TASK", "TASKS", "Task", "task_of"]
+__all__ = ["DEFAULT_TASK", "DETECT_TASK", "TASKS", "Task", "detect_task", "task_of"]
 
 # Importing a task module registers it.
-from tlops.tasks import image_classification  # noqa: F401
+from tlops.tasks import image_classification, text_classification  # noqa: F401

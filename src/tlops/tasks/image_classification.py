@@ -23,6 +23,26 @@ class ImageClassification:
 
     name = "image-classification"
     summary = "one label per image: ImageFolder, pre-split train/val/test or a CSV manifest; served from image bytes"
+    default_backbones = ("efficientnet_lite0",)
+    baseline = "pixels"
+
+    def recognises(self, source: str, s3: S3Client | None) -> bool:
+        """Any source: the default task, asked after the others (its layouts are the most general)."""
+        return True
+
+    def check_backbone(self, name: str) -> None:
+        """:func:`tlops.models.names.check_backbone_name`."""
+        from tlops.models.names import check_backbone_name
+
+        check_backbone_name(name)
+
+    def preflight(
+        self, source: str, config: SplitConfig, s3: S3Client | None, cache: PreparedCache | None
+    ) -> PreparedData:
+        """:func:`tlops.data.prepare.preflight_dataset`: every image decoded once, prepared into ``cache``."""
+        from tlops.data.prepare import preflight_dataset
+
+        return preflight_dataset(source, config, s3, cache)
 
     def prepare(
         self,

@@ -28,6 +28,22 @@ class Task(Protocol):
 
     name: str
     summary: str
+    default_backbones: tuple[str, ...]
+    baseline: str
+
+    def recognises(self, source: str, s3: S3Client | None) -> bool:
+        """Whether ``source`` holds a dataset of this task (cheap: lists files, reads a table's header)."""
+        ...
+
+    def check_backbone(self, name: str) -> None:
+        """Check a candidate's name without the network (one-line ``TlopsError`` naming the fix)."""
+        ...
+
+    def preflight(
+        self, source: str, config: SplitConfig, s3: S3Client | None, cache: PreparedCache | None
+    ) -> PreparedData:
+        """Everything :meth:`prepare` checks, before any step runs (``tlops run``)."""
+        ...
 
     def prepare(
         self,
@@ -63,9 +79,24 @@ class Task(Protocol):
 
 TASKS: Registry[Task] = Registry("task", "--task")
 DEFAULT_TASK = "image-classification"
-"""The task of a run that names none (and of prepared data from before tasks were recorded)."""
+"""The task of prepared data from before tasks were recorded, and of a source no task recognises."""
+DETECT_TASK = "auto"
+"""``--task auto``: the task is recognised from the data."""
 
 
 def task_of(name: str) -> Task:
     """The registered task ``name`` (``""``: :data:`DEFAULT_TASK`)."""
     return TASKS.get(name or DEFAULT_TASK)
+
+
+def detect_task(name: str, source: str, s3: S3Client | None) -> Task:
+    """The task ``name`` names, or for :data:`DETECT_TASK` the first other task that recognises ``source``.
+
+    Image classification, the default, is asked last: its layouts are the most general (any folder of folders).
+    """
+    if name != DETECT_TASK:
+        return task_of(name)
+    for task_name, task in TASKS:
+        if task_name != DEFAULT_TASK and task.recognises(source, s3):
+            return task
+    return task_of(DEFAULT_TASK)

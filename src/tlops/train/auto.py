@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tlops.estimates import PairedDifference
-from tlops.models.names import PIXELS_BASELINE
+from tlops.models.names import BASELINES
 from tlops.train.config import TrainConfig
 
 
@@ -70,7 +70,9 @@ class Evidence:
         if self.knn_accuracy is not None:
             parts.append(f"kNN {self.knn_accuracy:.3f}")
         if self.baseline_probe is not None and self.backbone_probe is not None:
-            parts.append(f"probe on raw pixels {self.baseline_probe:.3f} vs backbone {self.backbone_probe:.3f}")
+            parts.append(
+                f"probe on the no-transfer baseline {self.baseline_probe:.3f} vs backbone {self.backbone_probe:.3f}"
+            )
         return "evidence: " + ", ".join(parts)
 
 
@@ -90,7 +92,7 @@ def decide(config: TrainConfig, evidence: Evidence) -> tuple[str, list[str]]:
     reasons = [evidence.describe()]
     probe, estimate = evidence.best_probe
     smallest = min(evidence.train_images_per_class.values())
-    if evidence.backbone == PIXELS_BASELINE:
+    if evidence.backbone in BASELINES:
         return probe, [*reasons, f"the no-transfer baseline has no backbone to fine-tune: keep the {probe}"]
     if smallest < config.auto_min_images_per_class:
         return probe, [
