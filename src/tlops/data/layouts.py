@@ -91,14 +91,7 @@ def list_layout(opened: OpenedSource, s3: S3Client | None = None) -> Layout:
     """
     if opened.csv is not None:
         return csv_layout(opened.csv, opened.root, read_bytes(opened.csv, s3))
-    listing, skipped = [], {}
-    for file in list_tree(opened.root, s3):
-        junk = junk_reason(file.relpath)
-        if junk is None:
-            listing.append(file)
-        else:  # a junk folder (a whole .git/) is one entry, with its file count
-            entry = skipped.setdefault(junk[0], {"path": junk[0], "reason": junk[1], "files": 0})
-            entry["files"] += 1
+    listing, skipped = list_without_junk(opened.root, s3)
     _check_not_only_archives(listing, opened)
     check_not_detection(listing, opened.source, s3)
     prefix, tree = strip_wrappers(listing, keep=SPLITS)
@@ -110,8 +103,24 @@ def list_layout(opened: OpenedSource, s3: S3Client | None = None) -> Layout:
         layout = csv_layout(manifests[0].uri, root, read_bytes(manifests[0].uri, s3))
     else:
         layout = folder_layout(tree, opened.source, prefix)
-    layout.skipped = list(skipped.values())
+    layout.skipped = skipped
     return layout
+
+
+def list_without_junk(root: str, s3: S3Client | None = None) -> tuple[list[TreeFile], list[dict[str, Any]]]:
+    """Every file under ``root`` but junk, and the junk skipped: one entry per junk file or folder, with its count.
+
+    See :func:`~tlops.data.sources.junk_reason` for what is junk.
+    """
+    listing, skipped = [], {}
+    for file in list_tree(root, s3):
+        junk = junk_reason(file.relpath)
+        if junk is None:
+            listing.append(file)
+        else:  # a junk folder (a whole .git/) is one entry, with its file count
+            entry = skipped.setdefault(junk[0], {"path": junk[0], "reason": junk[1], "files": 0})
+            entry["files"] += 1
+    return listing, list(skipped.values())
 
 
 def _check_not_only_archives(listing: list[TreeFile], opened: OpenedSource) -> None:
