@@ -1,8 +1,8 @@
 """Bytes to text: the encoding detected per file, binary files refused, and the one normalisation every text gets.
 
-UTF-32/UTF-16/UTF-8 byte-order marks decide first; then strict UTF-8; then charset-normalizer's best guess; Latin-1
-(which decodes any bytes) last. NUL bytes outside a UTF-16/32 file, or a text that is mostly control characters,
-mean a binary file.
+UTF-32/UTF-16/UTF-8 byte-order marks decide first; then strict UTF-8; then charset-normalizer's best guess
+(Western European, cp1252, when that is nearly as plausible); Latin-1 (which decodes any bytes) last. NUL bytes
+outside a UTF-16/32 file, or a text that is mostly control characters, mean a binary file.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ _BOMS = (
 )
 _CONTROL_SHARE = 0.1  # a decoded text with more control characters than this (tabs and newlines aside) is binary
 _ALLOWED_CONTROLS = frozenset("\t\n\r\f\v")
+_WESTERN, _CLOSE_CALL = "cp1252", 0.2  # charset-normalizer's name and how much more "chaos" it may show
 
 
 class BinaryText(ValueError):
@@ -57,8 +58,13 @@ def decode_text(data: bytes) -> Decoded:
         pass
     from charset_normalizer import from_bytes  # only for the rare file that is not UTF-8
 
-    best = from_bytes(data).best()
+    matches = from_bytes(data)
+    best = matches.best()
     if best is not None:
+        # On short texts its guesses among the Latin code pages are close calls (cp1257 for French): prefer the
+        # most common one, Western European, when it is nearly as plausible.
+        western = next((m for m in matches if m.encoding == _WESTERN and m.chaos <= best.chaos + _CLOSE_CALL), None)
+        best = western or best
         return _checked(Decoded(str(best), best.encoding))
     return _checked(Decoded(data.decode("latin-1"), "latin-1"))
 
