@@ -17,6 +17,7 @@ class SplitConfig:
             fraction of each class's training images moved to val.
         test_fraction: Fraction of each class held out for the final test (unused when the test split is given).
         seed: Seed of the per-class shuffle (the run's seed).
+        max_text_chars: Longest text kept (characters, after normalisation); longer ones are quarantined.
         workers: Files read and decoded in parallel.
         archive_limits: How much an archive source may expand (the edges read them from the environment with
             :meth:`ArchiveLimits.from_environment`).
@@ -32,6 +33,9 @@ class SplitConfig:
     )
     test_fraction: float = setting(
         0.15, "share of each class held out for the test", minimum=0, maximum=1, open_min=True, open_max=True
+    )
+    max_text_chars: int = setting(
+        100_000, "longest text kept, in characters (text classification); longer texts are quarantined", minimum=1
     )
     seed: int = internal(0)
     workers: int = internal(8)

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from tlops.data.archives import is_archive
-from tlops.data.sources import check_data_argument, is_junk, list_tree
+from tlops.data.sources import check_data_argument, is_junk, is_table, list_tree
 from tlops.errors import TlopsError
 from tlops.io.storage import is_s3_uri, iter_object_stats, parse_s3_uri
 
@@ -27,9 +27,9 @@ if TYPE_CHECKING:
 
 
 def _listed_root(source: str) -> str:
-    """The folder or prefix whose listing stands for ``source``: an archive's or CSV manifest's own folder."""
+    """The folder or prefix whose listing stands for ``source``: an archive's or table's (CSV manifest's) folder."""
     name = PurePosixPath(parse_s3_uri(source).key if is_s3_uri(source) else source).name
-    if is_archive(name) or name.lower().endswith(".csv"):
+    if is_archive(name) or is_table(name):
         return source.rstrip("/").rsplit("/", 1)[0] if is_s3_uri(source) else str(Path(source).resolve().parent)
     return source.rstrip("/") if is_s3_uri(source) else str(Path(source).resolve())
 

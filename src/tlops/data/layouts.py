@@ -91,14 +91,7 @@ def list_layout(opened: OpenedSource, s3: S3Client | None = None) -> Layout:
     """
     if opened.csv is not None:
         return csv_layout(opened.csv, opened.root, read_bytes(opened.csv, s3))
-    listing, skipped = [], {}
-    for file in list_tree(opened.root, s3):
-        junk = junk_reason(file.relpath)
-        if junk is None:
-            listing.append(file)
-        else:  # a junk folder (a whole .git/) is one entry, with its file count
-            entry = skipped.setdefault(junk[0], {"path": junk[0], "reason": junk[1], "files": 0})
-            entry["files"] += 1
+    listing, skipped = list_without_junk(opened.root, s3)
     _check_not_only_archives(listing, opened)
     check_not_detection(listing, opened.source, s3)
     prefix, tree = strip_wrappers(listing, keep=SPLITS)
@@ -110,8 +103,24 @@ def list_layout(opened: OpenedSource, s3: S3Client | None = None) -> Layout:
         layout = csv_layout(manifests[0].uri, root, read_bytes(manifests[0].uri, s3))
     else:
         layout = folder_layout(tree, opened.source, prefix)
-    layout.skipped = list(skipped.values())
+    layout.skipped = skipped
     return layout
+
+
+def list_without_junk(root: str, s3: S3Client | None = None) -> tuple[list[TreeFile], list[dict[str, Any]]]:
+    """Every file under ``root`` but junk, and the junk skipped: one entry per junk file or folder, with its count.
+
+    See :func:`~tlops.data.sources.junk_reason` for what is junk.
+    """
+    listing, skipped = [], {}
+    for file in list_tree(root, s3):
+        junk = junk_reason(file.relpath)
+        if junk is None:
+            listing.append(file)
+        else:  # a junk folder (a whole .git/) is one entry, with its file count
+            entry = skipped.setdefault(junk[0], {"path": junk[0], "reason": junk[1], "files": 0})
+            entry["files"] += 1
+    return listing, list(skipped.values())
 
 
 def _check_not_only_archives(listing: list[TreeFile], opened: OpenedSource) -> None:
@@ -138,7 +147,7 @@ def _check_not_only_archives(listing: list[TreeFile], opened: OpenedSource) -> N
     )
 
 
-def folder_layout(tree: list[TreeFile], source: str, prefix: str = "") -> Layout:
+def folder_layout(tree: list[TreeFile], source: str, prefix: str = "", item: str = "image") -> Layout:
     """An ImageFolder, or pre-split folders when the top-level folders are split names holding class folders.
 
     Every file but junk is a candidate, whatever its extension; files outside a class folder are quarantined.
@@ -147,6 +156,7 @@ def folder_layout(tree: list[TreeFile], source: str, prefix: str = "") -> Layout
         tree: The listing, relative to the dataset root.
         source: The dataset as the user gave it, for messages.
         prefix: Wrapper folders stripped from the listing (see :func:`~tlops.data.sources.strip_wrappers`).
+        item: What a file is, for messages (``image``, ``text``).
 
     Raises:
         TlopsError: when split folders are mixed with other top-level folders, train/ or test/ is missing, or
@@ -158,8 +168,8 @@ def folder_layout(tree: list[TreeFile], source: str, prefix: str = "") -> Layout
     candidates = [(f, parts) for f, parts in candidates if len(parts) >= 2]
     split_dirs = {parts[0] for _f, parts in candidates if parts[0] in SPLITS and len(parts) >= 3}
     if not split_dirs:
-        _check_classes_not_splits([parts for _f, parts in candidates], source)
-        _check_more_than_one_class([parts for _f, parts in candidates], source, prefix)
+        _check_classes_not_splits([parts for _f, parts in candidates], source, item)
+        _check_more_than_one_class([parts for _f, parts in candidates], source, prefix, item)
         return Layout(IMAGE_FOLDER, [SourceFile(f.uri, f.relpath, parts[0]) for f, parts in candidates], loose)
     others = sorted({parts[0] for _f, parts in candidates} - set(SPLITS))
     given = ", ".join(f"{s}/" for s in SPLITS if s in split_dirs)
@@ -172,26 +182,26 @@ def folder_layout(tree: list[TreeFile], source: str, prefix: str = "") -> Layout
     if missing:
         raise TlopsError(
             f"pre-split dataset {source!r} has {given} but no {' or '.join(f'{s}/' for s in missing)}; add "
-            f"{missing[0]}/<class>/ images (val/ is optional: it is carved out of train when absent)"
+            f"{missing[0]}/<class>/ {item}s (val/ is optional: it is carved out of train when absent)"
         )
     files = [SourceFile(f.uri, f.relpath, parts[1], parts[0]) for f, parts in candidates if len(parts) >= 3]
     loose += [{"path": f.relpath, "reason": OUTSIDE_CLASS_FOLDER} for f, parts in candidates if len(parts) < 3]
     return Layout(PRE_SPLIT, files, sorted(loose, key=lambda q: q["path"]))
 
 
-def _check_classes_not_splits(paths: list[tuple[str, ...]], source: str) -> None:
+def _check_classes_not_splits(paths: list[tuple[str, ...]], source: str, item: str = "image") -> None:
     """Refuse an ImageFolder whose every class is named like a split: images put in split folders, no classes."""
     labels = sorted({parts[0] for parts in paths})
     if not labels or any(label.lower() not in SPLIT_LIKE_NAMES for label in labels):
         return
     shown = ", ".join(f"{label}/" for label in labels)
     raise TlopsError(
-        f"{source!r} has only folders named like splits ({shown}), holding images directly: they would be taken "
-        "as classes; put one folder per class inside each (train/<class>/<image>), or give one folder per class"
+        f"{source!r} has only folders named like splits ({shown}), holding {item}s directly: they would be taken "
+        f"as classes; put one folder per class inside each (train/<class>/<{item}>), or give one folder per class"
     )
 
 
-def _check_more_than_one_class(paths: list[tuple[str, ...]], source: str, prefix: str) -> None:
+def _check_more_than_one_class(paths: list[tuple[str, ...]], source: str, prefix: str, item: str = "image") -> None:
     """Refuse an ImageFolder with one class, saying what was found and what to pass instead."""
     labels = {parts[0] for parts in paths}
     if len(labels) != 1:
@@ -205,8 +215,8 @@ def _check_more_than_one_class(paths: list[tuple[str, ...]], source: str, prefix
         fix = "repack the archive with them at its top" if is_archive(source) else f"pass --data {where}/{label}"
         raise TlopsError(f"{found}, its files in subfolders ({shown}); if those are the classes, {fix}")
     raise TlopsError(
-        f"{found}; a classifier needs at least two classes: put each class's images in its own subfolder, "
-        f"{where}/<class>/<image>"
+        f"{found}; a classifier needs at least two classes: put each class's {item}s in its own subfolder, "
+        f"{where}/<class>/<{item}>"
     )
 
 

@@ -35,7 +35,7 @@ def _listed(labels: list[str]) -> str:
     return ", ".join(labels[:-1]) + " and " + labels[-1]
 
 
-def resolve_duplicates(rows: list[dict[str, Any]]) -> Deduplicated:
+def resolve_duplicates(rows: list[dict[str, Any]], item: str = "image") -> Deduplicated:
     """Collapse files with the same content so each appears once, and quarantine label conflicts.
 
     The same content under two or more labels cannot be trusted: every copy is quarantined with the reason
@@ -45,6 +45,7 @@ def resolve_duplicates(rows: list[dict[str, Any]]) -> Deduplicated:
     Args:
         rows: One dict per decoded file with at least ``relpath``, ``sha256``, ``label`` and ``split`` (the given
             split, or ``None``).
+        item: What a row is, for the conflict reason (``image``, ``text``).
 
     Returns:
         The surviving rows, the conflicts and the duplicate report.
@@ -56,7 +57,7 @@ def resolve_duplicates(rows: list[dict[str, Any]]) -> Deduplicated:
     for sha256, copies in sorted(by_hash.items()):
         labels = sorted({row["label"] for row in copies})
         if len(labels) > 1:
-            reason = f"same image labelled {_listed(labels)}"
+            reason = f"same {item} labelled {_listed(labels)}"
             result.conflicts += [{"path": row["relpath"], "reason": reason} for row in copies]
             continue
         kept, *removed = sorted(copies, key=lambda r: (_KEEP_ORDER[r["split"]], r["relpath"]))

@@ -4,28 +4,32 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import shutil
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from tlops.data.fingerprint import fingerprint_covers, source_fingerprint
 from tlops.data.images import SUPPORTED_FORMATS, decode_image
 from tlops.data.layouts import OUTSIDE_CLASS_FOLDER, Layout, SourceFile, list_layout
 from tlops.data.leakage import resolve_duplicates
+from tlops.data.outputs import (
+    EXTRACTED_DIR,
+    prepare_output,
+    prepared_entry,
+    relative_extracted,
+    removed_on_failure,
+    usable_cache_key,
+    write_outputs,
+)
 from tlops.data.prepared import MANIFEST_FILE, REPORT_FILE, SUMMARY_FILE, TEXT_COLUMNS, PreparedData
-from tlops.data.prepared_cache import PreparedCache, cache_key
+from tlops.data.prepared_cache import PreparedCache
 from tlops.data.report import render_report
-from tlops.data.sources import OpenedSource, check_data_argument, check_output_apart, open_source
+from tlops.data.sources import OpenedSource, open_source
 from tlops.data.splits import SPLITS, SplitConfig, assign_splits, carve_validation, split_counts
 from tlops.errors import TlopsError
-from tlops.io.paths import check_writable_dir
 from tlops.io.progress import progress
 from tlops.io.storage import S3Client, is_s3_uri, read_bytes
 
@@ -41,6 +45,7 @@ __all__ = [
     "assign_splits",
     "check_class_sizes",
     "check_dataset",
+    "check_sizes",
     "check_split_sizes",
     "class_imbalance",
     "dataset_digest",
@@ -52,8 +57,6 @@ __all__ = [
     "render_report",
     "split_counts",
 ]
-
-EXTRACTED_DIR = "files"  # an archive source is extracted here, inside the output directory
 
 logger = logging.getLogger(__name__)
 
@@ -118,9 +121,9 @@ def preflight_dataset(
         TlopsError: when the source is missing, unsafe or malformed, or its classes are too few or too small.
     """
     config = config or SplitConfig()
-    keyed = _cache_key(source, config, s3, cache, fingerprint)
+    keyed = usable_cache_key(source, config, s3, cache, fingerprint, logger)
     if cache is not None and keyed is not None:
-        with _prepared_entry(source, config, s3, cache, *keyed) as entry:
+        with prepared_entry(source, config, s3, cache, *keyed, _prepare_to, logger) as entry:
             prepared = PreparedData.read(entry)
             prepared.output_dir = str(entry)
             return prepared
@@ -131,12 +134,12 @@ def preflight_dataset(
 def _checked_layout(opened: OpenedSource, source: str, config: SplitConfig, s3: S3Client | None) -> Layout:
     """The layout of an opened source, after checking that its classes can be split."""
     layout = list_layout(opened, s3)
-    _check_sizes([(f.split, f.label) for f in layout.files], layout, config, source)
+    check_sizes([(f.split, f.label) for f in layout.files], layout, config, source)
     return layout
 
 
 def check_class_sizes(
-    counts: dict[str, int], config: SplitConfig, source: str, notes: dict[str, str] | None = None
+    counts: dict[str, int], config: SplitConfig, source: str, notes: dict[str, str] | None = None, item: str = "image"
 ) -> None:
     """Check that the classes of a dataset without given splits can support a train/val/test split.
 
@@ -145,6 +148,7 @@ def check_class_sizes(
         config: The split.
         source: The dataset, for the message.
         notes: Said after a short class's count (what was quarantined), by class.
+        item: What an example is, for the message (``image``, ``text``).
 
     Raises:
         TlopsError: when there are no images, a single class, or classes too small to split.
@@ -165,12 +169,16 @@ def check_class_sizes(
         listed = ", ".join(f"{label!r} has {n}{(notes or {}).get(label, '')}" for label, n in small.items())
         raise TlopsError(
             f"classes too small to split in {source!r}: {listed}; each class needs at least {minimum} valid "
-            "images (one each for train, val and test): add images or remove the class"
+            f"{item}s (one each for train, val and test): add {item}s or remove the class"
         )
 
 
 def check_split_sizes(
-    counts: dict[str, dict[str, int]], source: str, carve_val: bool = False, notes: dict[str, str] | None = None
+    counts: dict[str, dict[str, int]],
+    source: str,
+    carve_val: bool = False,
+    notes: dict[str, str] | None = None,
+    item: str = "image",
 ) -> None:
     """Check that every class of a dataset with given splits has an image in each split.
 
@@ -179,12 +187,13 @@ def check_split_sizes(
         source: The dataset, for the message.
         carve_val: Whether val is carved out of train, which then needs two images per class.
         notes: Said after a short class's counts (what was quarantined), by class.
+        item: What an example is, for the message (``image``, ``text``).
 
     Raises:
         TlopsError: when there are no images, a single class, or classes short in some split (with the counts).
     """
     labels = sorted({label for per_class in counts.values() for label in per_class})
-    check_class_sizes({label: len(SPLITS) for label in labels}, SplitConfig(), source)  # none, or one class
+    check_class_sizes({label: len(SPLITS) for label in labels}, SplitConfig(), source, item=item)  # none, or one
     need = {"train": 2, "test": 1} if carve_val else dict.fromkeys(SPLITS, 1)
     short = [label for label in labels if any(counts.get(s, {}).get(label, 0) < n for s, n in need.items())]
     if short:
@@ -195,35 +204,40 @@ def check_split_sizes(
             for label in short
         )
         rule = (
-            "2 train images (one is carved out for val, as there is no val split) and 1 test image"
+            f"2 train {item}s (one is carved out for val, as there is no val split) and 1 test {item}"
             if carve_val
-            else "1 image in each of train, val and test"
+            else f"1 {item} in each of train, val and test"
         )
         raise TlopsError(
-            f"classes short of images in {source!r}: {listed}; every class needs at least {rule}, counting valid, "
-            "distinct images: add images or remove the class"
+            f"classes short of {item}s in {source!r}: {listed}; every class needs at least {rule}, counting valid, "
+            f"distinct {item}s: add {item}s or remove the class"
         )
 
 
-def _check_sizes(
+def check_sizes(
     pairs: list[tuple[str | None, str]],
     layout: Layout,
     config: SplitConfig,
     source: str,
     labels: Iterable[str] = (),
     notes: dict[str, str] | None = None,
+    item: str = "image",
 ) -> None:
-    """Check the (split, label) pairs of a layout; ``labels`` are classes to count even with no image left."""
+    """Check the (split, label) pairs of a layout; ``labels`` are classes to count even with no image left.
+
+    Raises:
+        TlopsError: from :func:`check_class_sizes` or, when the layout gives splits, :func:`check_split_sizes`.
+    """
     if not layout.split_given:
         counts = {label: 0 for label in labels} | Counter(label for _s, label in pairs)
-        check_class_sizes(counts, config, source, notes)
+        check_class_sizes(counts, config, source, notes, item)
         return
     every_label = sorted(set(labels) | {label for _s, label in pairs})
     counts = {split: dict.fromkeys(every_label, 0) for split in SPLITS}
     for split, label in pairs:
         if split in counts:
             counts[split][label] += 1
-    check_split_sizes(counts, source, layout.carve_val, notes)
+    check_split_sizes(counts, source, layout.carve_val, notes, item)
 
 
 def class_imbalance(train_counts: dict[str, int]) -> dict[str, Any]:
@@ -303,128 +317,21 @@ def prepare_data(
             is left in ``output_dir`` then, if this call created it). Nothing is read before the output folder
             is checked.
     """
-    config = config or SplitConfig()
-    check_data_argument(source)
-    output_dir = Path(output_dir).resolve()
-    check_writable_dir(output_dir)
-    check_output_apart(source, output_dir)
-    keyed = _cache_key(source, config, s3, cache, fingerprint)
-    if cache is not None and keyed is not None:
-        with _prepared_entry(source, config, s3, cache, *keyed) as entry:
-            return _copy_prepared(entry, output_dir)
-    return _prepare_to(source, output_dir, config, s3)[0]
+    return prepare_output(source, output_dir, config or SplitConfig(), s3, cache, fingerprint, _prepare_to, logger)
 
 
 def _prepare_to(
     source: str, output_dir: Path, config: SplitConfig, s3: S3Client | None
 ) -> tuple[PreparedData, list[str]]:
     """Prepare ``source`` into ``output_dir`` (checked); also return the files read that are not from an archive."""
-    created = not output_dir.exists()
-    try:
-        with open_source(source, s3, extract_to=output_dir / EXTRACTED_DIR, limits=config.archive_limits) as opened:
-            layout = _checked_layout(opened, source, config, s3)
-            manifest, prepared = _prepare(layout, source, config, s3)
-            read = [f.uri for f in layout.files]
-            if opened.extracted is not None:  # relative to the output directory, which travels with the files
-                read = [uri for uri in read if not Path(uri).is_relative_to(opened.extracted)]
-                manifest["uri"] = [
-                    Path(uri).relative_to(output_dir).as_posix() if Path(uri).is_relative_to(opened.extracted) else uri
-                    for uri in manifest["uri"]
-                ]
-            prepared.output_dir = str(output_dir)
-            _write_outputs(manifest, prepared, output_dir)
-    except BaseException:
-        if created:
-            shutil.rmtree(output_dir, ignore_errors=True)
-        raise
-    return prepared, read
-
-
-def _cache_key(
-    source: str, config: SplitConfig, s3: S3Client | None, cache: PreparedCache | None, fingerprint: str | None
-) -> tuple[str, str] | None:
-    """The cache key of ``source`` and its fingerprint; ``None`` without a usable cache or a listable source.
-
-    A cache that cannot be written or lies inside a local dataset is skipped with a warning. A source that
-    cannot be fingerprinted (missing, empty, refused) is prepared without the cache, which then fails with the
-    usual message.
-    """
-    if cache is None:
-        return None
-    try:
-        check_writable_dir(cache.root, "the prepared-dataset cache")
-        check_output_apart(source, cache.root)
-    except TlopsError as error:
-        logger.warning("not using the prepared-dataset cache %s: %s", cache.root, error)
-        return None
-    try:
-        fingerprint = fingerprint or source_fingerprint(source, s3)
-    except TlopsError:
-        return None
-    return cache_key(source, fingerprint, config), fingerprint
-
-
-@contextmanager
-def _prepared_entry(
-    source: str, config: SplitConfig, s3: S3Client | None, cache: PreparedCache, key: str, fingerprint: str
-) -> Iterator[Path]:
-    """A complete prepared output of ``source`` for the time of the ``with``: the cache's, made first if missing.
-
-    A result that read files the fingerprint does not cover (a CSV naming s3:// objects elsewhere) is not
-    cached: it is yielded from a scratch folder, removed afterwards.
-    """
-    entry = cache.entry(key)
-    if entry is not None:
-        logger.info("reusing the prepared dataset of %s (fingerprint %s): no image decoded", key, fingerprint)
-        yield entry
-        return
-    with cache.scratch() as scratch:
-        folder = scratch / key
-        read = _prepare_to(source, folder, config, s3)[1]
-        if fingerprint_covers(source, read):
-            yield cache.publish(key, folder)
-        else:
-            logger.info("not caching the prepared dataset of %s: it reads files outside the listed source", source)
-            yield folder
-
-
-def _copy_prepared(entry: Path, output_dir: Path) -> PreparedData:
-    """Copy a prepared output to ``output_dir`` (checked), its summary last and pointing at ``output_dir``.
-
-    Extracted archive files are hard-linked where the file system allows (they are never written again);
-    the manifest and report are copied, so that editing them in ``output_dir`` cannot change the cache.
-    """
-    created = not output_dir.exists()
-    extracted = entry / EXTRACTED_DIR
-
-    def link_or_copy(src: str, dst: str) -> None:
-        Path(dst).unlink(missing_ok=True)  # a new file: never write through an old link into the cache
-        if Path(src).is_relative_to(extracted):
-            try:
-                os.link(src, dst)
-                return
-            except OSError:
-                pass  # another file system, or no hard links: copy
-        shutil.copy2(src, dst)
-
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / SUMMARY_FILE).unlink(missing_ok=True)  # until the copy is complete, no output is
-        shutil.copytree(
-            entry,
-            output_dir,
-            dirs_exist_ok=True,
-            copy_function=link_or_copy,
-            ignore=lambda folder, _names: [SUMMARY_FILE] if Path(folder) == entry else [],
-        )
-        prepared = PreparedData.read(entry)
+    extract_to = output_dir / EXTRACTED_DIR
+    with removed_on_failure(output_dir), open_source(source, s3, extract_to, config.archive_limits) as opened:
+        layout = _checked_layout(opened, source, config, s3)
+        manifest, prepared = _prepare(layout, source, config, s3)
+        read = relative_extracted(manifest, [f.uri for f in layout.files], opened.extracted, output_dir)
         prepared.output_dir = str(output_dir)
-        prepared.write(output_dir)  # last: its presence marks a complete output
-    except BaseException:
-        if created:
-            shutil.rmtree(output_dir, ignore_errors=True)
-        raise
-    return prepared
+        _write_outputs(manifest, prepared, output_dir)
+    return prepared, read
 
 
 def _prepare(
@@ -449,7 +356,7 @@ def _prepare(
     quarantined += deduplicated.conflicts
     # Every listed class counts, so a class whose files were all quarantined is named rather than dropped, with
     # what was quarantined.
-    _check_sizes(
+    check_sizes(
         [(r["split"], r["label"]) for r in deduplicated.rows],
         layout,
         config,
@@ -495,10 +402,7 @@ def _quarantine_notes(failed: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def _write_outputs(manifest: pd.DataFrame, prepared: PreparedData, output_dir: Path) -> None:
-    output_dir.mkdir(parents=True, exist_ok=True)
-    manifest.to_csv(output_dir / MANIFEST_FILE, index=False)
-    (output_dir / REPORT_FILE).write_text(render_report(prepared))
-    prepared.write(output_dir)  # last: its presence marks a complete output
+    write_outputs(manifest, prepared, render_report(prepared), output_dir)
 
 
 def load_prepared(data_dir: Path) -> tuple[pd.DataFrame, PreparedData]:

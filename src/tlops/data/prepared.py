@@ -13,8 +13,9 @@ from tlops.io.records import JsonRecord
 MANIFEST_FILE = "manifest.csv"
 SUMMARY_FILE = "prepare_summary.json"
 REPORT_FILE = "report.md"
-# Manifest columns read as text, never parsed: a class named NA, null, nan or None stays that string.
-TEXT_COLUMNS = ("uri", "relpath", "sha256", "label", "split")
+# Manifest columns read as text, never parsed: a class named NA, null, nan or None stays that string (and so does a
+# text-classification manifest's ``text``).
+TEXT_COLUMNS = ("uri", "relpath", "sha256", "label", "split", "text")
 
 
 @dataclass
@@ -29,7 +30,8 @@ class PreparedData(JsonRecord):
         duplicates_removed: How many duplicate files were dropped.
         source: The dataset URI or path that was read.
         output_dir: Directory holding the manifest, summary and report.
-        layout: ``image-folder``, ``pre-split`` or ``csv-manifest``.
+        layout: ``image-folder``, ``pre-split`` or ``csv-manifest``; for text, ``text-table``, ``text-folder`` or
+            ``text-pre-split``.
         duplicates: One entry per duplicated content: ``sha256``, ``label``, ``kept``, ``kept_split``,
             ``removed`` and ``across_splits``.
         imbalance: ``ratio`` (largest over smallest class in train) and balanced ``class_weights``.
@@ -37,6 +39,8 @@ class PreparedData(JsonRecord):
             or a folder ending in ``/``), ``reason`` and ``files`` (how many files).
         task: The task whose data this is (stamped by the task that prepared it; ``""``: the default task), which
             the later steps ask for the model, metrics and served signature.
+        details: What a task records about its data beyond the counts (text: the columns used, the encodings
+            seen and the length statistics).
     """
 
     digest: str
@@ -51,6 +55,7 @@ class PreparedData(JsonRecord):
     imbalance: dict[str, Any] = field(default_factory=dict)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     task: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
 
     FILE = SUMMARY_FILE
     STEP = "prepare-data"

@@ -40,8 +40,9 @@ _STALE_PARTIAL_SECONDS = 24 * 3600  # a scratch folder this old belongs to a run
 def _code_digest() -> str:
     """sha256 over the source files of ``tlops.data``: what decides how a dataset is validated and split."""
     digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    root = Path(__file__).parent
+    for path in sorted(root.rglob("*.py")):  # the text subpackage too
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 

@@ -18,7 +18,22 @@ if TYPE_CHECKING:
     from collections.abc import Collection, Iterator
 
 CSV_MANIFEST_NAMES = ("manifest.csv", "labels.csv")
+# Single-file sources: an image CSV manifest, or a table of texts (``.json`` holding JSON lines).
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 _KINDS = f"a folder, a {'/'.join(ARCHIVE_SUFFIXES)} archive, a .csv manifest or an s3:// URI"
+
+
+def is_table(name: str) -> bool:
+    """Whether a file name is one of a table source (:data:`TABLE_SUFFIXES`, any case)."""
+    return name.lower().endswith(TABLE_SUFFIXES)
+
+
+def _kinds(tables: tuple[str, ...]) -> str:
+    if tables == (".csv",):
+        return _KINDS
+    return f"a folder, a {'/'.join(ARCHIVE_SUFFIXES)} archive, a {'/'.join(tables)} table or an s3:// URI"
+
+
 # Files that operating systems and archivers leave in folders: never part of a dataset, skipped (and counted
 # in the data report with the reason).
 JUNK_FILES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
@@ -79,7 +94,7 @@ def check_output_apart(source: str, output: Path) -> None:
     if is_s3_uri(source) or not source.strip():
         return
     data, out = Path(source).resolve(), Path(output).resolve()
-    folder = data if data.is_dir() else data.parent if data.suffix.lower() == ".csv" else None
+    folder = data if data.is_dir() else data.parent if is_table(data.name) else None
     if folder is not None and (out == folder or (data.is_dir() and out.is_relative_to(folder))):
         where = "is the dataset folder" if out == folder else f"is inside the dataset folder {folder}"
         raise TlopsError(
@@ -120,7 +135,11 @@ class OpenedSource:
 
 @contextmanager
 def open_source(
-    source: str, s3: S3Client | None = None, extract_to: Path | None = None, limits: ArchiveLimits | None = None
+    source: str,
+    s3: S3Client | None = None,
+    extract_to: Path | None = None,
+    limits: ArchiveLimits | None = None,
+    tables: tuple[str, ...] = (".csv",),
 ) -> Iterator[OpenedSource]:
     """Make a source listable: archives (local or on S3) are downloaded and extracted safely.
 
@@ -130,9 +149,11 @@ def open_source(
         extract_to: Where an archive is extracted and kept (removed again if the ``with`` body fails); ``None``
             extracts into a temporary folder removed on exit.
         limits: How much an archive may expand (default: :class:`ArchiveLimits`' defaults).
+        tables: The suffixes of a single-file source read as a table (images: ``.csv`` manifests; text: every
+            one of :data:`TABLE_SUFFIXES`), given as ``csv``.
 
     Yields:
-        The root to list and, for a CSV source, the CSV.
+        The root to list and, for a CSV (or table) source, the file.
 
     Raises:
         TlopsError: when the source is empty, missing, of an unknown kind, or an unsafe, too large or unreadable
@@ -147,14 +168,15 @@ def open_source(
     else:
         path = Path(source)
         if not path.exists():
-            raise TlopsError(f"dataset path {source!r} does not exist; pass --data {_KINDS}")
+            raise TlopsError(f"dataset path {source!r} does not exist; pass --data {_kinds(tables)}")
         name = path.name if path.is_file() else ""
         if path.is_dir():
             yield OpenedSource(source, str(path.resolve()))
             return
-        if not (is_archive(name) or name.lower().endswith(".csv")):
-            raise TlopsError(f"dataset path {source!r} is not a directory, an archive or a .csv file; pass {_KINDS}")
-    if name.lower().endswith(".csv"):
+        if not (is_archive(name) or name.lower().endswith(tables)):
+            kind = "a .csv file" if tables == (".csv",) else "a table file"
+            raise TlopsError(f"dataset path {source!r} is not a directory, an archive or {kind}; pass {_kinds(tables)}")
+    if name.lower().endswith(tables):
         csv = source if is_s3_uri(source) else str(Path(source).resolve())
         yield OpenedSource(source, csv.rsplit("/", 1)[0], csv=csv)
     elif is_archive(name):

@@ -1,0 +1,1 @@
+"""Text classification data: tables and folders of texts, decoded, normalised, quarantined, de-duplicated and split."""
