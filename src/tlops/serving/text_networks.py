@@ -133,7 +133,18 @@ TfidfLoader = Callable[[Path], TextLogits]
 
 
 def _plain_encoder(encoder: nn.Module) -> nn.Module:
-    """The encoder with any LoRA adapters merged into its weights (a copy; the trained model is left as it is)."""
+    """The encoder with any LoRA adapters merged into its weights (a copy; the trained model is left as it is).
+
+    Raises:
+        ValueError: Adapter layers are left that ``save_pretrained`` would save under names a plain encoder does
+            not load (adapters injected without a ``PeftModel`` around the encoder).
+    """
     if hasattr(encoder, "merge_and_unload"):
-        return copy.deepcopy(encoder).merge_and_unload()
+        encoder = copy.deepcopy(encoder).merge_and_unload()
+    left = sorted({type(m).__name__ for m in encoder.modules() if type(m).__module__.startswith("peft.")})
+    if left:
+        raise ValueError(
+            f"the encoder still has adapter layers ({', '.join(left)}): wrap it with peft.get_peft_model, or merge "
+            "the adapters into its weights, before serving it"
+        )
     return encoder

@@ -3,6 +3,7 @@ saved as the served artifacts and read back by the pyfunc (logging to MLflow and
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -218,3 +219,33 @@ def test_the_requirements_are_pinned_as_installed_for_each_kind() -> None:
 def test_a_config_the_model_could_not_run_is_refused(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TextServingConfig(**({"classes": CLASSES} | changes))
+
+
+def test_a_lora_encoder_is_served_with_its_adapters_merged(classifier, tmp_path: Path) -> None:
+    from peft import LoraConfig, get_peft_model, inject_adapter_in_model
+
+    from tlops.models.text_classifier import TextClassifier
+
+    network, tokenizer = classifier
+    lora = LoraConfig(r=4, target_modules=["query", "value"])
+    adapted = get_peft_model(copy.deepcopy(network.encoder), lora)
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for name, parameter in adapted.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.5)  # trained adapters: not the zero update they start as
+    trained = TextClassifier(adapted, network.head).eval()
+    config = TextServingConfig(CLASSES, max_length=MAX_LENGTH)
+    save_network(trained, tokenizer, config, tmp_path / "network")
+    model = served(tmp_path, config)
+    assert not any("lora" in name for name, _ in model.network.classifier.named_parameters())
+    rows = model.predict(None, pd.DataFrame({"text": TEXTS})).to_dict("records")
+    with_adapters = reference_logits((trained, tokenizer), TEXTS)
+    without = reference_logits(classifier, TEXTS)
+    assert not np.allclose(with_adapters, without, atol=1e-3)
+    for row, logits in zip(rows, with_adapters, strict=True):
+        assert np.allclose(probabilities_of(row), torch.softmax(torch.from_numpy(logits), 0), atol=1e-5)
+    assert isinstance(trained.encoder, type(adapted))  # the trained model is left as it is
+    injected = TextClassifier(inject_adapter_in_model(lora, copy.deepcopy(network.encoder)), network.head)
+    with pytest.raises(ValueError, match="still has adapter layers"):
+        save_network(injected, tokenizer, config, tmp_path / "injected")
