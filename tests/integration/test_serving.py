@@ -17,7 +17,8 @@ from PIL import Image
 
 from tlops.data.images import decode_image
 from tlops.data.preprocessing import DataConfig, eval_transform
-from tlops.serving.model import OUTPUT_COLUMNS, ServingConfig
+from tlops.serving.model import ServingConfig
+from tlops.serving.outputs import OUTPUT_COLUMNS
 
 CLASSES = ["circle", "square", "triangle"]
 TEMPERATURE = 1.7

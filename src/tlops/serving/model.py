@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
+from tlops.serving.outputs import answer_row, calibrated, error_row, output_frame
+
 IMAGE_COLUMN = "image"
-TEXT_COLUMN = "text"  # the input column of a served text model
-OUTPUT_COLUMNS = ("label", "probability", "probabilities", "top_k", "error")
 NETWORK_ARTIFACT = "network"
 PREPROCESSING_ARTIFACT = "preprocessing"
 NETWORK_FILE = "network.pt2"
@@ -100,14 +100,13 @@ class ImageClassifier(PythonModel):
             try:
                 batch.append((index, self.transform(_picture(image, self.config.max_pixels))))
             except Exception as error:  # a bad row is reported in its row: never fails the batch
-                rows[index] = _error_row(error)
+                rows[index] = error_row(error)
             if len(batch) == self.config.batch_size:
                 self._classify(batch, rows)
                 batch = []
         if batch:
             self._classify(batch, rows)
-        # dtype object: an empty cell stays None (JSON null), never NaN.
-        return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS), dtype=object)
+        return output_frame(rows)
 
     def probabilities(self, tensors: Any) -> np.ndarray:
         """Calibrated class probabilities of a batch of preprocessed ``(N, 3, S, S)`` images."""
@@ -115,22 +114,14 @@ class ImageClassifier(PythonModel):
 
         with torch.inference_mode():
             logits = self.network(tensors).float()
-        return torch.softmax(logits / self.config.temperature, dim=1).numpy()
+        return calibrated(logits.numpy(), self.config.temperature)
 
     def _classify(self, batch: list[tuple[int, Any]], rows: list[dict[str, Any]]) -> None:
         import torch
 
         probabilities = self.probabilities(torch.stack([tensor for _, tensor in batch]))
-        classes, k = self.config.classes, min(self.config.top_k, len(self.config.classes))
         for (index, _), row in zip(batch, probabilities, strict=True):
-            best = np.argsort(-row, kind="stable")[:k]
-            rows[index] = {
-                "label": classes[best[0]],
-                "probability": float(row[best[0]]),
-                "probabilities": {name: float(p) for name, p in zip(classes, row, strict=True)},
-                "top_k": [{"label": classes[c], "probability": float(row[c])} for c in best],
-                "error": None,
-            }
+            rows[index] = answer_row(row, self.config.classes, self.config.top_k)
 
 
 def _images_of(model_input: Any) -> list[Any]:
@@ -177,7 +168,3 @@ def _base64(text: str) -> bytes:
         raise ValueError(
             f"the row's text {shown!r} is not valid base64 ({error}): send the image file's bytes, base64-encoded"
         ) from None
-
-
-def _error_row(error: Exception) -> dict[str, Any]:
-    return {"label": None, "probability": None, "probabilities": None, "top_k": None, "error": str(error)}

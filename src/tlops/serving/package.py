@@ -9,10 +9,9 @@ tensors.
 from __future__ import annotations
 
 import io
-import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,20 +23,21 @@ from tlops.serving.model import (
     PREPROCESSING_FILE,
     ServingConfig,
 )
+from tlops.serving.packaging import (
+    SERVED_MODEL_NAME,
+    LoggedModels,
+    copy_code,
+    output_schema,
+    package_dir,
+    pinned_requirements,
+)
 
 if TYPE_CHECKING:
     from torch import nn
 
-SERVED_MODEL_NAME = "model"
 TENSOR_MODEL_NAME = "tensor-model"
 MAX_BATCH = 1024
-
-
-class LoggedModels(NamedTuple):
-    """What :func:`log_served_model` logged: MLflow ``ModelInfo`` objects."""
-
-    served: Any
-    tensors: Any | None
+REQUIREMENTS = ("mlflow", "torch", "torchvision", "pillow", "numpy", "pandas")
 
 
 def export_network(model: nn.Module, input_size: int, path: Path) -> Path:
@@ -60,20 +60,10 @@ def served_signature(classes: list[str]) -> Any:
     base64 text reaches the model, which decodes each cell and gives a bad one its own ``error``.
     """
     from mlflow.models import ModelSignature
-    from mlflow.types import DataType
-    from mlflow.types.schema import AnyType, Array, ColSpec, Map, Object, Property, Schema
+    from mlflow.types.schema import AnyType, ColSpec, Schema
 
-    top = Object([Property("label", DataType.string), Property("probability", DataType.double)])
-    outputs = Schema(
-        [
-            ColSpec(DataType.string, "label", required=False),
-            ColSpec(DataType.double, "probability", required=False),
-            ColSpec(Map(DataType.double), "probabilities", required=False),
-            ColSpec(Array(top), "top_k", required=False),
-            ColSpec(DataType.string, "error", required=False),
-        ]
-    )
-    return ModelSignature(inputs=Schema([ColSpec(AnyType(), IMAGE_COLUMN, required=False)]), outputs=outputs)
+    inputs = Schema([ColSpec(AnyType(), IMAGE_COLUMN, required=False)])
+    return ModelSignature(inputs=inputs, outputs=output_schema())
 
 
 def example_images(size: int = 32) -> Any:
@@ -91,9 +81,7 @@ def example_images(size: int = 32) -> Any:
 
 def served_requirements() -> list[str]:
     """What the served model imports: torch, torchvision, Pillow, numpy, pandas and MLflow (pinned as installed)."""
-    from importlib.metadata import version
-
-    return [f"{name}=={version(name)}" for name in ("mlflow", "torch", "torchvision", "pillow", "numpy", "pandas")]
+    return pinned_requirements(REQUIREMENTS)
 
 
 def log_served_model(
@@ -117,17 +105,14 @@ def log_served_model(
     import mlflow
     import mlflow.pytorch
 
-    import tlops
-
     input_size = int(config.data_config["input_size"])
-    package_dir = Path(tlops.__file__).parent
     with tempfile.TemporaryDirectory(prefix="tlops-serving-") as scratch:
-        code = shutil.copytree(package_dir, Path(scratch) / "tlops", ignore=shutil.ignore_patterns("__pycache__"))
+        code = copy_code(Path(scratch))
         network = export_network(model, input_size, Path(scratch) / NETWORK_FILE)
         preprocessing = config.write(Path(scratch) / PREPROCESSING_FILE)
         info = mlflow.pyfunc.log_model(
             name=SERVED_MODEL_NAME,
-            python_model=str(package_dir / "serving" / "served_model.py"),
+            python_model=str(package_dir() / "serving" / "served_model.py"),
             artifacts={NETWORK_ARTIFACT: str(network), PREPROCESSING_ARTIFACT: str(preprocessing)},
             code_paths=[str(code)],
             signature=served_signature(config.classes),

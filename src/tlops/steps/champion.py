@@ -19,7 +19,8 @@ from tlops.data.preprocessing import DataConfig, eval_transform
 from tlops.evaluation.metrics import predict
 from tlops.promotion.aliases import CHAMPION
 from tlops.promotion.gate import GateConfig, compare
-from tlops.serving.model import IMAGE_COLUMN, TEXT_COLUMN
+from tlops.serving.model import IMAGE_COLUMN
+from tlops.serving.text_model import TEXT_COLUMN
 from tlops.steps.outputs import Comparison
 from tlops.steps.runtime import Runtime
 
