@@ -878,7 +878,7 @@ def test_three_backbones_are_ranked_and_a_second_run_reads_the_cache(local_runs:
     assert selection["reasons"][0].startswith(summary["backbone"])  # why it won
     assert any(reason.startswith("transfer") for reason in selection["reasons"])  # versus raw pixels
     # The table and the reasons are printed; this run extracted every candidate and cached it.
-    assert "raw pixels 32x32" in first and selection["reasons"][0] in first
+    assert "raw 32x32 pixels" in first and selection["reasons"][0] in first
     assert "efficientnet_lite2" in first and "extracted in" in first
     assert selection["feature_cache"]["hits"] == 0
     # The second, identical run reads every candidate and the chosen one's features from the cache.
@@ -1028,7 +1028,7 @@ def test_per_step_commands(steps: Steps) -> None:
     (chosen,) = [entry["name"] for entry in ranking if entry["status"] == "chosen"]
     assert selection["ranking"] == ranking and selection["chosen"] == chosen
     assert selection["baseline"]["name"] == "pixels"
-    assert "| raw pixels 32x32 (no transfer) |" in steps.stdout[STEPS[1]]  # the table is printed
+    assert "| raw 32x32 pixels (no transfer) |" in steps.stdout[STEPS[1]]  # the table is printed
     # select-backbone scored (and cached) efficientnet_lite0: extract-features reads its features, runs no backbone.
     assert printed_json(steps.stdout[STEPS[2]])["cache_hit"] is True
     probe = printed_json(steps.stdout[STEPS[2]])

@@ -220,9 +220,15 @@ def _log_served(record: RunRecord) -> Any:
     prepared = record.prepared
     metadata = {"classes": prepared.classes, "data_config": record.data_config, "backbone": record.backbone}
     if prepared.task == "text-classification":
+        from tlops.serving.text_model import TextServingConfig
         from tlops.serving.text_package import log_served_text_model
 
-        return log_served_text_model(record.model, prepared.classes, record.temperature, metadata)
+        if record.backbone == "tfidf":
+            serving = TextServingConfig(prepared.classes, kind="tfidf", temperature=record.temperature)
+            return log_served_text_model(record.model, None, serving, metadata)
+        encoder = record.model.encoder
+        serving = TextServingConfig(prepared.classes, temperature=record.temperature, max_length=encoder.max_length)
+        return log_served_text_model(record.model.classifier, encoder.tokenizer, serving, metadata)
     from tlops.serving.model import ServingConfig
     from tlops.serving.package import log_served_model
 

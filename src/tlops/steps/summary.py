@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from tlops.models.names import BASELINES
 from tlops.promotion.gate import GateConfig, describe
 from tlops.steps.outputs import Comparison, Evaluation, ModelConfig, PreparedData, RunSummary, Selection, Training
 
@@ -105,12 +106,12 @@ def format_summary(summary: RunSummary) -> str:
 
 
 def _selection_lines(selection: dict | None) -> list[str]:
-    """The ranking table (one line per candidate and the raw-pixel baseline), the reasons and the cache status."""
+    """The ranking table (one line per candidate and the no-transfer baseline), the reasons and the cache status."""
     if not selection:
         return []
     lines = [f"             {'':2} {'candidate':<28} {'probe acc.':>14} {'kNN':>6} {'LogME':>7} {'params':>7}  status"]
     for row in selection["ranking"]:
-        name = "raw pixels 32x32" if row["status"] == "baseline" else row["name"]
+        name = BASELINES[row["name"]].short if row["name"] in BASELINES else row["name"]
         lines.append(
             f"             {row['rank'] or '':>2} {name:<28} "
             f"{row['probe_accuracy']:>7.3f} ± {row['probe_std_error']:.3f} "

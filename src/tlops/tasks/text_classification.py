@@ -81,9 +81,9 @@ class TextClassification:
 
     def serving_signature(self, classes: list[str]) -> Any:
         """One string column ``text`` in; label and probabilities out."""
-        from tlops.serving.text_package import text_signature
+        from tlops.serving.text_package import served_text_signature
 
-        return text_signature(classes)
+        return served_text_signature()
 
 
 TASKS.add(TextClassification.name, TextClassification())

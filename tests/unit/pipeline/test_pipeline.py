@@ -111,9 +111,10 @@ def test_pipeline_steps_are_wired_by_artifacts(compiled: Path):
     spec = _documents(compiled / "pipelines" / PIPELINE_FILE)[0]
     tasks = _step_tasks(spec)
     assert set(tasks) == STEPS
-    # Candidates are scored in parallel (a ParallelFor over the backbones parameter), gathered by select-backbone.
+    # Candidates are scored in parallel (a ParallelFor over the candidates prepare-data resolved for the recognised
+    # task from the backbones parameter), gathered by select-backbone.
     loop = _dag_holding(spec, "select-backbone")["tasks"][_loop_name(spec)]
-    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--backbones"
+    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--prepare-data-candidates"
     assert loop["iteratorPolicy"]["parallelismLimit"] >= 2
     gathered = tasks["select-backbone"]["inputs"]["artifacts"]["scores"]["taskOutputArtifact"]
     assert gathered["producerTask"] == _loop_name(spec)

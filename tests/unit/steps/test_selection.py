@@ -60,7 +60,7 @@ def test_the_best_probe_accuracy_wins_and_the_table_lists_every_row(tmp_path: Pa
     assert selection.transfer_helps is True
     assert "best cross-validated linear-probe accuracy: 0.900" in selection.reasons[0]
     table = (tmp_path / "out" / SELECTION_TABLE_FILE).read_text()
-    assert "| 1 | large | 0.900 ± 0.020 |" in table and "raw pixels 32x32 (no transfer)" in table
+    assert "| 1 | large | 0.900 ± 0.020 |" in table and "raw 32x32 pixels (no transfer)" in table
     assert Selection.read(tmp_path / "out") == selection
 
 
@@ -114,7 +114,7 @@ def test_raw_pixels_that_beat_every_backbone_are_the_model_chosen(tmp_path: Path
     assert selection.chosen == "pixels"
     assert selection.baseline is not None and selection.baseline["status"] == "chosen"
     assert selection.reasons[-1].startswith("shipping the no-transfer baseline")
-    assert "| raw pixels 32x32 (no transfer) |" in (tmp_path / "out" / SELECTION_TABLE_FILE).read_text()
+    assert "| raw 32x32 pixels (no transfer) |" in (tmp_path / "out" / SELECTION_TABLE_FILE).read_text()
 
 
 @pytest.mark.parametrize(
@@ -153,8 +153,8 @@ def test_the_baseline_is_compared_fold_by_fold(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("ours", "theirs", "error", "helps", "start"),
     [
-        (1.0, 1.0, 0.0, None, "transfer and raw pixels score alike here"),  # a tie is no verdict against transfer
-        (0.90, 0.92, 0.02, None, "transfer and raw pixels score alike here"),  # within the noise
+        (1.0, 1.0, 0.0, None, "transfer and raw 32x32 pixels score alike here"),  # a tie is no verdict against transfer
+        (0.90, 0.92, 0.02, None, "transfer and raw 32x32 pixels score alike here"),  # within the noise
         (0.90, 0.9001, 0.0, False, "transfer does not help here"),  # strictly better, no noise measured
         (0.80, 0.95, 0.02, False, "transfer does not help here"),
         (0.95, 0.80, 0.02, True, "transfer helps"),
