@@ -130,11 +130,12 @@ def evaluate_loss(model: nn.Module, loader: DataLoader, device: torch.device) ->
     return total_loss / count, correct / count
 
 
-def micro_batch_size(config: TrainConfig, train_images: int, world_size: int) -> int:
-    """Images per forward pass of one process: the global batch over processes and accumulation steps.
+def micro_batch_size(config: TrainConfig, train_images: int, world_size: int, unit: str = "images") -> int:
+    """Examples per forward pass of one process: the global batch over processes and accumulation steps.
 
     A global batch larger than the training split is cut to the split (rounded down to a multiple of the
-    processes x accumulation steps), with a warning: small datasets train with the default batch size.
+    processes x accumulation steps), with a warning: small datasets train with the default batch size. ``unit``
+    names the examples in messages (``images``, ``texts``).
 
     Raises:
         TlopsError: when the training split cannot give every process one image per step.
@@ -144,14 +145,14 @@ def micro_batch_size(config: TrainConfig, train_images: int, world_size: int) ->
     if batch > train_images:
         batch = train_images - train_images % parts
         logger.warning(
-            "--batch-size %d is larger than the training split (%d images): training with batches of %d",
-            config.batch_size, train_images, batch,
+            "--batch-size %d is larger than the training split (%d %s): training with batches of %d",
+            config.batch_size, train_images, unit, batch,
         )  # fmt: skip
     if batch < parts or batch % parts:
         raise SettingError(
             ("train.batch_size",),
             "{0} " + f"{config.batch_size} does not split over {world_size} processes x {config.grad_accumulation} "
-            f"accumulation steps with {train_images} training images: use a multiple of {parts} no larger than "
+            f"accumulation steps with {train_images} training {unit}: use a multiple of {parts} no larger than "
             f"{train_images}",
         )
     return batch // parts
