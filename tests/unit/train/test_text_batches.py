@@ -31,8 +31,9 @@ def test_length_batches_cover_every_text_once_in_a_seeded_order_with_little_padd
     unsorted = [list(range(start, start + 4)) for start in range(0, 40, 4)]
     assert padding(batches) < padding(unsorted) / 3
     evaluation = sorted_batches(LENGTHS, 16)
-    assert [len(b) for b in evaluation] == [16, 16, 8] and sorted(sum(evaluation, [])) == list(range(40))
-    assert [LENGTHS[i] for i in sum(evaluation, [])] == sorted(LENGTHS)
+    flat = [i for batch in evaluation for i in batch]
+    assert [len(b) for b in evaluation] == [16, 16, 8] and sorted(flat) == list(range(40))
+    assert [LENGTHS[i] for i in flat] == sorted(LENGTHS)
 
 
 def test_collate_pads_each_batch_to_its_longest_text() -> None:
@@ -74,7 +75,7 @@ def test_text_rates_decay_from_the_head_down_to_the_embeddings() -> None:
     trained = {id(p) for group in groups for p in group["params"]}
     assert trained == {id(p) for p in model.parameters() if p.requires_grad}
     assert encoder_layers(model) == 3
-    with pytest.raises(TlopsError, match="has no layer.N parameters: fine-tuning text needs a BERT-like encoder"):
+    with pytest.raises(TlopsError, match=r"has no layer\.N parameters: fine-tuning text needs a BERT-like encoder"):
         encoder_layers(nn.Sequential(nn.Linear(2, 2)))
 
 
@@ -90,5 +91,5 @@ def test_strategies_say_their_task_and_lora_is_for_text_only() -> None:
         check_text_settings("partial", TrainConfig())
     with pytest.raises(SettingError, match="linear-probe fits a head on cached embeddings"):
         check_text_settings("linear-probe", TrainConfig())
-    with pytest.raises(SettingError, match="^--mixup applies to images only: leave it at 0 for text$"):
+    with pytest.raises(SettingError, match=r"^--mixup applies to images only: leave it at 0 for text$"):
         check_text_settings("lora", TrainConfig(mixup=0.2))
