@@ -28,6 +28,7 @@ from tlops.train.config import TrainConfig
 from tlops.train.epoch import OptimizerStep, Quiet, batch_mixer, train_epoch
 from tlops.train.optim import parameter_groups, set_trainable, warmup_cosine
 from tlops.train.resume import CheckpointStore, rng_state, set_rng_state
+from tlops.train.strategies import IMAGE_CLASSIFICATION, STRATEGIES
 
 logger = logging.getLogger(__name__)
 
@@ -197,8 +198,10 @@ def train_classifier(
         The model with the kept weights, the history and the kept epoch.
 
     Raises:
-        TlopsError: for a batch that does not fit the data, or a checkpoint of another run.
+        TlopsError: for a strategy of another task (``lora``), a batch that does not fit the data, or a checkpoint
+            of another run.
     """
+    STRATEGIES.get(strategy).check_task(IMAGE_CLASSIFICATION)
     micro_batch = micro_batch_size(config, len(train_set), distributed.world_size)  # type: ignore[arg-type]
     torch.manual_seed(config.seed)
     classifier = classifier.to(device=device, memory_format=torch.channels_last)

@@ -93,3 +93,14 @@ def test_strategies_say_their_task_and_lora_is_for_text_only() -> None:
         check_text_settings("linear-probe", TrainConfig())
     with pytest.raises(SettingError, match=r"^--mixup applies to images only: leave it at 0 for text$"):
         check_text_settings("lora", TrainConfig(mixup=0.2))
+
+
+def test_the_image_loop_refuses_a_text_strategy_before_it_starts() -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from tlops.train.finetune import train_classifier
+
+    data = TensorDataset(torch.zeros(4, 3, 8, 8), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(SettingError, match=r"^--strategy lora is for text-classification runs, not image-class"):
+        train_classifier(nn.Sequential(), data, DataLoader(data), TrainConfig(strategy="lora"), torch.device("cpu"),
+                         strategy="lora", blocks=[["w"]], num_classes=2)  # fmt: skip
