@@ -8,11 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tlops.settings import SettingError, check_ranges, internal, setting
-from tlops.train.strategies import STRATEGIES, SURGICAL_BLOCKS, Strategy
+from tlops.train.strategies import IMAGE_CLASSIFICATION, STRATEGIES, SURGICAL_BLOCKS, Strategy
 
 # The aliases --strategy accepts besides the registered names (full = lp-ft).
 STRATEGY_CHOICES: tuple[str, ...] = (*STRATEGIES.names(), *STRATEGIES.aliases())
-FINE_TUNING_STRATEGIES: tuple[str, ...] = tuple(name for name, entry in STRATEGIES if entry.trains_backbone)
+# What auto may try on images (auto is an image strategy).
+FINE_TUNING_STRATEGIES: tuple[str, ...] = tuple(
+    name for name, entry in STRATEGIES if entry.trains_backbone and IMAGE_CLASSIFICATION in entry.tasks
+)
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,12 @@ class TrainConfig:
         False,
         "weight each class's loss inversely to its frequency (probes and fine-tuning), for imbalanced data",
         parameter=True,
+    )
+    lora_rank: int = setting(8, "lora: rank of the adapters on each attention query and value", minimum=1)
+    lora_alpha: float = setting(16.0, "lora: the adapters' update is scaled by alpha / rank", minimum=0, open_min=True)
+    lora_dropout: float = setting(0.1, "lora: dropout on the adapters' input", minimum=0, maximum=1, open_max=True)
+    max_tokens: int = setting(
+        256, "text: tokens per example, longer texts are cut (the tokenizer's own limit caps it)", minimum=2
     )
     seed: int = internal(0)
 

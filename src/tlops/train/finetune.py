@@ -28,6 +28,7 @@ from tlops.train.config import TrainConfig
 from tlops.train.epoch import OptimizerStep, Quiet, batch_mixer, train_epoch
 from tlops.train.optim import parameter_groups, set_trainable, warmup_cosine
 from tlops.train.resume import CheckpointStore, rng_state, set_rng_state
+from tlops.train.strategies import IMAGE_CLASSIFICATION, STRATEGIES
 
 logger = logging.getLogger(__name__)
 
@@ -130,11 +131,12 @@ def evaluate_loss(model: nn.Module, loader: DataLoader, device: torch.device) ->
     return total_loss / count, correct / count
 
 
-def micro_batch_size(config: TrainConfig, train_images: int, world_size: int) -> int:
-    """Images per forward pass of one process: the global batch over processes and accumulation steps.
+def micro_batch_size(config: TrainConfig, train_images: int, world_size: int, unit: str = "images") -> int:
+    """Examples per forward pass of one process: the global batch over processes and accumulation steps.
 
     A global batch larger than the training split is cut to the split (rounded down to a multiple of the
-    processes x accumulation steps), with a warning: small datasets train with the default batch size.
+    processes x accumulation steps), with a warning: small datasets train with the default batch size. ``unit``
+    names the examples in messages (``images``, ``texts``).
 
     Raises:
         TlopsError: when the training split cannot give every process one image per step.
@@ -144,14 +146,14 @@ def micro_batch_size(config: TrainConfig, train_images: int, world_size: int) ->
     if batch > train_images:
         batch = train_images - train_images % parts
         logger.warning(
-            "--batch-size %d is larger than the training split (%d images): training with batches of %d",
-            config.batch_size, train_images, batch,
+            "--batch-size %d is larger than the training split (%d %s): training with batches of %d",
+            config.batch_size, train_images, unit, batch,
         )  # fmt: skip
     if batch < parts or batch % parts:
         raise SettingError(
             ("train.batch_size",),
             "{0} " + f"{config.batch_size} does not split over {world_size} processes x {config.grad_accumulation} "
-            f"accumulation steps with {train_images} training images: use a multiple of {parts} no larger than "
+            f"accumulation steps with {train_images} training {unit}: use a multiple of {parts} no larger than "
             f"{train_images}",
         )
     return batch // parts
@@ -196,8 +198,10 @@ def train_classifier(
         The model with the kept weights, the history and the kept epoch.
 
     Raises:
-        TlopsError: for a batch that does not fit the data, or a checkpoint of another run.
+        TlopsError: for a strategy of another task (``lora``), a batch that does not fit the data, or a checkpoint
+            of another run.
     """
+    STRATEGIES.get(strategy).check_task(IMAGE_CLASSIFICATION)
     micro_batch = micro_batch_size(config, len(train_set), distributed.world_size)  # type: ignore[arg-type]
     torch.manual_seed(config.seed)
     classifier = classifier.to(device=device, memory_format=torch.channels_last)

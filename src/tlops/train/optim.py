@@ -36,6 +36,15 @@ def parameter_groups(
     for index in trainable:
         scale = config.layer_decay ** (len(blocks) - index)
         named.append((f"block{index}", scale, [(n, parameters[BACKBONE + n]) for n in blocks[index]]))
+    return scaled_groups(named, config)
+
+
+def scaled_groups(named: list[tuple[str, float, list[tuple[str, nn.Parameter]]]], config: TrainConfig) -> list[dict]:
+    """AdamW groups from ``(name, lr scale, [(parameter name, parameter)])`` triples.
+
+    Each trains at ``lr * scale``; one-dimensional tensors (norms, biases) get no weight decay; empty groups are
+    left out.
+    """
     groups = []
     for name, scale, members in named:
         for suffix, decay, chosen in (

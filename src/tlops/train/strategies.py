@@ -4,6 +4,10 @@ Feature-based strategies keep the backbone frozen and fit a head on cached featu
 some or all backbone blocks, starting from the probe head; ``auto`` decides between them from evidence
 (:mod:`tlops.train.auto`). Add a strategy by registering a :class:`Strategy` in :data:`STRATEGIES`: the CLI's
 choices, ``tlops list strategies`` and the tests that parametrize over the registry pick it up.
+
+A strategy also says which tasks it belongs to (:attr:`Strategy.tasks`): ``lora`` adapts a text encoder and trains
+no image backbone, the block-wise ones (``partial``, ``surgical``, ``gradual``) and ``auto`` are image strategies;
+:meth:`Strategy.check_task` refuses a strategy for a task it does not belong to.
 """
 
 from __future__ import annotations
@@ -18,6 +22,11 @@ if TYPE_CHECKING:
     from tlops.train.config import TrainConfig
 
 SURGICAL_BLOCKS: tuple[str, ...] = ("first", "middle", "last")
+
+# The task names (the registered names of tlops.tasks, which imports this layer, not the other way round).
+IMAGE_CLASSIFICATION = "image-classification"
+TEXT_CLASSIFICATION = "text-classification"
+BOTH_TASKS: tuple[str, ...] = (IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION)
 
 
 class BlockChoice(Protocol):
@@ -39,6 +48,7 @@ class Strategy:
             train) or ``decides`` (``auto``).
         needs_features: Fits on the cached features of extract-features.
         blocks: For parameter-based strategies, the blocks that train in an epoch (the head always trains).
+        tasks: The tasks (registered task names) whose runs may use it.
     """
 
     name: str
@@ -46,6 +56,7 @@ class Strategy:
     kind: str
     needs_features: bool = False
     blocks: BlockChoice | None = None
+    tasks: tuple[str, ...] = (IMAGE_CLASSIFICATION,)
 
     @property
     def trains_backbone(self) -> bool:
@@ -63,8 +74,26 @@ class Strategy:
             raise ValueError(f"{self.name!r} does not fine-tune the backbone")
         return self.blocks(num_blocks, config, epoch)
 
+    def check_task(self, task: str) -> None:
+        """Refuse this strategy for a task it does not belong to.
+
+        Raises:
+            SettingError: naming the strategy, the task and the strategies the task takes.
+        """
+        if task not in self.tasks:
+            raise SettingError(
+                ("train.strategy",),
+                "{0} " + f"{self.name} is for {' and '.join(self.tasks)} runs, not {task}: use one of "
+                f"{', '.join(strategies_for(task))}",
+            )
+
 
 STRATEGIES: Registry[Strategy] = Registry("strategy", "--strategy")
+
+
+def strategies_for(task: str) -> tuple[str, ...]:
+    """The registered strategies a task's runs may use, in registration order."""
+    return tuple(name for name, entry in STRATEGIES if task in entry.tasks)
 
 
 def check_unfreeze_blocks(count: int, num_blocks: int) -> None:
@@ -113,11 +142,22 @@ STRATEGIES.add(
 )
 STRATEGIES.add(
     "linear-probe",
-    Strategy("linear-probe", "frozen backbone + logistic-regression head on cached features", "feature-based"),
+    Strategy(
+        "linear-probe",
+        "frozen backbone + logistic-regression head on cached features",
+        "feature-based",
+        tasks=BOTH_TASKS,
+    ),
 )
 STRATEGIES.add(
     "mlp-probe",
-    Strategy("mlp-probe", "frozen backbone + one hidden layer with dropout on cached features", "feature-based", True),
+    Strategy(
+        "mlp-probe",
+        "frozen backbone + one hidden layer with dropout on cached features",
+        "feature-based",
+        True,
+        tasks=BOTH_TASKS,
+    ),
 )
 STRATEGIES.add(
     "partial",
@@ -131,11 +171,23 @@ STRATEGIES.add(
 )  # fmt: skip
 STRATEGIES.add(
     "lp-ft",
-    Strategy("lp-ft", "fine-tune every block from the probe head (LP-FT)", "parameter-based", blocks=_every_block),
+    Strategy(
+        "lp-ft",
+        "fine-tune every block from the probe head (LP-FT)",
+        "parameter-based",
+        blocks=_every_block,
+        tasks=BOTH_TASKS,
+    ),
     aliases=("full",),
 )
 STRATEGIES.add(
     "gradual",
     Strategy("gradual", "unfreeze one more block per epoch from the top (ULMFiT)", "parameter-based",
              blocks=_one_more_per_epoch),
+)  # fmt: skip
+STRATEGIES.add(
+    "lora",
+    Strategy("lora", "text: low-rank adapters (LoRA) on every encoder layer's attention query and value, and the "
+             "head, from the probe head; merged into the encoder when trained", "parameter-based",
+             blocks=_every_block, tasks=(TEXT_CLASSIFICATION,)),
 )  # fmt: skip

@@ -147,7 +147,7 @@ def test_flags_override_the_config_file_and_unknown_keys_are_named(tmp_path: Pat
         (["--val-fraction", "0.5", "--test-fraction", "0.45"],
          "--val-fraction + --test-fraction must leave at least 10% for training; lower them"),
         (["--strategy", "parial"], "--strategy must be one of auto, linear-probe, mlp-probe, partial, surgical, lp-ft, "
-                                   "gradual, full, got 'parial' (did you mean partial?)"),
+                                   "gradual, lora, full, got 'parial' (did you mean partial?)"),
     ],
 )  # fmt: skip
 def test_the_command_line_names_a_bad_setting_by_its_flag(argv: list[str], message: str) -> None:

@@ -253,7 +253,8 @@ def test_auto_keeps_a_fine_tuned_model_only_beyond_one_paired_standard_error() -
 
 
 def test_train_config_rejects_bad_settings() -> None:
-    assert set(STRATEGIES.names()) == {"auto", "linear-probe", "mlp-probe", "partial", "surgical", "lp-ft", "gradual"}
+    names = {"auto", "linear-probe", "mlp-probe", "partial", "surgical", "lp-ft", "gradual", "lora"}
+    assert set(STRATEGIES.names()) == names
     with pytest.raises(TlopsError, match=r"strategy must be one of auto, linear-probe, mlp-probe.*'freeze'"):
         TrainConfig(strategy="freeze")
     for bad in (
