@@ -222,6 +222,7 @@ def command_run(args: argparse.Namespace) -> int:
     from tlops.models.availability import check_backbone_available
     from tlops.promotion.tracking import check_tracking_server, resolve_tracking_uri
     from tlops.tasks import DEFAULT_TASK, detect_task
+    from tlops.train.strategies import STRATEGIES
 
     # Preflight: fail in one line before any step runs, anything is registered or --output is written; the
     # cheap checks first, the data (every image read and decoded) last.
@@ -261,6 +262,7 @@ def command_run(args: argparse.Namespace) -> int:
         s3 = make_s3_client() if data_uri.startswith("s3://") else None
         task = detect_task(config.task, data_uri, s3)
         config = replace(config, task=task.name)  # the steps need not recognise it again
+        STRATEGIES.get(config.train.strategy).check_task(task.name)
         for name in backbone_list(",".join(backbones), task):
             if task.name == DEFAULT_TASK:
                 check_backbone_available(name)

@@ -97,6 +97,7 @@ def fine_tune(
             features_dir=features_dir, selection_dir=selection_dir, checkpoint_uri=checkpoint_uri,
             distributed=distributed,
         )  # fmt: skip
+    STRATEGIES.get(config.strategy).check_task(task_of(prepared.task).name)
     probe_summary = ProbeSummary.read(probe_dir)
     if probe_summary.classes != prepared.classes:
         raise TlopsError(

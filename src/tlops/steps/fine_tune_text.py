@@ -36,6 +36,7 @@ from tlops.train.auto import Evidence, keep_fine_tuned
 from tlops.train.config import TrainConfig
 from tlops.train.finetune import SINGLE_PROCESS, Distributed, balanced_class_weights
 from tlops.train.resume import CheckpointStore
+from tlops.train.strategies import STRATEGIES
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def fine_tune_text(
     """:func:`tlops.steps.fine_tune.fine_tune` for prepared texts (the same arguments and outputs)."""
     from tlops.steps.fine_tune import Outcome, _decide, _evidence, _training_record
 
+    STRATEGIES.get(config.strategy).check_task(TEXT_TASK)
     probe_summary = ProbeSummary.read(probe_dir)
     manifest, classes, _ = prepared_manifest(data_dir, runtime)
     class_weights = (
@@ -84,6 +86,7 @@ def fine_tune_text(
             manifest, classes, strategy.name, config, runtime, evidence, probe,
             class_weights=class_weights,
             checkpoints=CheckpointStore(checkpoint_uri, runtime.s3) if checkpoint_uri else None,
+            fingerprint={"encoder": probe_summary.backbone, "classes": classes},
         )  # fmt: skip
         reasons += outcome.reasons
     if not distributed.is_main:
@@ -141,7 +144,6 @@ def _fine_tune_encoder(
         strategy,
         config,
         runtime.device,
-        max_length=model.encoder.max_length,
         **options,
     )
     tuned = EncoderTextModel(model.encoder, run.model.head, runtime.device, runtime.batch_size)

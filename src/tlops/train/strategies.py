@@ -138,6 +138,7 @@ STRATEGIES.add(
         "from 100 images a class and kept only when it beats the probe on validation beyond one standard error",
         "decides",
         needs_features=True,
+        tasks=BOTH_TASKS,
     ),
 )
 STRATEGIES.add(
