@@ -127,6 +127,14 @@ def trained_model(small_imagefolder: Path, tmp_path_factory: pytest.TempPathFact
     return dirs
 
 
+@pytest.fixture(scope="session")
+def minilm() -> Any:
+    """The bundled all-MiniLM-L6-v2 text encoder, loaded once per session (importing transformers takes seconds)."""
+    from tlops.models.text_encoders import load_text_encoder
+
+    return load_text_encoder("minilm")
+
+
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A CPU step runtime with a feature cache of its own, one for each module (batches of 32)."""

@@ -252,7 +252,8 @@ def command_run(args: argparse.Namespace) -> int:
         if data_uri is None and args.demo == "text":
             from tlops.data.text.demo import write_text_demo
 
-            data_uri = str(write_text_demo(output / "demo-data"))
+            per_class = _demo_images_per_class()
+            data_uri = str(write_text_demo(output / "demo-data", **({"per_class": per_class} if per_class else {})))
             print(f"no --data given: using the built-in text demo (docstrings of installed libraries) in {data_uri}")
         elif data_uri is None:
             data_uri = str(write_digits_imagefolder(output / "demo-data", per_class=_demo_images_per_class()))

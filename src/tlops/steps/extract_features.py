@@ -99,25 +99,25 @@ def _tfidf_probe(
     (:meth:`tlops.models.tfidf.TfidfClassifier.save`) beside the summary.
     """
     from tlops.evaluation.metrics import accuracy_of
-    from tlops.models.tfidf import TfidfClassifier
+    from tlops.models.tfidf import DEFAULT_C, TfidfClassifier
 
     manifest, classes, _ = prepared_manifest(data_dir, runtime)
     train_texts, val_texts = texts_of(manifest, "train"), texts_of(manifest, "val")
     train_y, val_y = targets_of(manifest, "train", classes), targets_of(manifest, "val", classes)
-    model = TfidfClassifier.fit_text(train_texts, train_y, num_classes=len(classes), class_weighted=class_weighted)
+    model = TfidfClassifier().fit(train_texts, train_y, class_weight="balanced" if class_weighted else None)
     features_dir.mkdir(parents=True, exist_ok=True)
     probe_dir.mkdir(parents=True, exist_ok=True)
     model.save(probe_dir / TFIDF_DIR)
     summary = ProbeSummary(
         backbone=TFIDF_BASELINE,
         classes=classes,
-        C=model.C,
+        C=DEFAULT_C,
         val_accuracy=accuracy_of(model.logits(val_texts), val_y, class_weighted) if len(val_y) else 0.0,
         train_accuracy=accuracy_of(model.logits(train_texts), train_y, class_weighted),
         image_size=0,
-        num_features=model.num_features,
+        num_features=len(model.vectorizer.vocabulary_),
         class_weighted=class_weighted,
     )
     summary.write(probe_dir)
-    logger.info("tfidf baseline: val accuracy %.4f (C=%s)", summary.val_accuracy, model.C)
+    logger.info("tfidf baseline: val accuracy %.4f (C=%s)", summary.val_accuracy, DEFAULT_C)
     return summary

@@ -1,10 +1,15 @@
-"""Backbone features of a prepared dataset, computed once per key and read from the feature cache afterwards."""
+"""Features of a prepared dataset, computed once per key and read from the feature cache afterwards.
+
+:func:`cached_features` is the part every task shares; :func:`dataset_features` runs an image backbone through it
+(:mod:`tlops.steps.text_features` a text encoder).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -63,7 +68,10 @@ def open_feature_cache(uri: str, runtime: Runtime) -> FeatureCache:
 
 
 def images_digest(row_ids: dict[str, list[str]]) -> str:
-    """sha256 over each split's image checksums in order: what the features depend on (labels do not matter)."""
+    """sha256 over each split's row checksums (images' or texts') in order: what the features depend on.
+
+    Labels do not matter: they do not change the features.
+    """
     digest = hashlib.sha256()
     for split in sorted(row_ids):
         for sha256 in row_ids[split]:
@@ -97,38 +105,99 @@ def dataset_features(
         runtime: Device, workers and batch size.
         cache: Where entries are read and written.
     """
+    row_ids = split_row_ids(manifest)
+    transform = eval_transform(backbone.data_config)
+    model = feature_extractor(backbone)
+
+    def batches(split: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        dataset = split_dataset(manifest, split, classes, transform)
+        loader = make_loader(dataset, runtime.batch_size, workers=runtime.workers, pin_memory=runtime.pin_memory)
+        yield from iter_features(model, loader, runtime.device, f"{backbone.name} {split}")
+
+    return cached_features(
+        FeatureExtraction(
+            key=feature_key(backbone, row_ids),
+            row_ids=row_ids,
+            name=backbone.name,
+            num_features=backbone.num_features,
+            batches=batches,
+            targets=lambda split: split_targets(manifest, split, classes),
+            cost=lambda: backbone_cost(backbone, runtime.device),
+            unit="images",
+        ),
+        runtime,
+        cache,
+    )
+
+
+def split_row_ids(manifest: pd.DataFrame) -> dict[str, list[str]]:
+    """Per split, the ``sha256`` of each row in manifest order: what a cache entry's rows must be."""
+    return {split: list(manifest.loc[manifest["split"] == split, "sha256"]) for split in SPLITS}
+
+
+def split_targets(manifest: pd.DataFrame, split: str, classes: list[str]) -> torch.Tensor:
+    """Class ids ``(N,)`` int64 of one split's rows in manifest order (a label's index in ``classes``)."""
+    index = {label: i for i, label in enumerate(classes)}
+    labels = manifest.loc[manifest["split"] == split, "label"]
+    return torch.tensor([index[label] for label in labels], dtype=torch.long)
+
+
+@dataclass
+class FeatureExtraction:
+    """What :func:`cached_features` needs to know about one model's features of one dataset.
+
+    Attributes:
+        key: The cache key.
+        row_ids: Per split, the row checksums in order.
+        name: The model's name, for logs.
+        num_features: Width of a feature vector (for an empty split).
+        batches: Per split, ``(features, targets)`` batches in row order: runs the model.
+        targets: Per split, the class ids from the manifest (a cache hit takes its labels from there).
+        cost: The model's cost (``params``, ``flops``, ``latency_ms``, ``device``), measured on a miss.
+        unit: What a row is, in the plural (``images``, ``texts``), for logs and the extraction record.
+    """
+
+    key: FeatureKey
+    row_ids: dict[str, list[str]]
+    name: str
+    num_features: int
+    batches: Callable[[str], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+    targets: Callable[[str], torch.Tensor]
+    cost: Callable[[], dict[str, Any]]
+    unit: str = "images"
+
+
+def cached_features(job: FeatureExtraction, runtime: Runtime, cache: FeatureCache) -> FeatureSet:
+    """The features of ``job``: from the cache when its entry is valid, else one pass of the model (then cached).
+
+    On a miss the batches stream into a cache writer split by split; an error leaves the entry as it was.
+    """
     start = time.perf_counter()
-    row_ids = {split: list(manifest.loc[manifest["split"] == split, "sha256"]) for split in SPLITS}
-    key = feature_key(backbone, row_ids)
-    hit = cache.load(key, row_ids)
+    row_ids, unit = job.row_ids, job.unit
+    rows = sum(len(ids) for ids in row_ids.values())
+    hit = cache.load(job.key, row_ids)
     if hit is not None:
-        # The key covers the images, not their labels: the class ids come from this manifest.
-        transform = eval_transform(backbone.data_config)
+        # The key covers the rows' content, not their labels: the class ids come from this manifest.
         for split, (features, _) in hit.splits.items():
-            targets = split_dataset(manifest, split, classes, transform).targets
-            hit.splits[split] = (features, torch.tensor(targets, dtype=torch.long))
+            hit.splits[split] = (features, job.targets(split))
         seconds = time.perf_counter() - start
         extraction = float(hit.index.extraction.get("seconds", 0.0))
         logger.info(
-            "feature cache hit for %s: %d images read in %.1f s from %s (extraction took %.1f s)",
-            backbone.name,
-            sum(len(ids) for ids in row_ids.values()),
+            "feature cache hit for %s: %d %s read in %.1f s from %s (extraction took %.1f s)",
+            job.name,
+            rows,
+            unit,
             seconds,
-            cache.entry(key),
+            cache.entry(job.key),
             extraction,
         )
-        return FeatureSet(hit.splits, True, cache.entry(key), seconds, extraction, hit.index.cost)
-    writer = cache.writer(key)
+        return FeatureSet(hit.splits, True, cache.entry(job.key), seconds, extraction, hit.index.cost)
+    writer = cache.writer(job.key)
     try:
         splits = {}
-        model = feature_extractor(backbone)
         for split in SPLITS:
-            dataset = split_dataset(manifest, split, classes, eval_transform(backbone.data_config))
-            loader = make_loader(dataset, runtime.batch_size, workers=runtime.workers, pin_memory=runtime.pin_memory)
             features, targets, done = [], [], 0
-            for batch_features, batch_targets in iter_features(
-                model, loader, runtime.device, f"{backbone.name} {split}"
-            ):
+            for batch_features, batch_targets in job.batches(split):
                 writer.add(split, batch_features, batch_targets, row_ids[split][done : done + len(batch_targets)])
                 done += len(batch_targets)
                 features.append(batch_features)
@@ -136,15 +205,14 @@ def dataset_features(
             splits[split] = (
                 (torch.cat(features), torch.cat(targets))
                 if features
-                else (torch.empty(0, backbone.num_features), torch.empty(0, dtype=torch.long))
+                else (torch.empty(0, job.num_features), torch.empty(0, dtype=torch.long))
             )
         seconds = time.perf_counter() - start
-        images = sum(len(ids) for ids in row_ids.values())
-        cost = backbone_cost(backbone, runtime.device)
+        cost = job.cost()
         extraction = {
             "seconds": round(seconds, 3),
-            "images": images,
-            "images_per_second": round(images / max(seconds, 1e-9), 2),
+            unit: rows,
+            f"{unit}_per_second": round(rows / max(seconds, 1e-9), 2),
             "device": str(runtime.device),
         }
         entry = writer.commit(extraction, cost)
@@ -152,11 +220,13 @@ def dataset_features(
         writer.abort()
         raise
     logger.info(
-        "%s features of %d images in %.1f s (%.1f images/s on %s), cached in %s",
-        backbone.name,
-        images,
+        "%s features of %d %s in %.1f s (%.1f %s/s on %s), cached in %s",
+        job.name,
+        rows,
+        unit,
         seconds,
-        images / max(seconds, 1e-9),
+        rows / max(seconds, 1e-9),
+        unit,
         runtime.device,
         entry,
     )

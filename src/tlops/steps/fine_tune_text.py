@@ -174,20 +174,16 @@ def _ship_tfidf(
     texts = texts_of(manifest, "train") + texts_of(manifest, "val")
     targets = np.concatenate([targets_of(manifest, "train", classes), targets_of(manifest, "val", classes)])
     folds = int(min(5, np.bincount(targets, minlength=len(classes)).min()))
+    weighting = "balanced" if config.class_weighted else None
     oof = np.zeros((len(texts), len(classes)), dtype=np.float32)
     fold_scores = []
     if folds >= 2:
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=config.seed)
         for train, test in splitter.split(np.zeros(len(targets)), targets):
-            fitted = TfidfClassifier.fit_text(
-                [texts[i] for i in train],
-                targets[train],
-                num_classes=len(classes),
-                class_weighted=config.class_weighted,
-            )
+            fitted = TfidfClassifier().fit([texts[i] for i in train], targets[train], class_weight=weighting)
             oof[test] = fitted.logits([texts[i] for i in test])
             fold_scores.append(float((oof[test].argmax(1) == targets[test]).mean()))
-    model = TfidfClassifier.fit_text(texts, targets, num_classes=len(classes), class_weighted=config.class_weighted)
+    model = TfidfClassifier().fit(texts, targets, class_weight=weighting)
     estimate = float(np.mean(fold_scores)) if fold_scores else summary.val_accuracy
     std_error = fold_standard_error(fold_scores, folds) if fold_scores else 0.0
     basis = f"{folds}-fold CV on {len(texts)} train+val texts" if fold_scores else "the validation split"

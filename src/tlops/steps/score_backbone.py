@@ -132,7 +132,7 @@ def _score_tfidf(
 
     It has no features to cache, no kNN and no LogME (0 in the record): it is compared by its probe accuracy.
     """
-    from tlops.evaluation.transferability import tfidf_probe_accuracy
+    from tlops.evaluation.tfidf_probe import tfidf_probe_accuracy
 
     manifest, classes, _ = prepared_manifest(data_dir, runtime)
     texts, y = texts_of(manifest, "train"), targets_of(manifest, "train", classes)
