@@ -262,9 +262,11 @@ def command_run(args: argparse.Namespace) -> int:
             print(f"no --data given: using the built-in demo data (scikit-learn digits) in {data_uri}")
         s3 = make_s3_client() if data_uri.startswith("s3://") else None
         task = detect_task(config.task, data_uri, s3)
-        config = replace(config, task=task.name)  # the steps need not recognise it again
+        # The steps need not recognise the task again, and kfp.local loops over the candidates given.
+        candidates = tuple(backbone_list(",".join(backbones), task))
+        config = replace(config, task=task.name, selection=replace(config.selection, backbones=candidates))
         STRATEGIES.get(config.train.strategy).check_task(task.name)
-        for name in backbone_list(",".join(backbones), task):
+        for name in candidates:
             if task.name == DEFAULT_TASK:
                 check_backbone_available(name)
         # Prepared for real into the prepared-dataset cache: the prepare-data step copies it, decoding nothing.

@@ -119,8 +119,15 @@ def pipeline_signature() -> inspect.Signature:
     return inspect.Signature(parameters)
 
 
-def build_pipeline(scoring_parallelism: int = MAX_PARALLEL_SCORING, retries: bool = True) -> GraphComponent:
+def build_pipeline(
+    scoring_parallelism: int = MAX_PARALLEL_SCORING, retries: bool = True, candidates_from_data: bool = True
+) -> GraphComponent:
     """The transfer-learning pipeline, scoring at most ``scoring_parallelism`` candidates at once.
+
+    The compiled pipeline scores the candidates prepare-data returns: the ``backbones`` parameter, or when it is
+    empty the recognised task's own (EfficientNet-Lite0 for images, MiniLM for texts). kfp.local cannot loop over
+    a step's output, so ``tlops run`` (``candidates_from_data=False``) loops over the ``backbones`` parameter,
+    which it fills with the task it recognised in its preflight.
 
     The compiled pipeline scores :data:`MAX_PARALLEL_SCORING` at once, each in its own pod, and retries the steps
     that can fail for a passing reason (a dropped connection, a reclaimed spot node). ``tlops run`` builds the same
@@ -170,7 +177,8 @@ def build_pipeline(scoring_parallelism: int = MAX_PARALLEL_SCORING, retries: boo
                 "dataset": data.outputs["dataset"],
                 **pick("seed", "feature_cache", "class_weighted", "selection_settings"),
             }
-            with dsl.ParallelFor(data.outputs["candidates"], parallelism=scoring_parallelism) as candidate:
+            candidates = data.outputs["candidates"] if candidates_from_data else settings["backbones"]
+            with dsl.ParallelFor(candidates, parallelism=scoring_parallelism) as candidate:
                 scored = components.score_backbone(backbone=candidate, image_size=settings["image_size"], **scoring)
                 scored.set_display_name("score backbone")
                 _credentials(scored, credentials_secret)
