@@ -72,15 +72,19 @@ class Baseline:
     Attributes:
         short: A few words (``raw 32x32 pixels``).
         long: What is shipped when it wins.
+        unit: What its task's examples are, in words (``images``).
     """
 
     short: str
     long: str
+    unit: str
 
 
 BASELINES = {
-    PIXELS_BASELINE: Baseline("raw 32x32 pixels", "a linear head on the image downsampled to 32x32"),
-    TFIDF_BASELINE: Baseline("char n-gram TF-IDF", "logistic regression on character 1-4-gram TF-IDF of the text"),
+    PIXELS_BASELINE: Baseline("raw 32x32 pixels", "a linear head on the image downsampled to 32x32", "images"),
+    TFIDF_BASELINE: Baseline(
+        "char n-gram TF-IDF", "logistic regression on character 1-4-gram TF-IDF of the text", "texts"
+    ),
 }
 MIN_IMAGE_SIZE = 32  # the smallest input the supported backbones' downsampling stages still make sense of
 NAMES_HELP = (

@@ -306,7 +306,9 @@ def _training_record(
     )
 
 
-def _evidence(manifest, probe_summary: ProbeSummary, probe: ProbeFit, selection_dir: Path | None) -> Evidence:
+def _evidence(
+    manifest, probe_summary: ProbeSummary, probe: ProbeFit, selection_dir: Path | None, unit: str = "images"
+) -> Evidence:
     """What ``auto`` decides from: the data's size, the chosen probe's estimate, the selection table's scores."""
     train_rows = manifest[manifest["split"] == "train"]
     evidence = Evidence(
@@ -319,6 +321,7 @@ def _evidence(manifest, probe_summary: ProbeSummary, probe: ProbeFit, selection_
         probe_std_error=probe.std_error,
         probe_basis=probe.basis,
         cross_validation=probe.cross_validation,
+        unit=unit,
     )
     _add_selection_evidence(evidence, selection_dir, probe_summary.backbone)
     return evidence

@@ -74,8 +74,8 @@ def fine_tune_text(
             )
         return _ship_tfidf(manifest, classes, probe_summary, output_dir, config) if distributed.is_main else None
     val_images = int((manifest["split"] == "val").sum())
-    probe = choose_probe(probe_dir, features_dir, config, len(classes), class_weights, val_images)
-    evidence = _evidence(manifest, probe_summary, probe, selection_dir)
+    probe = choose_probe(probe_dir, features_dir, config, len(classes), class_weights, val_images, unit="texts")
+    evidence = _evidence(manifest, probe_summary, probe, selection_dir, unit="texts")
     strategy, config, reasons = _decide(config, evidence, probe)
     encoder = load_encoder(TEXT_TASK, probe_summary.backbone, runtime)
     pretrained_checksum = weights_checksum(encoder.model)
@@ -204,6 +204,7 @@ def _ship_tfidf(
         probe_accuracy=estimate,
         probe_std_error=std_error,
         probe_basis=basis,
+        unit="texts",
     )
     reasons = [evidence.describe(), *probe.reasons, "the no-transfer baseline has no encoder to fine-tune"]
     training = _training_record(Outcome("linear-probe"), config, reasons, evidence, probe)

@@ -84,8 +84,9 @@ def choose_probe(
     num_classes: int,
     class_weights: torch.Tensor | None,
     val_images: int,
+    unit: str = "images",
 ) -> ProbeFit:
-    """The probe for ``config.strategy`` (``auto`` chooses between linear and MLP).
+    """The probe for ``config.strategy`` (``auto`` chooses between linear and MLP); ``unit`` names the examples.
 
     * Without cached features, the linear probe of extract-features (C chosen on validation).
     * With them and a validation split smaller than ``config.cross_validate_below`` (and two images of every
@@ -96,7 +97,7 @@ def choose_probe(
     """
     summary = ProbeSummary.read(probe_dir)
     allowed = [config.strategy] if config.strategy in PROBES else list(PROBES)
-    linear = _linear_from_extract(probe_dir, summary, val_images)
+    linear = _linear_from_extract(probe_dir, summary, val_images, unit)
     if features_dir is None:
         return linear
     splits = read_features(features_dir)
@@ -106,20 +107,20 @@ def choose_probe(
         return linear  # fine-tuning starts from the linear head; there is no probe to choose
     pooled = (torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]))
     if len(val[1]) < config.cross_validate_below and cv_folds_for(pooled[1].numpy()):
-        fit = _cross_validated(pooled, train, allowed, config, num_classes, class_weights)
+        fit = _cross_validated(pooled, train, allowed, config, num_classes, class_weights, unit)
     else:
         fit = _on_validation(linear, train, val, allowed, config, num_classes, class_weights)
     fit.val = val
     return fit
 
 
-def _linear_from_extract(probe_dir: Path, summary: ProbeSummary, val_images: int) -> ProbeFit:
+def _linear_from_extract(probe_dir: Path, summary: ProbeSummary, val_images: int, unit: str) -> ProbeFit:
     return ProbeFit(
         strategy="linear-probe",
         head=read_head(probe_dir),
         accuracy=summary.val_accuracy,
         std_error=standard_error(summary.val_accuracy, val_images),
-        basis=f"{val_images} validation images",
+        basis=f"{val_images} validation {unit}",
         reasons=[f"linear probe C={summary.C:g} chosen on the validation split: val {summary.val_accuracy:.3f}"],
         train_accuracy=summary.train_accuracy,
     )
@@ -132,13 +133,14 @@ def _cross_validated(
     config: TrainConfig,
     num_classes: int,
     class_weights: torch.Tensor | None,
+    unit: str,
 ) -> ProbeFit:
     """Cross-validate the allowed probes on train+val, refit the chosen one on train+val."""
     options = {"seed": config.seed, "class_weights": class_weights}
     options |= {"mlp_hidden": config.mlp_hidden, "mlp_dropout": config.mlp_dropout}
     candidates = probe_candidates(allowed)
     affordable_candidates = affordable(candidates, *pooled[0].shape)
-    choice = cross_validate_probes(pooled[0], pooled[1], num_classes, affordable_candidates, **options)
+    choice = cross_validate_probes(pooled[0], pooled[1], num_classes, affordable_candidates, **options, unit=unit)
     candidate = choice.chosen.candidate
     head = fit_chosen(candidate, pooled, num_classes, **options)
     with torch.no_grad():
@@ -157,7 +159,7 @@ def _cross_validated(
                 if len(affordable_candidates) < len(candidates)
                 else []
             ),
-            f"refitted on all {choice.images} train+val images",
+            f"refitted on all {choice.images} train+val {unit}",
         ],
         train_accuracy=fitted,
         calibration=(choice.chosen.oof_logits, pooled[1].numpy()),

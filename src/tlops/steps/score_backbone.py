@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from tlops.evaluation.transferability import knn_accuracy, logme, probe_accuracy
-from tlops.models.names import TFIDF_BASELINE
+from tlops.models.names import BASELINES, TFIDF_BASELINE
 from tlops.models.threads import single_blas_thread
 from tlops.settings import SettingError
 from tlops.steps.config import RunConfig, SelectionConfig, StorageConfig
@@ -105,7 +105,7 @@ def score_backbone(
     )
     score.write(output_dir)
     logger.info(
-        "%s: probe %.3f ± %.3f, kNN %.3f (k=%d), LogME %.3f on %d training images (%s, scored in %.1f s)",
+        "%s: probe %.3f ± %.3f, kNN %.3f (k=%d), LogME %.3f on %d training %s (%s, scored in %.1f s)",
         backbone_name,
         score.probe_accuracy,
         score.probe_std_error,
@@ -113,6 +113,7 @@ def score_backbone(
         score.knn_k,
         score.logme,
         score.images,
+        BASELINES[task.baseline].unit,
         "features from the cache" if score.cache_hit else f"features extracted in {score.feature_seconds:.1f} s",
         score.scoring_seconds,
     )

@@ -214,7 +214,8 @@ def _compare_with_baseline(chosen: dict[str, Any], baseline: BackboneScore) -> t
 def baseline_difference(chosen: dict[str, Any], baseline: BackboneScore) -> PairedDifference:
     """Baseline minus chosen cross-validated probe accuracy, paired by fold when both scores have fold scores."""
     ours, theirs = chosen.get("probe_fold_accuracies") or [], baseline.probe_fold_accuracies
-    basis = f"{baseline.folds}-fold CV on {baseline.images} training images"
+    unit = BASELINES[baseline.name].unit if baseline.name in BASELINES else "images"
+    basis = f"{baseline.folds}-fold CV on {baseline.images} training {unit}"
     if len(ours) == len(theirs) > 1:
         return fold_difference(theirs, ours, baseline.folds, basis + ", paired by fold")
     noise = (chosen["probe_std_error"] ** 2 + baseline.probe_std_error**2) ** 0.5  # scores of an older version

@@ -40,6 +40,7 @@ class Evidence:
         probe_std_error: The standard error of that estimate.
         probe_basis: What the estimate was measured on.
         cross_validation: The cross-validated candidates (``None``: chosen on the validation split).
+        unit: What an example is, in words (``images``, ``texts``).
     """
 
     train_images_per_class: dict[str, int]
@@ -54,6 +55,7 @@ class Evidence:
     probe_std_error: float | None = None
     probe_basis: str = ""
     cross_validation: dict[str, Any] | None = None
+    unit: str = "images"
 
     @property
     def best_probe(self) -> tuple[str, float]:
@@ -64,7 +66,7 @@ class Evidence:
     def describe(self) -> str:
         """One line of the evidence, for the log and the record."""
         probe, estimate = self.best_probe
-        parts = [f"smallest class {min(self.train_images_per_class.values())} training images"]
+        parts = [f"smallest class {min(self.train_images_per_class.values())} training {self.unit}"]
         error = f" ± {self.probe_std_error:.3f}" if self.probe_std_error is not None else ""
         parts.append(f"{probe} {estimate:.3f}{error}" + (f" ({self.probe_basis})" if self.probe_basis else ""))
         if self.knn_accuracy is not None:
@@ -97,8 +99,8 @@ def decide(config: TrainConfig, evidence: Evidence) -> tuple[str, list[str]]:
     if smallest < config.auto_min_images_per_class:
         return probe, [
             *reasons,
-            f"the smallest class has {smallest} training images (< {config.auto_min_images_per_class}): too few to "
-            f"fine-tune and to show that it helped, keep the backbone frozen ({probe}, {estimate:.3f})",
+            f"the smallest class has {smallest} training {evidence.unit} (< {config.auto_min_images_per_class}): too "
+            f"few to fine-tune and to show that it helped, keep the backbone frozen ({probe}, {estimate:.3f})",
         ]
     if estimate >= config.auto_probe_accuracy:
         return probe, [
@@ -108,7 +110,7 @@ def decide(config: TrainConfig, evidence: Evidence) -> tuple[str, list[str]]:
         ]
     return config.auto_fine_tune, [
         *reasons,
-        f"try {config.auto_fine_tune} from the linear probe's head: {smallest}+ training images per class and "
+        f"try {config.auto_fine_tune} from the linear probe's head: {smallest}+ training {evidence.unit} per class and "
         f"{probe} {estimate:.3f} < {config.auto_probe_accuracy}; kept only if it beats the {probe} on validation",
     ]
 

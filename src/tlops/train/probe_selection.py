@@ -107,7 +107,8 @@ class ProbeChoice:
         difference: Best minus chosen, paired by fold.
         folds: Folds of one repeat.
         repeats: Repeats of the k-fold split.
-        images: Images cross-validated (train+val).
+        images: Examples cross-validated (train+val).
+        unit: What an example is, in words (``images``, ``texts``).
     """
 
     estimates: list[CandidateEstimate]
@@ -117,11 +118,12 @@ class ProbeChoice:
     folds: int
     repeats: int
     images: int
+    unit: str = "images"
 
     @property
     def basis(self) -> str:
         """``3 x 5-fold CV on 100 train+val images``."""
-        return f"{self.repeats} x {self.folds}-fold CV on {self.images} train+val images"
+        return f"{self.repeats} x {self.folds}-fold CV on {self.images} train+val {self.unit}"
 
     def standard_error(self) -> float:
         """The chosen candidate's standard error over the folds (corrected for the overlap of training folds)."""
@@ -170,6 +172,7 @@ def cross_validate_probes(
     class_weights: torch.Tensor | None = None,
     mlp_hidden: int = 512,
     mlp_dropout: float = 0.2,
+    unit: str = "images",
 ) -> ProbeChoice:
     """Score every candidate on the same repeated stratified folds and choose one (module docstring).
 
@@ -184,6 +187,7 @@ def cross_validate_probes(
         class_weights: Per-class loss weights (then balanced accuracy is the score).
         mlp_hidden: Hidden width of the MLP probe.
         mlp_dropout: Its dropout.
+        unit: What the examples are, in words, for the reasons (``images``, ``texts``).
 
     Raises:
         ValueError: when a class has fewer than two images (no stratified split).
@@ -209,7 +213,7 @@ def cross_validate_probes(
                         oof[candidate][held] = values
     estimates = [CandidateEstimate(c, scores[c], oof[c]) for c in candidates]
     chosen, best, difference = one_standard_error_choice(estimates, k, f"{repeats} x {k}-fold CV, paired by fold")
-    return ProbeChoice(estimates, chosen, best, difference, k, repeats, len(y))
+    return ProbeChoice(estimates, chosen, best, difference, k, repeats, len(y), unit)
 
 
 def one_standard_error_choice(
