@@ -80,7 +80,7 @@ def test_text_rates_decay_from_the_head_down_to_the_embeddings() -> None:
 
 
 def test_strategies_say_their_task_and_lora_is_for_text_only() -> None:
-    assert strategies_for(TEXT_CLASSIFICATION) == ("linear-probe", "mlp-probe", "lp-ft", "lora")
+    assert strategies_for(TEXT_CLASSIFICATION) == ("auto", "linear-probe", "mlp-probe", "lp-ft", "lora")
     assert "lora" not in strategies_for(IMAGE_CLASSIFICATION) and "lora" not in FINE_TUNING_STRATEGIES
     assert TrainConfig(strategy="lora").strategy == "lora"  # a choice of --strategy
     with pytest.raises(SettingError, match=r"^--strategy lora is for text-classification runs, not image-class"):
