@@ -59,7 +59,7 @@ def _val_accuracy(model: nn.Module, tokenizer, val) -> float:
 
 def test_lora_learns_and_the_merged_encoder_gives_the_adapted_logits(encoder_path: str, tokenizer) -> None:
     train, val = docstring_texts(per_class=30)
-    config = TrainConfig(strategy="lora", lr=2e-3, **SETTINGS)
+    config = TrainConfig(strategy="lora", lora_lr=2e-3, **SETTINGS)
     run = train_text_classifier(_classifier(encoder_path), tokenizer, train, val, "lora", config, CPU, merge=False)
     start, trained = run.history[0].val_accuracy, [r.val_accuracy for r in run.history[1:]]
     assert [r.epoch for r in run.history] == [0, 1, 2] and run.history[0].train_loss is None
@@ -105,7 +105,7 @@ def test_a_run_killed_after_an_epoch_resumes_from_its_checkpoint_to_the_same_wei
     encoder_path: str, tokenizer, tmp_path: Path
 ) -> None:
     train, val = docstring_texts(per_class=12)
-    config = TrainConfig(strategy="lora", lr=2e-3, **SETTINGS)
+    config = TrainConfig(strategy="lora", lora_lr=2e-3, **SETTINGS)
     whole = train_text_classifier(_classifier(encoder_path), tokenizer, train, val, "lora", config, CPU)
     assert not has_lora(whole.model) and whole.resumed_from is None  # merged by default
 
@@ -130,7 +130,7 @@ def test_a_run_killed_after_an_epoch_resumes_from_its_checkpoint_to_the_same_wei
     expected = whole.model.state_dict()
     assert all(torch.equal(value, expected[name]) for name, value in resumed.model.state_dict().items())
 
-    other = TrainConfig(strategy="lora", lr=1e-3, **SETTINGS)
+    other = TrainConfig(strategy="lora", lora_lr=1e-3, **SETTINGS)
     with pytest.raises(TlopsError, match=r"belongs to another training run \(different config\)"):
         train_text_classifier(
             _classifier(encoder_path), tokenizer, train, val, "lora", other, CPU, checkpoints=CheckpointStore(folder)

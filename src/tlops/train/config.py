@@ -104,6 +104,13 @@ class TrainConfig:
     )
     lora_rank: int = setting(8, "lora: rank of the adapters on each attention query and value", minimum=1)
     lora_alpha: float = setting(16.0, "lora: the adapters' update is scaled by alpha / rank", minimum=0, open_min=True)
+    lora_lr: float = setting(
+        2e-3,
+        "lora: peak learning rate of the adapters and the head (the adapters start at zero and learn little at the "
+        "fine-tuning --lr in a few epochs: 0.23 against 0.77 validation accuracy after 2 epochs at 1e-4 and 2e-3)",
+        minimum=0,
+        open_min=True,
+    )
     lora_dropout: float = setting(0.1, "lora: dropout on the adapters' input", minimum=0, maximum=1, open_max=True)
     max_tokens: int = setting(
         256, "text: tokens per example, longer texts are cut (the tokenizer's own limit caps it)", minimum=2

@@ -16,7 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import torch
 from torch import nn
@@ -148,7 +148,9 @@ def train_text_classifier(
     model = model.to(device)  # the adapters too
     lengths = encoded_train.lengths
     num_batches = len(length_batches(lengths, micro_batch, config.seed, 1))
-    optimizer = torch.optim.AdamW(text_parameter_groups(model, config))
+    # The adapters start at zero: they need a higher rate than fine-tuning pretrained weights (lora_lr).
+    rates = replace(config, lr=config.lora_lr, layer_decay=1.0) if strategy == "lora" else config
+    optimizer = torch.optim.AdamW(text_parameter_groups(model, rates))
     steps_per_epoch = math.ceil(num_batches / config.grad_accumulation)
     schedule = warmup_cosine(optimizer, config.epochs * steps_per_epoch, config.warmup_fraction)
     criterion = nn.CrossEntropyLoss(
