@@ -1,4 +1,4 @@
-"""``tlops list strategies|backbones|tasks``: what the registries hold, one line each."""
+"""``tlops list strategies|backbones|tasks``: what the registries hold, one line each (backbones: text encoders too)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,10 @@ def listing(what: str) -> list[str]:
         rows = [(name, f"bundled ImageNet weights ({BUNDLED[name][2]} px)") for name in BUNDLED]
         rows += [(f"{name}:NAME", f"{family.summary}, e.g. {family.example}")
                  for name, family in BACKBONE_FAMILIES if name != "bundled"]  # fmt: skip
+        from tlops.models.text_names import BUNDLED_TEXT_ENCODERS, TEXT_ENCODER_KINDS
+
+        rows += [(name, f"text: {encoder.summary}") for name, encoder in BUNDLED_TEXT_ENCODERS]
+        rows += [(kind.example, f"text: {kind.summary}") for name, kind in TEXT_ENCODER_KINDS if name != "bundled"]
     else:
         from tlops.tasks import TASKS
 
