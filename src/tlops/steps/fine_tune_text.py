@@ -59,6 +59,11 @@ def fine_tune_text(
     from tlops.steps.fine_tune import Outcome, _decide, _evidence, _training_record
 
     STRATEGIES.get(config.strategy).check_task(TEXT_TASK)
+    if distributed.world_size > 1:
+        raise TlopsError(
+            f"text fine-tuning runs in one process, not {distributed.world_size}: set --processes-per-node 1 "
+            "(a text encoder's LoRA or LP-FT fits one GPU)"
+        )
     probe_summary = ProbeSummary.read(probe_dir)
     manifest, classes, _ = prepared_manifest(data_dir, runtime)
     class_weights = (
