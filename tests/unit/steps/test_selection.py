@@ -272,3 +272,15 @@ def test_pixels_is_not_a_candidate_and_unknown_names_suggest_close_ones() -> Non
         TlopsError, match=r"did you mean efficientnet_lite\d, efficientnet_lite\d, efficientnet_lite\d\?"
     ):
         check_backbone_name("efficientnet_lite")
+
+
+def test_a_tfidf_baseline_that_beats_the_encoder_is_the_text_model_shipped_and_named_so(tmp_path: Path) -> None:
+    folders = _scored(tmp_path, replace(BASE, name="minilm", probe_accuracy=0.70))
+    baseline = _scored(tmp_path, replace(BASE, name="tfidf", probe_accuracy=0.90, params=0, flops=0))[0]
+    selection = choose_backbone(folders, tmp_path / "out", baseline_dir=baseline)
+    assert selection.chosen == "tfidf"
+    assert "char n-gram TF-IDF" in selection.reasons[1] and "training texts" in selection.reasons[1]
+    assert selection.reasons[-1].startswith("shipping the no-transfer baseline (logistic regression on character")
+    assert "| char n-gram TF-IDF (no transfer) |" in (tmp_path / "out" / SELECTION_TABLE_FILE).read_text()
+    lora = choose_backbone(folders, tmp_path / "lora", baseline_dir=baseline, strategy="lora")
+    assert lora.chosen == "minilm" and "strategy 'lora' fine-tunes a backbone" in lora.reasons[-1]
