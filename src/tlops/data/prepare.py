@@ -28,7 +28,7 @@ from tlops.data.prepared import MANIFEST_FILE, REPORT_FILE, SUMMARY_FILE, TEXT_C
 from tlops.data.prepared_cache import PreparedCache
 from tlops.data.report import render_report
 from tlops.data.sources import OpenedSource, open_source
-from tlops.data.splits import SPLITS, SplitConfig, assign_splits, carve_validation, split_counts
+from tlops.data.splits import SPLITS, SplitConfig, assign_splits, class_counts, resolve_splits, split_counts
 from tlops.errors import TlopsError
 from tlops.io.progress import progress
 from tlops.io.storage import S3Client, is_s3_uri, read_bytes
@@ -365,16 +365,10 @@ def _prepare(
         _quarantine_notes([r for r in inspected if "error" in r]),
     )
     rows = pd.DataFrame(deduplicated.rows)
-    if not layout.split_given:
-        rows["split"] = assign_splits(rows, config)
-    elif layout.carve_val:
-        rows["split"] = carve_validation(rows, config)
+    rows["split"] = resolve_splits(rows, config, split_given=layout.split_given, carve_val=layout.carve_val)
     manifest = rows[["uri", "relpath", "sha256", "label", "split", "width", "height"]].sort_values("relpath")
     classes = sorted(manifest["label"].unique())
-    counts = {
-        split: {label: int(((manifest["split"] == split) & (manifest["label"] == label)).sum()) for label in classes}
-        for split in SPLITS
-    }
+    counts = class_counts(manifest)
     prepared = PreparedData(
         digest=dataset_digest(manifest),
         classes=classes,

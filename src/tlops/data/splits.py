@@ -62,3 +62,21 @@ def carve_validation(rows: pd.DataFrame, config: SplitConfig) -> pd.Series:
         n_val = min(max(1, round(len(order) * config.val_fraction)), len(order) - 1)
         splits.loc[order[:n_val]] = "val"
     return splits
+
+
+def resolve_splits(rows: pd.DataFrame, config: SplitConfig, *, split_given: bool, carve_val: bool) -> pd.Series:
+    """The split of each row: assigned (:func:`assign_splits`) unless given, val carved from train when missing."""
+    if not split_given:
+        return assign_splits(rows, config)
+    if carve_val:
+        return carve_validation(rows, config)
+    return rows["split"]
+
+
+def class_counts(manifest: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Rows per split and class of a manifest (every class under every split, 0 where it has none)."""
+    classes = sorted(manifest["label"].unique())
+    return {
+        split: {label: int(((manifest["split"] == split) & (manifest["label"] == label)).sum()) for label in classes}
+        for split in SPLITS
+    }

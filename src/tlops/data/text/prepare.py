@@ -29,7 +29,7 @@ from tlops.data.prepare import check_sizes, class_imbalance, dataset_digest
 from tlops.data.prepared import PreparedData
 from tlops.data.prepared_cache import PreparedCache
 from tlops.data.sources import TABLE_SUFFIXES, open_source
-from tlops.data.splits import SPLITS, assign_splits, carve_validation
+from tlops.data.splits import class_counts, resolve_splits
 from tlops.data.text.decoding import BinaryText, decode_text, normalise_text, text_sha256
 from tlops.data.text.layouts import TEXT_TABLE, TextLayout, TextRecord, list_text_layout
 from tlops.data.text.report import render_text_report
@@ -168,16 +168,10 @@ def _prepare(
     labels = {record.label for record in records if record.label}
     check_sizes([(r["split"], r["label"]) for r in deduplicated.rows], shared, config, source, labels, item="text")
     frame = pd.DataFrame(deduplicated.rows)
-    if not shared.split_given:
-        frame["split"] = assign_splits(frame, config)
-    elif shared.carve_val:
-        frame["split"] = carve_validation(frame, config)
+    frame["split"] = resolve_splits(frame, config, split_given=shared.split_given, carve_val=shared.carve_val)
     manifest = frame[list(MANIFEST_COLUMNS)].sort_values("relpath", key=_natural).reset_index(drop=True)
     classes = sorted(manifest["label"].unique())
-    counts = {
-        split: {label: int(((manifest["split"] == split) & (manifest["label"] == label)).sum()) for label in classes}
-        for split in SPLITS
-    }
+    counts = class_counts(manifest)
     prepared = PreparedData(
         digest=dataset_digest(manifest),
         classes=classes,
