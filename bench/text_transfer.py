@@ -421,32 +421,52 @@ def standard_error(accuracy: float, examples: int) -> float:
 
 
 def markdown(rows: list[dict]) -> str:
-    """Per dataset and size: mean (min-max over seeds) test accuracy per arm, the best arm, what pick chose."""
+    """Per dataset and size: mean (min-max over seeds) test accuracy per arm, the best arm, what pick and auto chose.
+
+    The best arm is the best of the arms that train a model (not pick or auto); choices are listed seed by seed.
+    """
     table = cell_means(rows)
     arms = arm_order({row["arm"] for row in rows})
-    test_examples = {(r["dataset"], r["size"]): r["test_examples"] for r in rows}
-    picked: dict[tuple, list[str]] = {}
-    for row in rows:
-        if row["arm"] == "pick":
-            picked.setdefault((row["dataset"], row["size"]), []).append(row["picked"])
+    test_examples = {(r["dataset"], r["size"]): r["test_examples"] for r in rows if r["arm"] != "auto"}
+    picked: dict[tuple, list[str]] = {}  # by seed
+    for row in sorted(rows, key=lambda r: r["seed"]):
+        if row["arm"] in ("pick", "auto"):
+            choice = row["picked"] if row["arm"] == "pick" else row["shipped"]
+            picked.setdefault((row["dataset"], row["size"], row["arm"]), []).append(choice)
+    with_auto = "auto" in arms
     lines = [
-        "| dataset | n/class | " + " | ".join(arms) + " | best arm | pick chose | pick - best (SE) |",
-        "|---|---:|" + "---:|" * len(arms) + "---|---|---|",
+        "| dataset | n/class | "
+        + " | ".join(arms)
+        + " | best arm | pick chose | pick - best (SE) |"
+        + (" auto shipped | auto - best (SE) |" if with_auto else ""),
+        "|---|---:|" + "---:|" * len(arms) + "---|---|---|" + ("---|---|" if with_auto else ""),
     ]
     order = {name: i for i, name in enumerate(DATASETS)}
     for dataset, size in sorted(table, key=lambda k: (order.get(k[0], 99), k[1])):
         scores = table[(dataset, size)]
         means = {arm: statistics.fmean(v) for arm, v in scores.items()}
-        best = max((a for a in means if a != "pick"), key=means.get)
-        verdict = "-"
-        if "pick" in means:
-            se = standard_error(means[best], test_examples[(dataset, size)])
-            diff = means["pick"] - means[best]
-            verdict = f"{diff:+.3f} ({se:.3f}{', within' if abs(diff) <= se else ''})"
+        best = max((a for a in means if a not in ("pick", "auto")), key=means.get)
+        examples = test_examples.get((dataset, size)) or next(
+            r["test_examples"] for r in rows if (r["dataset"], r["size"]) == (dataset, size)
+        )
+        se = standard_error(means[best], examples)
         cells = [spread(scores[arm]) if arm in scores else "-" for arm in arms]
-        chose = "/".join(sorted(picked.get((dataset, size), []))) or "-"
-        lines.append(f"| {dataset} | {size} | " + " | ".join(cells) + f" | {best} | {chose} | {verdict} |")
+        line = f"| {dataset} | {size} | " + " | ".join(cells) + f" | {best} | "
+        pick_chose = "/".join(picked.get((dataset, size, "pick"), [])) or "-"
+        line += f"{pick_chose} | {versus(means, best, se, 'pick')} |"
+        if with_auto:
+            auto_shipped = " / ".join(picked.get((dataset, size, "auto"), [])) or "-"
+            line += f" {auto_shipped} | {versus(means, best, se, 'auto')} |"
+        lines.append(line)
     return "\n".join(lines)
+
+
+def versus(means: dict[str, float], best: str, se: float, arm: str) -> str:
+    """``arm``'s mean test accuracy less the best arm's, with that arm's SE ("within" at most one SE)."""
+    if arm not in means:
+        return "-"
+    diff = means[arm] - means[best]
+    return f"{diff:+.3f} ({se:.3f}{', within' if abs(diff) <= se else ''})"
 
 
 def aggregate(rows: list[dict]) -> str:
