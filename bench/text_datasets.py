@@ -254,12 +254,12 @@ def training_set(pool: list[tuple[str, str]], size: int, seed: int) -> list[tupl
     return chosen
 
 
-def write_csv(rows: list[tuple[str, str]], path: Path) -> Path:
-    """Write ``rows`` as the ``text,label`` CSV a user brings."""
+def write_csv(rows: list[tuple[str, ...]], path: Path, columns: tuple[str, ...] = ("text", "label")) -> Path:
+    """Write ``rows`` as the ``text,label`` CSV a user brings (``columns``: with a ``split`` column too)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["text", "label"])
+        writer.writerow(list(columns))
         writer.writerows(rows)
     return path
 

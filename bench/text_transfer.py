@@ -9,6 +9,11 @@ Run the cheap arms first and add the fine-tuning arms later (their rows merged i
 
     python bench/text_transfer.py --arms lora,lp-ft --merge OLD.json --json NEW.json
 
+and tlops's own choice (``auto``, the pipeline's steps; no arm of its own is needed first)::
+
+    python bench/text_transfer.py --arms auto --json AUTO.json
+    python bench/text_transfer.py --arms none --merge OLD.json --merge AUTO.json
+
 Datasets: :mod:`text_datasets` (``docstrings``, ``manpages``, ``language``, ``aws``), each written once as
 ``WORKDIR/sources/<name>/{test,pool}.csv`` (``text,label``, the layout ``tlops run --data texts.csv`` takes); the test
 set is fixed (30 a class). For every (dataset, size, seed) the training set is ``size`` examples a class from the
@@ -26,7 +31,12 @@ pool (the first ``size`` of a per-class permutation drawn from the seed: nested 
 * ``lora``: LoRA (r 8, alpha 16, dropout 0.1, on the attention's query and value) on the encoder, the head started
   from the ``probe`` head (L2-normalised mean pooling, the fitted logistic regression's weights), ``--epochs``
   epochs at ``--lora-lr`` (AdamW, batch ``--batch-size``, max_length ``--max-length``), head trained too;
-* ``lp-ft``: the same start, the whole encoder and head fine-tuned at the low rate ``--lp-ft-lr``.
+* ``lp-ft``: the same start, the whole encoder and head fine-tuned at the low rate ``--lp-ft-lr``;
+* ``auto``: tlops itself (:func:`arm_auto`): the cell's training texts (``split`` train, from which tlops carves its
+  val split) and the fixed test set (``split`` test) as one CSV, through the pipeline's steps in this process with
+  the default settings (MiniLM against the TF-IDF baseline by CV, strategy ``auto``), scored by the evaluate step's
+  test accuracy; the row records what it shipped (``shipped``: ``tfidf``, ``minilm <probe>`` or
+  ``minilm+<strategy>``).
 
 The frozen arms read one embedding per text (``WORKDIR/embeddings/<name>.npz``: the test set and the pool embedded
 once, whatever the seed or size). Each arm is a small function of (train texts, labels, test texts) so that it can
@@ -42,6 +52,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import shutil
 import statistics
 import sys
 import time
@@ -57,9 +69,10 @@ import text_datasets  # the sibling module (bench/ is not a package)
 DATASETS = text_datasets.DATASETS
 FROZEN_ARMS = ("tfidf", "probe", "probe-raw", "mlp")
 FINE_TUNE_ARMS = ("lora", "lp-ft")
-ARMS = (*FROZEN_ARMS, *FINE_TUNE_ARMS)
+PIPELINE_ARMS = ("auto",)  # tlops itself: scored by its evaluate step, not by predictions made here
+ARMS = (*FROZEN_ARMS, *FINE_TUNE_ARMS, *PIPELINE_ARMS)
 DERIVED_ARMS = ("pick",)  # from the tfidf and probe rows' inner-CV scores (see with_picks)
-REPORT_ORDER = ("tfidf", "probe", "probe-raw", "mlp", "pick", "lora", "lp-ft")
+REPORT_ORDER = ("tfidf", "probe", "probe-raw", "mlp", "pick", "lora", "lp-ft", "auto")
 CS = (0.1, 1.0, 10.0, 100.0)
 MLP_ALPHA = 1e-2
 
@@ -259,6 +272,65 @@ def arm_lp_ft(train, test, seed, ctx) -> dict[str, Any]:
     return fine_tune("lp-ft", train, test, seed, ctx)
 
 
+# --- tlops itself ----------------------------------------------------------------------------------------------------
+
+
+def arm_auto(train, test: list[str], seed: int, ctx: dict) -> dict[str, Any]:
+    """What ``tlops run --data texts.csv`` ships on the cell, scored by its evaluate step on the same test texts.
+
+    The cell's training texts (``split`` train: tlops carves its val split from them) and the fixed test set
+    (``split`` test) go into ``WORKDIR/auto/<cell>/texts.csv``; the pipeline's steps run in this process, in the
+    pipeline's order and with its default settings (seed = the cell's seed): prepare-data, select-backbone (MiniLM
+    and the TF-IDF baseline scored by CV), extract-features of the chosen one, fine-tune (strategy ``auto``, fed the
+    selection) and evaluate (its test accuracy; a throwaway SQLite MLflow store, nothing registered).
+    """
+    from tlops.steps.config import RunConfig
+    from tlops.steps.entries import call_step
+
+    args = ctx["args"]
+    work = args.workdir / "auto" / ctx["cell"]
+    shutil.rmtree(work, ignore_errors=True)
+    tests = zip(test, ctx["test_labels"], strict=True)
+    table = [(t, label, "train") for t, label in train] + [(t, label, "test") for t, label in tests]
+    text_datasets.write_csv(table, work / "texts.csv", columns=("text", "label", "split"))
+    config = RunConfig(seed=seed)
+    environ = dict(os.environ) | {"TLOPS_CACHE_DIR": str(args.workdir / "auto-cache"), "TLOPS_DEVICE": "cpu"}
+    tracking = f"sqlite:///{(args.workdir / 'auto-mlflow.db').resolve()}"
+
+    def step(name: str, output: Path, **inputs: Any) -> Any:
+        return call_step(name, config, environ, output=output, **inputs)
+
+    data = work / "dataset"
+    prepared = step("prepare-data", data, arguments={"data": str(work / "texts.csv")})
+    selection = step("select-backbone", work / "selection", folders={"dataset": data})
+    step("extract-features", work / "extract", folders={"dataset": data}, arguments={"backbone": selection.chosen})
+    folders = {"dataset": data, "probe": work / "extract" / "probe", "features": work / "extract" / "features"}
+    training = step("fine-tune", work / "model", folders=folders | {"selection": work / "selection"})
+    evaluated = {"dataset": data, "model": work / "model"}
+    evaluation = step("evaluate", work / "evaluation", folders=evaluated, arguments={"tracking_uri": tracking})
+    evaluation = evaluation.evaluation
+    shutil.rmtree(work / "model" / "checkpoints", ignore_errors=True)
+    return {
+        "test_accuracy": float(evaluation.metrics["test_accuracy"]),
+        "test_examples": int(sum(sum(row) for row in evaluation.confusion)),
+        "split": {split: sum(counts.values()) for split, counts in prepared.counts.items()},
+        "chosen": selection.chosen,
+        "applied": training.strategy,
+        "shipped": shipped(selection.chosen, training.strategy),
+        "val_accuracy": training.val_accuracy,
+        "probe_val_accuracy": training.probe_val_accuracy,
+        "transfer_helps": selection.transfer_helps,
+        "reasons": list(selection.reasons) + list(training.reasons),
+    }
+
+
+def shipped(chosen: str, strategy: str) -> str:
+    """What auto shipped, in a word: ``tfidf``, ``minilm`` (a probe on it) or ``minilm+<strategy>``."""
+    if chosen == "tfidf" or strategy.endswith("probe"):
+        return chosen if chosen == "tfidf" else f"{chosen} {strategy}"
+    return f"{chosen}+{strategy}"
+
+
 ARM_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "tfidf": arm_tfidf,
     "probe": arm_probe,
@@ -266,6 +338,7 @@ ARM_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "mlp": arm_mlp,
     "lora": arm_lora,
     "lp-ft": arm_lp_ft,
+    "auto": arm_auto,
 }
 
 
@@ -278,21 +351,28 @@ def run_cell(name: str, size: int, seed: int, args) -> list[dict]:
     train = text_datasets.training_set(pool, size, seed)
     text_datasets.write_csv(train, args.workdir / "cells" / f"{name}-{size}-{seed}.csv")
     test_texts, test_labels = [t for t, _ in test], [label for _, label in test]
-    ctx: dict[str, Any] = {"args": args}
-    if any(arm != "tfidf" for arm in args.arms):
+    ctx: dict[str, Any] = {"args": args, "cell": f"{name}-{size}-{seed}", "test_labels": test_labels}
+    if any(arm not in ("tfidf", *PIPELINE_ARMS) for arm in args.arms):
         ctx["embeddings"] = embeddings(name, test_texts + [t for t, _ in pool], args.workdir, args.max_length)
     rows = []
     for arm in args.arms:
         if arm in FINE_TUNE_ARMS and size > args.fine_tune_max_size:
             continue
         began = time.perf_counter()
-        result = ARM_FUNCTIONS[arm](train, test_texts, seed, ctx)
-        predictions = result.pop("predictions")
-        accuracy = float(np.mean([p == y for p, y in zip(predictions, test_labels, strict=True)]))
+        try:
+            result = ARM_FUNCTIONS[arm](train, test_texts, seed, ctx)
+        except Exception as error:  # a failing arm is a result (tlops's own errors included): the grid goes on
+            print(f"{name} n={size} seed={seed} {arm}: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+            rows.append({"dataset": name, "size": size, "seed": seed, "arm": arm, "error": f"{error}"})
+            continue
+        if "predictions" in result:
+            predictions = result.pop("predictions")
+            accuracy = float(np.mean([p == y for p, y in zip(predictions, test_labels, strict=True)]))
+            result = {"test_accuracy": accuracy, "test_examples": len(test)} | result
         rows.append(
-            {"dataset": name, "size": size, "seed": seed, "arm": arm, "test_accuracy": accuracy}
-            | {"test_examples": len(test), "seconds": round(time.perf_counter() - began, 1)}
+            {"dataset": name, "size": size, "seed": seed, "arm": arm}
             | result
+            | {"seconds": round(time.perf_counter() - began, 1)}
         )
     return rows
 
@@ -341,32 +421,52 @@ def standard_error(accuracy: float, examples: int) -> float:
 
 
 def markdown(rows: list[dict]) -> str:
-    """Per dataset and size: mean (min-max over seeds) test accuracy per arm, the best arm, what pick chose."""
+    """Per dataset and size: mean (min-max over seeds) test accuracy per arm, the best arm, what pick and auto chose.
+
+    The best arm is the best of the arms that train a model (not pick or auto); choices are listed seed by seed.
+    """
     table = cell_means(rows)
     arms = arm_order({row["arm"] for row in rows})
-    test_examples = {(r["dataset"], r["size"]): r["test_examples"] for r in rows}
-    picked: dict[tuple, list[str]] = {}
-    for row in rows:
-        if row["arm"] == "pick":
-            picked.setdefault((row["dataset"], row["size"]), []).append(row["picked"])
+    test_examples = {(r["dataset"], r["size"]): r["test_examples"] for r in rows if r["arm"] != "auto"}
+    picked: dict[tuple, list[str]] = {}  # by seed
+    for row in sorted(rows, key=lambda r: r["seed"]):
+        if row["arm"] in ("pick", "auto"):
+            choice = row["picked"] if row["arm"] == "pick" else row["shipped"]
+            picked.setdefault((row["dataset"], row["size"], row["arm"]), []).append(choice)
+    with_auto = "auto" in arms
     lines = [
-        "| dataset | n/class | " + " | ".join(arms) + " | best arm | pick chose | pick - best (SE) |",
-        "|---|---:|" + "---:|" * len(arms) + "---|---|---|",
+        "| dataset | n/class | "
+        + " | ".join(arms)
+        + " | best arm | pick chose | pick - best (SE) |"
+        + (" auto shipped | auto - best (SE) |" if with_auto else ""),
+        "|---|---:|" + "---:|" * len(arms) + "---|---|---|" + ("---|---|" if with_auto else ""),
     ]
     order = {name: i for i, name in enumerate(DATASETS)}
     for dataset, size in sorted(table, key=lambda k: (order.get(k[0], 99), k[1])):
         scores = table[(dataset, size)]
         means = {arm: statistics.fmean(v) for arm, v in scores.items()}
-        best = max((a for a in means if a != "pick"), key=means.get)
-        verdict = "-"
-        if "pick" in means:
-            se = standard_error(means[best], test_examples[(dataset, size)])
-            diff = means["pick"] - means[best]
-            verdict = f"{diff:+.3f} ({se:.3f}{', within' if abs(diff) <= se else ''})"
+        best = max((a for a in means if a not in ("pick", "auto")), key=means.get)
+        examples = test_examples.get((dataset, size)) or next(
+            r["test_examples"] for r in rows if (r["dataset"], r["size"]) == (dataset, size)
+        )
+        se = standard_error(means[best], examples)
         cells = [spread(scores[arm]) if arm in scores else "-" for arm in arms]
-        chose = "/".join(sorted(picked.get((dataset, size), []))) or "-"
-        lines.append(f"| {dataset} | {size} | " + " | ".join(cells) + f" | {best} | {chose} | {verdict} |")
+        line = f"| {dataset} | {size} | " + " | ".join(cells) + f" | {best} | "
+        pick_chose = "/".join(picked.get((dataset, size, "pick"), [])) or "-"
+        line += f"{pick_chose} | {versus(means, best, se, 'pick')} |"
+        if with_auto:
+            auto_shipped = " / ".join(picked.get((dataset, size, "auto"), [])) or "-"
+            line += f" {auto_shipped} | {versus(means, best, se, 'auto')} |"
+        lines.append(line)
     return "\n".join(lines)
+
+
+def versus(means: dict[str, float], best: str, se: float, arm: str) -> str:
+    """``arm``'s mean test accuracy less the best arm's, with that arm's SE ("within" at most one SE)."""
+    if arm not in means:
+        return "-"
+    diff = means[arm] - means[best]
+    return f"{diff:+.3f} ({se:.3f}{', within' if abs(diff) <= se else ''})"
 
 
 def aggregate(rows: list[dict]) -> str:
@@ -475,7 +575,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{time.perf_counter() - start:.0f} s in all")
     elif args.json:
         args.json.write_text(json.dumps(report, indent=1, default=str))
-    rows = with_picks(rows)
+    failed = [r for r in rows if "error" in r]
+    for row in failed:
+        print(f"failed: {row['dataset']} n={row['size']} seed={row['seed']} {row['arm']}: {row['error']}")
+    rows = with_picks([r for r in rows if "error" not in r])
     print("### Test accuracy: mean (min-max over seeds)\n\n" + markdown(rows) + "\n")
     print("### Aggregate: mean over datasets (datasets counted)\n\n" + aggregate(rows))
     return 0
