@@ -233,7 +233,7 @@ def _read_table(data: bytes, name: str) -> pd.DataFrame:
     if missing:
         raise TlopsError(
             f"{name} has no {' or '.join(missing)} column (it has {', '.join(table.columns)}); its header row must "
-            "be path,label[,split]"
+            "be path,label[,split] for images, or text,label[,split] for texts (name the column of texts text)"
         )
     return table
 

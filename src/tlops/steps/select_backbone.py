@@ -33,6 +33,8 @@ METRICS = {
     "logme": ("logme", None, "LogME"),
 }
 assert set(METRICS) == set(SELECTION_METRICS)
+TIE = 1e-9
+"""A baseline-minus-backbone difference at most this large is a tie (the mean of fold differences rounds)."""
 
 
 def select_backbone(
@@ -232,7 +234,7 @@ def _ship_baseline(
     off or asked for a strategy that fine-tunes a backbone.
     """
     difference = baseline_difference(chosen, baseline)
-    if difference.mean <= 0:
+    if difference.mean <= TIE:  # equal fold sums can leave a rounding residue: a tie keeps the backbone
         return False, None
     described = BASELINES[baseline.name]
     if not ship_baseline:

@@ -284,3 +284,15 @@ def test_a_tfidf_baseline_that_beats_the_encoder_is_the_text_model_shipped_and_n
     assert "| char n-gram TF-IDF (no transfer) |" in (tmp_path / "out" / SELECTION_TABLE_FILE).read_text()
     lora = choose_backbone(folders, tmp_path / "lora", baseline_dir=baseline, strategy="lora")
     assert lora.chosen == "minilm" and "strategy 'lora' fine-tunes a backbone" in lora.reasons[-1]
+
+
+def test_an_exact_tie_keeps_the_backbone_despite_rounding_in_the_fold_differences(tmp_path: Path) -> None:
+    # Equal sums whose fold-by-fold differences average to 4e-17, not 0 (a cell of bench/text_transfer.py).
+    baseline_folds = [0.803921568627451, 0.803921568627451, 0.7843137254901961, 0.7745098039215687, 0.7745098039215687]
+    encoder_folds = [0.803921568627451, 0.7941176470588235, 0.7647058823529411, 0.7647058823529411, 0.8137254901960784]
+    mean = sum(encoder_folds) / 5
+    folders = _scored(tmp_path, replace(BASE, name="minilm", probe_accuracy=mean, probe_fold_accuracies=encoder_folds))
+    baseline = _scored(
+        tmp_path, replace(BASE, name="tfidf", probe_accuracy=mean, probe_fold_accuracies=baseline_folds)
+    )[0]
+    assert choose_backbone(folders, tmp_path / "out", baseline_dir=baseline).chosen == "minilm"
