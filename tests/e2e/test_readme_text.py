@@ -157,7 +157,7 @@ def check_text_run(run_: TextRun, classes: list[str]) -> dict[str, Any]:
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{output / 'mlflow.db'}")
-    assert client.get_model_version_by_alias("tlops-classifier", "champion").version == "1"
+    assert int(client.get_model_version_by_alias("tlops-classifier", "champion").version) == 1
     return summary
 
 
