@@ -233,6 +233,22 @@ NOT_RUN: dict[str, str] = {
     "proxied to the test SeaweedFS) and the integration tests here track and register through it",
     **dict.fromkeys(
         (
+            "export PYTHONPATH=$PWD/src OMP_NUM_THREADS=1 TRANSFORMERS_VERBOSITY=error",
+            "python bench/text_transfer.py --workdir $W --json $W/frozen.json --arms tfidf,probe,probe-raw,mlp",
+            "python bench/text_transfer.py --workdir $W --json $W/finetune10.json --arms lora,lp-ft --sizes 10 "
+            "--seeds 0",
+            "python bench/text_transfer.py --workdir $W --json $W/finetune10s1.json --arms lora,lp-ft --sizes 10 "
+            "--seeds 1",
+            "python bench/text_transfer.py --workdir $W --json $W/finetune30.json --arms lora,lp-ft --sizes 30 "
+            "--seeds 0 \\",
+            "python bench/text_transfer.py --arms none --merge $W/frozen.json --merge $W/finetune10.json \\",
+        ),
+        "the text benchmark's full grid as it was measured (four sets of 1,000+ texts embedded by MiniLM, LoRA and "
+        "LP-FT cells of a minute each: over an hour of CPU), two of its lines continued with a backslash; the script "
+        "runs here in its usage form, the same options, on one set (test_readme_text.py::test_bench_text_transfer)",
+    ),
+    **dict.fromkeys(
+        (
             "docker build -f docker/Dockerfile.cpu --build-arg TLOPS_GIT_COMMIT=$COMMIT -t ghcr.io/my-org/tlops:$TAG .",
             "docker build -f docker/Dockerfile.gpu --build-arg TLOPS_GIT_COMMIT=$COMMIT "
             "-t ghcr.io/my-org/tlops-gpu:$TAG .",
