@@ -127,23 +127,15 @@ def test_bad_text_input_is_one_line(cli: tuple[dict[str, subprocess.CompletedPro
     _nothing_written(root, name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: with --task auto, a CSV with neither a text nor a path column is read as an image manifest: "
-    "the line asks for path,label[,split] and never names the text column (--task text-classification does)",
-)
 def test_a_table_without_a_text_column_names_the_text_column(
     cli: tuple[dict[str, subprocess.CompletedProcess[str]], Path],
 ) -> None:
     results, _root = cli
-    one_error_line(results["no-text-column-auto"], "no text column", "name the column of texts text")
+    one_error_line(
+        results["no-text-column-auto"], "no_text.csv", "text,label[,split] for texts", "name the column of texts text"
+    )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: a --backbones folder that is not a Hugging Face model is not checked before the pipeline "
-    "starts (see NOT_A_MODEL)",
-)
 def test_an_encoder_folder_that_is_not_a_model_is_refused_first(
     cli: tuple[dict[str, subprocess.CompletedProcess[str]], Path],
 ) -> None:

@@ -30,8 +30,8 @@ def backbone_list(text: str, task: Task | None = None) -> list[str]:
                 break
             except TlopsError as error:
                 errors.append(error)
-        else:
-            raise errors[0]
+        else:  # no task takes it: the error of a task that knew the name's form says more than "unknown"
+            raise next((error for error in errors if not str(error).startswith("unknown")), errors[0])
     return names
 
 
