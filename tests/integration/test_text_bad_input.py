@@ -54,11 +54,13 @@ CASES: dict[str, Case] = {
         ("--data", "{root}/texts.csv", "--strategy", "partial"),
         ("--strategy partial is for image-classification runs", "use one of auto, linear-probe"),
     ),
+    # An image-only training setting on a text run: refused before any step runs, not in the fine-tune step.
+    "image-setting": Case(
+        ("--data", "{root}/texts.csv", "--strategy", "lora", "--mixup", "0.2"),
+        ("--mixup applies to images only", "leave it at 0 for text"),
+    ),
 }
-# A folder that is not a Hugging Face model, as the text encoder. src bug: not checked before the pipeline starts;
-# the run fails in the score-backbone step (exit 1, after about 40 s), having written OUTPUT/config.yaml and
-# OUTPUT/mlflow.db with a FAILED run, and its last line is "the pipeline failed" (the reason, "has no config.json,
-# so it is not a Hugging Face model folder", only in the step's traceback above it).
+# A folder that is not a Hugging Face model, as the text encoder: refused before any step runs.
 NOT_A_MODEL = Case(
     ("--data", "{root}/texts.csv", "--backbones", "./not_a_model"),
     ("not_a_model", "has no config.json", "not a Hugging Face model folder"),

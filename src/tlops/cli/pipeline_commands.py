@@ -266,6 +266,10 @@ def command_run(args: argparse.Namespace) -> int:
         candidates = tuple(backbone_list(",".join(backbones), task))
         config = replace(config, task=task.name, selection=replace(config.selection, backbones=candidates))
         STRATEGIES.get(config.train.strategy).check_task(task.name)
+        if task.name != DEFAULT_TASK:
+            from tlops.train.text_finetune import check_no_image_settings  # torch: only for a text run
+
+            check_no_image_settings(config.train)
         for name in candidates:
             if task.name == DEFAULT_TASK:
                 check_backbone_available(name)

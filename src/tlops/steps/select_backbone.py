@@ -301,7 +301,12 @@ def selection_table(selection: Selection) -> str:
         name = f"{BASELINES[row['name']].short} (no transfer)" if row["name"] in BASELINES else row["name"]
         lines.append(
             f"| {row.get('rank') or ''} | {name} | {row['probe_accuracy']:.3f} ± {row['probe_std_error']:.3f} | "
-            f"{row['knn_accuracy']:.3f} ({row['knn_k']}) | {row['logme']:.3f} | {row['params'] / 1e6:.1f}M | "
+            + (
+                f"{row['knn_accuracy']:.3f} ({row['knn_k']}) | {row['logme']:.3f} | "
+                if row["knn_k"]
+                else "- | - | "  # scored by its probe alone (the TF-IDF baseline has no dense features)
+            )
+            + f"{row['params'] / 1e6:.1f}M | "
             f"{row['flops'] / 1e9:.2f} | {row['latency_ms']:.1f} | "
             f"{row['feature_seconds'] + row['scoring_seconds']:.1f} | "
             f"{'cache hit' if row['cache_hit'] else 'extracted'} | {row['status']} |"

@@ -115,7 +115,8 @@ def _selection_lines(selection: dict | None) -> list[str]:
         lines.append(
             f"             {row['rank'] or '':>2} {name:<28} "
             f"{row['probe_accuracy']:>7.3f} ± {row['probe_std_error']:.3f} "
-            f"{row['knn_accuracy']:>6.3f} {row['logme']:>7.3f} {row['params'] / 1e6:>6.1f}M  {row['status']}"
+            + (f"{row['knn_accuracy']:>6.3f} {row['logme']:>7.3f} " if row["knn_k"] else f"{'-':>6} {'-':>7} ")
+            + f"{row['params'] / 1e6:>6.1f}M  {row['status']}"
         )
     lines += [f"             {reason}" for reason in selection["reasons"]]
     cache = selection["feature_cache"]

@@ -56,10 +56,19 @@ def check_text_settings(strategy: str, config: TrainConfig) -> str:
             ("train.strategy",),
             "{0} " + f"{entry.name} fits a head on cached embeddings, it does not fine-tune: use lora or lp-ft",
         )
+    check_no_image_settings(config)
+    return entry.name
+
+
+def check_no_image_settings(config: TrainConfig) -> None:
+    """Refuse the image-only training settings (mixup, cutmix, SWA) set on a text run.
+
+    Raises:
+        SettingError: naming the setting.
+    """
     for name, off in IMAGE_ONLY.items():
         if getattr(config, name) != off:
             raise SettingError((f"train.{name}",), "{0} applies to images only: leave it at " + f"{off:g} for text")
-    return entry.name
 
 
 def text_fingerprint(train: Texts, val: Texts, strategy: str, config: TrainConfig) -> dict:
