@@ -10,6 +10,8 @@ from typing import Any
 
 from tlops.io.records import JsonRecord
 
+IMAGE_CLASSIFICATION = "image-classification"  # the task names (tlops.tasks registers a task under each)
+TEXT_CLASSIFICATION = "text-classification"
 MANIFEST_FILE = "manifest.csv"
 SUMMARY_FILE = "prepare_summary.json"
 REPORT_FILE = "report.md"

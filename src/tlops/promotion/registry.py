@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tlops.data.prepared import TEXT_CLASSIFICATION
 from tlops.errors import TlopsError
+from tlops.models.names import TFIDF_BASELINE
 from tlops.promotion.aliases import (
     CHALLENGER,
     CHAMPION,
@@ -219,11 +221,11 @@ def _log_served(record: RunRecord) -> Any:
     """Log the served model of the record's task into the active run (``LoggedModels``)."""
     prepared = record.prepared
     metadata = {"classes": prepared.classes, "data_config": record.data_config, "backbone": record.backbone}
-    if prepared.task == "text-classification":
+    if prepared.task == TEXT_CLASSIFICATION:
         from tlops.serving.text_model import TextServingConfig
         from tlops.serving.text_package import log_served_text_model
 
-        if record.backbone == "tfidf":
+        if record.backbone == TFIDF_BASELINE:
             serving = TextServingConfig(prepared.classes, kind="tfidf", temperature=record.temperature)
             return log_served_text_model(record.model, None, serving, metadata)
         encoder = record.model.encoder

@@ -13,12 +13,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tlops.data.prepared import TEXT_CLASSIFICATION
 from tlops.models.feature_cache import FeatureCache
 from tlops.steps.features import FeatureSet
 from tlops.steps.outputs import load_prepared
 from tlops.steps.runtime import Runtime
 
-TEXT_TASK = "text-classification"
+TEXT_TASK = TEXT_CLASSIFICATION
 
 
 def is_text(task: str) -> bool:

@@ -9,15 +9,13 @@ from tlops.models.names import TFIDF_BASELINE
 from tlops.steps.config import RunConfig, SelectionConfig, StorageConfig
 from tlops.steps.encoders import encoder_features, input_size, load_encoder, prepared_manifest, targets_of, texts_of
 from tlops.steps.features import open_feature_cache
-from tlops.steps.outputs import PreparedData, ProbeSummary, write_features, write_probe
+from tlops.steps.outputs import TFIDF_DIR, PreparedData, ProbeSummary, write_features, write_probe
 from tlops.steps.runtime import Runtime
 from tlops.tasks import task_of
 from tlops.train.config import TrainConfig
 from tlops.train.probe import fit_linear_head
 
 logger = logging.getLogger(__name__)
-
-TFIDF_DIR = "tfidf"  # the text baseline's classifier, in the probe/ folder
 
 
 def extract_and_probe(

@@ -23,6 +23,7 @@ from tlops.models.text_model import EncoderTextModel
 from tlops.steps.encoders import TEXT_TASK, load_encoder, prepared_manifest, targets_of, texts_of
 from tlops.steps.outputs import (
     LEARNING_CURVES_FILE,
+    TFIDF_DIR,
     ModelConfig,
     ProbeSummary,
     Training,
@@ -39,8 +40,6 @@ from tlops.train.resume import CheckpointStore
 from tlops.train.strategies import STRATEGIES
 
 logger = logging.getLogger(__name__)
-
-TFIDF_MODEL_DIR = "tfidf"  # the TF-IDF classifier inside a fine-tune output
 
 
 def fine_tune_text(
@@ -214,7 +213,7 @@ def _ship_tfidf(
     reasons = [evidence.describe(), *probe.reasons, "the no-transfer baseline has no encoder to fine-tune"]
     training = _training_record(Outcome("linear-probe"), config, reasons, evidence, probe)
     output_dir.mkdir(parents=True, exist_ok=True)
-    model.save(output_dir / TFIDF_MODEL_DIR)
+    model.save(output_dir / TFIDF_DIR)
     if fold_scores:
         write_calibration_set(output_dir, oof, targets)
     ModelConfig(

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tlops.data.prepared import MANIFEST_FILE, REPORT_FILE, PreparedData
+from tlops.data.prepared import MANIFEST_FILE, REPORT_FILE, TEXT_CLASSIFICATION, PreparedData
 from tlops.data.prepared import SUMMARY_FILE as PREPARE_SUMMARY_FILE
 from tlops.errors import TlopsError
 from tlops.io.records import JsonRecord
+from tlops.models.names import TFIDF_BASELINE
 
 if TYPE_CHECKING:
     import numpy as np
@@ -80,6 +81,7 @@ WEIGHTS_FILE = "model.safetensors"  # fine-tune
 MODEL_CONFIG_FILE = "model_config.json"
 TRAINING_FILE = "training.json"
 LEARNING_CURVES_FILE = "learning_curves.png"
+TFIDF_DIR = "tfidf"  # the text baseline's classifier: in extract-features' probe/ and in a fine-tune output
 CALIBRATION_SET_FILE = "calibration_set.safetensors"  # out-of-fold logits when the head saw the validation split
 EVALUATION_FILE = "evaluation.json"  # evaluate
 PREDICTIONS_FILE = "predictions.safetensors"
@@ -374,7 +376,7 @@ def load_model(folder: Path) -> tuple[nn.Module, ModelConfig]:
     from tlops.models.checkpoint import rebuild_classifier
 
     config = ModelConfig.read(folder)
-    if config.task == "text-classification":
+    if config.task == TEXT_CLASSIFICATION:
         return _load_text_model(folder, config), config
     weights = Path(folder) / WEIGHTS_FILE
     if not weights.is_file():
@@ -389,10 +391,10 @@ def _load_text_model(folder: Path, config: ModelConfig) -> Any:
     """The text model a fine-tune step saved: the TF-IDF classifier, or the encoder with its head."""
     from safetensors.torch import load_file
 
-    if config.backbone == "tfidf":
+    if config.backbone == TFIDF_BASELINE:
         from tlops.models.tfidf import TfidfClassifier
 
-        return TfidfClassifier.load(Path(folder) / "tfidf")
+        return TfidfClassifier.load(Path(folder) / TFIDF_DIR)
     from tlops.models.text_model import load_encoder_text_model
 
     weights = Path(folder) / WEIGHTS_FILE

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tlops.data.prepared import IMAGE_CLASSIFICATION
+from tlops.models.names import PIXELS_BASELINE
 from tlops.tasks.protocol import TASKS
 
 if TYPE_CHECKING:
@@ -21,10 +23,10 @@ if TYPE_CHECKING:
 class ImageClassification:
     """The first task: one label per image, accuracy-family metrics, image bytes in, label and probabilities out."""
 
-    name = "image-classification"
+    name = IMAGE_CLASSIFICATION
     summary = "one label per image: ImageFolder, pre-split train/val/test or a CSV manifest; served from image bytes"
     default_backbones = ("efficientnet_lite0",)
-    baseline = "pixels"
+    baseline = PIXELS_BASELINE
 
     def recognises(self, source: str, s3: S3Client | None) -> bool:
         """Any source: the default task, asked after the others (its layouts are the most general)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from tlops.data.prepared import IMAGE_CLASSIFICATION
 from tlops.registry import Registry
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ class Task(Protocol):
 
 
 TASKS: Registry[Task] = Registry("task", "--task")
-DEFAULT_TASK = "image-classification"
+DEFAULT_TASK = IMAGE_CLASSIFICATION
 """The task of prepared data from before tasks were recorded, and of a source no task recognises."""
 DETECT_TASK = "auto"
 """``--task auto``: the task is recognised from the data."""

@@ -6,6 +6,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tlops.data.prepared import TEXT_CLASSIFICATION
+from tlops.models.names import TFIDF_BASELINE
 from tlops.tasks.protocol import TASKS
 
 if TYPE_CHECKING:
@@ -21,10 +23,10 @@ if TYPE_CHECKING:
 class TextClassification:
     """The second task: one label per text; a frozen or fine-tuned encoder, or the TF-IDF baseline; strings in."""
 
-    name = "text-classification"
+    name = TEXT_CLASSIFICATION
     summary = "one label per text: a CSV/TSV/JSONL/Parquet table (text, label[, split]) or class folders of .txt"
     default_backbones = ("minilm",)
-    baseline = "tfidf"
+    baseline = TFIDF_BASELINE
 
     def recognises(self, source: str, s3: S3Client | None) -> bool:
         """:func:`tlops.data.text.detect.is_text_source`: a table with a text column, or class folders of .txt."""

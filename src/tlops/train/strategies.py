@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from tlops.data.prepared import IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION
 from tlops.registry import Registry
 from tlops.settings import SettingError
 
@@ -24,8 +25,6 @@ if TYPE_CHECKING:
 SURGICAL_BLOCKS: tuple[str, ...] = ("first", "middle", "last")
 
 # The task names (the registered names of tlops.tasks, which imports this layer, not the other way round).
-IMAGE_CLASSIFICATION = "image-classification"
-TEXT_CLASSIFICATION = "text-classification"
 BOTH_TASKS: tuple[str, ...] = (IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION)
 
 

@@ -26,7 +26,7 @@ from tlops.data.outputs import (
     write_outputs,
 )
 from tlops.data.prepare import check_sizes, class_imbalance, dataset_digest
-from tlops.data.prepared import PreparedData
+from tlops.data.prepared import TEXT_CLASSIFICATION, PreparedData
 from tlops.data.prepared_cache import PreparedCache
 from tlops.data.sources import TABLE_SUFFIXES, open_source
 from tlops.data.splits import class_counts, resolve_splits
@@ -38,7 +38,7 @@ from tlops.errors import TlopsError
 from tlops.io.progress import progress
 from tlops.io.storage import S3Client, read_bytes
 
-TASK = "text-classification"
+TASK = TEXT_CLASSIFICATION
 MANIFEST_COLUMNS = ("uri", "relpath", "sha256", "label", "split", "text", "chars")
 EMPTY_TEXT = "empty text (nothing but whitespace)"
 EMPTY_LABEL = "empty label: every text needs one (fill it in, or remove the row)"
