@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tlops.errors import TlopsError
 from tlops.estimates import PairedDifference, fold_difference
-from tlops.models.names import BASELINES
+from tlops.models.names import BASELINES, TFIDF_BASELINE
 from tlops.settings import SettingError
 from tlops.steps.config import SELECTION_METRICS, RunConfig, SelectionConfig, StorageConfig
 from tlops.steps.outputs import SELECTION_TABLE_FILE, BackboneScore, PreparedData, Selection
@@ -303,7 +303,7 @@ def selection_table(selection: Selection) -> str:
             f"| {row.get('rank') or ''} | {name} | {row['probe_accuracy']:.3f} ± {row['probe_std_error']:.3f} | "
             + (
                 f"{row['knn_accuracy']:.3f} ({row['knn_k']}) | {row['logme']:.3f} | "
-                if row["knn_k"]
+                if row["name"] != TFIDF_BASELINE
                 else "- | - | "  # scored by its probe alone (the TF-IDF baseline has no dense features)
             )
             + f"{row['params'] / 1e6:.1f}M | "

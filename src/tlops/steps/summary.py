@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tlops.models.names import BASELINES
+from tlops.models.names import BASELINES, TFIDF_BASELINE
 from tlops.promotion.gate import GateConfig, describe
 from tlops.steps.outputs import Comparison, Evaluation, ModelConfig, PreparedData, RunSummary, Selection, Training
 
@@ -115,7 +115,11 @@ def _selection_lines(selection: dict | None) -> list[str]:
         lines.append(
             f"             {row['rank'] or '':>2} {name:<28} "
             f"{row['probe_accuracy']:>7.3f} ± {row['probe_std_error']:.3f} "
-            + (f"{row['knn_accuracy']:>6.3f} {row['logme']:>7.3f} " if row["knn_k"] else f"{'-':>6} {'-':>7} ")
+            + (
+                f"{row['knn_accuracy']:>6.3f} {row['logme']:>7.3f} "
+                if row["name"] != TFIDF_BASELINE
+                else f"{'-':>6} {'-':>7} "
+            )
             + f"{row['params'] / 1e6:>6.1f}M  {row['status']}"
         )
     lines += [f"             {reason}" for reason in selection["reasons"]]
