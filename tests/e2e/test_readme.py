@@ -242,6 +242,9 @@ NOT_RUN: dict[str, str] = {
             "python bench/text_transfer.py --workdir $W --json $W/finetune30.json --arms lora,lp-ft --sizes 30 "
             "--seeds 0 \\",
             "python bench/text_transfer.py --arms none --merge $W/frozen.json --merge $W/finetune10.json \\",
+            "python bench/text_transfer.py --workdir $W --json $W/auto.json --arms auto",
+            "python bench/text_transfer.py --workdir $W --json $W/auto120.json --arms tfidf,probe,auto --sizes 120 "
+            "--seeds 0 \\",
         ),
         "the text benchmark's full grid as it was measured (four sets of 1,000+ texts embedded by MiniLM, LoRA and "
         "LP-FT cells of a minute each: over an hour of CPU), two of its lines continued with a backslash; the script "

@@ -81,7 +81,7 @@ def _check_step_arguments(args: argparse.Namespace, entry: StepEntry, config: Ru
             )
     if entry.name == "select-backbone":
         backbone_list(",".join(config.selection.backbones))
-    if getattr(args, "backbone", None) is not None:
+    if getattr(args, "backbone", None):  # empty: the task's own candidate
         from tlops.models.names import PIXELS_BASELINE
 
         allowed = entry.name in ("score-backbone", "extract-features") and args.backbone == PIXELS_BASELINE
