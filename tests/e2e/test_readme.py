@@ -696,7 +696,7 @@ def test_demo_run(local_runs: dict[str, LocalRun], shapes: Path) -> None:
     assert store in promoted.stderr, promoted.stderr
     # The demo's saved settings on other data: the settings file is the run's, the data and classes are new.
     saved = yaml.safe_load((output / "config.yaml").read_text())
-    assert saved["train"]["strategy"] == "auto" and saved["selection"]["backbones"] == ["efficientnet_lite0"]
+    assert saved["train"]["strategy"] == "auto" and saved["selection"]["backbones"] == []  # the task's own
     assert saved["selection"]["image_size"] == 0 and saved["storage"]["checkpoint_uri"] == ""  # as given
     write_imagefolder(shapes, demo.cwd / "my_images")
     repeated = run(readme_command(CONFIG_RUN), demo.cwd)
