@@ -11,13 +11,14 @@ from typing import Any
 from tlops.io.records import JsonRecord
 
 IMAGE_CLASSIFICATION = "image-classification"  # the task names (tlops.tasks registers a task under each)
+OBJECT_DETECTION = "object-detection"
 TEXT_CLASSIFICATION = "text-classification"
 MANIFEST_FILE = "manifest.csv"
 SUMMARY_FILE = "prepare_summary.json"
 REPORT_FILE = "report.md"
 # Manifest columns read as text, never parsed: a class named NA, null, nan or None stays that string (and so does a
-# text-classification manifest's ``text``).
-TEXT_COLUMNS = ("uri", "relpath", "sha256", "label", "split", "text")
+# text-classification manifest's ``text``, and an object-detection manifest's JSON ``boxes``).
+TEXT_COLUMNS = ("uri", "relpath", "sha256", "label", "split", "text", "boxes")
 
 
 @dataclass
