@@ -70,5 +70,7 @@ class PreparedData(JsonRecord):
 
     @property
     def num_images(self) -> dict[str, int]:
-        """Images per split."""
+        """Images (or texts) per split: an image with boxes counts once however many it holds."""
+        if "images" in self.details:  # object detection: ``counts`` are boxes per class
+            return {split: int(n) for split, n in self.details["images"].items()}
         return {split: sum(per_class.values()) for split, per_class in self.counts.items()}

@@ -58,6 +58,8 @@ BACKBONE_FAMILIES.add(
     "hub", BackboneFamily("hub", "a torch.hub entry point from the local hub cache", "hub:pytorch/vision:resnet18")
 )
 FAMILIES = tuple(name for name in BACKBONE_FAMILIES.names() if name != "bundled")
+DETECTORS: tuple[str, ...] = ("fasterrcnn", "fcos")
+"""The detectors object detection builds on a backbone's feature pyramid (:mod:`tlops.models.detector`)."""
 # The no-transfer baseline scored beside every candidate: a linear probe on the image downsampled to 32x32.
 PIXELS_BASELINE = "pixels"
 PIXELS_SIZE = 32

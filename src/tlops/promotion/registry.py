@@ -269,7 +269,7 @@ def _log_run(record: RunRecord) -> None:
         if epoch.get("swa"):  # the weight average: not an epoch of the curves
             mlflow.log_metric("swa.val_accuracy", epoch["val_accuracy"])
             continue
-        for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+        for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_map50", "val_map"):
             if epoch.get(key) is not None:
                 mlflow.log_metric(f"curve.{key}", epoch[key], step=epoch["epoch"])
     dataset = mlflow.data.from_pandas(

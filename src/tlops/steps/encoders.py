@@ -2,7 +2,8 @@
 
 Images load a backbone (:func:`tlops.models.backbones.load_backbone`) and run it over decoded images; texts load an
 encoder (:func:`tlops.models.text_encoders.load_text_encoder`) and embed the manifest's texts. Both write the same
-content-addressed feature cache, so every later step reads features the same way.
+content-addressed feature cache, so every later step reads features the same way. A detection dataset is scored
+on the crops of its labelled boxes (:mod:`tlops.steps.box_crops`), which are images with classes.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tlops.data.prepared import TEXT_CLASSIFICATION
+from tlops.data.prepared import OBJECT_DETECTION, TEXT_CLASSIFICATION
 from tlops.models.feature_cache import FeatureCache
 from tlops.steps.features import FeatureSet
 from tlops.steps.outputs import load_prepared
@@ -27,14 +28,27 @@ def is_text(task: str) -> bool:
     return task == TEXT_TASK
 
 
+def is_detection(task: str) -> bool:
+    """Whether prepared data of ``task`` holds images with boxes (one manifest row per image, its boxes as JSON)."""
+    return task == OBJECT_DETECTION
+
+
 def prepared_manifest(data_dir: Path, runtime: Runtime) -> tuple[pd.DataFrame, list[str], str]:
-    """The manifest ready for the task's encoder (images fetched into the cache; texts as they are), classes, task."""
+    """The manifest ready for the task's encoder, its classes and the task.
+
+    Images are fetched into the cache; texts are as they are; a detection dataset gives the crops of its boxes
+    (:func:`tlops.steps.box_crops.box_crop_manifest`), labelled by their class.
+    """
     from tlops.steps.common import localized_manifest
 
     manifest, prepared = load_prepared(data_dir)
     if is_text(prepared.task):
         return manifest, prepared.classes, prepared.task
     manifest, classes = localized_manifest(data_dir, runtime)
+    if is_detection(prepared.task):
+        from tlops.steps.box_crops import CROPS_DIR, box_crop_manifest
+
+        manifest = box_crop_manifest(manifest, runtime.cache_dir / CROPS_DIR)
     return manifest, classes, prepared.task
 
 

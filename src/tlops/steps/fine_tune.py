@@ -20,7 +20,7 @@ from tlops.models.backbones import Backbone, load_backbone
 from tlops.models.extraction import weights_checksum
 from tlops.steps.common import localized_manifest
 from tlops.steps.config import RunConfig
-from tlops.steps.encoders import is_text
+from tlops.steps.encoders import is_detection, is_text
 from tlops.steps.outputs import (
     LEARNING_CURVES_FILE,
     ModelConfig,
@@ -97,6 +97,12 @@ def fine_tune(
             features_dir=features_dir, selection_dir=selection_dir, checkpoint_uri=checkpoint_uri,
             distributed=distributed,
         )  # fmt: skip
+    if is_detection(prepared.task):
+        from tlops.steps.fine_tune_detection import fine_tune_detection
+
+        return fine_tune_detection(
+            data_dir, probe_dir, output_dir, config, runtime, checkpoint_uri=checkpoint_uri, distributed=distributed
+        )
     STRATEGIES.get(config.strategy).check_task(task_of(prepared.task).name)
     probe_summary = ProbeSummary.read(probe_dir)
     if probe_summary.classes != prepared.classes:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tlops.data.prepared import MANIFEST_FILE, REPORT_FILE, TEXT_CLASSIFICATION, PreparedData
+from tlops.data.prepared import MANIFEST_FILE, OBJECT_DETECTION, REPORT_FILE, TEXT_CLASSIFICATION, PreparedData
 from tlops.data.prepared import SUMMARY_FILE as PREPARE_SUMMARY_FILE
 from tlops.errors import TlopsError
 from tlops.io.records import JsonRecord
@@ -137,6 +137,8 @@ class BackboneScore(JsonRecord):
         cache_entry: The feature-cache entry.
         probe_fold_accuracies: The probe's accuracy on each fold; every candidate of a run is scored on the same
             images and folds, so two candidates compare fold by fold.
+        task: The task of the scored data (object detection scores the crops of its boxes, and never ships the
+            baseline: a detector needs a backbone).
     """
 
     name: str
@@ -160,6 +162,7 @@ class BackboneScore(JsonRecord):
     cache_hit: bool
     cache_entry: str
     probe_fold_accuracies: list[float] = field(default_factory=list)
+    task: str = field(default="", kw_only=True)
     schema_version: int = field(default=2, kw_only=True)
 
     FILE = SCORE_FILE
@@ -378,6 +381,10 @@ def load_model(folder: Path) -> tuple[nn.Module, ModelConfig]:
     config = ModelConfig.read(folder)
     if config.task == TEXT_CLASSIFICATION:
         return _load_text_model(folder, config), config
+    if config.task == OBJECT_DETECTION:
+        from tlops.models.detector import load_detector
+
+        return load_detector(folder), config
     weights = Path(folder) / WEIGHTS_FILE
     if not weights.is_file():
         raise TlopsError(f"{folder} is not a fine-tune output (no {WEIGHTS_FILE}): run tlops fine-tune first")

@@ -102,6 +102,7 @@ def score_backbone(
         cache_hit=features.cache_hit,
         cache_entry=features.entry,
         probe_fold_accuracies=list(probe.fold_scores),
+        task=prepared.task,
     )
     score.write(output_dir)
     logger.info(

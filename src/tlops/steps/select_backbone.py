@@ -237,6 +237,11 @@ def _ship_baseline(
     if difference.mean <= TIE:  # equal fold sums can leave a rounding residue: a tie keeps the backbone
         return False, None
     described = BASELINES[baseline.name]
+    if baseline.task and not task_of(baseline.task).ships_baseline:
+        return False, (
+            f"the {described.short} baseline scores higher on the labelled boxes, but a detector needs a backbone, so "
+            f"{chosen['name']} is kept"
+        )
     if not ship_baseline:
         return False, f"the {described.short} baseline scores higher but --no-ship-baseline keeps the backbone"
     if STRATEGIES.get(strategy).trains_backbone:
@@ -254,6 +259,7 @@ def _ship_baseline(
 def _row(score: BackboneScore) -> dict[str, Any]:
     row = asdict(score)
     row.pop("schema_version", None)
+    row.pop("task", None)
     return row
 
 

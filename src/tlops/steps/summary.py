@@ -93,8 +93,7 @@ def format_summary(summary: RunSummary) -> str:
             f"  backbone   {summary.backbone}",
             *_selection_lines(summary.selection),
             f"  strategy   {summary.strategy}: {'; '.join(summary.strategy_reasons)}",
-            f"  test       accuracy {metrics['test_accuracy']:.4f}   macro-F1 {metrics['test_macro_f1']:.4f}   "
-            f"ECE {metrics['test_ece']:.4f}",
+            _test_line(metrics),
             *_calibration_lines(summary.calibration),
             f"  registered {summary.registered_model} version {summary.version} "
             f"[{', '.join(summary.aliases)}]  ({summary.model_uri})",
@@ -102,6 +101,19 @@ def format_summary(summary: RunSummary) -> str:
             *_gate_lines(summary.gate),
             *([f"  champion   {summary.champion['reason']}"] if summary.champion.get("reason") else []),
         ]
+    )
+
+
+def _test_line(metrics: dict[str, float]) -> str:
+    """The test metrics of the task: COCO mAP for a detector, accuracy, macro-F1 and ECE for a classifier."""
+    if "test_map50" in metrics:
+        return (
+            f"  test       mAP50 {metrics['test_map50']:.4f}   mAP@[.5:.95] {metrics['test_map']:.4f}   "
+            f"AP75 {metrics['test_map75']:.4f}   AR@100 {metrics['test_mar_100']:.4f}"
+        )
+    return (
+        f"  test       accuracy {metrics['test_accuracy']:.4f}   macro-F1 {metrics['test_macro_f1']:.4f}   "
+        f"ECE {metrics['test_ece']:.4f}"
     )
 
 

@@ -27,6 +27,7 @@ class ImageClassification:
     summary = "one label per image: ImageFolder, pre-split train/val/test or a CSV manifest; served from image bytes"
     default_backbones = ("efficientnet_lite0",)
     baseline = PIXELS_BASELINE
+    ships_baseline = True
 
     def recognises(self, source: str, s3: S3Client | None) -> bool:
         """Any source: the default task, asked after the others (its layouts are the most general)."""

@@ -25,12 +25,17 @@ class Task(Protocol):
     Attributes:
         name: What users choose it by (``image-classification``).
         summary: One line for ``tlops list tasks``.
+        default_backbones: The candidates scored when ``--backbones`` is not given.
+        baseline: The no-transfer candidate scored beside them (``pixels``, ``tfidf``).
+        ships_baseline: Whether that baseline may be the model shipped when it scores best (a detector needs a
+            backbone: object detection keeps the best backbone and says so).
     """
 
     name: str
     summary: str
     default_backbones: tuple[str, ...]
     baseline: str
+    ships_baseline: bool
 
     def recognises(self, source: str, s3: S3Client | None) -> bool:
         """Whether ``source`` holds a dataset of this task (cheap: lists files, reads a table's header)."""

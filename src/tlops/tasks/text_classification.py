@@ -27,6 +27,7 @@ class TextClassification:
     summary = "one label per text: a CSV/TSV/JSONL/Parquet table (text, label[, split]) or class folders of .txt"
     default_backbones = ("minilm",)
     baseline = TFIDF_BASELINE
+    ships_baseline = True
 
     def recognises(self, source: str, s3: S3Client | None) -> bool:
         """:func:`tlops.data.text.detect.is_text_source`: a table with a text column, or class folders of .txt."""

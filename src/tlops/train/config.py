@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tlops.models.names import DETECTORS
 from tlops.settings import SettingError, check_ranges, internal, setting
 from tlops.train.strategies import IMAGE_CLASSIFICATION, STRATEGIES, SURGICAL_BLOCKS, Strategy
 
@@ -115,6 +116,20 @@ class TrainConfig:
     max_tokens: int = setting(
         256, "text: tokens per example, longer texts are cut (the tokenizer's own limit caps it)", minimum=2
     )
+    detector: str = setting(
+        "fasterrcnn",
+        "object detection: the detector on the backbone's feature pyramid: fasterrcnn (two-stage, anchors) or fcos "
+        "(one-stage, anchor-free, half the parameters)",
+        choices=DETECTORS,
+        parameter=True,
+    )
+    detection_image_size: int = setting(
+        512, "object detection: images are scaled so that their longer side is at most this", minimum=32
+    )
+    detection_epochs: int = setting(
+        12, "object detection: training epochs (the feature pyramid and heads start untrained)", minimum=1
+    )
+    detection_batch_size: int = setting(8, "object detection: images per optimizer step", minimum=1)
     seed: int = internal(0)
 
     def __post_init__(self) -> None:

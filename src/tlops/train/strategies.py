@@ -7,6 +7,7 @@ choices, ``tlops list strategies`` and the tests that parametrize over the regis
 
 A strategy also says which tasks it belongs to (:attr:`Strategy.tasks`): ``lora`` adapts a text encoder and trains
 no image backbone, the block-wise ones (``partial``, ``surgical``, ``gradual``) and ``auto`` are image strategies;
+object detection trains its detector ``frozen`` (the FPN and heads on a frozen backbone), ``partial`` or ``full``;
 :meth:`Strategy.check_task` refuses a strategy for a task it does not belong to.
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from tlops.data.prepared import IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION
+from tlops.data.prepared import IMAGE_CLASSIFICATION, OBJECT_DETECTION, TEXT_CLASSIFICATION
 from tlops.registry import Registry
 from tlops.settings import SettingError
 
@@ -26,6 +27,7 @@ SURGICAL_BLOCKS: tuple[str, ...] = ("first", "middle", "last")
 
 # The task names (the registered names of tlops.tasks, which imports this layer, not the other way round).
 BOTH_TASKS: tuple[str, ...] = (IMAGE_CLASSIFICATION, TEXT_CLASSIFICATION)
+ALL_TASKS: tuple[str, ...] = (*BOTH_TASKS, OBJECT_DETECTION)
 
 
 class BlockChoice(Protocol):
@@ -125,6 +127,10 @@ def _every_block(num_blocks: int, config: TrainConfig, epoch: int) -> list[int]:
     return list(range(num_blocks))
 
 
+def _no_block(num_blocks: int, config: TrainConfig, epoch: int) -> list[int]:
+    return []
+
+
 def _one_more_per_epoch(num_blocks: int, config: TrainConfig, epoch: int) -> list[int]:
     return list(range(max(0, num_blocks - epoch), num_blocks))
 
@@ -137,7 +143,7 @@ STRATEGIES.add(
         "from 100 images a class and kept only when it beats the probe on validation beyond one standard error",
         "decides",
         needs_features=True,
-        tasks=BOTH_TASKS,
+        tasks=ALL_TASKS,
     ),
 )
 STRATEGIES.add(
@@ -161,8 +167,8 @@ STRATEGIES.add(
 )
 STRATEGIES.add(
     "partial",
-    Strategy("partial", "fine-tune the top --unfreeze-blocks blocks from the probe head", "parameter-based",
-             blocks=_top_blocks),
+    Strategy("partial", "fine-tune the top --unfreeze-blocks blocks from the probe head (detection: with the FPN "
+             "and heads)", "parameter-based", blocks=_top_blocks, tasks=(IMAGE_CLASSIFICATION, OBJECT_DETECTION)),
 )  # fmt: skip
 STRATEGIES.add(
     "surgical",
@@ -173,10 +179,10 @@ STRATEGIES.add(
     "lp-ft",
     Strategy(
         "lp-ft",
-        "fine-tune every block from the probe head (LP-FT)",
+        "fine-tune every block from the probe head (LP-FT; detection: every block with the FPN and heads)",
         "parameter-based",
         blocks=_every_block,
-        tasks=BOTH_TASKS,
+        tasks=ALL_TASKS,
     ),
     aliases=("full",),
 )
@@ -184,6 +190,11 @@ STRATEGIES.add(
     "gradual",
     Strategy("gradual", "unfreeze one more block per epoch from the top (ULMFiT)", "parameter-based",
              blocks=_one_more_per_epoch),
+)  # fmt: skip
+STRATEGIES.add(
+    "frozen",
+    Strategy("frozen", "object detection: the backbone stays frozen, the FPN and the detector's heads train",
+             "parameter-based", blocks=_no_block, tasks=(OBJECT_DETECTION,)),
 )  # fmt: skip
 STRATEGIES.add(
     "lora",
