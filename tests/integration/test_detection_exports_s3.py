@@ -23,4 +23,4 @@ def test_detection_export_on_s3_refused(s3_env: Any, s3_client: Any, bucket: str
     with pytest.raises(TlopsError) as error:
         check_dataset(f"s3://{bucket}/voc", s3=make_s3_client())
 
-    _one_line(error, "Pascal VOC", "Annotations/000.xml", "not supported yet")
+    _one_line(error, "Pascal VOC", "Annotations/000.xml", "--task object-detection")

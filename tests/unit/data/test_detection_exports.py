@@ -30,7 +30,7 @@ def test_detection_export_refused(tmp_path: Path, kind: str) -> None:
     with pytest.raises(TlopsError) as error:
         check_dataset(str(data))
 
-    _one_line(error, *needles, "object-detection export", "object detection is not supported yet", "<class>/<image>")
+    _one_line(error, *needles, "object-detection export", "use --task object-detection", "<class>/<image>")
     with pytest.raises(TlopsError, match="object-detection export"):
         prepare_data(str(data), tmp_path / "out", SplitConfig(workers=1))
     assert not (tmp_path / "out").exists()
@@ -45,7 +45,7 @@ def test_detection_export_in_an_archive_refused(tmp_path: Path) -> None:
     with pytest.raises(TlopsError) as error:
         check_dataset(str(archive))
 
-    _one_line(error, "COCO", "export/test/_annotations.coco.json", "not supported yet")
+    _one_line(error, "COCO", "export/test/_annotations.coco.json", "--task object-detection")
 
 
 def test_split_named_folders_of_images_refused(tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
-"""Object-detection exports (COCO, Pascal VOC, YOLO, KITTI), recognised so that they are refused with the reason.
+"""Object-detection exports (COCO, Pascal VOC, YOLO, KITTI), recognised from a listing.
 
-tlops classifies images, one folder per class. A detection export also holds images in folders (often named
-``train/`` and ``test/``), which would otherwise be read as an ImageFolder whose classes are the splits. Its
-annotation files give it away; only a few small heads of candidate files are read, never whole files.
+Image classification reads one folder per class. A detection export also holds images in folders (often named
+``train/`` and ``test/``), which would otherwise be read as an ImageFolder whose classes are the splits: image
+classification refuses it (:func:`check_not_detection`), pointing at the object-detection task, which reads it.
+Its annotation files give it away; only a few small heads of candidate files are read, never whole files.
 """
 
 from __future__ import annotations
@@ -36,24 +37,29 @@ def check_not_detection(tree: list[TreeFile], source: str, s3: S3Client | None =
         s3: S3 client, for s3:// listings.
 
     Raises:
-        TlopsError: naming the format and the file that shows it, and saying that detection is not supported.
+        TlopsError: naming the format and the file that shows it, and the task that reads it.
     """
     found = detection_format(tree, s3)
     if found is not None:
         kind, evidence = found
         raise TlopsError(
-            f"{source!r} looks like a {kind} object-detection export ({evidence}): tlops classifies images, one "
-            "subfolder per class (<class>/<image>); object detection is not supported yet"
+            f"{source!r} looks like a {kind} object-detection export ({evidence}), not image classification data "
+            "(one subfolder per class, <class>/<image>): use --task object-detection (or leave --task auto)"
         )
 
 
 def detection_format(tree: list[TreeFile], s3: S3Client | None = None) -> tuple[str, str] | None:
     """The detection format a listing holds and the file or folder showing it, or ``None``."""
-    for check in (_coco, _voc, _yolo, _kitti):
+    for check in _CHECKS:
         found = check(tree, s3)
         if found is not None:
             return found
     return None
+
+
+def detection_formats(tree: list[TreeFile], s3: S3Client | None = None) -> list[tuple[str, str]]:
+    """Every detection format a listing holds (COCO, Pascal VOC, YOLO, KITTI, in that order), each with its evidence."""
+    return [found for check in _CHECKS if (found := check(tree, s3)) is not None]
 
 
 def _with_suffix(tree: list[TreeFile], *suffixes: str) -> list[TreeFile]:
@@ -64,12 +70,12 @@ def _coco(tree: list[TreeFile], s3: S3Client | None) -> tuple[str, str] | None:
     candidates = _with_suffix(tree, ".json")
     candidates.sort(key=lambda f: _COCO_NAME.search(PurePosixPath(f.relpath).name) is None)  # named ones first
     for file in candidates[:_MAX_SNIFFED]:
-        if _is_coco(read_head(file.uri, _HEAD_BYTES, s3), PurePosixPath(file.relpath).name):
+        if is_coco(read_head(file.uri, _HEAD_BYTES, s3), PurePosixPath(file.relpath).name):
             return "COCO", file.relpath
     return None
 
 
-def _is_coco(head: bytes, name: str) -> bool:
+def is_coco(head: bytes, name: str) -> bool:
     """Whether a JSON file's head is COCO's: ``images`` with ``annotations`` and ``categories``.
 
     A whole file is parsed; a longer one (its ``images`` list can run for megabytes before the other keys) is
@@ -115,3 +121,6 @@ def _kitti(tree: list[TreeFile], s3: S3Client | None) -> tuple[str, str] | None:
         if folder.name.lower() == "label_2":
             return "KITTI", f"{folder.as_posix()}/"
     return None
+
+
+_CHECKS = (_coco, _voc, _yolo, _kitti)
