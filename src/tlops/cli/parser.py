@@ -16,7 +16,9 @@ from tlops.promotion.config import RegistryConfig
 SCORING_SETTINGS = ("seed", "selection.image_size", "selection.scoring_images_per_class", "storage.feature_cache",
                     "train.class_weighted")  # fmt: skip
 DEMO_IMAGE_SIZE = 128
-DEMOS = ("digits", "text")
+DEMOS = ("digits", "text", "detection")
+# The detection demo's sizes, where the user left the settings at their defaults (its images are 160 pixels).
+DEMO_DETECTION = {"detection_image_size": 160, "detection_epochs": 6}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Keep at most this many demo images per class (all 1,797 digits when unset); tests use it to shrink the demo.
 DEMO_IMAGES_PER_CLASS_ENV = "TLOPS_DEMO_IMAGES_PER_CLASS"
@@ -49,7 +51,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser, local: bool) -> None:
             choices=DEMOS,
             default="digits",
             help="the built-in demo data used when --data is not given: digits (scikit-learn's 8x8 digits at "
-            f"--image-size {DEMO_IMAGE_SIZE}) or text (docstrings of installed libraries, labelled by library) "
+            f"--image-size {DEMO_IMAGE_SIZE}), text (docstrings of installed libraries, labelled by library) or "
+            "detection (circles, squares and triangles drawn on scikit-image's photos, a COCO export) "
             "(default: %(default)s)",
         )
         parser.add_argument(

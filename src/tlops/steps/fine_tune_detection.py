@@ -20,6 +20,7 @@ from tlops.data.loading import localize
 from tlops.data.prepared import OBJECT_DETECTION
 from tlops.errors import TlopsError
 from tlops.models.extraction import weights_checksum
+from tlops.settings import SettingError
 from tlops.steps.outputs import LEARNING_CURVES_FILE, ModelConfig, ProbeSummary, Training, load_prepared
 from tlops.steps.runtime import Runtime
 from tlops.train.config import TrainConfig
@@ -32,6 +33,21 @@ FROZEN_BELOW_BOXES = 10
 """``auto`` keeps the backbone frozen when the rarest class has fewer training boxes than this (too few to move a
 backbone without overfitting it); otherwise it trains the top blocks (``partial``), as detection toolkits do."""
 _TRAINER_NAMES = {"frozen": "frozen", "partial": "partial", "lp-ft": "full"}
+CLASSIFICATION_ONLY = {"mixup": 0.0, "cutmix": 0.0, "swa_epochs": 0}
+"""Training settings a detector does not take, and the value that leaves each off."""
+
+
+def check_detection_settings(config: TrainConfig) -> None:
+    """Refuse the image-classification-only training settings (mixup, cutmix, SWA) set on a detection run.
+
+    Raises:
+        SettingError: naming the setting.
+    """
+    for name, off in CLASSIFICATION_ONLY.items():
+        if getattr(config, name) != off:
+            raise SettingError(
+                (f"train.{name}",), "{0} applies to image classification only: leave it at " + f"{off:g} for detection"
+            )
 
 
 def fine_tune_detection(
@@ -66,6 +82,7 @@ def fine_tune_detection(
     from tlops.train.detection_finetune import DetectionTrainConfig, train_detector
 
     STRATEGIES.get(config.strategy).check_task(OBJECT_DETECTION)
+    check_detection_settings(config)
     if distributed.world_size > 1:
         raise TlopsError(
             f"object detection trains in one process, not {distributed.world_size}: set --processes-per-node 1"

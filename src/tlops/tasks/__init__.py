@@ -13,4 +13,4 @@ from tlops.tasks.protocol import DEFAULT_TASK, DETECT_TASK, TASKS, Task, detect_
 __all__ = ["DEFAULT_TASK", "DETECT_TASK", "TASKS", "Task", "detect_task", "task_of"]
 
 # Importing a task module registers it.
-from tlops.tasks import image_classification, text_classification  # noqa: F401
+from tlops.tasks import image_classification, object_detection, text_classification  # noqa: F401

@@ -35,7 +35,7 @@ class ObjectDetection:
 
     def recognises(self, source: str, s3: S3Client | None) -> bool:
         """Whether the source holds the annotations of a detection format (a few file heads are read)."""
-        from tlops.data.detection import recognises
+        from tlops.data.detection.recognise import recognises
 
         return recognises(source, s3)
 

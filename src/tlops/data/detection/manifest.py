@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-TASK = "object-detection"  # tlops.data.prepared.OBJECT_DETECTION
+from tlops.data.prepared import OBJECT_DETECTION
+
+TASK = OBJECT_DETECTION
 MANIFEST_COLUMNS = ("uri", "relpath", "sha256", "label", "split", "width", "height", "boxes")
 
 
