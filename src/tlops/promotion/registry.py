@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tlops.data.prepared import TEXT_CLASSIFICATION
+from tlops.data.prepared import OBJECT_DETECTION, TEXT_CLASSIFICATION
 from tlops.errors import TlopsError
 from tlops.models.names import TFIDF_BASELINE
 from tlops.promotion.aliases import (
@@ -231,6 +231,13 @@ def _log_served(record: RunRecord) -> Any:
         encoder = record.model.encoder
         serving = TextServingConfig(prepared.classes, temperature=record.temperature, max_length=encoder.max_length)
         return log_served_text_model(record.model.classifier, encoder.tokenizer, serving, metadata)
+    if prepared.task == OBJECT_DETECTION:
+        from tlops.models.detector_checkpoint import DetectorConfig
+        from tlops.serving.detection_package import log_served_detection_model
+
+        architecture = str(record.data_config.get("detector", "fasterrcnn"))
+        config = DetectorConfig.of(record.model, architecture, record.backbone, prepared.classes)
+        return log_served_detection_model(record.model, config, metadata)
     from tlops.serving.model import ServingConfig
     from tlops.serving.package import log_served_model
 

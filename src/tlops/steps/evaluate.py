@@ -15,7 +15,7 @@ from tlops.promotion.config import RegistryConfig
 from tlops.promotion.gate import GateConfig
 from tlops.promotion.tracking import check_tracking_server
 from tlops.steps.champion import compare_with_champion
-from tlops.steps.encoders import is_text, prepared_manifest, targets_of, texts_of
+from tlops.steps.encoders import is_detection, is_text, prepared_manifest, targets_of, texts_of
 from tlops.steps.outputs import (
     CONFUSION_MATRIX_FILE,
     RELIABILITY_DIAGRAM_FILE,
@@ -74,7 +74,14 @@ def evaluate(
     """
     from tlops.evaluation.plots import confusion_matrix_figure, reliability_figure, save_png
 
-    PreparedData.read(data_dir)
+    if is_detection(PreparedData.read(data_dir).task):
+        from tlops.steps.evaluate_detection import evaluate_detection
+
+        return Evaluated(
+            *evaluate_detection(
+                data_dir, model_dir, output_dir, runtime, tracking_uri=tracking_uri, model_name=model_name, gate=gate
+            )
+        )
     model, config = load_model(model_dir)
     check_tracking_server(tracking_uri)
     manifest, classes, task = prepared_manifest(data_dir, runtime)

@@ -78,7 +78,8 @@ def fine_tune_detection(
     Raises:
         TlopsError: for a strategy detection does not take, several processes, or a checkpoint of another run.
     """
-    from tlops.models.detector import backbone_blocks, build_detector, save_detector
+    from tlops.models.detector import backbone_blocks, build_detector
+    from tlops.models.detector_checkpoint import DetectorConfig, save_detector
     from tlops.train.detection_finetune import DetectionTrainConfig, train_detector
 
     STRATEGIES.get(config.strategy).check_task(OBJECT_DETECTION)
@@ -136,7 +137,7 @@ def fine_tune_detection(
         weights_sha256=pretrained_checksum,
         task=OBJECT_DETECTION,
     )
-    save_detector(model, output_dir)
+    save_detector(model, output_dir, DetectorConfig.of(model, config.detector, probe_summary.backbone, classes))
     model_config.write(output_dir)
     training = _training_record(history, config, strategy, reasons)
     training.write(output_dir)
@@ -198,9 +199,9 @@ def _loaders(manifest: pd.DataFrame, classes: list[str], config: Any, runtime: R
 
 def _validation_metrics(classes: list[str], manifest: pd.DataFrame) -> Any:
     """The callback that scores the detector on the validation split (COCO mAP, mAP50, ...)."""
-    from tlops.evaluation.detection_metrics import detection_metrics, ground_truth_of, predict_detections
+    from tlops.evaluation.detection_metrics import detection_metrics, manifest_ground_truth, predict_detections
 
-    truth = ground_truth_of(manifest[manifest["split"] == "val"], classes)
+    truth = manifest_ground_truth(manifest[manifest["split"] == "val"].reset_index(drop=True), classes)
 
     def evaluate(model: Any, loader: Any, device: Any) -> dict[str, float]:
         return detection_metrics(truth, predict_detections(model, loader, device), classes).metrics

@@ -382,9 +382,9 @@ def load_model(folder: Path) -> tuple[nn.Module, ModelConfig]:
     if config.task == TEXT_CLASSIFICATION:
         return _load_text_model(folder, config), config
     if config.task == OBJECT_DETECTION:
-        from tlops.models.detector import load_detector
+        from tlops.models.detector_checkpoint import load_detector
 
-        return load_detector(folder), config
+        return load_detector(Path(folder))[0], config
     weights = Path(folder) / WEIGHTS_FILE
     if not weights.is_file():
         raise TlopsError(f"{folder} is not a fine-tune output (no {WEIGHTS_FILE}): run tlops fine-tune first")
