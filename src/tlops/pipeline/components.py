@@ -287,7 +287,8 @@ def evaluate(
     evaluation.metadata.update({"promote": comparison.promote, "gate": comparison.reasons})
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
-    confusion.log_confusion_matrix(result.classes, result.confusion)
+    if result.confusion:  # a detector has none: its plots are precision-recall curves and examples
+        confusion.log_confusion_matrix(result.classes, result.confusion)
     Path(plots.path).write_text(html_page("Evaluation", sorted(Path(evaluation.path).glob("*.png"))))
     Path(gate_report.path).write_text(report(comparison))
 

@@ -21,13 +21,18 @@ from tlops.errors import TlopsError
 from tlops.promotion.config import RegistryConfig
 from tlops.promotion.gate import GateConfig
 from tlops.promotion.tracking import check_tracking_server
-from tlops.steps.outputs import Comparison, Evaluation, load_model, load_prepared
+from tlops.steps.outputs import (
+    DETECTION_EXAMPLES_FILE,
+    PRECISION_RECALL_FILE,
+    Comparison,
+    Evaluation,
+    load_model,
+    load_prepared,
+)
 from tlops.steps.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
-PR_CURVES_FILE = "precision_recall.png"
-EXAMPLES_FILE = "detection_examples.png"
 EXAMPLE_IMAGES = 6
 SERVED_IMAGES_PER_CALL = 16
 
@@ -71,11 +76,11 @@ def evaluate_detection(
     metrics = {f"test_{name}": float(value) for name, value in result.metrics.items()}
     metrics["test_images"] = float(len(test))
     output_dir.mkdir(parents=True, exist_ok=True)
-    save_png(pr_curves_figure(result), output_dir / PR_CURVES_FILE)
+    save_png(pr_curves_figure(result), output_dir / PRECISION_RECALL_FILE)
     shown = test.head(EXAMPLE_IMAGES)
     pictures = [_picture(path) for path in shown["local_path"]]
     examples = detection_examples_figure(pictures, truth[: len(shown)], predictions[: len(shown)], classes)
-    save_png(examples, output_dir / EXAMPLES_FILE)
+    save_png(examples, output_dir / DETECTION_EXAMPLES_FILE)
     evaluation = Evaluation(
         metrics=metrics,
         report={"per_class_ap": result.per_class_ap, "per_class_ap50": result.per_class_ap50},

@@ -87,6 +87,8 @@ EVALUATION_FILE = "evaluation.json"  # evaluate
 PREDICTIONS_FILE = "predictions.safetensors"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 RELIABILITY_DIAGRAM_FILE = "reliability_diagram.png"
+PRECISION_RECALL_FILE = "precision_recall.png"  # object detection: per-class precision-recall at IoU .5
+DETECTION_EXAMPLES_FILE = "detection_examples.png"  # object detection: test images with true and predicted boxes
 COMPARISON_FILE = "comparison.json"
 RUN_SUMMARY_FILE = "run_summary.json"  # register, and tlops run
 # The files the register step logs with the MLflow run (the report under data/, the rest under report/).
@@ -104,6 +106,8 @@ LOGGED_FILES = (
     COMPARISON_FILE,
     CONFUSION_MATRIX_FILE,
     RELIABILITY_DIAGRAM_FILE,
+    PRECISION_RECALL_FILE,
+    DETECTION_EXAMPLES_FILE,
 )
 
 
