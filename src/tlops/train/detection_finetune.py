@@ -150,6 +150,16 @@ def set_train_mode(model: nn.Module, frozen: list[nn.Module]) -> None:
                 module.eval()
 
 
+def seed_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
+    """Reseed the loader's shuffle (and its workers' seeds) from the seed and the epoch.
+
+    The data order of an epoch is then a function of the seed and the epoch, never of how many epochs this process
+    ran before: a resumed run reads the same batches as an uninterrupted one.
+    """
+    for generator in {id(g): g for g in (loader.generator, getattr(loader.sampler, "generator", None)) if g}.values():
+        generator.manual_seed(seed * 1_000_003 + epoch)
+
+
 def _to_device(images: list[torch.Tensor], targets: list[dict], device: torch.device):
     images = [image.to(device, non_blocking=True) for image in images]
     targets = [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in t.items()} for t in targets]
@@ -185,12 +195,12 @@ def _train_epoch(
         optimizer.step()
         schedule.step()
         size = len(images)
-        total += float(loss) * size
+        total += float(loss.detach()) * size
         for name, value in losses.items():
-            terms[name] = terms.get(name, 0.0) + float(value) * size
+            terms[name] = terms.get(name, 0.0) + float(value.detach()) * size
         count += size
         if hasattr(batches, "set_postfix"):
-            batches.set_postfix(loss=f"{float(loss):.4f}")
+            batches.set_postfix(loss=f"{float(loss.detach()):.4f}")
     count = max(count, 1)
     return total / count, {name: value / count for name, value in terms.items()}, count
 
@@ -269,6 +279,7 @@ def train_detector(
         logger.info("resuming from epoch %d of %d (checkpoint %s)", saved["epoch"], config.epochs, store.location)
 
     for epoch in range(start, config.epochs + 1):
+        seed_epoch(train_loader, config.seed, epoch)
         set_train_mode(model, frozen)
         started = time.perf_counter()
         desc = f"detector epoch {epoch}/{config.epochs}"

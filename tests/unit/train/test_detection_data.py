@@ -45,7 +45,7 @@ def test_box_maths():
 def test_item_is_resized_with_its_boxes(tmp_path):
     image, target = DetectionDataset(_manifest(tmp_path), CLASSES, max_side=100)[0]
     assert image.shape == (3, 50, 100) and image.dtype == torch.float32
-    assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+    assert float(image.min()) >= 0.0 and float(image.max()) <= 1.0
     assert target["boxes"].dtype == torch.float32
     assert target["boxes"].tolist() == [[5.0, 10.0, 25.0, 40.0]]
     assert target["labels"].tolist() == [2]  # dog: class id 1, detector label 2
