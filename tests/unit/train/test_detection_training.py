@@ -129,3 +129,19 @@ def test_throughput_measures_both_rates_and_leaves_the_weights(loader):
     result = detection_throughput(model, many, CPU, batches=2, warmup=1)
     assert result.training > 0 and result.forward_backward > 0 and result.batch_size == 2
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_validation_with_the_coco_metrics(loader):
+    from tlops.evaluation.detection_metrics import detection_metrics, predict_detections
+
+    rows = loader.dataset
+    truth = [{"boxes": b.numpy().astype("float64"), "labels": (lab - 1).numpy()} for b, lab in rows.annotations]
+
+    def evaluate(model, val_loader, device):
+        return detection_metrics(truth, predict_detections(model, val_loader, device), ["square"]).metrics
+
+    model, blocks = tiny_detector(1)
+    val = DataLoader(rows, batch_size=2, collate_fn=collate_detections)
+    history = train_detector(model, loader, val, _config(epochs=1), CPU, strategy="full", blocks=blocks,
+                             evaluate=evaluate, progress=False)  # fmt: skip
+    assert 0.0 <= history.epochs[0].val["map50"] <= 1.0 and "mean_image_f1" in history.epochs[0].val
