@@ -12,7 +12,6 @@ run flips the same images.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +21,12 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as F
 
+from tlops.data.detection.manifest import parse_boxes
 from tlops.data.images import decode_image
 from tlops.errors import TlopsError
 from tlops.io.storage import is_s3_uri
 
 Target = dict[str, Any]
-
-
-def parse_boxes(text: str) -> list[tuple[str, list[float]]]:
-    """The ``(label, [x1, y1, x2, y2])`` pairs of a manifest's ``boxes`` JSON (``[]`` for a negative image)."""
-    return [(item["label"], [float(v) for v in item["box"]]) for item in json.loads(text or "[]")]
 
 
 def scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:
