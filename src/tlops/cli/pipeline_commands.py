@@ -271,10 +271,11 @@ def command_run(args: argparse.Namespace) -> int:
             data_uri = str(write_text_demo(output / "demo-data", **({"per_class": per_class} if per_class else {})))
             print(f"no --data given: using the built-in text demo (docstrings of installed libraries) in {data_uri}")
         elif data_uri is None and args.demo == "detection":
-            from tlops.data.detection.demo import write_detection_demo
+            from tlops.data.detection.demo import DEMO_CLASSES, write_detection_demo
 
-            per_class = _demo_images_per_class()  # here: images in all (3 shapes, so about a class each)
-            data_uri = str(write_detection_demo(output / "demo-data", **({"images": per_class} if per_class else {})))
+            per_class = _demo_images_per_class()  # images with each shape (an image holds several)
+            images = {"images": per_class * len(DEMO_CLASSES)} if per_class else {}
+            data_uri = str(write_detection_demo(output / "demo-data", **images))
             config = demo_detection_settings(config, given)
             print(f"no --data given: using the built-in detection demo (shapes on photos, COCO boxes) in {data_uri}")
         elif data_uri is None:

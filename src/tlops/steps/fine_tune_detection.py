@@ -100,6 +100,7 @@ def fine_tune_detection(
         image_size=config.detection_image_size,
         s3=runtime.s3,
         cache_dir=runtime.cache_dir,
+        detector_weights=config.detector_weights or None,
     )
     pretrained_checksum = weights_checksum(model.backbone.body)
     train_config = DetectionTrainConfig(

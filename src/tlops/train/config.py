@@ -130,6 +130,12 @@ class TrainConfig:
         12, "object detection: training epochs (the feature pyramid and heads start untrained)", minimum=1
     )
     detection_batch_size: int = setting(8, "object detection: images per optimizer step", minimum=1)
+    detector_weights: str = setting(
+        "",
+        "object detection: a trained torchvision detector's checkpoint (local path or s3://; e.g. COCO "
+        "fasterrcnn_resnet50_fpn's, with --backbones torchvision:resnet50) loaded over the detector, its "
+        "class-specific tensors skipped ('': the backbone's pretrained weights only)",
+    )
     seed: int = internal(0)
 
     def __post_init__(self) -> None:
