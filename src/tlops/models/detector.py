@@ -110,7 +110,8 @@ def build_detector(
         s3: S3 client for ``@s3://`` backbone weights and s3:// detector weights.
         cache_dir: Cache for converted and downloaded weights.
         detector_weights: A torchvision detector checkpoint (local path or s3:// URI; e.g. COCO
-            ``fasterrcnn_resnet50_fpn``) loaded over the built model, skipping tensors whose shapes differ.
+            ``fasterrcnn_resnet50_fpn``) loaded over the built model, skipping tensors whose shapes differ; the
+            backbone's own pretrained weights are then not fetched (the checkpoint holds the body's).
 
     Returns:
         A torchvision ``FasterRCNN`` or ``FCOS`` in train mode.
@@ -128,7 +129,10 @@ def build_detector(
     cache_dir = cache_dir or default_cache_dir()
     family, _arch, _weights = split_backbone_name(backbone)
     strides = TORCHVISION_RCNN_STRIDES if family == "torchvision" and architecture == "fasterrcnn" else STRIDES
-    body, channels, data_config = _multiscale_body(backbone, strides, pretrained, s3, cache_dir)
+    # A detector checkpoint holds the body's weights too: the backbone's own are not fetched under it.
+    body, channels, data_config = _multiscale_body(
+        backbone, strides, pretrained and not detector_weights, s3, cache_dir
+    )
     _freeze_batch_norm(body)
     model = _assemble(architecture, body, channels, num_classes, image_size, data_config)
     if detector_weights:
