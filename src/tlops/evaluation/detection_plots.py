@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -82,4 +82,23 @@ def detection_examples_figure(
             axes.text(x1, y1, f"{classes[int(label)]} {float(score):.2f}", color="white", fontsize=7, va="bottom",
                       bbox={"facecolor": _PREDICTION_COLOUR, "alpha": 0.7, "pad": 1, "lw": 0})  # fmt: skip
     figure.suptitle(f"Test predictions (red, score >= {score_threshold:g}) and ground truth (green, dashed)")
+    return figure
+
+
+def detection_curves_figure(epochs: Sequence[Any]) -> Figure:
+    """Training loss and validation mAP50 and mAP per epoch (``DetectionEpoch`` records of the detection training)."""
+    figure = _figure(10, 4)
+    loss_axes, map_axes = figure.subplots(1, 2)
+    numbers = [epoch.epoch for epoch in epochs]
+    loss_axes.plot(numbers, [epoch.train_loss for epoch in epochs], "o-", label="train (sum of the terms)")
+    terms = sorted({name for epoch in epochs for name in epoch.loss_terms})
+    for name in terms:
+        loss_axes.plot(numbers, [epoch.loss_terms.get(name, np.nan) for epoch in epochs], ".--", label=name)
+    for name in ("map50", "map"):
+        map_axes.plot(numbers, [epoch.val.get(name, np.nan) for epoch in epochs], "o-", label=f"val {name}")
+    loss_axes.set(xlabel="epoch", ylabel="loss per image", title="Loss")
+    map_axes.set(xlabel="epoch", ylabel="mAP", ylim=(0, 1), title="Validation mAP")
+    for axes in (loss_axes, map_axes):
+        axes.legend(fontsize="small")
+        axes.set_xticks(numbers)
     return figure

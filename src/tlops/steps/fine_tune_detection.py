@@ -145,7 +145,7 @@ def fine_tune_detection(
     from tlops.evaluation.detection_plots import detection_curves_figure
     from tlops.evaluation.plots import save_png
 
-    save_png(detection_curves_figure(history), output_dir / LEARNING_CURVES_FILE)
+    save_png(detection_curves_figure(history.epochs), output_dir / LEARNING_CURVES_FILE)
     return training
 
 

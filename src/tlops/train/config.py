@@ -121,7 +121,6 @@ class TrainConfig:
         "object detection: the detector on the backbone's feature pyramid: fasterrcnn (two-stage, anchors) or fcos "
         "(one-stage, anchor-free, half the parameters)",
         choices=DETECTORS,
-        parameter=True,
     )
     detection_image_size: int = setting(
         512, "object detection: images are scaled so that their longer side is at most this", minimum=32
