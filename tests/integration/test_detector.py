@@ -189,3 +189,16 @@ def test_bad_names_are_refused_with_the_fix(tmp_path: Path) -> None:
     torch.save({"something.else": torch.zeros(3)}, unrelated)
     with pytest.raises(TlopsError, match="fit none of the model's tensors"):
         build_detector("efficientnet_lite0", 2, image_size=SIZE, detector_weights=str(unrelated))
+
+
+@pytest.mark.parametrize("architecture", ["fasterrcnn", "fcos"])
+def test_an_images_detections_do_not_depend_on_its_batch(architecture: str) -> None:
+    torch.manual_seed(13)
+    model = build_detector("efficientnet_lite0", 2, architecture=architecture, image_size=SIZE, pretrained=False)
+    set_inference_limits(model.eval(), 0.0, 20)
+    wide, tall = torch.rand(3, 60, 128), torch.rand(3, 128, 60)  # resized 60x128 alone, padded with a 128x60
+    with torch.no_grad():
+        together, alone = model([wide, tall]), model([wide])
+    assert len(alone[0]["boxes"]) > 0
+    assert torch.allclose(together[0]["boxes"], alone[0]["boxes"], atol=1e-4)
+    assert torch.allclose(together[0]["scores"], alone[0]["scores"], atol=1e-5)

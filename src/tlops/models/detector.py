@@ -8,7 +8,8 @@ checkpoints (``detector_weights``) fit tensor for tensor; under FCOS strides 8 t
 The body's batch norms are frozen (running statistics and affine parameters fixed, as in torchvision's detectors):
 detection batches are a few images, too few for batch statistics. Normalisation with the backbone's mean and std
 and resizing to ``image_size`` happen inside the model (its ``transform``); boxes come back in the pixels of the
-images given.
+images given. Every resized image is padded to the same square, so that an image's detections do not depend on the
+other images of its batch.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torchvision.ops import MultiScaleRoIAlign
 
 from tlops.data.preprocessing import DataConfig
 from tlops.errors import TlopsError
@@ -233,7 +235,6 @@ def _assemble(
 ) -> nn.Module:
     from torchvision.models.detection import FCOS, FasterRCNN
     from torchvision.models.detection.anchor_utils import AnchorGenerator
-    from torchvision.ops import MultiScaleRoIAlign
     from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
     common = {
@@ -245,12 +246,47 @@ def _assemble(
     }
     if architecture == "fcos":
         backbone = PyramidBackbone(body, channels, LastLevelP6P7(FPN_CHANNELS, FPN_CHANNELS))
-        return FCOS(backbone, **common)
+        return _pad_to_square(FCOS(backbone, **common), image_size)
     backbone = PyramidBackbone(body, channels, LastLevelMaxPool())
     levels = len(channels) + 1  # the max-pooled level on top
     anchors = AnchorGenerator(tuple((32 * 2**i,) for i in range(levels)), ((0.5, 1.0, 2.0),) * levels)
-    pool = MultiScaleRoIAlign([str(i) for i in range(len(channels))], output_size=7, sampling_ratio=2)
-    return FasterRCNN(backbone, rpn_anchor_generator=anchors, box_roi_pool=pool, **common)
+    pool = SquareRoIAlign([str(i) for i in range(len(channels))], padded_size(image_size))
+    model = FasterRCNN(backbone, rpn_anchor_generator=anchors, box_roi_pool=pool, **common)
+    return _pad_to_square(model, image_size)
+
+
+def _pad_to_square(model: nn.Module, image_size: int) -> nn.Module:
+    """Pad every resized image to the same square (a multiple of 32), whatever the other images of its batch.
+
+    torchvision pads a batch to its largest image: an image's detections would depend on the images batched with
+    it (in serving, on the other rows of a request). Resized, no side exceeds ``image_size``, so one square fits all.
+    """
+    model.transform.size_divisible = padded_size(image_size)
+    return model
+
+
+def padded_size(image_size: int) -> int:
+    """The side of the square every resized image is padded to: ``image_size`` rounded up to a multiple of 32."""
+    return -(-image_size // 32) * 32
+
+
+class SquareRoIAlign(MultiScaleRoIAlign):
+    """torchvision's ``MultiScaleRoIAlign`` (7x7, sampling ratio 2) told the padded square's size.
+
+    torchvision infers each level's scale from the largest image *height* of the batch: a wide image alone in
+    its batch (resized to 128x85 and padded to 128x128) would get the wrong scale and its boxes pooled from the
+    wrong places. Every image is padded to the same square here, so that square is the size the scales come from.
+    """
+
+    def __init__(self, featmap_names: list[str], padded: int) -> None:
+        super().__init__(featmap_names, output_size=7, sampling_ratio=2)
+        self.padded = padded
+
+    def forward(
+        self, x: dict[str, torch.Tensor], boxes: list[torch.Tensor], image_shapes: list[tuple[int, int]]
+    ) -> torch.Tensor:
+        """Pool each box's 7x7 features from its pyramid level."""
+        return super().forward(x, boxes, [(self.padded, self.padded)] * len(image_shapes))
 
 
 def _multiscale_body(
