@@ -28,12 +28,15 @@ from tlops.errors import TlopsError
 from tlops.io.paths import default_cache_dir
 from tlops.io.storage import S3Client
 from tlops.models.backbones import _check_checkpoint, _fetch_weights, _load_state_file, bundled_weights_file
-from tlops.models.names import BUNDLED, NAMES_HELP, did_you_mean, split_backbone_name
+from tlops.models.names import BUNDLED, DETECTORS, NAMES_HELP, did_you_mean, split_backbone_name
 
 logger = logging.getLogger(__name__)
 
-TASK = "object-detection"
-ARCHITECTURES = ("fasterrcnn", "fcos")
+ARCHITECTURES = DETECTORS
+ROI_SAMPLES_PER_IMAGE = 128
+"""Proposals a Faster R-CNN box head trains on per image (torchvision's default: 512). Images of a few objects
+give few positives either way; 128 made a training step of 8 images at 160 pixels 3x faster on a CPU (4 s against
+12-16 s), the box head's fully connected layers being most of the cost."""
 FPN_CHANNELS = 256
 STRIDES = (8, 16, 32)
 TORCHVISION_RCNN_STRIDES = (4, 8, 16, 32)
@@ -251,7 +254,13 @@ def _assemble(
     levels = len(channels) + 1  # the max-pooled level on top
     anchors = AnchorGenerator(tuple((32 * 2**i,) for i in range(levels)), ((0.5, 1.0, 2.0),) * levels)
     pool = SquareRoIAlign([str(i) for i in range(len(channels))], padded_size(image_size))
-    model = FasterRCNN(backbone, rpn_anchor_generator=anchors, box_roi_pool=pool, **common)
+    model = FasterRCNN(
+        backbone,
+        rpn_anchor_generator=anchors,
+        box_roi_pool=pool,
+        box_batch_size_per_image=ROI_SAMPLES_PER_IMAGE,
+        **common,
+    )
     return _pad_to_square(model, image_size)
 
 
