@@ -17,6 +17,15 @@ from tlops.promotion.gate import GateConfig
 METRIC = "map50"
 
 
+def describe_detection_gate(config: GateConfig) -> str:
+    """A one-line summary of the detection gate's thresholds, for report headers."""
+    return (
+        f"promote when mAP50 improves: {config.confidence:.0%} paired-bootstrap interval (images resampled) lower "
+        f"bound > {config.margin:g}, no class's AP50 drops by more than {config.max_class_drop:g} "
+        f"({config.resamples} resamples, seed {config.seed})"
+    )
+
+
 def compare_detections(
     truth: list[dict[str, Any]],
     challenger: list[dict[str, Any]],

@@ -163,15 +163,15 @@ def decide_detection_strategy(config: TrainConfig, manifest: pd.DataFrame) -> tu
             boxes[label] = boxes.get(label, 0) + 1
     rarest, count = min(boxes.items(), key=lambda item: item[1]) if boxes else ("", 0)
     if config.strategy != "auto":
-        return config.strategy, [f"strategy {config.strategy} as requested"]
+        return config.strategy, ["as requested"]
     if count < FROZEN_BELOW_BOXES:
         why = (
-            f"frozen: class {rarest!r} has {count} training boxes, under {FROZEN_BELOW_BOXES}: too few to fine-tune "
+            f"class {rarest!r} has {count} training boxes, under {FROZEN_BELOW_BOXES}: too few to fine-tune "
             "the backbone without overfitting it; the feature pyramid and the heads train"
         )
         return "frozen", [why]
     why = (
-        f"partial: the rarest class {rarest!r} has {count} training boxes: the top {config.unfreeze_blocks} "
+        f"the rarest class {rarest!r} has {count} training boxes: the top {config.unfreeze_blocks} "
         "backbone blocks train with the feature pyramid and the heads (lp-ft trains every block)"
     )
     return "partial", [why]

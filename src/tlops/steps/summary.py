@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tlops.models.names import BASELINES, TFIDF_BASELINE
-from tlops.promotion.gate import GateConfig, describe
+from tlops.promotion.gate import GateConfig
+from tlops.steps.gate_report import thresholds
 from tlops.steps.outputs import Comparison, Evaluation, ModelConfig, PreparedData, RunSummary, Selection, Training
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def run_summary(
             "promote": comparison.promote,
             "champion_version": comparison.champion_version,
             "reasons": comparison.reasons,
-            "thresholds": describe(GateConfig(**comparison.config)) if comparison.config else None,
+            "thresholds": thresholds(comparison.metric, GateConfig(**comparison.config)) if comparison.config else None,
         },
         champion={"version": registration.champion, "reason": registration.champion_reason},
         selection=None if selection is None else _selection_summary(selection),
