@@ -25,6 +25,7 @@ from tlops.steps.outputs import LEARNING_CURVES_FILE, ModelConfig, ProbeSummary,
 from tlops.steps.runtime import Runtime
 from tlops.train.config import TrainConfig
 from tlops.train.finetune import SINGLE_PROCESS, Distributed
+from tlops.train.resume import CheckpointStore
 from tlops.train.strategies import STRATEGIES
 
 logger = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ def fine_tune_detection(
         resume=bool(checkpoint_uri),
         evaluate=_validation_metrics(classes, manifest),
         s3=runtime.s3,
+        settings=asdict(config),
     )
     if history.resumed_from is not None:
         reasons.append(f"resumed from the checkpoint of epoch {history.resumed_from}")
@@ -146,6 +148,8 @@ def fine_tune_detection(
     from tlops.evaluation.plots import save_png
 
     save_png(detection_curves_figure(history.epochs), output_dir / LEARNING_CURVES_FILE)
+    if checkpoint_uri:
+        CheckpointStore(checkpoint_uri, runtime.s3).remove()
     return training
 
 

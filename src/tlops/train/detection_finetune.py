@@ -224,6 +224,7 @@ def train_detector(
     evaluate: Evaluate | None = None,
     progress: bool = True,
     s3: Any = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> DetectionHistory:
     """Fine-tune a detector, keeping the weights of the epoch that validates best.
 
@@ -241,6 +242,9 @@ def train_detector(
         evaluate: Validation callback returning at least ``map50``; ``None``: keep the last epoch.
         progress: Report progress per batch (a bar on a terminal, log lines elsewhere).
         s3: S3 client, for an ``s3://`` checkpoint_dir.
+        settings: The settings the checkpoint's fingerprint records (and a resumed run must match): the run's
+            own when it has more than ``config`` (``tlops run`` compares them before any step runs); ``None``:
+            ``config``'s.
 
     Returns:
         The history; ``model`` holds the kept weights and is in eval mode.
@@ -261,7 +265,7 @@ def train_detector(
         "task": OBJECT_DETECTION,
         "strategy": strategy,
         "blocks": len(blocks),
-        "config": asdict(config),
+        "config": dict(settings) if settings is not None else asdict(config),
     }
     history = DetectionHistory(strategy=strategy, trained_blocks=trained)
     best_score, best_state = -math.inf, None
