@@ -37,7 +37,10 @@ def test_every_strategy_is_a_choice_of_the_command_line_and_listed(name: str) ->
     assert any(line.startswith(name) for line in listing("strategies"))
     assert strategy.kind in ("feature-based", "parameter-based", "decides")
     assert strategy.trains_backbone == (strategy.kind == "parameter-based")
-    if strategy.trains_backbone:
+    if name == "frozen":  # object detection: the pyramid and heads train, no backbone block
+        assert strategy.tasks == ("object-detection",)
+        assert strategy.trained_blocks(8, TrainConfig(), epoch=1) == []
+    elif strategy.trains_backbone:
         blocks = strategy.trained_blocks(8, TrainConfig(unfreeze_blocks=2), epoch=1)
         assert blocks and all(0 <= block < 8 for block in blocks) and blocks == sorted(set(blocks))
         assert strategy.trained_blocks(8, TrainConfig(unfreeze_blocks=2), epoch=8)  # every epoch trains some

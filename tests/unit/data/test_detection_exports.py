@@ -57,14 +57,20 @@ def test_split_named_folders_of_images_refused(tmp_path: Path) -> None:
     _one_line(error, "named like splits (test/, train/, valid/)", "train/<class>/<image>")
 
 
-def test_cli_refuses_detection_export_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_refuses_detection_export_as_classification_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Asked to classify it, a detection export is refused, never trained as a "train vs test" classifier."""
     data = _tree(tmp_path / "data", _coco_export())
 
-    status = main(["prepare-data", "--data", str(data), "--output", str(tmp_path / "out")])
+    status = main(
+        ["prepare-data", "--data", str(data), "--output", str(tmp_path / "out"), "--task", "image-classification"]
+    )
 
     assert status == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tlops: error: ") and "COCO" in lines[0], lines
+    assert "--task object-detection" in lines[0]
     assert not (tmp_path / "out").exists()
 
 

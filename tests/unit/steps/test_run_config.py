@@ -43,7 +43,7 @@ def other_value(item: Leaf) -> Any:
         return [{"key": "pool", "operator": "Equal", "value": "a100", "effect": "NoSchedule"}]
     if isinstance(default, dict):
         return {"pool": "a100"}
-    return f"s3://bucket/{item.name}" if item.name.endswith(("cache", "uri")) else f"{default}-x"
+    return f"s3://bucket/{item.name}" if item.name.endswith(("cache", "uri", "weights")) else f"{default}-x"
 
 
 def changed_config() -> RunConfig:
@@ -147,7 +147,7 @@ def test_flags_override_the_config_file_and_unknown_keys_are_named(tmp_path: Pat
         (["--val-fraction", "0.5", "--test-fraction", "0.45"],
          "--val-fraction + --test-fraction must leave at least 10% for training; lower them"),
         (["--strategy", "parial"], "--strategy must be one of auto, linear-probe, mlp-probe, partial, surgical, lp-ft, "
-                                   "gradual, lora, full, got 'parial' (did you mean partial?)"),
+                                   "gradual, frozen, lora, full, got 'parial' (did you mean partial?)"),
     ],
 )  # fmt: skip
 def test_the_command_line_names_a_bad_setting_by_its_flag(argv: list[str], message: str) -> None:

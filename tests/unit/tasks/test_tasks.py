@@ -45,4 +45,4 @@ def test_each_task_has_its_own_candidates_and_baseline_and_checks_names_for_itse
         backbone_list("tfidf", text)
     with pytest.raises(TlopsError, match="unknown"):
         backbone_list("no_such_model")
-    assert set(TASKS.names()) == {"image-classification", "text-classification"}
+    assert set(TASKS.names()) == {"image-classification", "object-detection", "text-classification"}

@@ -253,7 +253,7 @@ def test_auto_keeps_a_fine_tuned_model_only_beyond_one_paired_standard_error() -
 
 
 def test_train_config_rejects_bad_settings() -> None:
-    names = {"auto", "linear-probe", "mlp-probe", "partial", "surgical", "lp-ft", "gradual", "lora"}
+    names = {"auto", "linear-probe", "mlp-probe", "partial", "surgical", "lp-ft", "gradual", "frozen", "lora"}
     assert set(STRATEGIES.names()) == names
     with pytest.raises(TlopsError, match=r"strategy must be one of auto, linear-probe, mlp-probe.*'freeze'"):
         TrainConfig(strategy="freeze")
