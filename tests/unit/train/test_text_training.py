@@ -87,7 +87,8 @@ def test_strategies_say_their_task_and_lora_is_for_text_only() -> None:
         STRATEGIES.get("lora").check_task(IMAGE_CLASSIFICATION)
     STRATEGIES.get("lp-ft").check_task(TEXT_CLASSIFICATION)  # no error: both tasks
     assert check_text_settings("full", TrainConfig()) == "lp-ft"
-    with pytest.raises(SettingError, match=r"--strategy partial is for image-classification and object-detection runs, not text-.*lora$"):
+    refused = r"--strategy partial is for image-classification and object-detection runs, not text-.*lora$"
+    with pytest.raises(SettingError, match=refused):
         check_text_settings("partial", TrainConfig())
     with pytest.raises(SettingError, match="linear-probe fits a head on cached embeddings"):
         check_text_settings("linear-probe", TrainConfig())
