@@ -17,8 +17,8 @@ SCORING_SETTINGS = ("seed", "selection.image_size", "selection.scoring_images_pe
                     "train.class_weighted")  # fmt: skip
 DEMO_IMAGE_SIZE = 128
 DEMOS = ("digits", "text", "detection")
-# The detection demo's sizes, where the user left the settings at their defaults (its images are 160 pixels).
-DEMO_DETECTION = {"detection_image_size": 160, "detection_epochs": 6}
+# The detection demo's training length, where the user left it at its default (a few minutes on a CPU).
+DEMO_DETECTION = {"detection_epochs": 6}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Keep at most this many demo images per class (all 1,797 digits when unset); tests use it to shrink the demo.
 DEMO_IMAGES_PER_CLASS_ENV = "TLOPS_DEMO_IMAGES_PER_CLASS"

@@ -212,10 +212,10 @@ def _demo_images_per_class() -> int | None:
 
 
 def demo_detection_settings(config: RunConfig, given: RunConfig) -> RunConfig:
-    """The detection demo's own sizes, for the settings the user left at their defaults.
+    """The detection demo's training length (``DEMO_DETECTION``), for the settings the user left at their defaults.
 
-    Its images are 160 pixels and its shapes simple: ``DEMO_DETECTION`` (image size, epochs) trains a useful
-    detector on a CPU in minutes, where the defaults are sized for real data on a GPU.
+    Its 160-pixel images of simple shapes train a useful detector on a CPU in minutes; the defaults are sized for
+    real data on a GPU.
     """
     defaults = TrainConfig()
     changes = {

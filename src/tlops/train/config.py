@@ -123,7 +123,10 @@ class TrainConfig:
         choices=DETECTORS,
     )
     detection_image_size: int = setting(
-        512, "object detection: images are scaled so that their longer side is at most this", minimum=32
+        512,
+        "object detection: the detector's input side: images are scaled to it, or to the training images' longest "
+        "side when that is smaller (small images are not blown up)",
+        minimum=32,
     )
     detection_epochs: int = setting(
         12, "object detection: training epochs (the feature pyramid and heads start untrained)", minimum=1
