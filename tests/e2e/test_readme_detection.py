@@ -87,7 +87,9 @@ def write_yolo_export(root: Path) -> dict[str, int]:
         (root / "images" / f"{name}.png").write_bytes(path.read_bytes())
         lines = []
         for label, (x, y, w, h) in boxes:
-            lines.append(f"{DEMO_CLASSES.index(label)} {(x + w / 2) / width} {(y + h / 2) / height} {w / width} {h / height}")
+            lines.append(
+                f"{DEMO_CLASSES.index(label)} {(x + w / 2) / width} {(y + h / 2) / height} {w / width} {h / height}"
+            )
             counts[label] += 1
         (root / "labels" / f"{name}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
     return counts
@@ -258,7 +260,10 @@ def test_detection_run_on_a_yolo_export(detection_runs: dict[str, DetectionRun])
 def test_prepare_data_on_a_voc_export(tmp_path: Path) -> None:
     written = write_voc_export(tmp_path / "my_voc_export")
     result = run(readme_command(PREPARE_VOC), tmp_path, timeout=SHORT_TIMEOUT_S)
-    prepared = printed_json(succeeded(result))
+    printed = printed_json(succeeded(result))
+    assert printed["classes"] == sorted(DEMO_CLASSES) and sum(printed["images"].values()) == written["images"]
+    assert printed["quarantined"] == 1
+    prepared = json.loads((tmp_path / "prepared" / "prepare_summary.json").read_text())
     assert prepared["task"] == "object-detection" and prepared["classes"] == sorted(DEMO_CLASSES)
     details = prepared["details"]
     assert details["format"] == "Pascal VOC" and details["boxes_clipped"] == 1
@@ -268,7 +273,8 @@ def test_prepare_data_on_a_voc_export(tmp_path: Path) -> None:
     (lost,) = prepared["quarantined"]
     assert "lost" in lost["path"] and "missing" in lost["reason"], lost
     report = (tmp_path / "prepared" / "report.md").read_text()
-    assert "Pascal VOC" in report and "clipped" in report
+    assert "Pascal VOC" in report and "- boxes clipped to their image: 1" in report
+    assert f"- boxes: train {sum(prepared['counts']['train'].values())}," in report
     # VOC corners are 1-based: the manifest's are 0-based, exactly the demo's COCO boxes.
     with (tmp_path / "prepared" / "manifest.csv").open() as file:
         import csv

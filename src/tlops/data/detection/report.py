@@ -38,7 +38,7 @@ def _header_lines(prepared: PreparedData, details: dict[str, Any]) -> list[str]:
         f"- digest: `{prepared.digest}`",
         f"- classes: {len(prepared.classes)}",
         "- images: " + ", ".join(f"{split} {images.get(split, 0)}" for split in SPLITS),
-        "- boxes: " + ", ".join(f"{split} {n}" for split, n in prepared.num_images.items()),
+        "- boxes: " + ", ".join(f"{split} {sum(per_class.values())}" for split, per_class in prepared.counts.items()),
         f"- boxes clipped to their image: {details.get('boxes_clipped', 0)}",
         f"- boxes dropped: {details.get('boxes_dropped', 0)} (listed under quarantine)",
         f"- duplicates removed: {prepared.duplicates_removed}",
