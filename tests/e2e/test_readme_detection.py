@@ -59,14 +59,14 @@ ANSWER = '\nprint("ANSWER " + answer.to_json(orient="records"))\n'
 def coco_images(root: Path) -> list[tuple[Path, int, int, list[tuple[str, list[float]]]]]:
     """Every image of a COCO export written by the demo: path, width, height and ``(class, [x, y, w, h])`` boxes."""
     found = []
-    for annotations in sorted(root.rglob(ANNOTATIONS_FILE)):
-        coco = json.loads(annotations.read_text())
+    for annotation_file in sorted(root.rglob(ANNOTATIONS_FILE)):
+        coco = json.loads(annotation_file.read_text())
         names = {c["id"]: c["name"] for c in coco["categories"]}
         boxes: dict[int, list[tuple[str, list[float]]]] = {}
         for a in coco["annotations"]:
             boxes.setdefault(a["image_id"], []).append((names[a["category_id"]], a["bbox"]))
         for image in coco["images"]:
-            path = annotations.parent / image["file_name"]
+            path = annotation_file.parent / image["file_name"]
             found.append((path, image["width"], image["height"], boxes.get(image["id"], [])))
     return found
 
