@@ -52,7 +52,7 @@ CASES: dict[str, Case] = {
     # A strategy that is for images only.
     "image-strategy": Case(
         ("--data", "{root}/texts.csv", "--strategy", "partial"),
-        ("--strategy partial is for image-classification runs", "use one of auto, linear-probe"),
+        ("--strategy partial is for image-classification and object-detection runs", "use one of auto, linear-probe"),
     ),
     # An image-only training setting on a text run: refused before any step runs, not in the fine-tune step.
     "image-setting": Case(

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 _HEAD_BYTES = 64 * 1024
 _MAX_SNIFFED = 5  # files of each kind whose head is read
 _JSON_KEY = r'"{}"\s*:'
+_COCO_FILE = re.compile(r"^(.*\.coco|instances_[\w.-]+)\.json$", re.IGNORECASE)
 _COCO_NAME = re.compile(r"(coco|instances|annotations?)", re.IGNORECASE)
 _VOC = re.compile(rb"<annotation[\s>].*?<(object|bndbox)[\s>]", re.DOTALL)
 _YOLO_YAML = re.compile(rb"^\s*names\s*:", re.MULTILINE)
@@ -79,8 +80,12 @@ def is_coco(head: bytes, name: str) -> bool:
     """Whether a JSON file's head is COCO's: ``images`` with ``annotations`` and ``categories``.
 
     A whole file is parsed; a longer one (its ``images`` list can run for megabytes before the other keys) is
-    judged on its keys seen so far, or on its name.
+    judged on its keys seen so far, or on its name. A file named as only COCO exports name them
+    (``_annotations.coco.json``, ``*.coco.json``, ``instances_*.json``) is COCO's whatever it holds: an empty or
+    broken one is then refused as such, not read as images in folders.
     """
+    if _COCO_FILE.match(name):
+        return True
     if len(head) < _HEAD_BYTES:
         try:
             payload = json.loads(head.decode("utf-8-sig"))
