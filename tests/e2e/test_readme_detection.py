@@ -3,7 +3,7 @@
 Part of the README contract of ``test_readme.py`` (its ``test_every_readme_command_is_run_or_excused`` imports this
 module, so one check sees every ``@covers``); a file of its own so that pytest-xdist runs it beside the others.
 
-Two whole detection runs, started together: the built-in demo (a COCO export, shrunk to 12 images a shape) and
+Two whole detection runs, started together: the built-in demo (a COCO export, shrunk to 10 images a shape) and
 ``tlops run --data ./my_yolo_export`` on a flat YOLO export of other images (split here), each with its defaults.
 The data step alone runs on a Pascal VOC export with a box outside its image and an annotation of a missing image.
 """
@@ -38,8 +38,8 @@ from tlops.data.detection.demo import ANNOTATIONS_FILE, DEMO_CLASSES, write_dete
 DEMO_DETECTION = "tlops run --demo detection"
 YOLO_RUN = "tlops run --data ./my_yolo_export"
 PREPARE_VOC = "tlops prepare-data --data ./my_voc_export --output ./prepared"
-DEMO_PER_CLASS = "12"
-YOLO_IMAGES = 36
+DEMO_PER_CLASS = "10"
+YOLO_IMAGES = 27
 
 # docs/detection.md, after the demo run: the champion answers boxes for two test images and an error for junk.
 SNIPPET = """\
@@ -51,7 +51,7 @@ mlflow.set_tracking_uri("sqlite:///tlops-run/mlflow.db")
 model = mlflow.pyfunc.load_model("models:/tlops-classifier@champion")
 images = [p.read_bytes() for p in sorted(Path("tlops-run/demo-data/test").glob("*.png"))[:2]] + [b"not an image"]
 answer = model.predict(pd.DataFrame({"image": images}), params={"score_threshold": 0.5})
-print(answer[["labels", "scores", "error"]])
+print(answer[["labels", "scores", "error"]].to_string())
 """
 ANSWER = '\nprint("ANSWER " + answer.to_json(orient="records"))\n'
 
