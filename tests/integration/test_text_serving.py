@@ -3,13 +3,7 @@ requests through `mlflow models serve --env-manager local`, offline, with a bad 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,13 +13,12 @@ import numpy as np
 import pytest
 import torch
 
+from model_server import serve_model
 from tlops.serving.text_model import TextServingConfig
 
 CLASSES = ["sports", "politics", "science", "arts"]
 TEMPERATURE = 1.8
 MAX_LENGTH = 32
-BIN = Path(sys.executable).parent
-READY_TIMEOUT_S = 300
 
 
 @pytest.fixture(scope="module")
@@ -67,41 +60,8 @@ def logged(classifier, services) -> str:
 @pytest.fixture(scope="module")
 def server(logged: str, services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`mlflow models serve` of the logged model (one process for the module), offline; its base URL."""
-    import requests
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_", "TLOPS_TEST_"))}
-    env |= {
-        "MLFLOW_TRACKING_URI": services.mlflow_uri,
-        "PATH": f"{BIN}{os.pathsep}{env['PATH']}",  # the server starts uvicorn from the venv's bin
-        "HF_HUB_OFFLINE": "1",  # the model must not need the Hugging Face hub
-        "NO_PROXY": "127.0.0.1,localhost",
-    }
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    command = [str(BIN / "mlflow"), "models", "serve", "-m", logged, "--env-manager", "local"]
-    process = subprocess.Popen(
-        [*command, "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            assert process.poll() is None, log.read_text()[-3000:]
-            with contextlib.suppress(requests.ConnectionError):
-                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.5)
+    with serve_model(logged, services.mlflow_uri, tmp_path_factory.mktemp("serve") / "serve.log") as url:
         yield url
-    finally:
-        os.killpg(process.pid, 15)
-        process.wait(timeout=60)
 
 
 def expected(classifier, text: str) -> np.ndarray:

@@ -58,10 +58,10 @@ def compare_with_champion(
     """
     gate = gate or GateConfig()
     context = {"tracking_uri": tracking_uri, "model_name": model_name, "config": asdict(gate), "metric": gate.metric}
-    version = _champion_version(tracking_uri, model_name)
+    version = champion_version(tracking_uri, model_name)
     if version is None:
         first = Comparison(promote=True, champion_version=None, reasons=["no champion yet: the first becomes it"])
-        return _log(replace(first, **context))
+        return log_comparison(replace(first, **context))
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
@@ -70,22 +70,34 @@ def compare_with_champion(
         info = mlflow.models.get_model_info(uri)
         metadata = info.metadata or {}
         if metadata.get("classes") != classes:
-            reason = (
-                f"the champion (version {version}) was trained on other classes: not comparable, so not replaced "
-                f"automatically; promote by hand (tlops promote --version N)"
+            return log_comparison(
+                Comparison(promote=False, champion_version=version, reasons=[other_classes(version)], **context)
             )
-            return _log(Comparison(promote=False, champion_version=version, reasons=[reason], **context))
         champion_probabilities = _champion_probabilities(uri, info, manifest, classes, runtime)
     except Exception as error:  # deleted artifacts, an unreachable store, a model tlops cannot run
-        reason = (
-            f"the champion (version {version}) cannot be loaded or run ({type(error).__name__}: "
-            f"{str(error).splitlines()[0][:200] if str(error) else 'no message'}): not comparable, so not replaced "
-            "automatically; repair it, or promote by hand (tlops promote --version N)"
+        return log_comparison(
+            Comparison(promote=False, champion_version=version, reasons=[cannot_run(version, error)], **context)
         )
-        return _log(Comparison(promote=False, champion_version=version, reasons=[reason], **context))
     result = compare(probabilities, champion_probabilities, targets, classes, gate)
     fields = asdict(result) | {"tracking_uri": tracking_uri, "model_name": model_name}
-    return _log(Comparison(champion_version=version, **fields))
+    return log_comparison(Comparison(champion_version=version, **fields))
+
+
+def other_classes(version: int) -> str:
+    """Why a champion trained on other classes is not compared (nor replaced automatically)."""
+    return (
+        f"the champion (version {version}) was trained on other classes: not comparable, so not replaced "
+        "automatically; promote by hand (tlops promote --version N)"
+    )
+
+
+def cannot_run(version: int, error: Exception) -> str:
+    """Why a champion that cannot be loaded or run is not compared (nor replaced automatically)."""
+    return (
+        f"the champion (version {version}) cannot be loaded or run ({type(error).__name__}: "
+        f"{str(error).splitlines()[0][:200] if str(error) else 'no message'}): not comparable, so not replaced "
+        "automatically; repair it, or promote by hand (tlops promote --version N)"
+    )
 
 
 def _champion_probabilities(uri: str, info, manifest: pd.DataFrame, classes: list[str], runtime: Runtime) -> np.ndarray:
@@ -118,7 +130,7 @@ def _champion_probabilities(uri: str, info, manifest: pd.DataFrame, classes: lis
     return predict(champion, loader, runtime.device)[0]
 
 
-def _champion_version(tracking_uri: str, model_name: str) -> int | None:
+def champion_version(tracking_uri: str, model_name: str) -> int | None:
     """The champion's version, ``None`` without one (a local sqlite store that does not exist is not created)."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -131,7 +143,8 @@ def _champion_version(tracking_uri: str, model_name: str) -> int | None:
         return None
 
 
-def _log(comparison: Comparison) -> Comparison:
+def log_comparison(comparison: Comparison) -> Comparison:
+    """Log the gate's reasons and verdict; return the comparison."""
     for reason in comparison.reasons:
         logger.info("champion gate: %s", reason)
     logger.info("champion gate: %s", "promote" if comparison.promote else "keep the champion")

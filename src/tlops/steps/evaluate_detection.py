@@ -132,13 +132,13 @@ def compare_detections_with_champion(
     A champion of other classes, or one that cannot be loaded or run, is not replaced automatically.
     """
     from tlops.promotion.detection_gate import compare_detections
-    from tlops.steps.champion import _champion_version, _log
+    from tlops.steps.champion import cannot_run, champion_version, log_comparison, other_classes
 
     context = {"tracking_uri": tracking_uri, "model_name": model_name, "config": asdict(gate), "metric": "map50"}
-    version = _champion_version(tracking_uri, model_name)
+    version = champion_version(tracking_uri, model_name)
     if version is None:
         first = Comparison(promote=True, champion_version=None, reasons=["no champion yet: the first becomes it"])
-        return _log(replace(first, **context))
+        return log_comparison(replace(first, **context))
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
@@ -146,21 +146,14 @@ def compare_detections_with_champion(
     try:
         info = mlflow.models.get_model_info(uri)
         if (info.metadata or {}).get("classes") != classes:
-            reason = (
-                f"the champion (version {version}) was trained on other classes: not comparable, so not replaced "
-                "automatically; promote by hand (tlops promote --version N)"
-            )
-            return _log(Comparison(promote=False, champion_version=version, reasons=[reason], **context))
+            return log_comparison(Comparison(False, version, [other_classes(version)], **context))
         champion = _served_detections(uri, test, classes)
     except Exception as error:  # deleted artifacts, an unreachable store, a model tlops cannot run
-        reason = (
-            f"the champion (version {version}) cannot be loaded or run ({type(error).__name__}: "
-            f"{str(error).splitlines()[0][:200] if str(error) else 'no message'}): not comparable, so not replaced "
-            "automatically; repair it, or promote by hand (tlops promote --version N)"
-        )
-        return _log(Comparison(promote=False, champion_version=version, reasons=[reason], **context))
+        return log_comparison(Comparison(False, version, [cannot_run(version, error)], **context))
     result = compare_detections(truth, predictions, champion, classes, gate)
-    return _log(Comparison(champion_version=version, tracking_uri=tracking_uri, model_name=model_name, **result))
+    return log_comparison(
+        Comparison(champion_version=version, tracking_uri=tracking_uri, model_name=model_name, **result)
+    )
 
 
 def _served_detections(uri: str, test: pd.DataFrame, classes: list[str]) -> list[dict[str, Any]]:
