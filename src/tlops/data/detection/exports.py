@@ -35,14 +35,17 @@ def parse_export(tree: list[TreeFile], source: str, s3: S3Client | None = None) 
             f"{source!r} mixes object-detection formats: {first} ({first_at}) and {second} ({second_at}); keep one "
             "format per dataset: remove the other's annotation files, or prepare each as its own dataset"
         )
+    if found[0][0] == "COCO":  # recognised by a file's name alone: refuse an export whose JSON files are all empty
+        _check_not_empty_annotations([f for f in tree if f.relpath.lower().endswith(".json")], source, s3)
     return PARSERS[found[0][0]](tree, s3)
 
 
 def _check_not_empty_annotations(tree: list[TreeFile], source: str, s3: S3Client | None) -> None:
-    """Refuse an export whose only annotation files are empty, naming one (rather than finding no format)."""
-    for file in tree:
-        if file.relpath.lower().endswith((".json", ".xml")) and not read_head(file.uri, 64, s3).strip():
-            raise TlopsError(
+    """Refuse an export whose annotation files are all empty, naming one (rather than finding no format)."""
+    files = [f for f in tree if f.relpath.lower().endswith((".json", ".xml"))]
+    empty = [f for f in files if not read_head(f.uri, 64, s3).strip()]
+    for file in empty[:1] if len(empty) == len(files) else []:
+        raise TlopsError(
                 f"the annotation file {file.relpath} of {source!r} is empty and no other annotations were found; "
                 "export the dataset again (COCO, Pascal VOC, YOLO or KITTI)"
             )
