@@ -252,6 +252,21 @@ NOT_RUN: dict[str, str] = {
     ),
     **dict.fromkeys(
         (
+            "export PYTHONPATH=$PWD/src OMP_NUM_THREADS=1",
+            "python bench/detection_transfer.py --workdir /tmp/tlops-bench-det --json /tmp/tlops-bench-det/shapes.json "
+            "--sets shapes --throughput-batches 0",
+            "python bench/detection_transfer.py --workdir /tmp/tlops-bench-det2 --json "
+            "/tmp/tlops-bench-det2/digits.json --sets digits --no-rank",
+            "python bench/detection_transfer.py --workdir /tmp/tlops-bench-det3 --json "
+            "/tmp/tlops-bench-det3/ranking.json --sets shapes --sizes 24 --arms none --merge "
+            "/tmp/tlops-bench-det3/grid24.json --rank-strategy frozen --throughput-batches 0",
+        ),
+        "the detection benchmark's grid as it was measured (18 Faster R-CNN trainings on one CPU thread each, three "
+        "processes side by side for over half an hour); the script runs here in its usage form, the same options, "
+        "at 8 images and one epoch (test_bench_detection.py::test_bench_detection_transfer)",
+    ),
+    **dict.fromkeys(
+        (
             "docker build -f docker/Dockerfile.cpu --build-arg TLOPS_GIT_COMMIT=$COMMIT -t ghcr.io/my-org/tlops:$TAG .",
             "docker build -f docker/Dockerfile.gpu --build-arg TLOPS_GIT_COMMIT=$COMMIT "
             "-t ghcr.io/my-org/tlops-gpu:$TAG .",
