@@ -46,6 +46,6 @@ def _check_not_empty_annotations(tree: list[TreeFile], source: str, s3: S3Client
     empty = [f for f in files if not read_head(f.uri, 64, s3).strip()]
     for file in empty[:1] if len(empty) == len(files) else []:
         raise TlopsError(
-                f"the annotation file {file.relpath} of {source!r} is empty and no other annotations were found; "
-                "export the dataset again (COCO, Pascal VOC, YOLO or KITTI)"
-            )
+            f"the annotation file {file.relpath} of {source!r} is empty and no other annotations were found; "
+            "export the dataset again (COCO, Pascal VOC, YOLO or KITTI)"
+        )
