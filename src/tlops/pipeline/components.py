@@ -212,6 +212,55 @@ def extract_features(
     probe.metadata.update(summary.to_dict())
 
 
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def plan_extraction(
+    dataset: Input[Dataset],
+    plan: Output[Artifact],
+    backbones: Optional[list] = None,
+    image_size: Optional[int] = None,
+    feature_cache: Optional[str] = None,
+    extraction_shard_size: Optional[int] = None,
+) -> list:
+    """Look each candidate's per-image features up in the feature cache; return the shards of the missing images."""
+    inputs = dict(locals())
+    import os
+    from pathlib import Path
+
+    from tlops.io.logs import configure_logging
+    from tlops.steps.entries import run_step
+
+    configure_logging()
+    result = run_step("plan-extraction", inputs, os.environ, folders={"dataset": Path(dataset.path)},
+                      output=Path(plan.path))  # fmt: skip
+    plan.metadata.update({"shards": len(result.items()), "seconds": result.seconds})
+    return result.items()
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def extract_shard(
+    dataset: Input[Dataset],
+    plan: Input[Artifact],
+    shard: dict,
+    record: Output[Artifact],
+    image_size: Optional[int] = None,
+    feature_cache: Optional[str] = None,
+):
+    """Extract one shard of the plan (``{"backbone", "shard", "images"}``) into the feature cache as packs."""
+    inputs = dict(locals())
+    import os
+    from pathlib import Path
+
+    from tlops.io.logs import configure_logging
+    from tlops.steps.entries import run_step
+
+    configure_logging()
+    result = run_step(
+        "extract-shard", inputs, os.environ, folders={"dataset": Path(dataset.path), "plan": Path(plan.path)},
+        output=Path(record.path), arguments={"backbone": shard["backbone"], "shard": str(shard["shard"])},
+    )  # fmt: skip
+    record.metadata.update(result)
+
+
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def fine_tune(
     dataset: Input[Dataset],
@@ -320,6 +369,7 @@ def register(
     feature_cache: Optional[str] = None,
     checkpoint_uri: Optional[str] = None,
     processes_per_node: Optional[int] = None,
+    extraction_shard_size: Optional[int] = None,
 ) -> NamedTuple("Registered", [("version", int), ("model_uri", str)]):
     """Log the run to MLflow, register the model version as challenger (champion when the gate's verdict holds).
 
@@ -391,6 +441,8 @@ ALL_COMPONENTS = tuple(
         score_backbone,
         score_baseline,
         select_backbone,
+        plan_extraction,
+        extract_shard,
         extract_features,
         fine_tune,
         evaluate,

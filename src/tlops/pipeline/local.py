@@ -71,7 +71,9 @@ def run_locally(parameters: dict[str, Any], output_dir: Path) -> RunSummary:
                 # kfp.local warns that images and Kubernetes settings are ignored locally: expected here.
                 warnings.filterwarnings("ignore", category=UserWarning, module=r"kfp\.local")
                 warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"kfp\.local")
-                build_pipeline(scoring_parallelism=1, retries=False, candidates_from_data=False)(**parameters)
+                build_pipeline(
+                    scoring_parallelism=1, retries=False, candidates_from_data=False, extraction_parallelism=1
+                )(**parameters)
         except RuntimeError as error:
             text = strip_ansi(str(error)).strip()
             raise PipelineFailed(text.splitlines()[-1] if text else "a step failed") from None

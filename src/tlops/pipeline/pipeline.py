@@ -19,6 +19,8 @@ from tlops.steps.config import parameter_defaults
 PIPELINE_NAME = "tlops-transfer-learning"
 # Candidates scored at once on a cluster, each in its own pod on the GPU node pool (kfp.local runs at most two).
 MAX_PARALLEL_SCORING = 4
+# Shards of the extraction plan extracted at once, each in its own pod on the GPU node pool.
+MAX_PARALLEL_EXTRACTION = 16
 # Retries of a failed GPU step (a spot node can be reclaimed). A constant: kfp 2.17's set_retry writes num_retries
 # into the int field of the task's retry policy at compile time, so it cannot be a pipeline parameter.
 GPU_STEP_RETRIES = 2
@@ -120,7 +122,10 @@ def pipeline_signature() -> inspect.Signature:
 
 
 def build_pipeline(
-    scoring_parallelism: int = MAX_PARALLEL_SCORING, retries: bool = True, candidates_from_data: bool = True
+    scoring_parallelism: int = MAX_PARALLEL_SCORING,
+    retries: bool = True,
+    candidates_from_data: bool = True,
+    extraction_parallelism: int = MAX_PARALLEL_EXTRACTION,
 ) -> GraphComponent:
     """The transfer-learning pipeline, scoring at most ``scoring_parallelism`` candidates at once.
 
@@ -134,6 +139,10 @@ def build_pipeline(
     pipeline with a parallelism of 1, so that kfp.local scores the candidates one after the other instead of making
     them share this machine's cores, and without retries: kfp.local honours them, and on one machine a step that
     failed fails again, so retrying would only delay the error by minutes of backoff.
+
+    Before scoring, plan-extraction cuts the candidates' images without cached features into shards and one
+    extract-shard pod per shard (``extraction_parallelism`` at once) writes them into the feature cache, so that
+    scoring and extract-features assemble their features from it (small data: one shard; nothing missing: none).
     """
     signature = pipeline_signature()
 
@@ -178,9 +187,26 @@ def build_pipeline(
                 **pick("seed", "feature_cache", "class_weighted", "selection_settings"),
             }
             candidates = data.outputs["candidates"] if candidates_from_data else settings["backbones"]
+            plan = components.plan_extraction(
+                dataset=data.outputs["dataset"],
+                backbones=candidates,
+                **pick("image_size", "feature_cache", "extraction_shard_size"),
+            ).set_display_name("plan feature extraction")
+            with dsl.ParallelFor(plan.outputs["Output"], parallelism=extraction_parallelism) as shard:
+                extracted = components.extract_shard(
+                    dataset=data.outputs["dataset"],
+                    plan=plan.outputs["plan"],
+                    shard=shard,
+                    **pick("image_size", "feature_cache"),
+                ).set_display_name("extract a shard of features")
+                _credentials(extracted, credentials_secret)
+                _gpu_node_pool(extracted, **gpu_pool)
+                extracted.set_caching_options(False)  # the plan is never cached: a shard is what is missing now
+                if retries:
+                    _gpu_retries(extracted)
             with dsl.ParallelFor(candidates, parallelism=scoring_parallelism) as candidate:
                 scored = components.score_backbone(backbone=candidate, image_size=settings["image_size"], **scoring)
-                scored.set_display_name("score backbone")
+                scored.set_display_name("score backbone").after(extracted)
                 _credentials(scored, credentials_secret)
                 _gpu_node_pool(scored, **gpu_pool)
                 if retries:
@@ -228,22 +254,23 @@ def build_pipeline(
                 kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                 kfp_pipeline_name=PIPELINE_NAME,
             ).set_display_name("register")
-            for task in (fingerprint, data, baseline, selection, features, training, evaluation, registration):
+            for task in (fingerprint, data, plan, baseline, selection, features, training, evaluation, registration):
                 _credentials(task, credentials_secret)
             # The listing, the champion the gate compares with and the registration change between runs with the same
             # inputs: never cached. The rest is determined by its inputs (the data through its fingerprint).
-            for task in (fingerprint, evaluation, registration):
+            for task in (fingerprint, plan, evaluation, registration):  # plan: what the feature cache holds now
                 task.set_caching_options(False)
             for task in (data, scored, baseline, selection, features, training):
                 task.set_caching_options(True)
             if retries:
-                for task in (fingerprint, data, baseline, evaluation, registration):
+                for task in (fingerprint, data, plan, baseline, evaluation, registration):
                     _network_retries(task)
                 for task in (features, training):
                     _gpu_retries(task)
             # Where each step runs: the two on the GPU image on the GPU node pool, the others sized for their work.
             _cpu_node(fingerprint, cpus=1, memory_gb=1)  # lists the source
             _cpu_node(data, cpus=2, memory_gb=4)  # decode-checks every image (threads)
+            _cpu_node(plan, cpus=1, memory_gb=4)  # loads each candidate for its checksum, reads the pack indexes
             _cpu_node(baseline, cpus=4, memory_gb=8, shared_memory="2Gi")  # decodes every image at 32x32
             _cpu_node(selection, cpus=1, memory_gb=2)  # reads the scores
             _gpu_node_pool(features, **gpu_pool)

@@ -109,6 +109,13 @@ class ResourcesConfig:
         minimum=1,
         parameter=True,
     )
+    extraction_shard_size: int = setting(
+        10000,
+        "images per feature-extraction pod on Kubeflow: the images without cached features are cut into shards of "
+        "this many, extracted in parallel pods that write the feature cache (small data: one shard)",
+        minimum=1,
+        parameter=True,
+    )
     gpu_accelerator_type: str = setting(
         "nvidia.com/gpu", "accelerator resource the GPU steps ask for (the nodes' extended resource)", parameter=True
     )

@@ -208,6 +208,42 @@ def _extract(call: StepCall) -> Any:
     )
 
 
+def _plan(call: StepCall) -> Any:
+    from tlops.steps.extraction_plan import plan_extraction
+
+    assert call.output is not None
+    config = call.config
+    return plan_extraction(
+        call.folders["dataset"],
+        list(config.selection.backbones),
+        call.output,
+        call.runtime(),
+        image_size=config.selection.image_size,
+        feature_cache=config.storage.feature_cache,
+        shard_size=config.resources.extraction_shard_size,
+    )
+
+
+def _extract_shard(call: StepCall) -> Any:
+    from tlops.steps.extraction_plan import extract_shard
+
+    assert call.output is not None
+    try:
+        shard = int(call.arguments.get("shard") or 0)
+    except ValueError:
+        raise TlopsError(f"--shard must be a whole number, got {call.arguments['shard']!r}") from None
+    return extract_shard(
+        call.folders["dataset"],
+        call.folders["plan"],
+        _backbone(call),
+        shard,
+        call.output,
+        call.runtime(),
+        image_size=call.config.selection.image_size,
+        feature_cache=call.config.storage.feature_cache,
+    )
+
+
 def _fine_tune(call: StepCall) -> Any:
     from tlops.steps.fine_tune import fine_tune_on_processes
 
@@ -325,6 +361,32 @@ STEPS.add(
         "gets features/ and probe/ subdirectories",
         _extract,
         lambda result: result.to_dict(),
+    ),
+)
+STEPS.add(
+    "plan-extraction",
+    StepEntry(
+        "plan-extraction",
+        "look each candidate's per-image features up in the feature cache; cut the missing images into shards",
+        ("selection.backbones", "selection.image_size", "storage.feature_cache", "resources.extraction_shard_size"),
+        (DATASET,),
+        (),
+        "folder for the plan (extraction_plan.json)",
+        _plan,
+        lambda result: {"items": result.items(), "seconds": result.seconds},
+    ),
+)
+STEPS.add(
+    "extract-shard",
+    StepEntry(
+        "extract-shard",
+        "extract one shard of the plan into the feature cache (one pod per shard on Kubeflow)",
+        ("selection.image_size", "storage.feature_cache"),
+        (DATASET, Folder("plan", "the plan-extraction output folder", s3=True)),
+        (BACKBONE, Argument("shard", "the shard's number in the backbone's plan", "0")),
+        "folder for the shard's record (extraction_shard.json; its features go to the feature cache)",
+        _extract_shard,
+        lambda result: result,
     ),
 )
 STEPS.add(

@@ -16,12 +16,11 @@ from typing import Any
 import pandas as pd
 import torch
 
-from tlops.data.loading import make_loader, split_dataset
-from tlops.data.preprocessing import eval_transform
 from tlops.io.storage import is_s3_uri
-from tlops.models.backbones import Backbone, feature_extractor
-from tlops.models.extraction import count_flops, count_parameters, iter_features, measure_latency, weights_checksum
+from tlops.models.backbones import Backbone
+from tlops.models.extraction import count_flops, count_parameters, measure_latency, weights_checksum
 from tlops.models.feature_cache import FeatureCache, FeatureKey, Splits
+from tlops.steps.image_packs import pack_features, pack_store
 from tlops.steps.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -96,7 +95,11 @@ def dataset_features(
     runtime: Runtime,
     cache: FeatureCache,
 ) -> FeatureSet:
-    """Features of every split: from the cache when its entry is valid, else one pass of the backbone (cached).
+    """Features of every split: from the cache when its entry is valid, else from the images' packs (cached).
+
+    On a miss of the dataset's entry the features of each image are looked up in the backbone's packs and only the
+    images no pack holds run through the backbone (:func:`tlops.steps.image_packs.pack_features`); the entry is
+    then written for the next read.
 
     Args:
         backbone: The frozen backbone with its preprocessing.
@@ -106,13 +109,14 @@ def dataset_features(
         cache: Where entries are read and written.
     """
     row_ids = split_row_ids(manifest)
-    transform = eval_transform(backbone.data_config)
-    model = feature_extractor(backbone)
+    packed: list[dict[str, torch.Tensor]] = []
 
     def batches(split: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        dataset = split_dataset(manifest, split, classes, transform)
-        loader = make_loader(dataset, runtime.batch_size, workers=runtime.workers, pin_memory=runtime.pin_memory)
-        yield from iter_features(model, loader, runtime.device, f"{backbone.name} {split}")
+        # On a miss of the dataset's entry: the images' packs, only the images without one run through the backbone.
+        if not packed:
+            packed.append(pack_features(backbone, manifest, classes, runtime, pack_store(backbone, cache)).splits)
+        if len(packed[0][split]):
+            yield packed[0][split], split_targets(manifest, split, classes)
 
     return cached_features(
         FeatureExtraction(
