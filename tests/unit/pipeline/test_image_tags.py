@@ -19,7 +19,7 @@ from tlops.pipeline.compile import PIPELINE_FILE, compile_all
 from tlops.pipeline.image import CPU_IMAGE, GPU_IMAGE, Images, default_tag, images
 
 OTHER = Images("registry.example.com:5000/ml-team", f"{__version__}-{'0123456789abcdef' * 2}01234567")
-GPU_STEPS = {"score-backbone", "extract-features", "fine-tune"}
+GPU_STEPS = {"extract-shard", "score-backbone", "extract-features", "fine-tune"}
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,8 @@ from tlops.pipeline.compile import PIPELINE_FILE, compile_all
 STEPS = {
     "fingerprint-data",
     "prepare-data",
+    "plan-extraction",
+    "extract-shard",
     "score-backbone",
     "score-baseline",
     "select-backbone",
@@ -58,7 +60,7 @@ def _dag_holding(spec: dict, task: str) -> dict:
 def _loop_name(spec: dict) -> str:
     """The task name kfp gave the ParallelFor over the backbones."""
     tasks = _dag_holding(spec, "select-backbone")["tasks"]
-    return next(name for name, task in tasks.items() if "parameterIterator" in task)
+    return next(name for name, task in tasks.items() if "candidates" in str(task.get("parameterIterator")))
 
 
 def _reference(parameter: str) -> str:
@@ -184,6 +186,29 @@ def _memory_bytes(quantity: str) -> float:
     return float(quantity.removesuffix(unit)) * units.get(unit, 1)
 
 
+def test_missing_features_fan_out_over_the_planner_shards_before_scoring(compiled: Path):
+    from tlops.pipeline.pipeline import MAX_PARALLEL_EXTRACTION
+
+    spec = _documents(compiled / "pipelines" / PIPELINE_FILE)[0]
+    tasks = _step_tasks(spec)
+    dag = _dag_holding(spec, "plan-extraction")["tasks"]
+    # A ParallelFor over the planner's list output, one extract-shard per item, each reading the plan artifact.
+    (loop_name,) = (name for name, task in dag.items() if "plan-extraction" in str(task.get("parameterIterator")))
+    loop = dag[loop_name]
+    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--plan-extraction-Output"
+    assert loop["iteratorPolicy"]["parallelismLimit"] == MAX_PARALLEL_EXTRACTION
+    assert _holder(spec, "extract-shard") == loop["componentRef"]["name"]
+    shard = tasks["extract-shard"]["inputs"]
+    assert shard["artifacts"]["plan"]["componentInputArtifact"] == "pipelinechannel--plan-extraction-plan"
+    assert shard["parameters"]["shard"]["componentInputParameter"].endswith("-loop-item")
+    # The planner plans the candidates' features with the shard size parameter; scoring waits for every shard.
+    plan_inputs = tasks["plan-extraction"]["inputs"]["parameters"]
+    assert plan_inputs["backbones"]["taskOutputParameter"]["outputParameterKey"] == "candidates"
+    size = plan_inputs["extraction_shard_size"]["componentInputParameter"]
+    assert _pipeline_parameter(spec, "plan-extraction", size) == "extraction_shard_size"
+    assert loop_name in dag[_loop_name(spec)]["dependentTasks"]
+
+
 def test_tasks_on_the_gpu_image_and_only_they_get_the_gpu_node_pool(compiled: Path):
     from tlops.pipeline.image import CPU_IMAGE, GPU_IMAGE
 
@@ -197,7 +222,7 @@ def test_tasks_on_the_gpu_image_and_only_they_get_the_gpu_node_pool(compiled: Pa
     images = {task: executors[executor]["container"]["image"] for task, executor in executor_of.items()}
     assert set(images.values()) == {CPU_IMAGE, GPU_IMAGE}
     gpu_tasks = {task for task, image in images.items() if image == GPU_IMAGE}
-    assert gpu_tasks == {"score-backbone", "extract-features", "fine-tune"}
+    assert gpu_tasks == GPU_STEPS
     for task, executor in executor_of.items():
         # The GPU steps' settings are pipeline parameters (gpu_*): checked here with their defaults.
         resources = _with_default_parameters(spec, executors[executor]["container"]["resources"])
@@ -219,7 +244,7 @@ def test_tasks_on_the_gpu_image_and_only_they_get_the_gpu_node_pool(compiled: Pa
         for mount in shm:  # a memory-backed /dev/shm counts against the memory limit: bounded, and within it
             assert _memory_bytes(mount["sizeLimit"]) < _memory_bytes(resources["resourceMemoryLimit"]), task
     # The steps whose data loaders run workers share batches through /dev/shm, on either image.
-    loaders = {"score-backbone", "score-baseline", "extract-features", "fine-tune", "evaluate"}
+    loaders = {"extract-shard", "score-backbone", "score-baseline", "extract-features", "fine-tune", "evaluate"}
     with_shm = {
         task
         for task, executor in executor_of.items()
@@ -233,14 +258,14 @@ def test_tlops_run_scores_candidates_one_at_a_time_and_a_cluster_in_parallel() -
 
     def limit(pipeline) -> int:
         (dag,) = (c.dag for c in pipeline.pipeline_spec.components.values() if "select-backbone" in c.dag.tasks)
-        (loop,) = (task for task in dag.tasks.values() if task.parameter_iterator.item_input)
+        (loop,) = (task for task in dag.tasks.values() if "candidates" in task.parameter_iterator.items.input_parameter)
         return loop.iterator_policy.parallelism_limit
 
     assert limit(build_pipeline(scoring_parallelism=1)) == 1  # kfp.local: one after the other on this machine
     assert limit(transfer_learning_pipeline) == MAX_PARALLEL_SCORING > 1
 
 
-GPU_STEPS = {"score-backbone", "extract-features", "fine-tune"}
+GPU_STEPS = {"extract-shard", "score-backbone", "extract-features", "fine-tune"}
 GPU_RESOURCE_PARAMETERS = (
     "gpu_accelerator_type",
     "gpu_count",
@@ -336,7 +361,7 @@ def test_gpu_steps_node_selector_and_tolerations_are_the_gpu_pipeline_parameters
         assert _pipeline_parameter(spec, step, bound) == "gpu_tolerations", step
 
 
-NETWORK_STEPS = {"fingerprint-data", "prepare-data", "score-baseline", "evaluate", "register"}
+NETWORK_STEPS = {"fingerprint-data", "prepare-data", "plan-extraction", "score-baseline", "evaluate", "register"}
 
 
 def test_steps_on_the_network_or_a_gpu_retry_with_exponential_backoff(compiled: Path):
@@ -384,7 +409,15 @@ def test_caching_is_on_where_the_inputs_decide_the_result_and_off_where_the_worl
     # The listing (new files), the champion the gate compares with, the registration, the outcome: never cached.
     for step in set(tasks) - cached:
         assert tasks[step]["cachingOptions"] == {}, step
-    assert set(tasks) - cached == {"fingerprint-data", "evaluate", "register", "record-pipeline-status"}
+    # The extraction plan and its shards: what the feature cache holds now.
+    assert set(tasks) - cached == {
+        "fingerprint-data",
+        "plan-extraction",
+        "extract-shard",
+        "evaluate",
+        "register",
+        "record-pipeline-status",
+    }
 
 
 def test_an_exit_handler_records_a_failed_run_in_mlflow_and_finished_runs_expire(compiled: Path):
