@@ -256,7 +256,7 @@ def extract_shard(
     configure_logging()
     result = run_step(
         "extract-shard", inputs, os.environ, folders={"dataset": Path(dataset.path), "plan": Path(plan.path)},
-        output=Path(record.path), arguments={"backbone": shard["backbone"], "shard": str(shard["shard"])},
+        output=Path(record.path), arguments={"backbone": shard["backbone"], "shard": str(int(shard["shard"]))},
     )  # fmt: skip
     record.metadata.update(result)
 
