@@ -11,7 +11,6 @@ from pathlib import Path
 
 from repository import REPO
 from test_readme import SHORT_TIMEOUT_S, covers, readme_command, run, succeeded
-
 from tlops.data.demo import write_digits_imagefolder
 from tlops.data.prepare import prepare_data
 
