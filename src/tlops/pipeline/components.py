@@ -240,8 +240,8 @@ def plan_extraction(
 def extract_shard(
     dataset: Input[Dataset],
     plan: Input[Artifact],
-    shard: dict,
     record: Output[Artifact],
+    shard: Optional[dict] = None,
     image_size: Optional[int] = None,
     feature_cache: Optional[str] = None,
 ):
@@ -254,6 +254,7 @@ def extract_shard(
     from tlops.steps.entries import run_step
 
     configure_logging()
+    shard = shard or {"backbone": "", "shard": 0}  # one item of plan-extraction's list (default: the first shard)
     result = run_step(
         "extract-shard", inputs, os.environ, folders={"dataset": Path(dataset.path), "plan": Path(plan.path)},
         output=Path(record.path), arguments={"backbone": shard["backbone"], "shard": str(int(shard["shard"]))},
