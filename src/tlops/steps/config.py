@@ -18,6 +18,7 @@ from typing import Any
 
 from tlops.data.config import SplitConfig
 from tlops.errors import TlopsError
+from tlops.evaluation.audit import LABEL_ISSUE_METHODS
 from tlops.promotion.config import RegistryConfig
 from tlops.promotion.gate import GateConfig
 from tlops.settings import (
@@ -100,6 +101,38 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    """The data-quality audit: likely label errors, near-duplicates and outliers found from the cached features."""
+
+    exclude_suspected_label_errors: bool = setting(
+        False,
+        "audit the data after feature extraction and fine-tune without the training examples it flags as likely "
+        "label errors (validation and test are never changed); the run summary says how many were excluded",
+        flag="exclude-suspected-label-errors",
+        parameter=True,
+    )
+    method: str = setting(
+        "prune_by_noise_rate",
+        "how confident learning flags label errors: prune_by_noise_rate (per given and true class, the calibrated "
+        "confident joint's count of examples with the largest margin) or confident_joint (its off-diagonal examples)",
+        choices=LABEL_ISSUE_METHODS,
+        flag="audit-method",
+    )
+    duplicate_threshold: float = setting(
+        0.98, "cosine similarity of features at or above which two examples are near-duplicates", minimum=0,
+        maximum=1, open_min=True, flag="audit-duplicate-threshold",
+    )  # fmt: skip
+    outlier_fraction: float = setting(
+        0.01, "share of examples flagged as outliers (largest mean cosine distance to their 10 nearest neighbours)",
+        minimum=0, maximum=1, flag="audit-outlier-fraction",
+    )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        """Check the ranges."""
+        check_ranges(self)
+
+
+@dataclass(frozen=True)
 class ResourcesConfig:
     """Where the GPU steps run on Kubernetes (kfp.local ignores these), and how many processes train."""
 
@@ -160,6 +193,7 @@ class RunConfig:
     gate: GateConfig = section(GateConfig)
     tracking: RegistryConfig = section(RegistryConfig)
     storage: StorageConfig = section(StorageConfig)
+    audit: AuditConfig = section(AuditConfig)
     resources: ResourcesConfig = section(ResourcesConfig)
 
     def __post_init__(self) -> None:

@@ -259,6 +259,30 @@ def _register(call: StepCall) -> Any:
     )
 
 
+def _audit(call: StepCall) -> Any:
+    from tlops.steps.audit import audit_dataset
+
+    assert call.output is not None
+    dataset, data = call.folders.get("dataset"), call.arguments.get("data")
+    if (dataset is None) == (not data):
+        raise TlopsError("tlops audit takes one of --data (a dataset to prepare first) or --dataset (a prepare-data "
+                         "output)")  # fmt: skip
+    if dataset is None:
+        dataset = call.output / "data"
+        _prepare(replace(call, output=dataset))
+    return audit_dataset(
+        dataset,
+        call.output,
+        call.runtime(),
+        backbone_name=_backbone(call),
+        features_dir=call.folders.get("features"),
+        audit=call.config.audit,
+        seed=call.config.seed,
+        image_size=call.config.selection.image_size,
+        feature_cache=call.config.storage.feature_cache,
+    )
+
+
 def _describe_prepared(result: Any) -> dict[str, Any]:
     return {
         "digest": result.digest,
@@ -325,6 +349,24 @@ STEPS.add(
         "gets features/ and probe/ subdirectories",
         _extract,
         lambda result: result.to_dict(),
+    ),
+)
+STEPS.add(
+    "audit",
+    StepEntry(
+        "audit",
+        "find likely label errors, near-duplicates and outliers from a backbone's cached features",
+        ("task", "seed", "split.*", "selection.image_size", "storage.feature_cache", "audit.method",
+         "audit.duplicate_threshold", "audit.outlier_fraction"),  # fmt: skip
+        (
+            Folder("dataset", "the prepare-data output folder (or give --data)", required=False, s3=True),
+            Folder("features", "the features/ folder of extract-features (default: from the feature cache)",
+                   required=False, s3=True),  # fmt: skip
+        ),
+        (Argument("data", "a dataset to prepare first: folder, s3://bucket/prefix, archive or table", ""), BACKBONE),
+        "folder for audit.md, audit.json and the contact sheet of flagged images (label_issues.png)",
+        _audit,
+        lambda record: record.summary() | {"top_label_issues": record.label_issues[:5]},
     ),
 )
 STEPS.add(

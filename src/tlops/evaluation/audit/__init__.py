@@ -4,3 +4,6 @@
 likely label errors from them by confident learning, :mod:`.similarity` finds near-duplicates and outliers from
 the features' cosine similarities.
 """
+
+LABEL_ISSUE_METHODS = ("prune_by_noise_rate", "confident_joint")
+"""How :func:`~tlops.evaluation.audit.confident.find_label_issues` flags label errors (no import: the CLI reads it)."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-METHODS = ("prune_by_noise_rate", "confident_joint")
+from tlops.evaluation.audit import LABEL_ISSUE_METHODS as METHODS
 
 
 @dataclass
@@ -89,7 +89,7 @@ def find_label_issues(
     else:
         given = probabilities[np.arange(len(labels)), labels]
         for i, j in zip(*np.nonzero(calibrated), strict=True):
-            count = int(round(calibrated[i, j]))
+            count = int(np.rint(calibrated[i, j]))
             if i == j or count == 0:
                 continue
             rows = np.flatnonzero(labels == i)

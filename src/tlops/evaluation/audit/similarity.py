@@ -75,7 +75,7 @@ def near_duplicates(
         keep = ids[first] != ids[second]
         first, second, similarity = first[keep], second[keep], similarity[keep]
     order = np.argsort(-similarity, kind="stable")[:max_pairs]
-    return DuplicatePairs(first[order], second[order], similarity[order], int(len(similarity)))
+    return DuplicatePairs(first[order], second[order], similarity[order], len(similarity))
 
 
 @dataclass
