@@ -51,7 +51,7 @@ def audit_dataset(
     *,
     backbone_name: str = "",
     features_dir: Path | None = None,
-    audit: AuditConfig = AuditConfig(),
+    audit: AuditConfig | None = None,
     seed: int = RunConfig.seed,
     image_size: int = SelectionConfig.image_size,
     feature_cache: str = StorageConfig.feature_cache,
@@ -64,7 +64,7 @@ def audit_dataset(
         runtime: Device, S3 client and caches.
         backbone_name: The backbone or encoder (empty: the task's own).
         features_dir: The extract-features features/ folder (``None``: the backbone's from the feature cache).
-        audit: The audit settings.
+        audit: The audit settings (``None``: the defaults).
         seed: Seed of the k-fold.
         image_size: Input size (0: the backbone's own).
         feature_cache: Folder or ``s3://`` prefix of the feature cache.
@@ -76,6 +76,7 @@ def audit_dataset(
         TlopsError: for detection data, a baseline without features, or a class with fewer than 2 train+val
             examples.
     """
+    audit = audit or AuditConfig()
     prepared = PreparedData.read(data_dir)
     task = task_of(prepared.task)
     backbone_name = backbone_name or task.default_backbones[0]

@@ -292,6 +292,16 @@ def _describe_prepared(result: Any) -> dict[str, Any]:
     }
 
 
+AUDIT_SETTINGS = (
+    "task",
+    "seed",
+    "split.*",
+    "selection.image_size",
+    "storage.feature_cache",
+    "audit.method",
+    "audit.duplicate_threshold",
+    "audit.outlier_fraction",
+)
 TRACKING = Argument("tracking_uri", "MLflow tracking URI")
 BACKBONE = Argument("backbone", "the backbone (empty: the task's own)", default="")
 
@@ -356,12 +366,15 @@ STEPS.add(
     StepEntry(
         "audit",
         "find likely label errors, near-duplicates and outliers from a backbone's cached features",
-        ("task", "seed", "split.*", "selection.image_size", "storage.feature_cache", "audit.method",
-         "audit.duplicate_threshold", "audit.outlier_fraction"),  # fmt: skip
+        AUDIT_SETTINGS,
         (
             Folder("dataset", "the prepare-data output folder (or give --data)", required=False, s3=True),
-            Folder("features", "the features/ folder of extract-features (default: from the feature cache)",
-                   required=False, s3=True),  # fmt: skip
+            Folder(
+                "features",
+                "the features/ folder of extract-features (default: from the feature cache)",
+                required=False,
+                s3=True,
+            ),
         ),
         (Argument("data", "a dataset to prepare first: folder, s3://bucket/prefix, archive or table", ""), BACKBONE),
         "folder for audit.md, audit.json and the contact sheet of flagged images (label_issues.png)",

@@ -93,9 +93,7 @@ class Outliers:
     k: int
 
 
-def knn_outliers(
-    features: np.ndarray, fraction: float, *, k: int = 10, block_rows: int = BLOCK_ROWS
-) -> Outliers:
+def knn_outliers(features: np.ndarray, fraction: float, *, k: int = 10, block_rows: int = BLOCK_ROWS) -> Outliers:
     """Flag the ``fraction`` of rows with the largest mean cosine distance to their ``k`` nearest neighbours.
 
     Args:
