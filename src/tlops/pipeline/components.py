@@ -319,6 +319,7 @@ def register(
     model_name: Optional[str] = None,
     feature_cache: Optional[str] = None,
     checkpoint_uri: Optional[str] = None,
+    audit_settings: Optional[dict] = None,
     processes_per_node: Optional[int] = None,
 ) -> NamedTuple("Registered", [("version", int), ("model_uri", str)]):
     """Log the run to MLflow, register the model version as challenger (champion when the gate's verdict holds).

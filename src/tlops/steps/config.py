@@ -102,29 +102,23 @@ class StorageConfig:
 
 @dataclass(frozen=True)
 class AuditConfig:
-    """The data-quality audit: likely label errors, near-duplicates and outliers found from the cached features."""
+    """The data-quality audit (``tlops audit``): label errors, near-duplicates and outliers from cached features."""
 
-    exclude_suspected_label_errors: bool = setting(
-        False,
-        "audit the data after feature extraction and fine-tune without the training examples it flags as likely "
-        "label errors (validation and test are never changed); the run summary says how many were excluded",
-        flag="exclude-suspected-label-errors",
-        parameter=True,
-    )
     method: str = setting(
         "prune_by_noise_rate",
-        "how confident learning flags label errors: prune_by_noise_rate (per given and true class, the calibrated "
-        "confident joint's count of examples with the largest margin) or confident_joint (its off-diagonal examples)",
+        "tlops audit: how confident learning flags label errors: prune_by_noise_rate (per given and true class, the "
+        "calibrated confident joint's count of examples with the largest margin) or confident_joint (its "
+        "off-diagonal examples)",
         choices=LABEL_ISSUE_METHODS,
         flag="audit-method",
     )
     duplicate_threshold: float = setting(
-        0.98, "cosine similarity of features at or above which two examples are near-duplicates", minimum=0,
-        maximum=1, open_min=True, flag="audit-duplicate-threshold",
+        0.98, "tlops audit: cosine similarity of features at or above which two examples are near-duplicates",
+        minimum=0, maximum=1, open_min=True, flag="audit-duplicate-threshold",
     )  # fmt: skip
     outlier_fraction: float = setting(
-        0.01, "share of examples flagged as outliers (largest mean cosine distance to their 10 nearest neighbours)",
-        minimum=0, maximum=1, flag="audit-outlier-fraction",
+        0.01, "tlops audit: share of examples flagged as outliers (largest mean cosine distance to their 10 nearest "
+        "neighbours)", minimum=0, maximum=1, flag="audit-outlier-fraction",
     )  # fmt: skip
 
     def __post_init__(self) -> None:
