@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from support.commands import clean_env, tlops_module
+from test_readme import covers, readme_command
 from tlops.data.demo import write_digits_imagefolder
 from tlops.steps.audit_report import AUDIT_REPORT_FILE, CONTACT_SHEET_FILE, AuditRecord
 
 # (from class, to class): the first two images of each are moved into the other class's folder.
+AUDIT = "tlops audit --data ./photos --output audit-report"  # README.md and docs/audit.md
 FLIPS = (("one", "seven"), ("three", "eight"), ("zero", "six"), ("four", "nine"))
 
 
@@ -36,12 +38,12 @@ def flipped(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, set[str]]:
     return images, moved
 
 
+@covers(AUDIT)
 def test_audit_finds_the_injected_label_flips(flipped: tuple[Path, set[str]], tmp_path: Path) -> None:
     images, moved = flipped
     output = tmp_path / "audit"
-    result = tlops_module(
-        "audit", "--data", str(images), "--output", str(output), "--image-size", "64", cwd=tmp_path, env=_env(tmp_path)
-    )
+    command = readme_command(AUDIT, {"./photos": str(images), "audit-report": f"{output} --image-size 64"})
+    result = tlops_module(*command.argv[1:], cwd=tmp_path, env=_env(tmp_path))
     assert result.returncode == 0, result.stderr
     printed = json.loads(result.stdout)
     record = AuditRecord.read(output)
