@@ -216,6 +216,16 @@ INSTALL_REASON = (
     "and timed from a clean clone by `bash bench/readme_command.sh`"
 )
 NOT_RUN: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "python bench/label_noise.py --workdir /tmp/tlops-bench-noise --sets digits,textures --noise 0.05,0.2 "
+            "--seeds 0,1",
+            "python bench/label_noise.py [--workdir DIR] [--sets digits,textures] [--noise 0.05,0.2] [--seeds 0,1] "
+            "[--image-size 64] [--method prune_by_noise_rate] [--output FILE]",
+        ),
+        "the label-noise benchmark as it was measured (a backbone pass over 2,800 images, 8 minutes on 2 cores); its "
+        "parts run in tests/unit/evaluation/test_audit_core.py and tests/integration/test_audit_command.py",
+    ),
     "python3 -m venv .venv": INSTALL_REASON,
     ".venv/bin/pip install -e .": INSTALL_REASON,
     ".venv/bin/pip install -e '.[dev]'": INSTALL_REASON,

@@ -340,8 +340,8 @@ def _add_step_commands(commands: argparse._SubParsersAction) -> None:
 
     for name, entry in STEPS:
         command = commands.add_parser(name, help=entry.help, description=entry.help[0].upper() + entry.help[1:] + ".")
-        if name == "prepare-data":
-            command.add_argument("--data", required=True, help=entry.arguments[0].help)
+        if name in ("prepare-data", "audit"):
+            command.add_argument("--data", required=name == "prepare-data", help=entry.arguments[0].help)
         for folder in entry.folders:
             suffix = " (or its s3:// prefix)" if folder.s3 else ""
             command.add_argument(

@@ -27,6 +27,7 @@ SECTION_TITLES = {
     "gate": "promotion gate",
     "tracking": "tracking",
     "storage": "storage",
+    "audit": "data-quality audit",
     "resources": "GPU node pool and processes (Kubeflow; kfp.local ignores the node pool)",
 }
 GATE_DESCRIPTION = (

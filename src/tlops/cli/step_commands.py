@@ -81,6 +81,10 @@ def _check_step_arguments(args: argparse.Namespace, entry: StepEntry, config: Ru
             )
     if entry.name == "select-backbone":
         backbone_list(",".join(config.selection.backbones))
+    if entry.name == "audit" and getattr(args, "backbone", None):
+        from tlops.steps.audit import check_auditable
+
+        check_auditable("", args.backbone)  # a baseline has no features to audit
     if getattr(args, "backbone", None):  # empty: the task's own candidate
         from tlops.models.names import PIXELS_BASELINE
 

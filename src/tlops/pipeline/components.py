@@ -262,6 +262,49 @@ def extract_shard(
     record.metadata.update(result)
 
 
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def audit(
+    audit: Output[Artifact],
+    report: Output[Markdown],
+    dataset: Optional[Input[Dataset]] = None,
+    features: Optional[Input[Dataset]] = None,
+    data_uri: str = "",
+    backbone: Optional[str] = None,
+    task: Optional[str] = None,
+    seed: Optional[int] = None,
+    split_settings: Optional[dict] = None,
+    image_size: Optional[int] = None,
+    feature_cache: Optional[str] = None,
+    audit_settings: Optional[dict] = None,
+):
+    """Find likely label errors (confident learning), near-duplicates and outliers from cached features.
+
+    Reads a prepare-data output (``dataset``) or prepares ``data_uri`` first; ``features`` (extract-features') saves
+    reading the feature cache. ``report`` shows the ranked tables in the KFP UI; ``audit`` holds them with the
+    contact sheet of flagged images.
+    """
+    inputs = dict(locals())
+    import os
+    import shutil
+    from pathlib import Path
+
+    from tlops.io.logs import configure_logging
+    from tlops.steps.audit_report import AUDIT_REPORT_FILE
+    from tlops.steps.entries import run_step
+
+    configure_logging()
+    folders = {
+        "dataset": Path(dataset.path) if dataset else None,
+        "features": Path(features.path) if features else None,
+    }
+    record = run_step(
+        "audit", inputs, os.environ, folders=folders, output=Path(audit.path),
+        arguments={"backbone": backbone, "data": data_uri},
+    )  # fmt: skip
+    audit.metadata.update(record.summary())
+    shutil.copyfile(Path(audit.path) / AUDIT_REPORT_FILE, report.path)
+
+
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def fine_tune(
     dataset: Input[Dataset],
@@ -369,6 +412,7 @@ def register(
     model_name: Optional[str] = None,
     feature_cache: Optional[str] = None,
     checkpoint_uri: Optional[str] = None,
+    audit_settings: Optional[dict] = None,
     processes_per_node: Optional[int] = None,
     extraction_shard_size: Optional[int] = None,
 ) -> NamedTuple("Registered", [("version", int), ("model_uri", str)]):
@@ -445,6 +489,7 @@ ALL_COMPONENTS = tuple(
         plan_extraction,
         extract_shard,
         extract_features,
+        audit,
         fine_tune,
         evaluate,
         register,

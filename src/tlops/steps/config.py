@@ -18,6 +18,7 @@ from typing import Any
 
 from tlops.data.config import SplitConfig
 from tlops.errors import TlopsError
+from tlops.evaluation.audit import LABEL_ISSUE_METHODS
 from tlops.promotion.config import RegistryConfig
 from tlops.promotion.gate import GateConfig
 from tlops.settings import (
@@ -100,6 +101,32 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    """The data-quality audit (``tlops audit``): label errors, near-duplicates and outliers from cached features."""
+
+    method: str = setting(
+        "prune_by_noise_rate",
+        "tlops audit: how confident learning flags label errors: prune_by_noise_rate (per given and true class, the "
+        "calibrated confident joint's count of examples with the largest margin) or confident_joint (its "
+        "off-diagonal examples)",
+        choices=LABEL_ISSUE_METHODS,
+        flag="audit-method",
+    )
+    duplicate_threshold: float = setting(
+        0.98, "tlops audit: cosine similarity of features at or above which two examples are near-duplicates",
+        minimum=0, maximum=1, open_min=True, flag="audit-duplicate-threshold",
+    )  # fmt: skip
+    outlier_fraction: float = setting(
+        0.01, "tlops audit: share of examples flagged as outliers (largest mean cosine distance to their 10 nearest "
+        "neighbours)", minimum=0, maximum=1, flag="audit-outlier-fraction",
+    )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        """Check the ranges."""
+        check_ranges(self)
+
+
+@dataclass(frozen=True)
 class ResourcesConfig:
     """Where the GPU steps run on Kubernetes (kfp.local ignores these), and how many processes train."""
 
@@ -167,6 +194,7 @@ class RunConfig:
     gate: GateConfig = section(GateConfig)
     tracking: RegistryConfig = section(RegistryConfig)
     storage: StorageConfig = section(StorageConfig)
+    audit: AuditConfig = section(AuditConfig)
     resources: ResourcesConfig = section(ResourcesConfig)
 
     def __post_init__(self) -> None:

@@ -295,6 +295,30 @@ def _register(call: StepCall) -> Any:
     )
 
 
+def _audit(call: StepCall) -> Any:
+    from tlops.steps.audit import audit_dataset
+
+    assert call.output is not None
+    dataset, data = call.folders.get("dataset"), call.arguments.get("data")
+    if (dataset is None) == (not data):
+        raise TlopsError("tlops audit takes one of --data (a dataset to prepare first) or --dataset (a prepare-data "
+                         "output)")  # fmt: skip
+    if dataset is None:
+        dataset = call.output / "data"
+        _prepare(replace(call, output=dataset))
+    return audit_dataset(
+        dataset,
+        call.output,
+        call.runtime(),
+        backbone_name=_backbone(call),
+        features_dir=call.folders.get("features"),
+        audit=call.config.audit,
+        seed=call.config.seed,
+        image_size=call.config.selection.image_size,
+        feature_cache=call.config.storage.feature_cache,
+    )
+
+
 def _describe_prepared(result: Any) -> dict[str, Any]:
     return {
         "digest": result.digest,
@@ -304,6 +328,16 @@ def _describe_prepared(result: Any) -> dict[str, Any]:
     }
 
 
+AUDIT_SETTINGS = (
+    "task",
+    "seed",
+    "split.*",
+    "selection.image_size",
+    "storage.feature_cache",
+    "audit.method",
+    "audit.duplicate_threshold",
+    "audit.outlier_fraction",
+)
 TRACKING = Argument("tracking_uri", "MLflow tracking URI")
 BACKBONE = Argument("backbone", "the backbone (empty: the task's own)", default="")
 
@@ -387,6 +421,27 @@ STEPS.add(
         "folder for the shard's record (extraction_shard.json; its features go to the feature cache)",
         _extract_shard,
         lambda result: result,
+    ),
+)
+STEPS.add(
+    "audit",
+    StepEntry(
+        "audit",
+        "find likely label errors, near-duplicates and outliers from a backbone's cached features",
+        AUDIT_SETTINGS,
+        (
+            Folder("dataset", "the prepare-data output folder (or give --data)", required=False, s3=True),
+            Folder(
+                "features",
+                "the features/ folder of extract-features (default: from the feature cache)",
+                required=False,
+                s3=True,
+            ),
+        ),
+        (Argument("data", "a dataset to prepare first: folder, s3://bucket/prefix, archive or table", ""), BACKBONE),
+        "folder for audit.md, audit.json and the contact sheet of flagged images (label_issues.png)",
+        _audit,
+        lambda record: record.summary() | {"top_label_issues": record.label_issues[:5]},
     ),
 )
 STEPS.add(
