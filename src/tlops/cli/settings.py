@@ -27,6 +27,7 @@ SECTION_TITLES = {
     "gate": "promotion gate",
     "tracking": "tracking",
     "storage": "storage",
+    "export": "export for serving (ONNX, int8), gated on test accuracy",
     "resources": "GPU node pool and processes (Kubeflow; kfp.local ignores the node pool)",
 }
 GATE_DESCRIPTION = (

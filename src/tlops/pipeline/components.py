@@ -320,6 +320,7 @@ def register(
     feature_cache: Optional[str] = None,
     checkpoint_uri: Optional[str] = None,
     processes_per_node: Optional[int] = None,
+    export_settings: Optional[dict] = None,
 ) -> NamedTuple("Registered", [("version", int), ("model_uri", str)]):
     """Log the run to MLflow, register the model version as challenger (champion when the gate's verdict holds).
 

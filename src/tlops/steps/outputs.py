@@ -571,6 +571,8 @@ class RunSummary(JsonRecord):
             feature cache saved; ``None`` when no selection was given.
         calibration: The temperature the served model applies, why, and the test metrics before and after.
         tensor_model_uri: The same network as a ``pytorch`` flavour model taking preprocessed tensors.
+        export: The export's outcome (``--export``): format, verdict, sizes and latencies, and where it is
+            registered when accepted; ``None`` without an export.
     """
 
     dataset: dict[str, Any]
@@ -591,6 +593,7 @@ class RunSummary(JsonRecord):
     selection: dict[str, Any] | None = None
     calibration: dict[str, Any] = field(default_factory=dict)
     tensor_model_uri: str = ""
+    export: dict[str, Any] | None = None
 
     FILE = RUN_SUMMARY_FILE
     STEP = "register"
