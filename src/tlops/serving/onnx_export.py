@@ -21,6 +21,9 @@ INPUT_NAME = "pixels"
 OUTPUT_NAME = "logits"
 OPSET = 17
 QUANTIZATION_MODES = ("static", "dynamic")
+# Only the layers with weights are quantised: quantising the normalization's Sub/Div and the padding of
+# EfficientNet's "same" convolutions too cost most of the accuracy on the bundled EfficientNet-Lite0.
+QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]
 
 
 def export_onnx(model: nn.Module, input_size: int, path: Path) -> Path:
@@ -54,7 +57,7 @@ def export_onnx(model: nn.Module, input_size: int, path: Path) -> Path:
     return path
 
 
-class _Batches:
+class Batches:
     """An onnxruntime ``CalibrationDataReader`` over batches of preprocessed images."""
 
     def __init__(self, batches: Iterable[np.ndarray]) -> None:
@@ -92,18 +95,25 @@ def quantize_int8(source: Path, path: Path, mode: str, calibration: Iterable[np.
     quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
     try:
         if mode == "dynamic":
-            quantize_dynamic(str(prepared), str(path), weight_type=QuantType.QInt8, per_channel=True)
+            quantize_dynamic(
+                str(prepared),
+                str(path),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                op_types_to_quantize=QUANTIZED_OPS,
+            )
         else:
             if calibration is None:
                 raise ValueError("static quantisation needs calibration images")
             quantize_static(
                 str(prepared),
                 str(path),
-                _Batches(calibration),
+                Batches(calibration),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
+                op_types_to_quantize=QUANTIZED_OPS,
             )
     finally:
         prepared.unlink(missing_ok=True)

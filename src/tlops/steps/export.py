@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tlops.data.prepared import IMAGE_CLASSIFICATION
+from tlops.data.prepared import OBJECT_DETECTION, TEXT_CLASSIFICATION
 from tlops.errors import TlopsError
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def check_export_task(config: ExportConfig, task: str) -> None:
     Raises:
         TlopsError: naming the task and what to do.
     """
-    if config.format != "none" and task != IMAGE_CLASSIFICATION:
+    if config.format != "none" and task in (TEXT_CLASSIFICATION, OBJECT_DETECTION):
         raise TlopsError(
             f"--export {config.format} exports image classifiers only, not a {task} model; "
             "drop --export (or set it to none)"
