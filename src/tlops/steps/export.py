@@ -17,6 +17,7 @@ import numpy as np
 
 from tlops.data.prepared import OBJECT_DETECTION, TEXT_CLASSIFICATION
 from tlops.errors import TlopsError
+from tlops.steps.outputs import EXPORT_FILE
 
 if TYPE_CHECKING:
     from torch import nn
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
     from tlops.steps.runtime import Runtime
 
 logger = logging.getLogger(__name__)
-
-EXPORT_FILE = "export.json"
 
 
 def check_export_task(config: ExportConfig, task: str) -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "CONFUSION_MATRIX_FILE",
     "DETECTION_EXAMPLES_FILE",
     "EVALUATION_FILE",
+    "EXPORT_FILE",
     "FEATURES_FILE",
     "HEAD_FILE",
     "LEARNING_CURVES_FILE",
@@ -92,6 +93,7 @@ RELIABILITY_DIAGRAM_FILE = "reliability_diagram.png"
 PRECISION_RECALL_FILE = "precision_recall.png"  # object detection: per-class precision-recall at IoU .5
 DETECTION_EXAMPLES_FILE = "detection_examples.png"  # object detection: test images with true and predicted boxes
 COMPARISON_FILE = "comparison.json"
+EXPORT_FILE = "export.json"  # register with --export: the export's outcome
 RUN_SUMMARY_FILE = "run_summary.json"  # register, and tlops run
 # The files the register step logs with the MLflow run (the report under data/, the rest under report/).
 LOGGED_FILES = (
