@@ -233,6 +233,12 @@ NOT_RUN: dict[str, str] = {
     ".venv/bin/python -m pytest -q tests/unit": "the suite's everyday lane (tests/README.md); this test is in "
     "tests/e2e, and the lane runs on its own in CI's whole suite",
     "bash .ci/run": "CI's entry point: builds .venv from PyPI and runs this whole suite (recursion)",
+    "tlops run --data ./my_images --export int8 --export-margin 0.01": "a full run on a user's folder; "
+    "tests/integration/test_export.py runs the register step with --export int8 and onnx against the real MLflow "
+    "server (accepted, refused, served as image bytes) and the CLI's step commands take the same flags",
+    "OMP_NUM_THREADS=2 .venv/bin/python bench/export.py --workdir /tmp/tlops-bench-export --json "
+    "/tmp/tlops-bench-export/export.json": "a benchmark run by hand (minutes of fine-tuning on the shared CPUs); "
+    "its functions are the ones tests/integration/test_export.py and tests/unit/serving/test_onnx_export.py run",
     "bash bench/readme_command.sh": "a clean clone, a full install from PyPI and the full 1,797-image demo "
     "(about 6 minutes); a benchmark run by hand, its result quoted in README.md",
     "tests/support/services.py start|stop": "shorthand for two commands (`python tests/support/services.py start "

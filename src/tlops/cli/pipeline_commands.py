@@ -289,6 +289,10 @@ def command_run(args: argparse.Namespace) -> int:
         candidates = tuple(backbone_list(",".join(backbones), task))
         config = replace(config, task=task.name, selection=replace(config.selection, backbones=candidates))
         STRATEGIES.get(config.train.strategy).check_task(task.name)
+        if config.export.format != "none":
+            from tlops.steps.export import check_export_task
+
+            check_export_task(config.export, task.name)
         if task.name == OBJECT_DETECTION:
             from tlops.steps.fine_tune_detection import check_detection_settings  # torch: only for a detection run
 

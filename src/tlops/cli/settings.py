@@ -28,6 +28,7 @@ SECTION_TITLES = {
     "tracking": "tracking",
     "storage": "storage",
     "audit": "data-quality audit",
+    "export": "export for serving (ONNX, int8), gated on test accuracy",
     "resources": "GPU node pool and processes (Kubeflow; kfp.local ignores the node pool)",
 }
 GATE_DESCRIPTION = (

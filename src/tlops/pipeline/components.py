@@ -415,6 +415,7 @@ def register(
     audit_settings: Optional[dict] = None,
     processes_per_node: Optional[int] = None,
     extraction_shard_size: Optional[int] = None,
+    export_settings: Optional[dict] = None,
 ) -> NamedTuple("Registered", [("version", int), ("model_uri", str)]):
     """Log the run to MLflow, register the model version as challenger (champion when the gate's verdict holds).
 

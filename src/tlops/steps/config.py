@@ -38,6 +38,8 @@ from tlops.train.config import TrainConfig
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 SELECTION_METRICS = ("probe", "knn", "logme")
+EXPORT_FORMATS = ("none", "onnx", "int8")
+QUANTIZATION_MODES = ("static", "dynamic")
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,36 @@ class AuditConfig:
         "neighbours)", minimum=0, maximum=1, flag="audit-outlier-fraction",
     )  # fmt: skip
 
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Whether the registered image classifier is also exported for serving, and how much accuracy it may lose."""
+
+    format: str = setting(
+        "none",
+        "also export the registered image classifier: onnx (fp32 ONNX graph) or int8 (quantised with onnxruntime); "
+        "registered as <model-name>-onnx or <model-name>-int8 only when its paired test-accuracy loss is within "
+        "--export-margin (none: no export)",
+        choices=EXPORT_FORMATS,
+        flag="export",
+    )
+    margin: float = setting(
+        0.01,
+        "largest test-accuracy loss the export may have: refused when the 95% paired-bootstrap interval of "
+        "(exported - fp32) accuracy reaches below -margin, e.g. 0.01 for one point",
+        minimum=0,
+        maximum=1,
+    )
+    quantization: str = setting(
+        "static",
+        "int8 quantisation: static (QDQ, per-channel, activations calibrated on training images) or dynamic "
+        "(weights only, no calibration)",
+        choices=QUANTIZATION_MODES,
+    )
+    calibration_images: int = setting(
+        256, "training images static int8 quantisation calibrates on (never test images)", minimum=1
+    )
+
     def __post_init__(self) -> None:
         """Check the ranges."""
         check_ranges(self)
@@ -195,6 +227,7 @@ class RunConfig:
     tracking: RegistryConfig = section(RegistryConfig)
     storage: StorageConfig = section(StorageConfig)
     audit: AuditConfig = section(AuditConfig)
+    export: ExportConfig = section(ExportConfig)
     resources: ResourcesConfig = section(ResourcesConfig)
 
     def __post_init__(self) -> None:
@@ -245,7 +278,7 @@ class RunConfig:
 
 # --- How the edges name each setting ---------------------------------------------------------------------------
 
-FLAG_PREFIXES = {"gate": "gate-"}
+FLAG_PREFIXES = {"gate": "gate-", "export": "export-"}
 """Sections whose CLI flags carry a prefix (``--gate-margin``)."""
 SETTINGS_SUFFIX = "_settings"
 """A section's rarely changed settings travel in one dict parameter, ``<section>_settings``, on Kubeflow."""

@@ -292,6 +292,8 @@ def _register(call: StepCall) -> Any:
         selection_dir=call.folders.get("selection"),
         lineage=call.lineage,
         run_config=call.config.to_mapping(),
+        export=call.config.export,
+        runtime=call.runtime() if call.config.export.format != "none" else None,
     )
 
 
@@ -484,8 +486,8 @@ STEPS.add(
     "register",
     StepEntry(
         "register",
-        "log and register an evaluated model in MLflow, moving champion as the gate decided",
-        ("tracking.*",),
+        "log and register an evaluated model in MLflow, moving champion as the gate decided; export it if asked",
+        ("tracking.*", "export.*"),
         (
             DATASET,
             Folder("model", "the fine-tune output folder"),

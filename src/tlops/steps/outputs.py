@@ -34,6 +34,7 @@ __all__ = [
     "CONFUSION_MATRIX_FILE",
     "DETECTION_EXAMPLES_FILE",
     "EVALUATION_FILE",
+    "EXPORT_FILE",
     "FEATURES_FILE",
     "HEAD_FILE",
     "LEARNING_CURVES_FILE",
@@ -92,6 +93,7 @@ RELIABILITY_DIAGRAM_FILE = "reliability_diagram.png"
 PRECISION_RECALL_FILE = "precision_recall.png"  # object detection: per-class precision-recall at IoU .5
 DETECTION_EXAMPLES_FILE = "detection_examples.png"  # object detection: test images with true and predicted boxes
 COMPARISON_FILE = "comparison.json"
+EXPORT_FILE = "export.json"  # register with --export: the export's outcome
 RUN_SUMMARY_FILE = "run_summary.json"  # register, and tlops run
 # The files the register step logs with the MLflow run (the report under data/, the rest under report/).
 LOGGED_FILES = (
@@ -571,6 +573,8 @@ class RunSummary(JsonRecord):
             feature cache saved; ``None`` when no selection was given.
         calibration: The temperature the served model applies, why, and the test metrics before and after.
         tensor_model_uri: The same network as a ``pytorch`` flavour model taking preprocessed tensors.
+        export: The export's outcome (``--export``): format, verdict, sizes and latencies, and where it is
+            registered when accepted; ``None`` without an export.
     """
 
     dataset: dict[str, Any]
@@ -591,6 +595,7 @@ class RunSummary(JsonRecord):
     selection: dict[str, Any] | None = None
     calibration: dict[str, Any] = field(default_factory=dict)
     tensor_model_uri: str = ""
+    export: dict[str, Any] | None = None
 
     FILE = RUN_SUMMARY_FILE
     STEP = "register"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tlops.io.provenance import git_commit, tlops_version
 from tlops.promotion.registry import RegistryConfig, RunRecord, register_model
@@ -23,6 +24,10 @@ from tlops.steps.outputs import (
 )
 from tlops.steps.summary import run_summary
 
+if TYPE_CHECKING:
+    from tlops.steps.config import ExportConfig
+    from tlops.steps.runtime import Runtime
+
 logger = logging.getLogger(__name__)
 
 
@@ -37,6 +42,8 @@ def register(
     lineage: dict[str, str] | None = None,
     run_config: dict | None = None,
     client=None,
+    export: ExportConfig | None = None,
+    runtime: Runtime | None = None,
 ) -> RunSummary:
     """Register the evaluated model in MLflow and assemble the run summary.
 
@@ -57,6 +64,8 @@ def register(
         run_config: The run's settings (:meth:`RunConfig.to_mapping`), logged as ``config/config.yaml`` so that
             ``tlops run --config config.yaml`` repeats the run.
         client: ``MlflowClient`` for the registry calls (one for ``config.tracking_uri`` when ``None``).
+        export: Export the registered image classifier too (:mod:`tlops.steps.export`), gated on its accuracy.
+        runtime: Device, workers and caches of the export.
 
     Raises:
         TlopsError: when an input folder is not the expected step output, the tracking server does not answer
@@ -99,6 +108,19 @@ def register(
         registration = register_model(record, config, client=client)
     logger.info("registered %s version %s: %s", config.model_name, registration.version, registration.champion_reason)
     summary = run_summary(prepared, model_config, training, evaluation, comparison, registration, selection)
+    if export is not None and runtime is not None:
+        from tlops.steps.export import run_export
+
+        summary.export = run_export(
+            export,
+            data_dir,
+            model,
+            model_config,
+            record.temperature,
+            registration,
+            runtime=runtime,
+            output_dir=output_dir,
+        )
     if output_dir is not None:
         summary.write(output_dir)
     return summary

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from tlops.models.names import BASELINES, TFIDF_BASELINE
 from tlops.promotion.gate import GateConfig
+from tlops.steps.export_summary import export_lines
 from tlops.steps.gate_report import thresholds
 from tlops.steps.outputs import Comparison, Evaluation, ModelConfig, PreparedData, RunSummary, Selection, Training
 
@@ -101,6 +102,7 @@ def format_summary(summary: RunSummary) -> str:
             f"  tracking   {summary.tracking_uri}",
             *_gate_lines(summary.gate),
             *([f"  champion   {summary.champion['reason']}"] if summary.champion.get("reason") else []),
+            *export_lines(summary.export),
         ]
     )
 
