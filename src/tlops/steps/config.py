@@ -123,6 +123,10 @@ class AuditConfig:
         "neighbours)", minimum=0, maximum=1, flag="audit-outlier-fraction",
     )  # fmt: skip
 
+    def __post_init__(self) -> None:
+        """Check the ranges."""
+        check_ranges(self)
+
 
 @dataclass(frozen=True)
 class ExportConfig:

@@ -120,7 +120,8 @@ def test_json_file_names_are_written_only_in_the_outputs_module() -> None:
     }
     assert named <= allowed, sorted(map(str, named - allowed))
     every_file = {getattr(outputs, name) for name in outputs.__all__ if name.endswith("_FILE")}
-    # 3 of prepare-data, score, selection (2), features, probe (2), model (5), evaluate (5 + 2 of detection), summary, export
+    # 3 of prepare-data, score, selection (2), features, probe (2), model (5), evaluate (5 + 2 of detection),
+    # summary, export
     assert len(every_file) == 23
 
 
