@@ -903,7 +903,8 @@ def test_run_on_an_imagefolder(local_runs: dict[str, LocalRun]) -> None:
     # One candidate backbone (the default): one iteration of the scoring loop.
     (run_root,) = (output / "pipeline_root").iterdir()
     tasks = {path.name for path in run_root.iterdir()}
-    steps = {"prepare-data", "score-baseline", "select-backbone", "extract-features", "fine-tune", "evaluate"}
+    steps = {"prepare-data", "score-baseline", "select-backbone", "extract-features", "audit", "fine-tune"}
+    steps |= {"evaluate"}
     # The first step lists the data (its fingerprint keys the cache); the exit handler runs last, writing nothing.
     # The extraction loop (for-loop-2) has one shard, or none when the feature cache already holds these images.
     loops = {"for-loop-3-iteration-0"} | ({"for-loop-2-iteration-0"} & tasks)
@@ -1319,7 +1320,7 @@ def test_compile(tmp_path: Path) -> None:
     assert set(spec["root"]["dag"]["tasks"]) == {"exit-handler-1", "record-pipeline-status"}
     assert set(spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]) == {
         "fingerprint-data", "prepare-data", "plan-extraction", "for-loop-2", "for-loop-3", "score-baseline",
-        "select-backbone", "extract-features", "fine-tune", "evaluate", "register",
+        "select-backbone", "extract-features", "audit", "fine-tune", "evaluate", "register",
     }  # fmt: skip
     assert set(spec["components"]["comp-for-loop-2"]["dag"]["tasks"]) == {"extract-shard"}
     assert set(spec["components"]["comp-for-loop-3"]["dag"]["tasks"]) == {"score-backbone"}

@@ -320,10 +320,13 @@ def fine_tune(
     train_settings: Optional[dict] = None,
     checkpoint_uri: Optional[str] = None,
     processes_per_node: Optional[int] = None,
+    audit: Optional[Input[Artifact]] = None,
+    exclude_suspected_label_errors: Optional[bool] = None,
 ) -> str:
     """Produce the classifier with the chosen transfer strategy (auto: decided and validated); return the strategy.
 
-    ``features`` (mlp-probe and auto use them) and ``selection`` (auto reads its table) are optional. With
+    ``features`` (mlp-probe and auto use them) and ``selection`` (auto reads its table) are optional; with
+    ``exclude_suspected_label_errors`` the training examples ``audit`` flags are left out. With
     ``processes_per_node`` > 1 the step runs under torchrun (DistributedDataParallel, one process per GPU), every
     process getting the whole config; ``checkpoint_uri`` (an ``s3://`` prefix) lets a retried pod resume.
     """
@@ -338,10 +341,11 @@ def fine_tune(
 
     configure_logging()
     folders = {"dataset": Path(dataset.path), "probe": Path(probe.path)}
-    folders |= {name: Path(artifact.path) for name, artifact in (("features", features), ("selection", selection))
-                if artifact is not None}  # fmt: skip
+    given = (("features", features), ("selection", selection), ("audit", audit))
+    folders |= {name: Path(artifact.path) for name, artifact in given if artifact is not None}
     training = run_step("fine-tune", inputs, os.environ, folders=folders, output=Path(model.path))
-    model.metadata.update({k: getattr(training, k) for k in ("strategy", "reasons", "best_epoch", "val_accuracy")})
+    kept = ("strategy", "reasons", "best_epoch", "val_accuracy", "excluded_label_errors")
+    model.metadata.update({k: getattr(training, k) for k in kept})
     curves = sorted(Path(model.path).glob("*.png"))
     Path(learning_curves.path).write_text(
         html_page("Training", curves, "<p>" + "<br>".join(map(html.escape, training.reasons)) + "</p>")
@@ -394,6 +398,7 @@ def register(
     tracking_uri: str,
     registration: Output[Artifact],
     selection: Optional[Input[Artifact]] = None,
+    audit: Optional[Input[Artifact]] = None,
     kfp_run_id: str = "",
     kfp_run_name: str = "",
     kfp_pipeline_name: str = "",
@@ -413,6 +418,7 @@ def register(
     feature_cache: Optional[str] = None,
     checkpoint_uri: Optional[str] = None,
     audit_settings: Optional[dict] = None,
+    exclude_suspected_label_errors: Optional[bool] = None,
     processes_per_node: Optional[int] = None,
     extraction_shard_size: Optional[int] = None,
     export_settings: Optional[dict] = None,
@@ -420,7 +426,8 @@ def register(
     """Log the run to MLflow, register the model version as challenger (champion when the gate's verdict holds).
 
     Every setting of the run is an input (each optional, with its default), so the run's whole config is logged
-    with it (``config/config.yaml``: ``tlops run --config`` repeats the run).
+    with it (``config/config.yaml``: ``tlops run --config`` repeats the run). ``audit`` (optional) is logged with
+    its counts.
     """
     inputs = dict(locals())
     import os
@@ -433,6 +440,7 @@ def register(
     configure_logging()
     folders = {"dataset": Path(dataset.path), "model": Path(model.path), "evaluation": Path(evaluation.path)}
     folders["selection"] = Path(selection.path) if selection is not None else None
+    folders["audit"] = Path(audit.path) if audit is not None else None
     lineage = {"kfp_run_id": kfp_run_id, "kfp_run_name": kfp_run_name, "kfp_pipeline_name": kfp_pipeline_name}
     lineage["git_commit"] = os.environ.get("TLOPS_GIT_COMMIT", "")  # baked into the images at build time
     summary = run_step(

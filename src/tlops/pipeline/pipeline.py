@@ -222,11 +222,21 @@ def build_pipeline(
                 backbone=selection.outputs["Output"],
                 **pick("seed", "image_size", "feature_cache", "class_weighted"),
             ).set_display_name("extract features")
+            # The audit reads extract-features' features (a linear probe k-fold: seconds) on every run; detection data
+            # gets a record saying it does not apply. Its flagged training examples are left out of fine-tuning with
+            # exclude_suspected_label_errors.
+            audit = components.audit(
+                dataset=data.outputs["dataset"],
+                features=features.outputs["features"],
+                backbone=selection.outputs["Output"],
+                **pick("seed", "image_size", "feature_cache", "audit_settings"),
+            ).set_display_name("audit the labels")
             training = components.fine_tune(
                 dataset=data.outputs["dataset"],
                 probe=features.outputs["probe"],
                 features=features.outputs["features"],
                 selection=selection.outputs["selection"],
+                audit=audit.outputs["audit"],
                 **pick(
                     "seed",
                     "strategy",
@@ -235,6 +245,7 @@ def build_pipeline(
                     "train_settings",
                     "checkpoint_uri",
                     "processes_per_node",
+                    "exclude_suspected_label_errors",
                 ),
             ).set_display_name("fine-tune")
             evaluation = components.evaluate(
@@ -248,22 +259,24 @@ def build_pipeline(
                 model=training.outputs["model"],
                 evaluation=evaluation.outputs["evaluation"],
                 selection=selection.outputs["selection"],
+                audit=audit.outputs["audit"],
                 tracking_uri=tracking_uri,
                 **{name: value for name, value in settings.items() if not name.startswith(("gpu_", "resources"))},
                 kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                 kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                 kfp_pipeline_name=PIPELINE_NAME,
             ).set_display_name("register")
-            for task in (fingerprint, data, plan, baseline, selection, features, training, evaluation, registration):
+            for task in (fingerprint, data, plan, baseline, selection, features, audit, training, evaluation,
+                         registration):  # fmt: skip
                 _credentials(task, credentials_secret)
             # The listing, the champion the gate compares with and the registration change between runs with the same
             # inputs: never cached. The rest is determined by its inputs (the data through its fingerprint).
             for task in (fingerprint, plan, evaluation, registration):  # plan: what the feature cache holds now
                 task.set_caching_options(False)
-            for task in (data, scored, baseline, selection, features, training):
+            for task in (data, scored, baseline, selection, features, audit, training):
                 task.set_caching_options(True)
             if retries:
-                for task in (fingerprint, data, plan, baseline, evaluation, registration):
+                for task in (fingerprint, data, plan, baseline, audit, evaluation, registration):
                     _network_retries(task)
                 for task in (features, training):
                     _gpu_retries(task)
@@ -274,6 +287,7 @@ def build_pipeline(
             _cpu_node(baseline, cpus=4, memory_gb=8, shared_memory="2Gi")  # decodes every image at 32x32
             _cpu_node(selection, cpus=1, memory_gb=2)  # reads the scores
             _gpu_node_pool(features, **gpu_pool)
+            _cpu_node(audit, cpus=2, memory_gb=4)  # a k-fold linear probe and a kNN on the cached features
             _gpu_node_pool(training, **gpu_pool)
             _cpu_node(evaluation, cpus=4, memory_gb=8, shared_memory="2Gi")  # runs the model and the champion
             _cpu_node(registration, cpus=2, memory_gb=4)  # exports and uploads the model

@@ -72,12 +72,16 @@ def audit_dataset(
     Returns:
         The audit record.
 
+    With ``features_dir`` (the pipeline) detection data gets a record saying the audit does not apply.
+
     Raises:
-        TlopsError: for detection data, a baseline without features, or a class with fewer than 2 train+val
-            examples.
+        TlopsError: for detection data (without ``features_dir``), a baseline without features, or a class with
+            fewer than 2 train+val examples.
     """
     audit = audit or AuditConfig()
     prepared = PreparedData.read(data_dir)
+    if features_dir is not None and is_detection(prepared.task):  # the pipeline's audit of a detection run
+        return _not_applicable(output, prepared, backbone_name, audit, "the audit reads classification data")
     task = task_of(prepared.task)
     backbone_name = backbone_name or task.default_backbones[0]
     if features_dir is not None and backbone_name == task.baseline:
@@ -99,6 +103,14 @@ def audit_dataset(
     record, thumbnails = _audit(rows, features, labels, classes, prepared.task, backbone_name, audit, seed)
     write_audit(output, record, thumbnails)
     logger.info("audit: %s", record.summary())
+    return record
+
+
+def _not_applicable(output: Path, prepared: PreparedData, backbone: str, audit: AuditConfig, why: str) -> AuditRecord:
+    """Write and return the record of an audit that does not apply to the pipeline's data."""
+    record = AuditRecord(prepared.task, backbone, prepared.classes, audit.method, 0, 0, 0, skipped=why)
+    write_audit(output, record, [])
+    logger.info("audit: not run: %s", why)
     return record
 
 

@@ -35,6 +35,7 @@ class AuditRecord(JsonRecord):
         duplicate_pairs: Near-duplicate pairs found (``duplicates`` lists the most similar).
         duplicates: ``first`` and ``second`` (``item``, ``split``, ``label``) and their ``similarity``.
         outliers: Most distant first: ``item``, ``split``, ``label``, ``score`` (mean cosine distance to the nearest).
+        skipped: Why the audit did not apply (in a pipeline on detection data); empty when it ran.
     """
 
     task: str
@@ -49,6 +50,7 @@ class AuditRecord(JsonRecord):
     duplicate_pairs: int = 0
     duplicates: list[dict[str, Any]] = field(default_factory=list)
     outliers: list[dict[str, Any]] = field(default_factory=list)
+    skipped: str = ""
 
     FILE = AUDIT_FILE
     STEP = "audit"
@@ -91,8 +93,21 @@ def label_issue_table(record: AuditRecord, rows: int = TABLE_ROWS) -> str:
     return "\n".join(lines)
 
 
+def summary_line(record: AuditRecord, excluded: int | None) -> str:
+    """One line of counts for the run summary: what the audit found and what training left out."""
+    if record.skipped:
+        return f"not run: {record.skipped}"
+    summary = record.summary()
+    return (
+        f"{summary['label_issues']} suspected label errors ({excluded or 0} excluded from training), "
+        f"{summary['near_duplicate_pairs']} near-duplicate pairs, {summary['outliers']} outliers; see audit.md"
+    )
+
+
 def render_report(record: AuditRecord, contact_sheet: bool) -> str:
     """``audit.md``: the counts, then ranked tables of label errors, near-duplicates and outliers."""
+    if record.skipped:
+        return f"# Data-quality audit\n\nNot run: {record.skipped}.\n"
     summary = record.summary()
     parts = [
         "# Data-quality audit",

@@ -122,6 +122,13 @@ class AuditConfig:
         0.01, "tlops audit: share of examples flagged as outliers (largest mean cosine distance to their 10 nearest "
         "neighbours)", minimum=0, maximum=1, flag="audit-outlier-fraction",
     )  # fmt: skip
+    exclude_suspected_label_errors: bool = setting(
+        False,
+        "train without the training examples the audit flags as likely label errors (the pipeline audits the "
+        "chosen backbone's features after extract-features; validation and test examples are never dropped)",
+        flag="exclude-suspected-label-errors",
+        parameter=True,
+    )
 
     def __post_init__(self) -> None:
         """Check the ranges."""

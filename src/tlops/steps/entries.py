@@ -261,6 +261,7 @@ def _fine_tune(call: StepCall) -> Any:
         call.runtime(),
         features_dir=features,
         selection_dir=call.folders.get("selection"),
+        audit_dir=call.folders.get("audit"),
     )
 
 
@@ -290,6 +291,7 @@ def _register(call: StepCall) -> Any:
         tracking,
         output_dir=call.output,
         selection_dir=call.folders.get("selection"),
+        audit_dir=call.folders.get("audit"),
         lineage=call.lineage,
         run_config=call.config.to_mapping(),
         export=call.config.export,
@@ -451,7 +453,13 @@ STEPS.add(
     StepEntry(
         "fine-tune",
         "train the classifier from the probe with a strategy",
-        ("seed", "train.*", "storage.checkpoint_uri", "resources.processes_per_node"),
+        (
+            "seed",
+            "train.*",
+            "storage.checkpoint_uri",
+            "resources.processes_per_node",
+            "audit.exclude_suspected_label_errors",
+        ),
         (
             DATASET,
             Folder("probe", "the probe/ folder of extract-features", s3=True),
@@ -462,6 +470,13 @@ STEPS.add(
                 s3=True,
             ),
             Folder("selection", "the select-backbone output, whose table auto reads", required=False, s3=True),
+            Folder(
+                "audit",
+                "the audit output (tlops audit), whose flagged training examples "
+                "--exclude-suspected-label-errors leaves out",
+                required=False,
+                s3=True,
+            ),
         ),
         (),
         "folder or s3:// prefix for the model and its training record",
@@ -493,6 +508,7 @@ STEPS.add(
             Folder("model", "the fine-tune output folder"),
             Folder("evaluation", "the evaluate output folder"),
             Folder("selection", "the select-backbone output folder, logged with the run", required=False),
+            Folder("audit", "the audit output folder, logged with the run and counted in the summary", required=False),
         ),
         (TRACKING,),
         "folder for the run summary (default: only printed)",

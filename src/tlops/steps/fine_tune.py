@@ -433,15 +433,51 @@ def fine_tune_on_processes(
     *,
     features_dir: Path | None = None,
     selection_dir: Path | None = None,
+    audit_dir: Path | None = None,
 ) -> Training:
     """:func:`fine_tune` in this process, or in ``config.resources.processes_per_node`` DDP processes (torchrun).
 
     The settings are ``config.train``; the checkpoint goes to ``config.storage.checkpoint_uri``. Under torchrun
-    every process gets the whole config as one JSON argument, so no setting falls back to its default.
+    every process gets the whole config as one JSON argument, so no setting falls back to its default. With
+    ``config.audit.exclude_suspected_label_errors`` the training examples the audit in ``audit_dir`` flagged are
+    dropped from the dataset and the features first (:mod:`tlops.steps.exclusion`), for every strategy and process;
+    the training record counts them.
 
     Raises:
-        TlopsError: as :func:`fine_tune`; or when the torchrun processes fail.
+        TlopsError: as :func:`fine_tune`; when the exclusion is asked for without an audit; or when the torchrun
+            processes fail.
     """
+    if not config.audit.exclude_suspected_label_errors:
+        return _fine_tune_processes(data_dir, probe_dir, output_dir, config, runtime, features_dir, selection_dir)
+    if audit_dir is None:
+        raise TlopsError(
+            "--exclude-suspected-label-errors needs the audit: pass --audit (the folder tlops audit wrote)"
+        )
+    import tempfile
+
+    from tlops.steps.exclusion import exclude_flagged
+
+    with tempfile.TemporaryDirectory(prefix="tlops-excluded-") as work:
+        excluded = exclude_flagged(data_dir, features_dir, audit_dir, Path(work))
+        training = _fine_tune_processes(
+            excluded.data_dir, probe_dir, output_dir, config, runtime, excluded.features_dir, selection_dir
+        )
+    training.excluded_label_errors = len(excluded.dropped)
+    training.reasons.append(f"trained without {len(excluded.dropped)} suspected label errors the audit flagged")
+    training.write(output_dir)
+    return training
+
+
+def _fine_tune_processes(
+    data_dir: Path,
+    probe_dir: Path,
+    output_dir: Path,
+    config: RunConfig,
+    runtime: Runtime,
+    features_dir: Path | None,
+    selection_dir: Path | None,
+) -> Training:
+    """:func:`fine_tune` in this process, or in torchrun processes that each get the whole config."""
     inputs = {"features_dir": features_dir, "selection_dir": selection_dir}
     processes = config.resources.processes_per_node
     if processes <= 1:

@@ -347,6 +347,8 @@ class Training(JsonRecord):
         evidence: What ``auto`` decided from (images per class, probe, MLP probe and kNN accuracy, baseline).
         resumed_from: The epoch whose checkpoint the step resumed from (``None``: it started afresh).
         images_per_second: Mean training throughput over the fine-tuning epochs (``None``: nothing fine-tuned).
+        excluded_label_errors: Training examples left out as suspected label errors
+            (``--exclude-suspected-label-errors``; ``None``: none were left out).
     """
 
     strategy: str
@@ -360,6 +362,7 @@ class Training(JsonRecord):
     evidence: dict[str, Any] | None = None
     resumed_from: int | None = None
     images_per_second: float | None = None
+    excluded_label_errors: int | None = None
 
     FILE = TRAINING_FILE
     STEP = "fine-tune"
@@ -575,6 +578,8 @@ class RunSummary(JsonRecord):
         tensor_model_uri: The same network as a ``pytorch`` flavour model taking preprocessed tensors.
         export: The export's outcome (``--export``): format, verdict, sizes and latencies, and where it is
             registered when accepted; ``None`` without an export.
+        audit: The audit's counts, the training examples left out (``excluded``) and its one summary ``line``;
+            ``None`` without an audit.
     """
 
     dataset: dict[str, Any]
@@ -596,6 +601,7 @@ class RunSummary(JsonRecord):
     calibration: dict[str, Any] = field(default_factory=dict)
     tensor_model_uri: str = ""
     export: dict[str, Any] | None = None
+    audit: dict[str, Any] | None = None
 
     FILE = RUN_SUMMARY_FILE
     STEP = "register"

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from tlops.io.provenance import git_commit, tlops_version
 from tlops.promotion.registry import RegistryConfig, RunRecord, register_model
 from tlops.promotion.tracking import check_tracking_server
+from tlops.steps.audit_summary import audit_files, audit_metrics, audit_summary, read_audit
 from tlops.steps.outputs import (
     LOGGED_FILES,
     REPORT_FILE,
@@ -39,6 +40,7 @@ def register(
     *,
     output_dir: Path | None = None,
     selection_dir: Path | None = None,
+    audit_dir: Path | None = None,
     lineage: dict[str, str] | None = None,
     run_config: dict | None = None,
     client=None,
@@ -58,6 +60,8 @@ def register(
         config: Tracking URI, experiment and registered model name.
         output_dir: Where ``run_summary.json`` is written, if given.
         selection_dir: Output of the select-backbone step, logged with the run when given.
+        audit_dir: Output of the audit step: its report, record and contact sheet are logged under ``audit/``, its
+            counts as ``audit_*`` metrics, and the summary says what it found and what training left out.
         lineage: Where the run happened, from the caller's environment (``kfp_run_id``, ``kfp_pipeline_name``,
             ``git_commit`` of a container image, ...); the tlops version, the git commit of a source checkout and
             the pretrained weights' checksum are added here.
@@ -80,6 +84,7 @@ def register(
     selection = Selection.read(selection_dir) if selection_dir is not None else None
     if selection_dir is not None:
         folders.append(Path(selection_dir))
+    audit = read_audit(audit_dir) if audit_dir is not None else None
     check_tracking_server(config.tracking_uri)
     same_registry = (comparison.tracking_uri, comparison.model_name) == (config.tracking_uri, config.model_name)
     record = RunRecord(
@@ -89,9 +94,9 @@ def register(
         backbone=model_config.backbone,
         data_config=model_config.data_config,
         training=training.to_dict(),
-        metrics=evaluation.metrics,
+        metrics=evaluation.metrics | audit_metrics(audit, training),
         comparison=comparison.to_dict(),
-        artifacts=artifact_files(folders),
+        artifacts=artifact_files(folders) + audit_files(audit_dir),
         promote=comparison.promote if same_registry else None,
         compared_champion=comparison.champion_version,
         tables={SELECTION_TABLE_ARTIFACT: selection.rows} if selection else {},
@@ -108,6 +113,7 @@ def register(
         registration = register_model(record, config, client=client)
     logger.info("registered %s version %s: %s", config.model_name, registration.version, registration.champion_reason)
     summary = run_summary(prepared, model_config, training, evaluation, comparison, registration, selection)
+    summary.audit = audit_summary(audit, training)
     if export is not None and runtime is not None:
         from tlops.steps.export import run_export
 

@@ -103,6 +103,7 @@ def format_summary(summary: RunSummary) -> str:
             *_gate_lines(summary.gate),
             *([f"  champion   {summary.champion['reason']}"] if summary.champion.get("reason") else []),
             *export_lines(summary.export),
+            *([f"  audit      {summary.audit['line']}"] if summary.audit else []),
         ]
     )
 

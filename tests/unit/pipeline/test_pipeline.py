@@ -19,6 +19,7 @@ STEPS = {
     "score-baseline",
     "select-backbone",
     "extract-features",
+    "audit",
     "fine-tune",
     "evaluate",
     "register",
@@ -361,7 +362,15 @@ def test_gpu_steps_node_selector_and_tolerations_are_the_gpu_pipeline_parameters
         assert _pipeline_parameter(spec, step, bound) == "gpu_tolerations", step
 
 
-NETWORK_STEPS = {"fingerprint-data", "prepare-data", "plan-extraction", "score-baseline", "evaluate", "register"}
+NETWORK_STEPS = {
+    "fingerprint-data",
+    "prepare-data",
+    "plan-extraction",
+    "score-baseline",
+    "audit",
+    "evaluate",
+    "register",
+}
 
 
 def test_steps_on_the_network_or_a_gpu_retry_with_exponential_backoff(compiled: Path):
@@ -403,7 +412,8 @@ def test_tlops_run_builds_the_pipeline_without_retries(tmp_path: Path):
 def test_caching_is_on_where_the_inputs_decide_the_result_and_off_where_the_world_does(compiled: Path):
     spec = _documents(compiled / "pipelines" / PIPELINE_FILE)[0]
     tasks = _step_tasks(spec, exit_handler=True)
-    cached = {"prepare-data", "score-backbone", "score-baseline", "select-backbone", "extract-features", "fine-tune"}
+    cached = {"prepare-data", "score-backbone", "score-baseline", "select-backbone", "extract-features", "audit"}
+    cached |= {"fine-tune"}
     for step in cached:
         assert tasks[step]["cachingOptions"] == {"enableCache": True}, step
     # The listing (new files), the champion the gate compares with, the registration, the outcome: never cached.
@@ -514,3 +524,27 @@ def test_another_gpu_node_pool_is_only_other_parameter_values(compiled: Path, tm
         _tolerations(spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-fine-tune"])
         == (overrides["gpu_tolerations"])
     )
+
+
+def test_the_audit_reads_extract_features_output_and_feeds_fine_tune_and_register(compiled: Path) -> None:
+    spec = _documents(compiled / "pipelines" / PIPELINE_FILE)[0]
+    tasks = _step_tasks(spec)
+    audit = tasks["audit"]["inputs"]
+    assert audit["artifacts"]["features"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "features",
+        "producerTask": "extract-features",
+    }
+    assert audit["parameters"]["backbone"]["taskOutputParameter"]["producerTask"] == "select-backbone"
+    for step in ("fine-tune", "register"):
+        assert tasks[step]["inputs"]["artifacts"]["audit"]["taskOutputArtifact"] == {
+            "outputArtifactKey": "audit",
+            "producerTask": "audit",
+        }, step
+    exclude = tasks["fine-tune"]["inputs"]["parameters"]["exclude_suspected_label_errors"]
+    assert _pipeline_parameter(spec, "fine-tune", exclude["componentInputParameter"]) == (
+        "exclude_suspected_label_errors"
+    )
+    assert spec["root"]["inputDefinitions"]["parameters"]["exclude_suspected_label_errors"]["defaultValue"] is False
+    # Its ranked tables show in the KFP UI.
+    outputs = spec["components"]["comp-audit"]["outputDefinitions"]["artifacts"]
+    assert outputs["report"]["artifactType"]["schemaTitle"] == "system.Markdown"
