@@ -33,7 +33,7 @@ from tlops.serving.export_latency import measure
 from tlops.serving.onnx_export import export_onnx, onnx_logits, onnx_session, quantize_int8
 from tlops.steps.encoders import prepared_manifest
 from tlops.steps.evaluate import evaluate
-from tlops.steps.export import _calibration_batches, exported_test_logits
+from tlops.steps.export import calibration_batches, exported_test_logits
 from tlops.steps.extract_features import extract_and_probe
 from tlops.steps.fine_tune import fine_tune
 from tlops.steps.outputs import Evaluation, load_model
@@ -78,7 +78,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         graphs = {"onnx": export_onnx(model, args.image_size, Path(scratch) / "fp32.onnx")}
-        calibration = _calibration_batches(manifest, classes, transform, 256, 0)
+        calibration = calibration_batches(manifest, classes, transform, 256, 0, runtime)
         graphs["int8-static"] = quantize_int8(graphs["onnx"], Path(scratch) / "s.onnx", "static", calibration)
         graphs["int8-dynamic"] = quantize_int8(graphs["onnx"], Path(scratch) / "d.onnx", "dynamic")
         timing = {row["format"]: row for row in measure(model, graphs, args.image_size, args.threads, args.repeats)}

@@ -95,7 +95,7 @@ def export_and_register(
     with tempfile.TemporaryDirectory(prefix="tlops-export-") as scratch:
         graphs = {"onnx": export_onnx(model, data_config.input_size, Path(scratch) / "fp32.onnx")}
         if config.format == "int8":
-            calibration = _calibration_batches(manifest, classes, transform, config.calibration_images, seed)
+            calibration = calibration_batches(manifest, classes, transform, config.calibration_images, seed, runtime)
             graphs["int8"] = quantize_int8(
                 graphs["onnx"], Path(scratch) / "int8.onnx", config.quantization, calibration
             )
@@ -153,7 +153,9 @@ def exported_test_logits(session: Any, loader: Any, run: Any) -> np.ndarray:
     return np.concatenate([run(session, images.numpy()) for images, _ in loader])
 
 
-def _calibration_batches(manifest: Any, classes: list[str], transform: Any, count: int, seed: int) -> list[np.ndarray]:
+def calibration_batches(
+    manifest: Any, classes: list[str], transform: Any, count: int, seed: int, runtime: Runtime
+) -> list[np.ndarray]:
     """Batches of ``count`` preprocessed training images (a seeded sample), for static int8 calibration."""
     import torch
 
@@ -161,7 +163,8 @@ def _calibration_batches(manifest: Any, classes: list[str], transform: Any, coun
 
     train = manifest[manifest["split"] == "train"]
     sample = train.sample(n=min(count, len(train)), random_state=seed)
-    loader = make_loader(split_dataset(sample, "train", classes, transform), 32)
+    dataset = split_dataset(sample, "train", classes, transform)
+    loader = make_loader(dataset, runtime.batch_size, workers=runtime.workers)
     with torch.inference_mode():
         return [images.numpy() for images, _ in loader]
 

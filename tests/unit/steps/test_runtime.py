@@ -52,7 +52,7 @@ def test_every_step_loader_takes_its_workers_from_the_runtime() -> None:
         for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, ast.Call) and ast.unparse(node.func) == "make_loader"
     ]
-    assert {name for name, _ in calls} >= {"features.py", "evaluate.py", "fine_tune.py"}
+    assert {name for name, _ in calls} >= {"image_packs.py", "evaluate.py", "fine_tune.py"}
     for name, call in calls:
         keywords = {k.arg: ast.unparse(k.value) for k in call.keywords}
         assert keywords.get("workers") == "runtime.workers", (name, call.lineno)
