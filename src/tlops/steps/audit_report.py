@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from tlops.io.records import JsonRecord
+from tlops.steps.outputs import AUDIT_FILE
 
-AUDIT_FILE = "audit.json"
 AUDIT_REPORT_FILE = "audit.md"
 CONTACT_SHEET_FILE = "label_issues.png"
 TABLE_ROWS = 50

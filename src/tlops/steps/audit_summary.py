@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from tlops.errors import TlopsError
-from tlops.steps.audit_report import AUDIT_FILE, AUDIT_REPORT_FILE, CONTACT_SHEET_FILE, AuditRecord, summary_line
-from tlops.steps.outputs import Training
+from tlops.steps.audit_report import AUDIT_REPORT_FILE, CONTACT_SHEET_FILE, AuditRecord, summary_line
+from tlops.steps.outputs import AUDIT_FILE, Training
 
 AUDIT_ARTIFACTS = "audit"  # the MLflow run's folder of the audit's files
 AUDIT_FILES = (AUDIT_REPORT_FILE, AUDIT_FILE, CONTACT_SHEET_FILE)

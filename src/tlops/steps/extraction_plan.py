@@ -23,14 +23,11 @@ from tlops.steps.config import ResourcesConfig, SelectionConfig, StorageConfig
 from tlops.steps.encoders import is_detection, is_text, load_encoder
 from tlops.steps.features import open_feature_cache
 from tlops.steps.image_packs import extract_into_packs, pack_store
-from tlops.steps.outputs import load_prepared
+from tlops.steps.outputs import PLAN_FILE, SHARD_FILE, load_prepared
 from tlops.steps.runtime import Runtime
 from tlops.tasks import task_of
 
 logger = logging.getLogger(__name__)
-
-PLAN_FILE = "extraction_plan.json"
-SHARD_FILE = "extraction_shard.json"
 
 
 @dataclass

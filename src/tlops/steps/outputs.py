@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from tlops.data.preprocessing import DataConfig
 
 __all__ = [
+    "AUDIT_FILE",
     "CALIBRATION_SET_FILE",
     "COMPARISON_FILE",
     "CONFUSION_MATRIX_FILE",
@@ -41,6 +42,7 @@ __all__ = [
     "LOGGED_FILES",
     "MANIFEST_FILE",
     "MODEL_CONFIG_FILE",
+    "PLAN_FILE",
     "PRECISION_RECALL_FILE",
     "PREDICTIONS_FILE",
     "PREPARE_SUMMARY_FILE",
@@ -52,6 +54,7 @@ __all__ = [
     "SELECTION_FILE",
     "SELECTION_TABLE_ARTIFACT",
     "SELECTION_TABLE_FILE",
+    "SHARD_FILE",
     "TRAINING_FILE",
     "WEIGHTS_FILE",
     "BackboneScore",
@@ -73,6 +76,8 @@ __all__ = [
     "write_probe",
 ]
 
+PLAN_FILE = "extraction_plan.json"  # plan-extraction: the shards of the images without cached features
+SHARD_FILE = "extraction_shard.json"  # extract-shard: what one shard pod extracted
 SCORE_FILE = "score.json"  # score-backbone
 SELECTION_FILE = "selection.json"  # select-backbone
 SELECTION_TABLE_FILE = "selection.md"
@@ -94,6 +99,7 @@ PRECISION_RECALL_FILE = "precision_recall.png"  # object detection: per-class pr
 DETECTION_EXAMPLES_FILE = "detection_examples.png"  # object detection: test images with true and predicted boxes
 COMPARISON_FILE = "comparison.json"
 EXPORT_FILE = "export.json"  # register with --export: the export's outcome
+AUDIT_FILE = "audit.json"  # audit: the flagged examples and counts
 RUN_SUMMARY_FILE = "run_summary.json"  # register, and tlops run
 # The files the register step logs with the MLflow run (the report under data/, the rest under report/).
 LOGGED_FILES = (

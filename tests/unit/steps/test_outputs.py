@@ -112,6 +112,7 @@ def test_json_file_names_are_written_only_in_the_outputs_module() -> None:
     allowed |= {SRC / "serving" / "text_model.py"}  # the served text model's own settings file
     allowed |= {SRC / "models" / "text_encoders.py", SRC / "models" / "text_names.py"}  # Hugging Face files
     allowed |= {SRC / "models" / "tfidf.py"}  # the TF-IDF model's own format
+    allowed |= {SRC / "models" / "feature_packs.py"}  # the feature cache's pack indexes
     named = {
         path
         for path in SRC.rglob("*.py")
@@ -120,9 +121,9 @@ def test_json_file_names_are_written_only_in_the_outputs_module() -> None:
     }
     assert named <= allowed, sorted(map(str, named - allowed))
     every_file = {getattr(outputs, name) for name in outputs.__all__ if name.endswith("_FILE")}
-    # 3 of prepare-data, score, selection (2), features, probe (2), model (5), evaluate (5 + 2 of detection),
-    # summary, export
-    assert len(every_file) == 23
+    # 3 of prepare-data, plan and shard, score, selection (2), features, probe (2), model (5), evaluate (5 + 2 of
+    # detection), summary, export, audit
+    assert len(every_file) == 26
 
 
 def test_a_manifest_keeps_class_names_pandas_would_read_as_missing(tmp_path: Path) -> None:

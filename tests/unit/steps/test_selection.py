@@ -216,7 +216,7 @@ def prepared(small_imagefolder: Path, tmp_path_factory: pytest.TempPathFactory) 
 def test_scoring_twice_reads_the_cache_and_runs_no_backbone(
     prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tlops.steps import features
+    from tlops.steps import image_packs
     from tlops.steps.runtime import Runtime
     from tlops.steps.score_backbone import score_backbone
 
@@ -229,7 +229,7 @@ def test_scoring_twice_reads_the_cache_and_runs_no_backbone(
     def no_backbone(*args, **kwargs):
         raise AssertionError("a backbone ran although its features are cached")
 
-    monkeypatch.setattr(features, "iter_features", no_backbone)
+    monkeypatch.setattr(image_packs, "iter_features", no_backbone)
     second = score_backbone(prepared, "efficientnet_lite0", tmp_path / "second", runtime, image_size=64)
     assert second.cache_hit and second.cache_entry == first.cache_entry
     assert (second.probe_accuracy, second.knn_accuracy, second.logme) == (
