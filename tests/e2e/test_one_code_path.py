@@ -64,7 +64,11 @@ def test_the_steps_one_by_one_register_what_tlops_run_registers(images: Path, tm
         _run("select-backbone", "--dataset", "prepared", "--output", "selection", *size, *seed, cwd=steps_dir)
         _run("extract-features", "--dataset", "prepared", "--output", "features", *size, *seed, cwd=steps_dir)
         _run(
-            "fine-tune", "--dataset", "prepared", "--probe", "features/probe", "--output", "model",
+            "audit", "--dataset", "prepared", "--features", "features/features", "--backbone", "efficientnet_lite0",
+            "--output", "audit", *size, *seed, cwd=steps_dir,
+        )  # fmt: skip
+        _run(
+            "fine-tune", "--dataset", "prepared", "--probe", "features/probe", "--audit", "audit", "--output", "model",
             "--strategy", OPTIONS["strategy"], "--epochs", OPTIONS["epochs"], *seed, cwd=steps_dir,
         )  # fmt: skip
         evaluated = _run(
@@ -72,7 +76,7 @@ def test_the_steps_one_by_one_register_what_tlops_run_registers(images: Path, tm
         )
         registered = _run(
             "register", "--dataset", "prepared", "--model", "model", "--evaluation", "evaluation",
-            "--selection", "selection", "--output", "registration", cwd=steps_dir,
+            "--selection", "selection", "--audit", "audit", "--output", "registration", cwd=steps_dir,
         )  # fmt: skip
     finally:
         stdout, stderr = whole.communicate(timeout=TIMEOUT_S)

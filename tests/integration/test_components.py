@@ -143,7 +143,19 @@ def extracted(workdir: Path, prepared: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tuned(workdir: Path, prepared: Path, extracted: Path, selected: Path) -> Path:
+def audited(workdir: Path, prepared: Path, extracted: Path) -> Path:
+    return run_alone(
+        workdir,
+        "audit",
+        dataset_uri=str(prepared / "dataset"),
+        features_uri=str(extracted / "features"),
+        backbone=BACKBONE,
+        image_size=IMAGE_SIZE,
+    )
+
+
+@pytest.fixture(scope="module")
+def tuned(workdir: Path, prepared: Path, extracted: Path, selected: Path, audited: Path) -> Path:
     return run_alone(
         workdir,
         "fine_tune",
@@ -151,6 +163,7 @@ def tuned(workdir: Path, prepared: Path, extracted: Path, selected: Path) -> Pat
         probe_uri=str(extracted / "probe"),
         features_uri=str(extracted / "features"),
         selection_uri=str(selected / "selection"),
+        audit_uri=str(audited / "audit"),
         strategy="linear-probe",
         epochs=1,
     )
@@ -224,7 +237,7 @@ def test_evaluate_alone(evaluated: Path) -> None:
 
 @pytest.mark.pipeline
 def test_register_alone(
-    workdir: Path, prepared: Path, tuned: Path, evaluated: Path, selected: Path, tracking: str
+    workdir: Path, prepared: Path, tuned: Path, evaluated: Path, selected: Path, audited: Path, tracking: str
 ) -> None:
     task = run_alone(
         workdir,
@@ -233,6 +246,7 @@ def test_register_alone(
         model_uri=str(tuned / "model"),
         evaluation_uri=str(evaluated / "evaluation"),
         selection_uri=str(selected / "selection"),
+        audit_uri=str(audited / "audit"),
         tracking_uri=tracking,
         experiment="components-alone",
         model_name=RegistryConfig.model_name,

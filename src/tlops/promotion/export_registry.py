@@ -70,6 +70,8 @@ def register_export(
     name = export_model_name(source_name, export_format)
     version = None
     try:
+        # The fp32 version's run may be in another experiment than the one this process set last.
+        mlflow.set_experiment(experiment_id=client.get_run(run_id).info.experiment_id)
         with mlflow.start_run(run_id=run_id):
             info = log_model(f"model-{export_format}")
         tags = tags | {"source_model": source_name, "source_version": str(source_version), "export": export_format}
